@@ -1,0 +1,462 @@
+"""Recording state, the graph, and the reverse-mode engine.
+
+A recorded op leaves a Node holding its input nodes, the arrays its declaration saves, and the
+shapes of everything else. A leaf (attach_grad) has a Leaf node holding its tensor only by weak
+reference, so the graph has no cycles and dies with the last tensor that reaches it.
+"""
+
+import contextlib
+import threading
+import weakref
+
+import numpy as np
+
+from gpugrad import backend
+from gpugrad import ops
+from gpugrad import tensor
+
+
+class GraphError(RuntimeError):
+    """backward() was asked for something the graph cannot give."""
+
+
+class ShapeError(ValueError):
+    """Operand shapes do not fit together."""
+
+
+# ---------------------------------------------------------------------------- recording state
+
+
+class _State(threading.local):
+    recording = False
+    training = False
+    forward_mode = False
+
+
+_state = _State()
+
+
+def is_recording():
+    """True inside record() (and not inside pause()/no_grad())."""
+    return _state.recording
+
+
+def is_training():
+    """True when layers such as dropout should behave as in training."""
+    return _state.training
+
+
+@contextlib.contextmanager
+def _scope(recording, training):
+    prev = _state.recording, _state.training
+    _state.recording, _state.training = recording, training
+    try:
+        yield
+    finally:
+        _state.recording, _state.training = prev
+
+
+def record(train_mode=True):
+    """Record operations for backward inside the block (MXNet's autograd.record)."""
+    return _scope(True, train_mode)
+
+
+def pause(train_mode=False):
+    """Stop recording inside the block."""
+    return _scope(False, train_mode)
+
+
+def no_grad():
+    """Stop recording inside the block, keeping the training mode."""
+    return _scope(False, _state.training)
+
+
+def train_mode():
+    """Training behaviour (dropout on) inside the block without changing recording."""
+    return _scope(_state.recording, True)
+
+
+def predict_mode():
+    """Prediction behaviour (dropout off) inside the block without changing recording."""
+    return _scope(_state.recording, False)
+
+
+# ---------------------------------------------------------------------------- the graph
+
+
+class Leaf:
+    """The node of a tensor that receives a gradient (attach_grad)."""
+
+    __slots__ = ("ref", "grad_req", "__weakref__")
+    op = None
+
+    def __init__(self, t, grad_req):
+        self.ref = weakref.ref(t)
+        self.grad_req = grad_req
+
+
+class Node:
+    """One recorded op: its input nodes, what it saved, and the metadata of the rest."""
+
+    __slots__ = ("op", "parents", "metas", "saved", "params", "out_meta", "freed",
+                 "__weakref__")
+
+    def __init__(self, op, parents, inputs, arrays, y, y_device, params):
+        self.op = op
+        self.parents = parents
+        self.params = params
+        self.freed = False
+        # (shape, dtype, device) per tensor input; None for Python scalars
+        self.metas = tuple((a.shape, a.dtype, x.device) if isinstance(x, tensor.Tensor) else None
+                           for x, a in zip(inputs, arrays))
+        self.out_meta = (y.shape, y.dtype, y_device)
+        save_for = op.save_for(params)
+        saved = {}
+        for i, p in enumerate(parents):
+            if p is not None:
+                for k in save_for[None if op.variadic else i]:
+                    saved[k] = y if k == "y" else arrays[k]
+            elif self.metas[i] is None:
+                saved[i] = arrays[i]  # scalars are free and every rule may use them
+        self.saved = saved
+
+    def free(self):
+        self.saved = None
+        self.params = None
+        self.freed = True
+
+    def __repr__(self):
+        return f"<Node {self.op.name}{' (freed)' if self.freed else ''}>"
+
+
+class Unsaved:
+    """Stands in for an input an op did not save: shape, dtype and device only."""
+
+    __slots__ = ("shape", "dtype", "device", "_what")
+
+    def __init__(self, op_name, what, meta):
+        self.shape, self.dtype, self.device = meta
+        self._what = f"{op_name} did not save {what}"
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    @property
+    def size(self):
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def fail(self):
+        raise GraphError(f"{self._what}: its rule needs it, so add it to the op's save=")
+
+    def __getattr__(self, name):
+        self.fail()
+
+
+def _unsaved_operator(self, *args):
+    self.fail()
+
+
+for _name in ("add", "sub", "mul", "truediv", "pow", "matmul", "neg", "gt", "lt", "ge", "le",
+              "radd", "rsub", "rmul", "rtruediv", "rpow", "rmatmul", "getitem", "array"):
+    setattr(Unsaved, f"__{_name}__", _unsaved_operator)
+
+
+# ---------------------------------------------------------------------------- applying an op
+
+
+def _coerce(op, inputs):
+    """Check devices; turn arrays and lists into tensors on the common device."""
+    device = None
+    for x in inputs:
+        if isinstance(x, tensor.Tensor):
+            if device is None:
+                device = x.device
+            elif x.device != device:
+                raise backend.DeviceError(
+                    f"{op.name}: tensors are on different devices, {device!r} and {x.device!r}; "
+                    f"move one with .to(device)")
+        elif isinstance(x, Unsaved):
+            x.fail()
+    out = []
+    for i, x in enumerate(inputs):
+        if isinstance(x, tensor.Tensor):
+            out.append(x)
+        elif isinstance(x, (bool, int, float, np.generic)):
+            out.append(x)
+        elif x is None:
+            raise TypeError(f"{op.name}: input {op.input_name(i)} is None")
+        else:
+            out.append(tensor.tensor(x, device=device))
+    if device is None:  # only Python scalars: the first becomes a tensor of the default dtype
+        out[0] = tensor.tensor(out[0])
+    return out
+
+
+def _forward_error(op, inputs, e):
+    shapes = [x.shape if isinstance(x, tensor.Tensor) else type(x).__name__ for x in inputs]
+    if op.kind == "elementwise" and "broadcast" in str(e):
+        listed = " and ".join(str(s) for s in shapes)
+        return ShapeError(f"{op.name}: shapes {listed} cannot be broadcast together")
+    err = type(e)(f"{op.name}: {e} (input shapes {', '.join(map(str, shapes))})")
+    return err
+
+
+def apply(op, inputs, params):
+    """Run an op's forward; record a Node when recording and an input is in the graph."""
+    xs = _coerce(op, inputs)
+    device = None
+    arrays = []
+    for x in xs:
+        if isinstance(x, tensor.Tensor):
+            arrays.append(x.data)
+            device = device or x.device
+        else:
+            arrays.append(x)
+    be = backend.get(device)
+    try:
+        with be.active:
+            y = op.forward(be.xp, *arrays, **params)
+    except ShapeError:
+        raise
+    except (ValueError, IndexError, TypeError) as e:
+        raise _forward_error(op, xs, e) from e
+    if be.is_cpu and type(y) is not np.ndarray:
+        y = np.asarray(y)  # NumPy reductions return scalars
+    y_device = backend.device_of_array(y) if op.moves_device else device
+    node = None
+    if _state.recording and op.differentiable and y.dtype.kind == "f":
+        parents = tuple(x._node if isinstance(x, tensor.Tensor) else None for x in xs)
+        if any(p is not None for p in parents):
+            node = Node(op, parents, xs, arrays, y, y_device, params)
+    out = tensor.wrap(y, y_device, node)
+    if _state.forward_mode and op.differentiable and y.dtype.kind == "f":
+        ts = tuple(x._tangent if isinstance(x, tensor.Tensor) else None for x in xs)
+        if any(t is not None for t in ts):
+            out._tangent = _tangent_of(op, ts, xs, out, params)
+    return out
+
+
+def _tangent_of(op, ts, xs, y, params):
+    """The output's tangent from the op's jvp rule (forward mode)."""
+    _state.forward_mode = False  # tangent arithmetic must not carry tangents of its own
+    try:
+        t = op.jvp(ts, *xs, y=y, **params)
+        if t.shape != y.shape:
+            t = ops.broadcast_to(t, y.shape)
+        return t if t.dtype == y.dtype else t.astype(y.dtype)
+    finally:
+        _state.forward_mode = True
+
+
+@contextlib.contextmanager
+def forward_mode():
+    """Propagate tangents (Tensor._tangent) through ops inside the block."""
+    if _state.forward_mode:
+        raise RuntimeError("nested forward mode (gg.jvp inside gg.jvp) is not supported")
+    _state.forward_mode = True
+    try:
+        yield
+    finally:
+        _state.forward_mode = False
+
+
+# ---------------------------------------------------------------------------- backward
+
+
+def _rule_inputs(node, create_graph):
+    """Saved arrays back as Tensors (with their history when create_graph), else placeholders."""
+    op, saved = node.op, node.saved
+    args = []
+    for i, meta in enumerate(node.metas):
+        if meta is None:
+            args.append(saved[i])
+        elif i in saved:
+            args.append(tensor.wrap(saved[i], meta[2], node.parents[i] if create_graph else None))
+        else:
+            args.append(Unsaved(op.name, op.input_name(i), meta))
+    if "y" in saved:
+        y = tensor.wrap(saved["y"], node.out_meta[2], node if create_graph else None)
+    else:
+        y = Unsaved(op.name, "its output y", node.out_meta)
+    return args, y
+
+
+def unbroadcast(g, shape):
+    """Sum a gradient over the axes broadcasting added, back to `shape`."""
+    if g.shape == shape:
+        return g
+    lead = g.ndim - len(shape)
+    if lead < 0:
+        return g
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
+    if not axes:
+        return g
+    return ops.reshape(ops.sum(g, axis=axes, keepdims=True), shape)
+
+
+def _input_grads(node, g, create_graph):
+    op = node.op
+    args, y = _rule_inputs(node, create_graph)
+    params = node.params
+    if op.vjp_all is not None:
+        grads = list(op.vjp_all(g, *args, y=y, **params))
+    else:
+        grads = [None if p is None else rule(g, *args, y=y, **params)
+                 for p, rule in zip(node.parents, op.vjp)]
+    for i, (p, gi) in enumerate(zip(node.parents, grads)):
+        if p is None or gi is None:
+            grads[i] = None
+            continue
+        shape, dtype, device = node.metas[i]
+        if not isinstance(gi, tensor.Tensor):
+            raise GraphError(f"{op.name}: the gradient rule for {op.input_name(i)} returned "
+                             f"{type(gi).__name__}, not a Tensor")
+        gi = unbroadcast(gi, shape)
+        if gi.shape != shape:
+            raise GraphError(f"{op.name}: gradient for {op.input_name(i)} has shape {gi.shape} "
+                             f"but the input has shape {shape}")
+        if gi.device != device:
+            raise GraphError(f"{op.name}: gradient for {op.input_name(i)} is on {gi.device!r} "
+                             f"but the input is on {device!r}")
+        grads[i] = gi if gi.dtype == dtype else gi.astype(dtype)
+    return grads
+
+
+def _toposort(roots):
+    """Nodes reachable from roots, each before its inputs (iterative DFS, post-order reversed)."""
+    order, seen = [], set()
+    stack = [(r, False) for r in roots]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            order.append(node)
+            continue
+        if node in seen:
+            continue
+        seen.add(node)
+        stack.append((node, True))
+        if node.op is not None:
+            if node.freed:
+                raise GraphError(
+                    f"backward through a graph that has already been freed (at op "
+                    f"{node.op.name!r}): the first backward frees it unless you pass "
+                    f"retain_graph=True")
+            stack.extend((p, False) for p in node.parents if p is not None and p not in seen)
+    order.reverse()
+    return order
+
+
+def _check_head(y, head_grad, who):
+    if not isinstance(y, tensor.Tensor):
+        raise TypeError(f"{who}: expected a Tensor, got {type(y).__name__}")
+    if y._node is None:
+        raise GraphError(
+            f"{who}: this tensor has no graph: it was not computed inside autograd.record() "
+            f"from a tensor with attach_grad() (or requires_grad=True)")
+    if head_grad is None:
+        return tensor.wrap(backend.get(y.device).xp.ones(y.shape, y.dtype), y.device)
+    if not isinstance(head_grad, tensor.Tensor):
+        head_grad = tensor.tensor(head_grad, dtype=y.dtype, device=y.device)
+    if head_grad.shape != y.shape:
+        raise ShapeError(f"{who}: head_grad has shape {head_grad.shape} but the output has "
+                         f"shape {y.shape}")
+    if head_grad.device != y.device:
+        raise backend.DeviceError(f"{who}: head_grad is on {head_grad.device!r} but the output "
+                                  f"is on {y.device!r}")
+    return head_grad
+
+
+def _run(heads, head_grads, retain_graph, create_graph, targets=None):
+    """The engine. Writes leaf gradients, or with `targets` returns {node: gradient}."""
+    roots = [h._node for h in heads]
+    order = _toposort(roots)
+    if targets is not None:  # skip nodes from which no target can be reached
+        useful = set(targets)
+        for node in reversed(order):
+            if node.op is not None and any(p in useful for p in node.parents):
+                useful.add(node)
+    grads = {}
+    for node, g in zip(roots, head_grads):
+        grads[node] = grads[node] + g if node in grads else g
+    found = {}
+    leaves = []
+    scope = record() if create_graph else pause()
+    with scope:
+        for node in order:
+            g = grads.pop(node, None)
+            if g is None:
+                continue
+            if targets is not None:
+                if node in useful and node in targets:
+                    found[node] = g
+                if node.op is None or node not in useful:
+                    continue
+            elif node.op is None:
+                leaves.append((node, g))
+                continue
+            for p, gi in zip(node.parents, _input_grads(node, g, create_graph)):
+                if gi is not None:
+                    grads[p] = grads[p] + gi if p in grads else gi
+            if not retain_graph:
+                node.free()
+    if targets is None:
+        _write_leaves(leaves, create_graph, {id(g.data) for g in head_grads})
+    return found
+
+
+def _write_leaves(leaves, create_graph, external):
+    """Store each leaf's gradient per its grad_req, copying any array that is shared."""
+    written = set(external)
+    for leaf, g in leaves:
+        t = leaf.ref()
+        if t is None or leaf.grad_req == "null":
+            continue
+        if not create_graph:
+            data = g.data
+            if id(data) in written or data.base is not None:
+                data = data.copy()
+            written.add(id(data))
+            g = tensor.wrap(data, g.device)
+        if leaf.grad_req == "add" and t.grad is not None:
+            if create_graph:
+                t.grad = t.grad + g
+            else:
+                t.grad.data += g.data
+        else:
+            t.grad = g
+
+
+def backward(y, head_grad=None, retain_graph=False, create_graph=False):
+    """Gradient of y (times head_grad) written into .grad of the leaves behind it."""
+    g = _check_head(y, head_grad, "backward")
+    _run([y], [g], retain_graph, create_graph)
+
+
+def grad(heads, variables, head_grads=None, retain_graph=None, create_graph=False):
+    """Gradients of heads with respect to variables, as new tensors; .grad is left alone.
+
+    Variables that the heads do not depend on get zeros. retain_graph defaults to
+    create_graph, as in PyTorch.
+    """
+    single = isinstance(variables, tensor.Tensor)
+    heads = [heads] if isinstance(heads, tensor.Tensor) else list(heads)
+    variables = [variables] if single else list(variables)
+    if head_grads is None or isinstance(head_grads, tensor.Tensor):
+        head_grads = [head_grads] * len(heads)
+    if len(head_grads) != len(heads):
+        raise ValueError(f"grad: {len(heads)} heads but {len(head_grads)} head_grads")
+    hg = [_check_head(h, g, "grad") for h, g in zip(heads, head_grads)]
+    for v in variables:
+        if not isinstance(v, tensor.Tensor) or v._node is None:
+            raise GraphError("grad: every variable must be in the graph (call attach_grad() on "
+                             "it, or compute it inside autograd.record())")
+    if retain_graph is None:
+        retain_graph = create_graph
+    found = _run(heads, hg, retain_graph, create_graph, targets={v._node for v in variables})
+    out = []
+    for v in variables:
+        g = found.get(v._node)
+        out.append(tensor.zeros_like(v) if g is None else g)
+    return out[0] if single else out

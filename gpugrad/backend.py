@@ -1,0 +1,318 @@
+"""The dispatch layer: one Backend per device kind (NumPy on "cpu", CuPy on "cuda:N").
+
+Everything device-specific lives here: parsing device strings, the default device and dtype,
+array creation and transfer, random numbers, synchronisation, and the few functions NumPy and
+CuPy spell differently (erf, scatter-add). Ops ask `backend.get(device).xp` for the array
+namespace and write their math once.
+"""
+
+import contextlib
+import math
+import os
+import threading
+
+import numpy as np
+
+_INSTALL_HINT = (
+    "pip install 'gpugrad[cuda13]' (CUDA 13) or 'gpugrad[cuda12]' (CUDA 12)"
+)
+
+
+class DeviceError(RuntimeError):
+    """A device was asked for that cannot be used here, or devices were mixed."""
+
+
+# ---------------------------------------------------------------------------- CuPy probing
+
+_cupy = None
+_cupy_reason = None
+_cupy_probed = False
+
+
+def _probe_cupy():
+    """Import CuPy and touch the runtime once; remember why it failed if it did."""
+    global _cupy, _cupy_reason, _cupy_probed
+    if _cupy_probed:
+        return _cupy
+    _cupy_probed = True
+    try:
+        import cupy
+    except ImportError as e:
+        _cupy_reason = f"CuPy is not installed ({e}); install it with {_INSTALL_HINT}"
+        return None
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:  # CuPy imports on machines without a driver, then its first call fails
+        _cupy_reason = f"CuPy {cupy.__version__} is installed but CUDA is unusable: {e}"
+        return None
+    if count == 0:
+        _cupy_reason = f"CuPy {cupy.__version__} is installed but no CUDA device was found"
+        return None
+    _cupy = cupy
+    return cupy
+
+
+def cuda_available():
+    return _probe_cupy() is not None
+
+
+def cuda_unavailable_reason():
+    """Why cuda_available() is False, or None when it is True."""
+    _probe_cupy()
+    return _cupy_reason
+
+
+def cuda_device_count():
+    cp = _probe_cupy()
+    return cp.cuda.runtime.getDeviceCount() if cp is not None else 0
+
+
+# ---------------------------------------------------------------------------- devices
+
+
+def canonical_device(device):
+    """'cpu', 'cuda' or 'cuda:N' (or a Tensor's device) -> 'cpu' or 'cuda:N'."""
+    if not isinstance(device, str):
+        raise TypeError(f"device must be a string like 'cpu' or 'cuda:0', got {device!r}")
+    d = device.strip().lower()
+    if d == "cpu":
+        return "cpu"
+    if d == "cuda" or d == "gpu":
+        return "cuda:0"
+    for prefix in ("cuda:", "gpu:"):
+        if d.startswith(prefix) and d[len(prefix):].isdigit():
+            return f"cuda:{int(d[len(prefix):])}"
+    raise ValueError(f"unknown device {device!r}: use 'cpu', 'cuda' or 'cuda:N'")
+
+
+_local = threading.local()
+_env_cache = [None, None]  # (raw value of GPUGRAD_DEVICE, canonical device)
+
+
+def default_device():
+    """The device new tensors go to: gg.device(...) block, else GPUGRAD_DEVICE, else 'cpu'."""
+    stack = getattr(_local, "devices", None)
+    if stack:
+        return stack[-1]
+    raw = os.environ.get("GPUGRAD_DEVICE", "")
+    if raw != _env_cache[0]:
+        _env_cache[0], _env_cache[1] = raw, canonical_device(raw) if raw else "cpu"
+    return _env_cache[1]
+
+
+@contextlib.contextmanager
+def device(name):
+    """Within the block, new tensors are created on `name` ('cpu', 'cuda', 'cuda:N')."""
+    dev = canonical_device(name)
+    get(dev)  # fail at the `with`, not at the first tensor
+    stack = _local.__dict__.setdefault("devices", [])
+    stack.append(dev)
+    try:
+        yield dev
+    finally:
+        stack.pop()
+
+
+# ---------------------------------------------------------------------------- dtypes
+
+_default_dtype = np.dtype(np.float32)
+
+
+def get_default_dtype():
+    return _default_dtype
+
+
+def set_default_dtype(dtype):
+    """Set the dtype of tensors made from Python scalars and lists (float32 at start)."""
+    global _default_dtype
+    dt = as_dtype(dtype)
+    if dt.kind != "f":
+        raise TypeError(f"the default dtype must be a floating type, got {dt}")
+    _default_dtype = dt
+
+
+def as_dtype(dtype):
+    """NumPy dtype from a dtype, a type or a name; None stays None."""
+    if dtype is None:
+        return None
+    try:
+        return np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"unknown dtype {dtype!r}") from None
+
+
+# ---------------------------------------------------------------------------- backends
+
+
+class Backend:
+    """What ops need of a device: its array namespace and a handful of helpers."""
+
+    name = None
+    is_cpu = True
+
+    def __init__(self, device):
+        self.device = device
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.device}>"
+
+
+class NumpyBackend(Backend):
+    name = "numpy"
+    xp = np
+    is_cpu = True
+
+    def __init__(self):
+        super().__init__("cpu")
+        self.rng = np.random.default_rng()
+        self.active = contextlib.nullcontext()
+
+    def asarray(self, data, dtype=None):
+        if not isinstance(data, np.ndarray) and _cupy is not None and isinstance(data, _cupy.ndarray):
+            data = data.get()
+        return np.asarray(data, dtype=dtype)
+
+    def to_host(self, arr):
+        return arr
+
+    def seed(self, n):
+        self.rng = np.random.default_rng(n)
+
+    def rand(self, shape, dtype):
+        return self.rng.random(shape, dtype=dtype)
+
+    def randn(self, shape, dtype):
+        return self.rng.standard_normal(shape, dtype=dtype)
+
+    def synchronize(self):
+        pass
+
+
+class CupyBackend(Backend):
+    name = "cupy"
+    is_cpu = False
+
+    def __init__(self, device):
+        super().__init__(device)
+        cp = _probe_cupy()
+        if cp is None:
+            raise DeviceError(f"device {device!r} requested but {_cupy_reason}")
+        self.index = int(device.split(":")[1])
+        count = cp.cuda.runtime.getDeviceCount()
+        if self.index >= count:
+            raise DeviceError(f"device {device!r} requested but only {count} CUDA device(s) exist")
+        self.xp = cp
+        self.active = cp.cuda.Device(self.index)
+        with self.active:
+            self.rng = cp.random.RandomState()
+
+    def asarray(self, data, dtype=None):
+        with self.active:
+            return self.xp.asarray(data, dtype=dtype)
+
+    def to_host(self, arr):
+        return self.xp.asnumpy(arr)
+
+    def seed(self, n):
+        with self.active:
+            self.rng = self.xp.random.RandomState(n)
+
+    def rand(self, shape, dtype):
+        with self.active:
+            return self.rng.random_sample(shape, dtype=dtype)
+
+    def randn(self, shape, dtype):
+        with self.active:
+            return self.rng.standard_normal(shape, dtype=dtype)
+
+    def synchronize(self):
+        with self.active:
+            self.xp.cuda.get_current_stream().synchronize()
+
+
+_backends = {}
+_backends_lock = threading.Lock()
+_seed = None
+
+
+def get(device=None):
+    """The Backend for a device string (default: the default device)."""
+    dev = default_device() if device is None else device
+    be = _backends.get(dev)
+    if be is not None:
+        return be
+    dev = canonical_device(dev)
+    with _backends_lock:
+        if dev not in _backends:
+            be = NumpyBackend() if dev == "cpu" else CupyBackend(dev)
+            if _seed is not None:  # a backend made after gg.seed() starts from that seed too
+                be.seed(_seed)
+            _backends[dev] = be
+        return _backends[dev]
+
+
+def device_of_array(arr):
+    """The device string of a NumPy or CuPy array."""
+    if isinstance(arr, np.ndarray):
+        return "cpu"
+    if _cupy is not None and isinstance(arr, _cupy.ndarray):
+        return f"cuda:{arr.device.id}"
+    return None
+
+
+def is_backend_array(obj):
+    return isinstance(obj, np.ndarray) or (_cupy is not None and isinstance(obj, _cupy.ndarray))
+
+
+def seed(n):
+    """Seed the random generators of every backend, present and future."""
+    global _seed
+    _seed = int(n)
+    for be in list(_backends.values()):
+        be.seed(_seed)
+
+
+def from_dlpack(obj):
+    """Zero-copy import of any object with __dlpack__ (PyTorch, JAX, NumPy, CuPy)."""
+    if not hasattr(obj, "__dlpack__"):
+        raise TypeError(f"from_dlpack needs an object with __dlpack__, got {type(obj).__name__}")
+    kind, index = obj.__dlpack_device__()
+    if int(kind) == 1:  # kDLCPU
+        return np.from_dlpack(obj)
+    if int(kind) in (2, 3):  # kDLCUDA, kDLCUDAHost
+        be = get(f"cuda:{index}")
+        with be.active:
+            return be.xp.from_dlpack(obj)
+    raise DeviceError(f"from_dlpack: DLPack device type {int(kind)} is not supported")
+
+
+# ---------------------------------------------------------------------------- spelled differently
+
+
+def _erf_numpy(x):
+    try:
+        from scipy import special
+    except ImportError:
+        # math.erf is exact to double precision; slower than SciPy but needs nothing
+        return np.vectorize(math.erf, otypes=[x.dtype])(x) if x.size else x.copy()
+    return special.erf(x).astype(x.dtype, copy=False)
+
+
+def erf(x):
+    """The error function of a NumPy or CuPy array, in its dtype."""
+    if isinstance(x, np.ndarray):
+        return _erf_numpy(x)
+    import cupyx.scipy.special
+
+    return cupyx.scipy.special.erf(x)
+
+
+def scatter_add(out, key, values):
+    """out[key] += values, with repeated indices accumulated (NumPy's add.at)."""
+    if isinstance(out, np.ndarray):
+        np.add.at(out, key, values)
+    else:
+        import cupyx
+
+        cupyx.scatter_add(out, key, values)
+    return out

@@ -1,0 +1,96 @@
+"""The `gpugrad` command line: `gpugrad info` reports what this machine can run."""
+
+import argparse
+import json
+import platform
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+
+import gpugrad
+from gpugrad import backend
+
+
+def _nvcc_version(path):
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"unusable ({e})"
+    lines = [ln for ln in out.stdout.splitlines() if "release" in ln]
+    return lines[-1].strip() if lines else out.stdout.strip()[-80:]
+
+
+def info_report():
+    """Versions, backends and devices, as a dict (what `gpugrad info` prints)."""
+    try:
+        import cupy
+
+        cupy_version = cupy.__version__
+    except ImportError:
+        cupy_version = None
+    nvcc = shutil.which("nvcc")
+    cuda_ok = gpugrad.cuda.is_available()
+    devices = ["cpu"]
+    if cuda_ok:
+        cp = backend.get("cuda:0").xp
+        for i in range(gpugrad.cuda.device_count()):
+            props = cp.cuda.runtime.getDeviceProperties(i)
+            devices.append(f"cuda:{i} ({props['name'].decode()})")
+    return {
+        "gpugrad": gpugrad.__version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "cupy": cupy_version or "not installed",
+        "cuda available": cuda_ok,
+        "cuda unavailable because": None if cuda_ok else gpugrad.cuda.unavailable_reason(),
+        "devices": devices,
+        "default device": backend.default_device(),
+        "default dtype": str(backend.get_default_dtype()),
+        "nvcc": f"{nvcc}: {_nvcc_version(nvcc)}" if nvcc else "not found",
+        "differentiable ops": len(gpugrad.OPS),
+    }
+
+
+def _print_table(rows):
+    width = max(len(k) for k in rows)
+    for k, v in rows.items():
+        if isinstance(v, list):
+            v = ", ".join(v)
+        if v is not None:
+            print(f"{k:<{width}}  {v}")
+
+
+def cmd_info(args):
+    if args.device:
+        backend.get(backend.canonical_device(args.device))  # a clear error if unusable
+    report = info_report()
+    _print_table(report)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(report, fh, indent=2)
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="gpugrad", description=gpugrad.__doc__)
+    parser.add_argument("--version", action="version", version=f"gpugrad {gpugrad.__version__}")
+    sub = parser.add_subparsers(dest="command")
+    info = sub.add_parser("info", help="versions, backends, devices, nvcc")
+    info.add_argument("--device", help="also check that this device is usable")
+    info.add_argument("--json", metavar="FILE", help="write the report as JSON")
+    info.set_defaults(func=cmd_info)
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except (backend.DeviceError, ValueError) as e:
+        print(f"gpugrad {args.command}: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

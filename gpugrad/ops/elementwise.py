@@ -1,0 +1,107 @@
+"""Elementwise arithmetic and transcendental ops; comparisons (no gradient)."""
+
+import math
+
+from gpugrad import backend
+from gpugrad import tensor
+from gpugrad.ops.registry import defconstant, defelementwise
+
+
+def _masked(cond, g):
+    """g where cond holds, else 0 (cond is a constant: no gradient flows through it)."""
+    return where(cond, g, 0.0)
+
+
+def _log_base(a):
+    """log(a) for the exponent's gradient, with a == 0 giving 0 (the term is 0 there)."""
+    if isinstance(a, (int, float)):
+        return math.log(a) if a > 0 else (0.0 if a == 0 else math.nan)
+    return log(where(a == 0, 1.0, a))
+
+
+def _clip(xp, x, *, a_min=None, a_max=None):
+    if a_min is None and a_max is None:
+        return x.copy()
+    return xp.clip(x, a_min, a_max)
+
+
+def _inside(x, lo, hi):
+    inside = None
+    if lo is not None:
+        inside = x >= lo
+    if hi is not None:
+        inside = (x <= hi) if inside is None else inside & (x <= hi)
+    return inside
+
+
+def _where(xp, a, b, *, cond):
+    return xp.where(cond, a, b)
+
+
+# fmt: off
+add      = defelementwise("add",      lambda xp, a, b: a + b,       save="",
+                          partials=(lambda g, a, b, y: g,            lambda g, a, b, y: g))
+subtract = defelementwise("subtract", lambda xp, a, b: a - b,       save="",
+                          partials=(lambda g, a, b, y: g,            lambda g, a, b, y: -g))
+multiply = defelementwise("multiply", lambda xp, a, b: a * b,       save={"a": "b", "b": "a"},
+                          partials=(lambda g, a, b, y: g * b,        lambda g, a, b, y: g * a))
+divide   = defelementwise("divide",   lambda xp, a, b: a / b,       save={"a": "b", "b": "a b"},
+                          partials=(lambda g, a, b, y: g / b,        lambda g, a, b, y: -g * a / (b * b)))
+power    = defelementwise("power",    lambda xp, a, b: a ** b,      save="a b",
+                          partials=(lambda g, a, b, y: g * b * a ** (b - 1),
+                                    lambda g, a, b, y: g * a ** b * _log_base(a)))
+maximum  = defelementwise("maximum",  lambda xp, a, b: xp.maximum(a, b), save="a b",
+                          partials=(lambda g, a, b, y: _masked(a > b, g) + _masked(a == b, g * 0.5),
+                                    lambda g, a, b, y: _masked(b > a, g) + _masked(a == b, g * 0.5)))
+minimum  = defelementwise("minimum",  lambda xp, a, b: xp.minimum(a, b), save="a b",
+                          partials=(lambda g, a, b, y: _masked(a < b, g) + _masked(a == b, g * 0.5),
+                                    lambda g, a, b, y: _masked(b < a, g) + _masked(a == b, g * 0.5)))
+where_   = defelementwise("where",    _where,                       save="",
+                          partials=(lambda g, a, b, y, cond: _masked(cond, g),
+                                    lambda g, a, b, y, cond: _masked(~cond, g)))
+
+negative = defelementwise("negative", lambda xp, x: -x,             save="",  partials=(lambda g, x, y: -g,))
+exp      = defelementwise("exp",      lambda xp, x: xp.exp(x),      save="y", partials=(lambda g, x, y: g * y,))
+expm1    = defelementwise("expm1",    lambda xp, x: xp.expm1(x),    save="y", partials=(lambda g, x, y: g * (y + 1),))
+log      = defelementwise("log",      lambda xp, x: xp.log(x),      save="x", partials=(lambda g, x, y: g / x,))
+log1p    = defelementwise("log1p",    lambda xp, x: xp.log1p(x),    save="x", partials=(lambda g, x, y: g / (x + 1),))
+sqrt     = defelementwise("sqrt",     lambda xp, x: xp.sqrt(x),     save="y", partials=(lambda g, x, y: g * 0.5 / y,))
+abs      = defelementwise("abs",      lambda xp, x: xp.abs(x),      save="x", partials=(lambda g, x, y: g * sign(x),))
+sin      = defelementwise("sin",      lambda xp, x: xp.sin(x),      save="x", partials=(lambda g, x, y: g * cos(x),))
+cos      = defelementwise("cos",      lambda xp, x: xp.cos(x),      save="x", partials=(lambda g, x, y: -g * sin(x),))
+tan      = defelementwise("tan",      lambda xp, x: xp.tan(x),      save="y", partials=(lambda g, x, y: g * (1 + y * y),))
+tanh     = defelementwise("tanh",     lambda xp, x: xp.tanh(x),     save="y", partials=(lambda g, x, y: g * (1 - y * y),))
+erf      = defelementwise("erf",      lambda xp, x: backend.erf(x), save="x",
+                          partials=(lambda g, x, y: g * (2 / math.sqrt(math.pi)) * exp(-(x * x)),))
+clip     = defelementwise("clip",     _clip,                        save="x",
+                          partials=(lambda g, x, y, a_min, a_max: g if a_min is None and a_max is None
+                                    else _masked(_inside(x, a_min, a_max), g),))
+
+sign          = defconstant("sign",          lambda xp, x: xp.sign(x))
+equal         = defconstant("equal",         lambda xp, a, b: a == b)
+not_equal     = defconstant("not_equal",     lambda xp, a, b: a != b)
+less          = defconstant("less",          lambda xp, a, b: a < b)
+less_equal    = defconstant("less_equal",    lambda xp, a, b: a <= b)
+greater       = defconstant("greater",       lambda xp, a, b: a > b)
+greater_equal = defconstant("greater_equal", lambda xp, a, b: a >= b)
+logical_and   = defconstant("logical_and",   lambda xp, a, b: xp.logical_and(a, b))
+logical_or    = defconstant("logical_or",    lambda xp, a, b: xp.logical_or(a, b))
+logical_not   = defconstant("logical_not",   lambda xp, x: xp.logical_not(x))
+isfinite      = defconstant("isfinite",      lambda xp, x: xp.isfinite(x))
+# fmt: on
+
+
+def where(cond, a, b):
+    """Elementwise `a` where cond is true, else `b`; cond gets no gradient."""
+    if isinstance(cond, tensor.Tensor):
+        cond = cond.data
+    elif not backend.is_backend_array(cond):
+        cond = tensor.tensor(cond, dtype=bool, device=_device_of(a, b)).data
+    return where_(a, b, cond=cond)
+
+
+def _device_of(*xs):
+    for x in xs:
+        if isinstance(x, tensor.Tensor):
+            return x.device
+    return None

@@ -1,0 +1,75 @@
+"""Matrix products with NumPy's matmul semantics (1-D operands and batch broadcasting)."""
+
+from gpugrad import autograd
+from gpugrad import tensor
+from gpugrad.ops import elementwise as ew
+from gpugrad.ops import shape as sh
+from gpugrad.ops.registry import defop
+
+
+def _matmul(xp, a, b):
+    if a.ndim == 0 or b.ndim == 0:
+        raise autograd.ShapeError(f"matmul: operands must be at least 1-D, got shapes "
+                                  f"{a.shape} and {b.shape} (use multiply for scalars)")
+    k_a = a.shape[-1]
+    k_b = b.shape[0] if b.ndim == 1 else b.shape[-2]
+    if k_a != k_b:
+        raise autograd.ShapeError(
+            f"matmul: shapes {a.shape} and {b.shape} are not aligned: {k_a} (last dim of a) "
+            f"!= {k_b} ({'dim 0' if b.ndim == 1 else 'second-to-last dim'} of b)")
+    return xp.matmul(a, b)
+
+
+def _swap(x):
+    axes = list(range(x.ndim))
+    axes[-1], axes[-2] = axes[-2], axes[-1]
+    return sh.transpose(x, axes=tuple(axes))
+
+
+def _matmul_grad_a(g, a, b, y):
+    if b.ndim == 1:  # y = a @ b sums over b's only axis: da = g[..., None] * b
+        if a.ndim == 1:
+            return g * b
+        return sh.reshape(g, g.shape + (1,)) * b
+    if a.ndim == 1:  # a acts as a row vector (1, k): da = (g[..., None, :] @ b^T)[..., 0, :]
+        row = matmul(sh.reshape(g, g.shape[:-1] + (1, g.shape[-1])), _swap(b))
+        return sh.reshape(row, row.shape[:-2] + (row.shape[-1],))
+    return matmul(g, _swap(b))
+
+
+def _matmul_grad_b(g, a, b, y):
+    if a.ndim == 1:  # y = a @ b: db = a[:, None] * g[..., None, :]
+        if b.ndim == 1:
+            return g * a
+        return sh.reshape(a, (a.shape[0], 1)) * sh.reshape(g, g.shape[:-1] + (1, g.shape[-1]))
+    if b.ndim == 1:  # b acts as a column (k, 1): db = (a^T @ g[..., None])[..., 0]
+        col = matmul(_swap(a), sh.reshape(g, g.shape + (1,)))
+        return sh.reshape(col, col.shape[:-1])
+    return matmul(_swap(a), g)
+
+
+def _matmul_jvp(ts, a, b, y):
+    ta, tb = ts
+    out = None if ta is None else matmul(ta, b)
+    if tb is not None:
+        out = matmul(a, tb) if out is None else out + matmul(a, tb)
+    return out
+
+
+# fmt: off
+matmul = defop("matmul", _matmul, save={"a": "b", "b": "a"},
+               vjp=(_matmul_grad_a, _matmul_grad_b), jvp=_matmul_jvp)
+# fmt: on
+
+
+def dot(a, b):
+    """NumPy's dot for operands up to 2-D (and any a with a 1-D or 2-D b); scalars multiply."""
+    a = a if isinstance(a, tensor.Tensor) else tensor.tensor(a)
+    b = b if isinstance(b, tensor.Tensor) else tensor.tensor(b, device=a.device)
+    if a.ndim == 0 or b.ndim == 0:
+        return ew.multiply(a, b)
+    if b.ndim > 2:
+        raise autograd.ShapeError(
+            f"dot: b has shape {b.shape}; NumPy's N-D dot (b.ndim > 2) is not supported, "
+            f"use gg.matmul for batched products")
+    return matmul(a, b)

@@ -1,0 +1,89 @@
+"""Reductions over an axis (or all axes): sum, mean, max, min, logsumexp, norm."""
+
+import numbers
+
+from gpugrad.ops import elementwise as ew
+from gpugrad.ops import shape as sh
+from gpugrad.ops.registry import defop, deflinear
+
+
+def _axes(ndim, axis):
+    """axis (None, int or tuple, negatives allowed) -> sorted tuple of non-negative axes."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
+    out = []
+    for a in axes:
+        if not -ndim <= a < (ndim or 1):
+            raise ValueError(f"axis {a} is out of range for a tensor with {ndim} dimensions")
+        out.append(a % ndim if ndim else 0)
+    return tuple(sorted(set(out)))
+
+
+def _kept_shape(shape, axis):
+    axes = _axes(len(shape), axis)
+    return tuple(1 if i in axes else n for i, n in enumerate(shape))
+
+
+def _keep(g, x, axis):
+    """g reshaped so it broadcasts against x (the reduced axes kept as size 1)."""
+    return sh.reshape(g, _kept_shape(x.shape, axis))
+
+
+def _count(x, axis):
+    n = 1
+    for a in _axes(x.ndim, axis):
+        n *= x.shape[a]
+    return n
+
+
+def logsumexp_array(xp, x, axis, keepdims):
+    m = xp.max(x, axis=axis, keepdims=True)
+    m = xp.where(xp.isfinite(m), m, 0)  # all -inf (or inf) rows: leave them to exp/log
+    out = xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True)) + m
+    return out if keepdims else xp.squeeze(out, axis=axis)
+
+
+def _extreme_grad(g, x, y, axis):
+    """max/min: the gradient is shared equally among all elements that attain the extreme."""
+    hit = x == _keep(y, x, axis)
+    count = sum(hit.astype(x.dtype), axis=axis, keepdims=True)
+    return ew.where(hit, _keep(g, x, axis) / count, 0.0)
+
+
+def _extreme_jvp(ts, x, y, axis, keepdims):
+    hit = x == _keep(y, x, axis)
+    count = sum(hit.astype(x.dtype), axis=axis, keepdims=keepdims)
+    return sum(ew.where(hit, ts[0], 0.0), axis=axis, keepdims=keepdims) / count
+
+
+def _norm(xp, x, *, ord=None, axis=None, keepdims=False):
+    if ord not in (None, 2, "fro"):
+        raise ValueError(f"norm supports the 2-norm (ord=None, 2 or 'fro'), got ord={ord!r}")
+    if ord == 2 and (axis is None and x.ndim > 1 or not isinstance(axis, (int, type(None)))):
+        raise ValueError("norm: ord=2 of a matrix (spectral norm) is not supported; use "
+                         "ord='fro' or give a single axis")
+    return xp.sqrt(xp.sum(x * x, axis=axis, keepdims=keepdims))
+
+
+def _safe(y):
+    return ew.where(y == 0, 1.0, y)  # a zero norm has zero (sub)gradient, as in PyTorch
+
+
+# fmt: off
+sum  = deflinear("sum",  lambda xp, x, *, axis=None, keepdims=False: xp.sum(x, axis=axis, keepdims=keepdims),
+                 vjp=(lambda g, x, y, axis, keepdims: sh.broadcast_to(_keep(g, x, axis), x.shape),))
+mean = deflinear("mean", lambda xp, x, *, axis=None, keepdims=False: xp.mean(x, axis=axis, keepdims=keepdims),
+                 vjp=(lambda g, x, y, axis, keepdims: sh.broadcast_to(_keep(g, x, axis), x.shape) / _count(x, axis),))
+max  = defop("max",  lambda xp, x, *, axis=None, keepdims=False: xp.max(x, axis=axis, keepdims=keepdims),
+             save="x y", vjp=(lambda g, x, y, axis, keepdims: _extreme_grad(g, x, y, axis),), jvp=_extreme_jvp)
+min  = defop("min",  lambda xp, x, *, axis=None, keepdims=False: xp.min(x, axis=axis, keepdims=keepdims),
+             save="x y", vjp=(lambda g, x, y, axis, keepdims: _extreme_grad(g, x, y, axis),), jvp=_extreme_jvp)
+logsumexp = defop("logsumexp", lambda xp, x, *, axis=None, keepdims=False: logsumexp_array(xp, x, axis, keepdims),
+                  save="x y",
+                  vjp=(lambda g, x, y, axis, keepdims: _keep(g, x, axis) * ew.exp(x - _keep(y, x, axis)),),
+                  jvp=lambda ts, x, y, axis, keepdims: sum(ts[0] * ew.exp(x - _keep(y, x, axis)), axis=axis, keepdims=keepdims))
+norm = defop("norm", _norm, save="x y",
+             vjp=(lambda g, x, y, ord, axis, keepdims: _keep(g, x, axis) * x / _keep(_safe(y), x, axis),),
+             jvp=lambda ts, x, y, ord, axis, keepdims: sum(ts[0] * x, axis=axis, keepdims=keepdims) / _safe(y))
+# fmt: on

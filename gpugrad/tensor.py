@@ -1,0 +1,422 @@
+"""Tensor: a backend array, its device, and the graph node that made it.
+
+Arithmetic and methods delegate to the op table in gpugrad.ops; creation functions live here.
+"""
+
+import numbers
+
+import numpy as np
+
+from gpugrad import autograd
+from gpugrad import backend
+from gpugrad import ops
+
+GRAD_REQS = ("write", "add", "null")
+
+
+class Tensor:
+    """An n-dimensional array on a device that can take part in differentiation."""
+
+    __slots__ = ("data", "device", "_node", "grad", "_tangent", "__weakref__")
+    __array_ufunc__ = None  # NumPy defers to our reflected operators
+    __array_priority__ = 1000
+
+    def __init__(self, data, dtype=None, device=None, requires_grad=False):
+        t = tensor(data, dtype=dtype, device=device)
+        self.data, self.device, self._node, self.grad, self._tangent = t.data, t.device, None, None, None
+        if requires_grad:
+            self.attach_grad()
+
+    # ------------------------------------------------------------------ attributes
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    @property
+    def size(self):
+        return self.data.size
+
+    @property
+    def T(self):
+        return ops.transpose(self)
+
+    @property
+    def grad_req(self):
+        node = self._node
+        return node.grad_req if node is not None and node.op is None else "null"
+
+    @property
+    def requires_grad(self):
+        """True for leaves that receive a gradient and for results recorded from them."""
+        return self._node is not None
+
+    @requires_grad.setter
+    def requires_grad(self, value):
+        self.attach_grad("write" if value else "null")
+
+    @property
+    def is_leaf(self):
+        return self._node is None or self._node.op is None
+
+    # ------------------------------------------------------------------ autograd
+    def attach_grad(self, grad_req="write"):
+        """Make this tensor a leaf that receives a gradient; cuts any history it had."""
+        if grad_req not in GRAD_REQS:
+            raise ValueError(f"grad_req must be one of {GRAD_REQS}, got {grad_req!r}")
+        if grad_req == "null":
+            self._node, self.grad = None, None
+            return self
+        if self.dtype.kind != "f":
+            raise TypeError(f"attach_grad: only floating-point tensors can receive gradients, "
+                            f"this one has dtype {self.dtype}")
+        self._node = autograd.Leaf(self, grad_req)
+        self.grad = wrap(backend.get(self.device).xp.zeros_like(self.data), self.device)
+        return self
+
+    def zero_grad(self):
+        """Set .grad to zeros (in place)."""
+        if self.grad is not None:
+            self.grad.data[...] = 0
+
+    def detach(self):
+        """A tensor sharing this one's data, with no history."""
+        return wrap(self.data, self.device)
+
+    def backward(self, head_grad=None, retain_graph=False, create_graph=False):
+        """Accumulate d(self)/d(leaf) * head_grad into each leaf's .grad (see API.md)."""
+        autograd.backward(self, head_grad, retain_graph, create_graph)
+
+    # ------------------------------------------------------------------ conversion
+    def numpy(self):
+        """A host copy as a numpy.ndarray."""
+        return np.array(backend.get(self.device).to_host(self.data), copy=True)
+
+    asnumpy = numpy
+
+    def item(self):
+        if self.size != 1:
+            raise ValueError(f"item(): the tensor has {self.size} elements, not 1")
+        return self.data.item()
+
+    def tolist(self):
+        return self.numpy().tolist()
+
+    def to(self, device):
+        """This tensor on another device (differentiable; itself if already there)."""
+        dev = backend.canonical_device(device)
+        return self if dev == self.device else ops.to_device(self, device=dev)
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def cuda(self, index=0):
+        return self.to(f"cuda:{index}")
+
+    def astype(self, dtype):
+        return ops.astype(self, dtype=backend.as_dtype(dtype))
+
+    def copy(self):
+        return ops.copy(self)
+
+    def __array__(self, dtype=None, copy=None):
+        if self.device != "cpu":
+            raise TypeError(f"cannot convert a tensor on {self.device!r} to NumPy implicitly; "
+                            f"use .numpy()")
+        return self.data if dtype is None else self.data.astype(dtype)
+
+    def __dlpack__(self, *args, **kwargs):
+        return self.data.__dlpack__(*args, **kwargs)
+
+    def __dlpack_device__(self):
+        return self.data.__dlpack_device__()
+
+    # ------------------------------------------------------------------ shape and reductions
+    def reshape(self, *shape):
+        return ops.reshape(self, _shape_arg(shape))
+
+    def transpose(self, *axes):
+        return ops.transpose(self, axes=_shape_arg(axes) if axes else None)
+
+    def sum(self, axis=None, keepdims=False):
+        return ops.sum(self, axis=axis, keepdims=keepdims)
+
+    def mean(self, axis=None, keepdims=False):
+        return ops.mean(self, axis=axis, keepdims=keepdims)
+
+    def max(self, axis=None, keepdims=False):
+        return ops.max(self, axis=axis, keepdims=keepdims)
+
+    def min(self, axis=None, keepdims=False):
+        return ops.min(self, axis=axis, keepdims=keepdims)
+
+    def __getitem__(self, key):
+        return ops.getitem(self, key)
+
+    def __setitem__(self, key, value):
+        if self._node is not None and self._node.op is not None:
+            raise autograd.GraphError("in-place assignment to a tensor computed inside record() "
+                                      "would corrupt the gradients of the graph that saved it")
+        if isinstance(value, Tensor):
+            value = value.data
+        self.data[ops.shape.index_key(key, self.device)] = value
+
+    def __len__(self):
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+    # ------------------------------------------------------------------ operators
+    def __add__(self, other):
+        return ops.add(self, other)
+
+    def __radd__(self, other):
+        return ops.add(other, self)
+
+    def __sub__(self, other):
+        return ops.subtract(self, other)
+
+    def __rsub__(self, other):
+        return ops.subtract(other, self)
+
+    def __mul__(self, other):
+        return ops.multiply(self, other)
+
+    def __rmul__(self, other):
+        return ops.multiply(other, self)
+
+    def __truediv__(self, other):
+        return ops.divide(self, other)
+
+    def __rtruediv__(self, other):
+        return ops.divide(other, self)
+
+    def __pow__(self, other):
+        return ops.power(self, other)
+
+    def __rpow__(self, other):
+        return ops.power(other, self)
+
+    def __matmul__(self, other):
+        return ops.matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return ops.matmul(other, self)
+
+    def __neg__(self):
+        return ops.negative(self)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return ops.abs(self)
+
+    def __eq__(self, other):
+        return ops.equal(self, other)
+
+    def __ne__(self, other):
+        return ops.not_equal(self, other)
+
+    def __lt__(self, other):
+        return ops.less(self, other)
+
+    def __le__(self, other):
+        return ops.less_equal(self, other)
+
+    def __gt__(self, other):
+        return ops.greater(self, other)
+
+    def __ge__(self, other):
+        return ops.greater_equal(self, other)
+
+    def __and__(self, other):
+        return ops.logical_and(self, other)
+
+    def __or__(self, other):
+        return ops.logical_or(self, other)
+
+    def __invert__(self):
+        return ops.logical_not(self)
+
+    __hash__ = object.__hash__
+
+    def __bool__(self):
+        if self.size != 1:
+            raise ValueError(f"the truth value of a tensor with {self.size} elements is "
+                             f"ambiguous; use .any() or .all()")
+        return bool(self.data)
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __index__(self):
+        if self.dtype.kind not in "iu":
+            raise TypeError(f"only integer tensors can be used as an index, not {self.dtype}")
+        return int(self.item())
+
+    def any(self):
+        return bool(self.data.any())
+
+    def all(self):
+        return bool(self.data.all())
+
+    def __repr__(self):
+        host = backend.get(self.device).to_host(self.data)
+        body = np.array2string(host, separator=", ", prefix="tensor(")
+        return f"tensor({body}, dtype={self.dtype}, device='{self.device}')"
+
+
+def _shape_arg(args):
+    """reshape(2, 3) and reshape((2, 3)) mean the same."""
+    if len(args) == 1 and not isinstance(args[0], numbers.Integral):
+        return tuple(args[0])
+    return tuple(args)
+
+
+def wrap(data, device, node=None):
+    """A Tensor around a backend array, without copying or checking (internal fast path)."""
+    t = object.__new__(Tensor)
+    t.data, t.device, t._node, t.grad, t._tangent = data, device, node, None, None
+    return t
+
+
+# ---------------------------------------------------------------------------- creation
+
+
+def tensor(data, dtype=None, device=None, requires_grad=False):
+    """A new tensor from data (Tensor, NumPy/CuPy array, list, scalar); copies the data.
+
+    Python scalars and lists get the default dtype (float32) unless `dtype` says otherwise;
+    arrays keep their own dtype.
+    """
+    dtype = backend.as_dtype(dtype)
+    if isinstance(data, Tensor):
+        src_device, arr = data.device, data.data
+    elif backend.is_backend_array(data):
+        src_device, arr = backend.device_of_array(data), data
+    else:
+        src_device = None
+        arr = np.asarray(_host_list(data))
+        if arr.dtype == object:
+            raise TypeError(f"cannot make a tensor from {type(data).__name__}: {data!r:.80}")
+        if dtype is None and arr.dtype.kind in "iuf":
+            dtype = backend.get_default_dtype()
+    dev = backend.canonical_device(device) if device is not None else (
+        src_device or backend.default_device())
+    be = backend.get(dev)
+    if src_device is not None and src_device != dev:
+        arr = backend.get(src_device).to_host(arr)
+    with be.active:
+        out = be.xp.array(arr, dtype=dtype, copy=True)
+    t = wrap(out, dev)
+    if requires_grad:
+        t.attach_grad()
+    return t
+
+
+array = tensor
+
+
+def _host_list(data):
+    """Lists may hold Tensors; bring them to the host first."""
+    if isinstance(data, (list, tuple)) and any(isinstance(d, (Tensor, list, tuple)) for d in data):
+        return [_host_list(d) for d in data]
+    if isinstance(data, Tensor):
+        return data.numpy()
+    return data
+
+
+def _creation(device, dtype):
+    be = backend.get(backend.canonical_device(device) if device is not None else None)
+    dt = backend.as_dtype(dtype) or backend.get_default_dtype()
+    return be, dt
+
+
+def _shape_of(shape):
+    if isinstance(shape, numbers.Integral):
+        return (int(shape),)
+    return tuple(int(s) for s in shape)
+
+
+def zeros(shape, dtype=None, device=None):
+    be, dt = _creation(device, dtype)
+    with be.active:
+        return wrap(be.xp.zeros(_shape_of(shape), dt), be.device)
+
+
+def ones(shape, dtype=None, device=None):
+    be, dt = _creation(device, dtype)
+    with be.active:
+        return wrap(be.xp.ones(_shape_of(shape), dt), be.device)
+
+
+def full(shape, fill_value, dtype=None, device=None):
+    be, dt = _creation(device, dtype)
+    with be.active:
+        return wrap(be.xp.full(_shape_of(shape), fill_value, dt), be.device)
+
+
+def empty(shape, dtype=None, device=None):
+    be, dt = _creation(device, dtype)
+    with be.active:
+        return wrap(be.xp.empty(_shape_of(shape), dt), be.device)
+
+
+def zeros_like(t, dtype=None):
+    return zeros(t.shape, dtype=dtype or t.dtype, device=t.device)
+
+
+def ones_like(t, dtype=None):
+    return ones(t.shape, dtype=dtype or t.dtype, device=t.device)
+
+
+def eye(n, m=None, dtype=None, device=None):
+    be, dt = _creation(device, dtype)
+    with be.active:
+        return wrap(be.xp.eye(n, m, dtype=dt), be.device)
+
+
+def arange(start, stop=None, step=1, dtype=None, device=None):
+    be, dt = _creation(device, dtype)
+    if stop is None:
+        start, stop = 0, start
+    with be.active:
+        return wrap(be.xp.arange(start, stop, step, dtype=dt), be.device)
+
+
+def _random_shape(shape):
+    return _shape_of(shape[0]) if len(shape) == 1 and not isinstance(
+        shape[0], numbers.Integral) else _shape_of(shape)
+
+
+def rand(*shape, dtype=None, device=None):
+    """Uniform [0, 1) samples; reproducible after gg.seed(n)."""
+    be, dt = _creation(device, dtype)
+    return wrap(be.rand(_random_shape(shape), dt), be.device)
+
+
+def randn(*shape, dtype=None, device=None):
+    """Standard normal samples; reproducible after gg.seed(n)."""
+    be, dt = _creation(device, dtype)
+    return wrap(be.randn(_random_shape(shape), dt), be.device)
+
+
+def from_dlpack(obj):
+    """A tensor sharing memory with any DLPack exporter (PyTorch, JAX, NumPy, CuPy)."""
+    arr = backend.from_dlpack(obj)
+    return wrap(arr, backend.device_of_array(arr))
