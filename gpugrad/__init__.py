@@ -8,20 +8,7 @@ from gpugrad.backend import (  # noqa: E402
 )
 from gpugrad.autograd import GraphError, ShapeError, no_grad  # noqa: E402
 from gpugrad.functional import grad, hvp, jacobian, jvp, value_and_grad, vjp  # noqa: E402
-from gpugrad.ops import OPS, Function  # noqa: E402
-from gpugrad.ops.elementwise import (  # noqa: E402,F401
-    add, subtract, multiply, divide, power, maximum, minimum, where, negative, exp, expm1, log,
-    log1p, sqrt, abs, sin, cos, tan, tanh, erf, clip, sign, equal, not_equal, less, less_equal,
-    greater, greater_equal, logical_and, logical_or, logical_not, isfinite,
-)
-from gpugrad.ops.activation import (  # noqa: E402,F401
-    sigmoid, relu, leaky_relu, elu, gelu, silu, softplus, softmax, log_softmax,
-)
-from gpugrad.ops.reduce import sum, mean, max, min, logsumexp, norm  # noqa: E402,F401
-from gpugrad.ops.shape import (  # noqa: E402,F401
-    reshape, transpose, broadcast_to, concatenate, stack, take, astype, copy,
-)
-from gpugrad.ops.linalg import matmul, dot  # noqa: E402,F401
+from gpugrad.ops import *  # noqa: E402,F401,F403  (the op functions, OPS, Function)
 # gg.tensor (the function) replaces the attribute gpugrad.tensor (the module) from here on:
 # inside the package, import gpugrad's modules at module level only, where they bind the module.
 from gpugrad.tensor import (  # noqa: E402

@@ -429,9 +429,12 @@ def _write_leaves(leaves, create_graph, external):
 
 
 def backward(y, head_grad=None, retain_graph=False, create_graph=False):
-    """Gradient of y (times head_grad) written into .grad of the leaves behind it."""
+    """Gradient of y (times head_grad) written into .grad of the leaves behind it.
+
+    create_graph=True keeps the graph too: the recorded gradients refer to its saved arrays.
+    """
     g = _check_head(y, head_grad, "backward")
-    _run([y], [g], retain_graph, create_graph)
+    _run([y], [g], retain_graph or create_graph, create_graph)
 
 
 def grad(heads, variables, head_grads=None, retain_graph=None, create_graph=False):

@@ -2,24 +2,25 @@
 
 from gpugrad.ops import activation, elementwise, function, linalg, reduce, shape
 from gpugrad.ops.registry import CONSTANTS, OPS
-
-# fmt: off
-from gpugrad.ops.elementwise import (  # noqa: E402
+from gpugrad.ops.elementwise import (
     add, subtract, multiply, divide, power, maximum, minimum, where, negative, exp, expm1, log,
     log1p, sqrt, abs, sin, cos, tan, tanh, erf, clip, sign, equal, not_equal, less, less_equal,
     greater, greater_equal, logical_and, logical_or, logical_not, isfinite,
 )
-from gpugrad.ops.activation import (  # noqa: E402
+from gpugrad.ops.activation import (
     sigmoid, relu, leaky_relu, elu, gelu, silu, softplus, softmax, log_softmax,
 )
-from gpugrad.ops.reduce import sum, mean, max, min, logsumexp, norm  # noqa: E402
-from gpugrad.ops.shape import (  # noqa: E402
+from gpugrad.ops.reduce import sum, mean, max, min, logsumexp, norm
+from gpugrad.ops.shape import (
     reshape, transpose, broadcast_to, concatenate, stack, getitem, scatter, take, astype, copy,
     to_device,
 )
-from gpugrad.ops.linalg import matmul, dot  # noqa: E402
-from gpugrad.ops.function import Function, FunctionCtx  # noqa: E402
-# fmt: on
+from gpugrad.ops.linalg import matmul, dot
+from gpugrad.ops.function import Function
 
-__all__ = ["OPS", "CONSTANTS", "activation", "elementwise", "function", "linalg", "reduce",
-           "shape"]
+_INTERNAL = {"getitem", "scatter", "to_device"}  # reached through t[...], t.to(), backward
+__all__ = ["OPS", "CONSTANTS", "Function"] + [
+    name for name in (*OPS, *CONSTANTS, "where", "dot", "take") if name not in _INTERNAL
+]
+del _INTERNAL
+__all__ = list(dict.fromkeys(__all__))

@@ -1,0 +1,36 @@
+import json
+import subprocess
+import sys
+
+from gpugrad import cli
+
+
+def test_info_prints_and_writes_json(tmp_path, capsys):
+    out = tmp_path / "info.json"
+    assert cli.main(["info", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert report["default device"] in printed and "numpy" in report
+    assert report["differentiable ops"] > 40 and report["devices"][0] == "cpu"
+
+
+def test_console_entry_point_runs():
+    out = subprocess.run([sys.executable, "-m", "gpugrad.cli", "info"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "cuda available" in out.stdout
+
+
+def test_an_unknown_device_is_a_clear_error(capsys):
+    assert cli.main(["info", "--device", "tpu"]) == 1
+    assert "unknown device 'tpu'" in capsys.readouterr().err
+
+
+def test_readme_lists_every_op_in_the_table():
+    import pathlib
+    import re
+
+    import gpugrad as gg
+
+    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+    listed = set(re.findall(r"^\| `(\w+)` \|", readme, flags=re.M))
+    assert listed == set(gg.OPS), f"README op table differs: {sorted(listed ^ set(gg.OPS))}"

@@ -1,0 +1,173 @@
+"""Every op in the table: gradcheck in float64, first and second order, forward and reverse.
+
+CASES maps each op name to the functions that exercise it; a meta-test fails if an op in OPS
+has no case, so a new op cannot land untested.
+"""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import gpugrad as gg
+from gpugrad.ops import shape as sh
+
+R = np.random.default_rng(0)
+
+
+def n(*shape):
+    return R.standard_normal(shape)
+
+
+def pos(*shape):
+    return R.uniform(0.5, 2.0, shape)
+
+
+def away(*shape):
+    """Normal samples kept at least 0.1 from 0 (kinks of abs, relu and friends)."""
+    x = R.standard_normal(shape)
+    return np.where(np.abs(x) < 0.1, np.sign(x + 1e-12) * 0.3, x)
+
+
+def distinct(*shape):
+    """No ties, within or across calls, and gaps far wider than the finite-difference step."""
+    grid = R.permutation(np.arange(int(np.prod(shape)), dtype=np.float64)).reshape(shape)
+    return grid * 0.1 + R.uniform(0.001, 0.099)
+
+
+# fmt: off
+CASES = {
+    "add":          [(lambda a, b: a + b, [n(3, 4), n(4)]),   (lambda a: 2 + a, [n(3)])],
+    "subtract":     [(lambda a, b: a - b, [n(3, 1), n(1, 4)]), (lambda a: 2 - a, [n(3)])],
+    "multiply":     [(lambda a, b: a * b, [n(2, 3, 4), n(3, 1)]), (lambda a: a * 3, [n(3)])],
+    "divide":       [(lambda a, b: a / b, [n(3, 4), pos(4)]),  (lambda a: 1 / a, [pos(3)])],
+    "power":        [(lambda a, b: a ** b, [pos(3, 4), n(3, 4)]), (lambda a: a ** 3, [n(3)]),
+                     (lambda a: 2 ** a, [n(4)])],
+    "maximum":      [(lambda a, b: gg.maximum(a, b), [distinct(3, 4), distinct(4)])],
+    "minimum":      [(lambda a, b: gg.minimum(a, b), [distinct(3, 4), distinct(1, 4)])],
+    "where":        [(lambda a, b: gg.where(a > 0, a, b), [away(3, 4), n(4)])],
+    "negative":     [(lambda a: -a, [n(3, 2)])],
+    "exp":          [(gg.exp, [n(3, 2)])],
+    "expm1":        [(gg.expm1, [n(3, 2)])],
+    "log":          [(gg.log, [pos(3, 2)])],
+    "log1p":        [(gg.log1p, [pos(3, 2)])],
+    "sqrt":         [(gg.sqrt, [pos(3, 2)])],
+    "abs":          [(gg.abs, [away(3, 2)])],
+    "sin":          [(gg.sin, [n(3, 2)])],
+    "cos":          [(gg.cos, [n(3, 2)])],
+    "tan":          [(gg.tan, [R.uniform(-1, 1, (3, 2))])],
+    "tanh":         [(gg.tanh, [n(3, 2)])],
+    "erf":          [(gg.erf, [n(3, 2)])],
+    "clip":         [(lambda a: gg.clip(a, -0.5, 0.5), [away(4, 3)]),
+                     (lambda a: gg.clip(a, a_min=0.2), [away(5)])],
+    "sigmoid":      [(gg.sigmoid, [n(3, 2) * 3])],
+    "relu":         [(gg.relu, [away(3, 4)])],
+    "leaky_relu":   [(lambda a: gg.leaky_relu(a, 0.1), [away(3, 4)]),
+                     (lambda a: gg.leaky_relu(a, negative_slope=-0.2), [away(3, 4)])],
+    "elu":          [(gg.elu, [away(3, 4)]), (lambda a: gg.elu(a, alpha=-0.5), [away(3, 4)])],
+    "gelu":         [(gg.gelu, [n(3, 4)]), (lambda a: gg.gelu(a, approximate="tanh"), [n(3, 4)])],
+    "silu":         [(gg.silu, [n(3, 4)])],
+    "softplus":     [(gg.softplus, [n(3, 4)]),
+                     (lambda a: gg.softplus(a, beta=2.0, threshold=3.0), [n(3, 4) * 2])],
+    "softmax":      [(lambda a: gg.softmax(a, axis=1), [n(3, 4)]), (lambda a: gg.softmax(a, 0), [n(3, 2)])],
+    "log_softmax":  [(lambda a: gg.log_softmax(a, axis=-1), [n(3, 4)])],
+    "sum":          [(gg.sum, [n(3, 4)]), (lambda a: a.sum(axis=(0, 2), keepdims=True), [n(2, 3, 2)]),
+                     (lambda a: gg.sum(a, 1), [n(2, 3)])],
+    "mean":         [(gg.mean, [n(3, 4)]), (lambda a: a.mean(axis=0), [n(3, 4)])],
+    "max":          [(gg.max, [distinct(3, 4)]), (lambda a: a.max(axis=1, keepdims=True), [distinct(3, 4)])],
+    "min":          [(gg.min, [distinct(3, 4)]), (lambda a: a.min(axis=0), [distinct(3, 4)])],
+    "logsumexp":    [(gg.logsumexp, [n(3, 4)]), (lambda a: gg.logsumexp(a, axis=1), [n(3, 4)])],
+    "norm":         [(gg.norm, [n(3, 4)]), (lambda a: gg.norm(a, axis=1, keepdims=True), [n(3, 4)])],
+    "reshape":      [(lambda a: a.reshape(4, 3) * gg.arange(3, dtype="float64"), [n(3, 4)])],
+    "transpose":    [(lambda a: a.transpose(2, 0, 1) * gg.arange(3, dtype="float64"), [n(2, 3, 3)]),
+                     (lambda a: a.T, [n(2, 3)])],
+    "broadcast_to": [(lambda a: gg.broadcast_to(a, (2, 3, 4)), [n(3, 1)])],
+    "concatenate":  [(lambda a, b: gg.concatenate([a, b], axis=1), [n(2, 3), n(2, 2)])],
+    "stack":        [(lambda a, b: gg.stack([a, b], axis=-1), [n(2, 3), n(2, 3)])],
+    "getitem":      [(lambda a: a[1:, ::2], [n(3, 4)]), (lambda a: a[[0, 2, 0, 0]], [n(3, 2)]),
+                     (lambda a: a[a > 0], [away(3, 4)]), (lambda a: a[..., None, 1], [n(2, 3)])],
+    "scatter":      [(lambda g: sh.scatter(g, key=(np.array([0, 1, 0]),), shape=(3, 2)), [n(3, 2)])],
+    "take":         [(lambda a: gg.take(a, [2, 0, 2], axis=1), [n(2, 3)]),
+                     (lambda a: gg.take(a, np.array([[5, 1], [5, 5]])), [n(2, 3)])],
+    "astype":       [(lambda a: a.astype("float64") * 2, [n(3)])],
+    "copy":         [(lambda a: a.copy() * a, [n(3)])],
+    "to_device":    [(lambda a: a.to(a.device) * 2 + sh.to_device(a, device=a.device), [n(3)])],
+    "matmul":       [(lambda a, b: a @ b, [n(3, 4), n(4, 2)]), (lambda a, b: a @ b, [n(2, 1, 3, 4), n(5, 4, 2)]),
+                     (lambda a, b: a @ b, [n(4), n(2, 4, 3)]), (lambda a, b: a @ b, [n(2, 3, 4), n(4)]),
+                     (lambda a, b: gg.dot(a, b), [n(4), n(4)])],
+}
+# fmt: on
+
+CASE_LIST = [(name, i, f, xs) for name, cases in CASES.items() for i, (f, xs) in enumerate(cases)]
+IDS = [f"{name}-{i}" for name, i, _, _ in CASE_LIST]
+
+
+def test_every_op_in_the_table_has_a_gradient_case():
+    missing = sorted(set(gg.OPS) - set(CASES))
+    unknown = sorted(set(CASES) - set(gg.OPS))
+    assert not missing, f"ops without a gradcheck case in tests/test_ops.py: {missing}"
+    assert not unknown, f"cases for ops that are not in the table: {unknown}"
+
+
+@pytest.mark.parametrize("name,i,f,xs", CASE_LIST, ids=IDS)
+def test_gradcheck_first_order(name, i, f, xs, device):
+    inputs = [gg.tensor(x, dtype="float64", device=device) for x in xs]
+    assert gg.gradcheck(f, inputs)
+
+
+@pytest.mark.parametrize("name,i,f,xs", CASE_LIST, ids=IDS)
+def test_gradcheck_second_order(name, i, f, xs, device):
+    inputs = [gg.tensor(x, dtype="float64", device=device) for x in xs]
+    assert gg.gradcheck(f, inputs, order=2)
+
+
+def test_gradcheck_catches_a_wrong_rule(device):
+    """A Function with a deliberately wrong backward must fail gradcheck (it is not vacuous)."""
+    class WrongSquare(gg.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x * x
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return g * x  # should be 2 * g * x
+
+    x = gg.tensor(n(4), dtype="float64", device=device)
+    with pytest.raises(gg.GradcheckError, match="worst element"):
+        gg.gradcheck(WrongSquare.apply, [x], forward=False)
+
+
+BINARY = {
+    "add": gg.add, "subtract": gg.subtract, "multiply": gg.multiply,
+    "divide": lambda a, b: a / (b * b + 0.5), "maximum": gg.maximum, "minimum": gg.minimum,
+    "power": lambda a, b: (a * a + 0.5) ** b,
+}
+
+
+@pytest.mark.parametrize("name", sorted(BINARY))
+@settings(max_examples=12, deadline=None)
+@given(shapes=hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=3, max_side=3),
+       seed=st.integers(0, 2**16))
+def test_binary_ops_under_broadcasting(name, shapes, seed):
+    """Gradients are summed back to each input's shape for any broadcastable pair."""
+    rng = np.random.default_rng(seed)
+    a, b = (gg.tensor(rng.standard_normal(s) + 0.01 * np.arange(int(np.prod(s))).reshape(s),
+                      dtype="float64") for s in shapes.input_shapes)
+    gg.gradcheck(BINARY[name], [a, b])
+    _, vjp_fn = gg.vjp(BINARY[name], a, b)
+    ga, gb = vjp_fn(gg.ones(shapes.result_shape, dtype="float64"))
+    assert ga.shape == a.shape and gb.shape == b.shape
+
+
+@settings(max_examples=15, deadline=None)
+@given(shape=hnp.array_shapes(min_dims=1, max_dims=3, max_side=4), data=st.data())
+def test_reductions_over_random_axes(shape, data):
+    axis = data.draw(st.integers(-len(shape), len(shape) - 1))
+    keepdims = data.draw(st.booleans())
+    x = gg.tensor(np.random.default_rng(len(shape)).standard_normal(shape), dtype="float64")
+    for f in (gg.sum, gg.mean, gg.logsumexp, gg.softmax, gg.log_softmax):
+        kwargs = {"axis": axis} if f in (gg.softmax, gg.log_softmax) else {"axis": axis, "keepdims": keepdims}
+        gg.gradcheck(lambda t: f(t, **kwargs), [x])
