@@ -2,11 +2,12 @@
 
 __version__ = "0.1.0"
 
-from gpugrad import autograd, backend, cuda, functional, ops, testing  # noqa: E402
+from gpugrad import autograd, backend, cuda, functional, kernels, ops, testing  # noqa: E402
 from gpugrad.backend import (  # noqa: E402
     DeviceError, default_device, device, get_default_dtype, seed, set_default_dtype,
 )
 from gpugrad.autograd import GraphError, ShapeError, no_grad  # noqa: E402
+from gpugrad.kernels import fused  # noqa: E402
 from gpugrad.functional import grad, hvp, jacobian, jvp, value_and_grad, vjp  # noqa: E402
 from gpugrad.ops import *  # noqa: E402,F401,F403  (the op functions, OPS, Function)
 # gg.tensor (the function) replaces the attribute gpugrad.tensor (the module) from here on:

@@ -101,7 +101,7 @@ class Node:
     __slots__ = ("op", "parents", "metas", "saved", "params", "out_meta", "freed",
                  "__weakref__")
 
-    def __init__(self, op, parents, inputs, arrays, y, y_device, params):
+    def __init__(self, op, parents, inputs, arrays, y, y_device, params, aux=None):
         self.op = op
         self.parents = parents
         self.params = params
@@ -115,7 +115,7 @@ class Node:
         for i, p in enumerate(parents):
             if p is not None:
                 for k in save_for[None if op.variadic else i]:
-                    saved[k] = y if k == "y" else arrays[k]
+                    saved[k] = y if k == "y" else (aux[k] if isinstance(k, str) else arrays[k])
             elif self.metas[i] is None:
                 saved[i] = arrays[i]  # scalars are free and every rule may use them
         self.saved = saved
@@ -214,9 +214,23 @@ def apply(op, inputs, params):
         else:
             arrays.append(x)
     be = backend.get(device)
+    parents = None
+    if _state.recording and op.differentiable:
+        parents = tuple(x._node if isinstance(x, tensor.Tensor) else None for x in xs)
+        if all(p is None for p in parents):
+            parents = None
+    tangents = None
+    if _state.forward_mode and op.differentiable:
+        tangents = tuple(x._tangent if isinstance(x, tensor.Tensor) else None for x in xs)
+        if all(t is None for t in tangents):
+            tangents = None
+    aux = None
     try:
         with be.active:
-            y = op.forward(be.xp, *arrays, **params)
+            if op.forward_saving is not None and (parents is not None or tangents is not None):
+                y, aux = op.forward_saving(be.xp, *arrays, **params)
+            else:
+                y = op.forward(be.xp, *arrays, **params)
     except ShapeError:
         raise
     except (ValueError, IndexError, TypeError) as e:
@@ -224,24 +238,22 @@ def apply(op, inputs, params):
     if be.is_cpu and type(y) is not np.ndarray:
         y = np.asarray(y)  # NumPy reductions return scalars
     y_device = backend.device_of_array(y) if op.moves_device else device
+    floating = y.dtype.kind == "f"
     node = None
-    if _state.recording and op.differentiable and y.dtype.kind == "f":
-        parents = tuple(x._node if isinstance(x, tensor.Tensor) else None for x in xs)
-        if any(p is not None for p in parents):
-            node = Node(op, parents, xs, arrays, y, y_device, params)
+    if parents is not None and floating:
+        node = Node(op, parents, xs, arrays, y, y_device, params, aux)
     out = tensor.wrap(y, y_device, node)
-    if _state.forward_mode and op.differentiable and y.dtype.kind == "f":
-        ts = tuple(x._tangent if isinstance(x, tensor.Tensor) else None for x in xs)
-        if any(t is not None for t in ts):
-            out._tangent = _tangent_of(op, ts, xs, out, params)
+    if tangents is not None and floating:
+        out._tangent = _tangent_of(op, tangents, xs, out, aux, params)
     return out
 
 
-def _tangent_of(op, ts, xs, y, params):
+def _tangent_of(op, ts, xs, y, aux, params):
     """The output's tangent from the op's jvp rule (forward mode)."""
     _state.forward_mode = False  # tangent arithmetic must not carry tangents of its own
     try:
-        t = op.jvp(ts, *xs, y=y, **params)
+        extra = {k: tensor.wrap(a, y.device) for k, a in aux.items()} if aux else {}
+        t = op.jvp(ts, *xs, y=y, **extra, **params)
         if t.shape != y.shape:
             t = ops.broadcast_to(t, y.shape)
         return t if t.dtype == y.dtype else t.astype(y.dtype)
@@ -279,7 +291,12 @@ def _rule_inputs(node, create_graph):
         y = tensor.wrap(saved["y"], node.out_meta[2], node if create_graph else None)
     else:
         y = Unsaved(op.name, "its output y", node.out_meta)
-    return args, y
+    aux = {}
+    for k in op.aux:  # arrays only backward needs (no history: they are not differentiable)
+        a = saved.get(k)
+        aux[k] = tensor.wrap(a, node.out_meta[2]) if a is not None else Unsaved(
+            op.name, k, (None, None, node.out_meta[2]))
+    return args, y, aux
 
 
 def unbroadcast(g, shape):
@@ -298,12 +315,12 @@ def unbroadcast(g, shape):
 
 def _input_grads(node, g, create_graph):
     op = node.op
-    args, y = _rule_inputs(node, create_graph)
+    args, y, aux = _rule_inputs(node, create_graph)
     params = node.params
     if op.vjp_all is not None:
-        grads = list(op.vjp_all(g, *args, y=y, **params))
+        grads = list(op.vjp_all(g, *args, y=y, **aux, **params))
     else:
-        grads = [None if p is None else rule(g, *args, y=y, **params)
+        grads = [None if p is None else rule(g, *args, y=y, **aux, **params)
                  for p, rule in zip(node.parents, op.vjp)]
     for i, (p, gi) in enumerate(zip(node.parents, grads)):
         if p is None or gi is None:

@@ -13,6 +13,8 @@ import threading
 
 import numpy as np
 
+from gpugrad import kernels
+
 _INSTALL_HINT = (
     "pip install 'gpugrad[cuda13]' (CUDA 13) or 'gpugrad[cuda12]' (CUDA 12)"
 )
@@ -316,3 +318,36 @@ def scatter_add(out, key, values):
 
         cupyx.scatter_add(out, key, values)
     return out
+
+
+def fused(name, xp):
+    """The fused CUDA kernel `name` for arrays of namespace xp, or None: on the CPU, with fusion
+    off (GPUGRAD_FUSED=0, gg.fused(False)), or when the kernel is unavailable. The only place
+    ops branch on the device."""
+    if xp is np or not kernels.enabled():
+        return None
+    return kernels.lookup(name)
+
+
+def pack_mask(xp, cond):
+    """A boolean array -> uint32 words, element i at bit i % 32 of word i // 32 (as the CUDA
+    kernels write it), so a mask costs 1 bit per element on either backend."""
+    flat = cond.reshape(-1)
+    if xp is np:
+        packed = np.packbits(flat, bitorder="little")
+        words = np.zeros((flat.size + 31) // 32, np.uint32)
+        words.view(np.uint8)[: packed.size] = packed
+        return words
+    padded = xp.zeros(((flat.size + 31) // 32) * 32, xp.uint32)
+    padded[: flat.size] = flat
+    return (padded.reshape(-1, 32) << xp.arange(32, dtype=xp.uint32)).sum(axis=1, dtype=xp.uint32)
+
+
+def unpack_mask(xp, words, shape):
+    """pack_mask's inverse: uint32 words -> a boolean array of `shape`."""
+    n = int(np.prod(shape, dtype=np.int64))
+    if xp is np:
+        bits = np.unpackbits(words.view(np.uint8), count=n, bitorder="little")
+    else:
+        bits = ((words[:, None] >> xp.arange(32, dtype=xp.uint32)) & 1).reshape(-1)[:n]
+    return bits.reshape(shape).astype(bool)

@@ -36,6 +36,15 @@ def distinct(*shape):
     return grid * 0.1 + R.uniform(0.001, 0.099)
 
 
+MASK_BITS = R.random(64) > 0.5
+
+
+def _mask(g):
+    """A fixed random 1-bit mask (packed as the relu forward packs it) for g's elements."""
+    bits = MASK_BITS[: g.size].reshape(g.shape)
+    return gg.tensor(gg.backend.pack_mask(np, bits), device=g.device)
+
+
 # fmt: off
 CASES = {
     "add":          [(lambda a, b: a + b, [n(3, 4), n(4)]),   (lambda a: 2 + a, [n(3)])],
@@ -70,6 +79,15 @@ CASES = {
     "silu":         [(gg.silu, [n(3, 4)])],
     "softplus":     [(gg.softplus, [n(3, 4)]),
                      (lambda a: gg.softplus(a, beta=2.0, threshold=3.0), [n(3, 4) * 2])],
+    "relu_backward":     [(lambda g: gg.relu_backward(g, _mask(g)), [n(3, 5)]),
+                          (lambda g: gg.relu_backward(g, _mask(g), negative_slope=0.1), [n(37)])],
+    "elu_backward":      [(lambda g, y: gg.elu_backward(g, y, alpha=1.0), [n(3, 4), away(3, 4)])],
+    "gelu_backward":     [(lambda g, x: gg.gelu_backward(g, x), [n(3, 4), n(3, 4)]),
+                          (lambda g, x: gg.gelu_backward(g, x, approximate="tanh"), [n(3, 4), n(3, 4)])],
+    "silu_backward":     [(gg.silu_backward, [n(3, 4), n(3, 4)])],
+    "softplus_backward": [(lambda g, y: gg.softplus_backward(g, y, beta=2.0, threshold=3.0), [n(3, 4), pos(3, 4)])],
+    "sigmoid_backward":  [(gg.sigmoid_backward, [n(3, 4), R.uniform(0.05, 0.95, (3, 4))])],
+    "tanh_backward":     [(gg.tanh_backward, [n(3, 4), R.uniform(-0.95, 0.95, (3, 4))])],
     "softmax":      [(lambda a: gg.softmax(a, axis=1), [n(3, 4)]), (lambda a: gg.softmax(a, 0), [n(3, 2)])],
     "log_softmax":  [(lambda a: gg.log_softmax(a, axis=-1), [n(3, 4)])],
     "sum":          [(gg.sum, [n(3, 4)]), (lambda a: a.sum(axis=(0, 2), keepdims=True), [n(2, 3, 2)]),

@@ -4,11 +4,13 @@ from gpugrad.ops import activation, elementwise, function, linalg, reduce, shape
 from gpugrad.ops.registry import CONSTANTS, OPS
 from gpugrad.ops.elementwise import (
     add, subtract, multiply, divide, power, maximum, minimum, where, negative, exp, expm1, log,
-    log1p, sqrt, abs, sin, cos, tan, tanh, erf, clip, sign, equal, not_equal, less, less_equal,
+    log1p, sqrt, abs, sin, cos, tan, erf, clip, sign, equal, not_equal, less, less_equal,
     greater, greater_equal, logical_and, logical_or, logical_not, isfinite,
 )
 from gpugrad.ops.activation import (
-    sigmoid, relu, leaky_relu, elu, gelu, silu, softplus, softmax, log_softmax,
+    sigmoid, tanh, relu, leaky_relu, elu, gelu, silu, softplus, softmax, log_softmax,
+    relu_backward, elu_backward, gelu_backward, silu_backward, softplus_backward,
+    sigmoid_backward, tanh_backward,
 )
 from gpugrad.ops.reduce import sum, mean, max, min, logsumexp, norm
 from gpugrad.ops.shape import (

@@ -1,11 +1,19 @@
-"""Activations, softmax and log_softmax. Each saves what is cheapest (DESIGN.md)."""
+"""Activations, their backward passes as ops of their own, softmax and log_softmax.
+
+Each activation's forward and backward ask backend.fused() for the CUDA kernel (kernels/
+activations.cu) and fall back to the xp composition below, which computes the same guarded
+formulas (activations.cuh) and saves the same things: relu and leaky_relu a 1-bit mask, sigmoid,
+tanh, elu and softplus their output, gelu and silu their input. The backward of each activation
+is itself an op with rules (Chainer's ReLUGrad2 pattern), so create_graph=True differentiates
+through the fused path too.
+"""
 
 import math
 
 from gpugrad import backend
 from gpugrad.ops import elementwise as ew
 from gpugrad.ops import reduce
-from gpugrad.ops.registry import defelementwise, defop
+from gpugrad.ops.registry import defelementwise, defop, no_gradient
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
@@ -13,60 +21,177 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _GELU_C = 0.044715
 
 
-def _sigmoid(xp, x):
+def _check_approximate(approximate):
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
+    return "gelu" if approximate == "none" else "gelu_tanh"
+
+
+# ---------------------------------------------------------------------------- array formulas
+# The xp compositions: the CPU path, and the reference the fused kernels are tested against.
+
+
+def _sigmoid_array(xp, x):
     e = xp.exp(-xp.abs(x))  # never overflows
     return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
+def _gelu_array(xp, x, approximate):
+    if approximate == "tanh":
+        s = 1 + xp.tanh(_SQRT_2_OVER_PI * (x + _GELU_C * x * x * x))
+        return xp.where(s == 0, 0.0, 0.5 * x * s)  # -inf * 0 would be NaN; the limit is 0
+    cdf = 0.5 * (1 + backend.erf(x * _INV_SQRT_2))
+    return xp.where(cdf == 0, 0.0, x * cdf)
+
+
+def _gelu_bwd_array(xp, g, x, approximate):
+    if approximate == "tanh":
+        t = xp.tanh(_SQRT_2_OVER_PI * (x + _GELU_C * x * x * x))
+        sech2 = 1 - t * t
+        du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_C * x * x)
+        return g * (0.5 * (1 + t) + xp.where(sech2 == 0, 0.0, 0.5 * x * sech2 * du))
+    cdf = 0.5 * (1 + backend.erf(x * _INV_SQRT_2))
+    pdf = _INV_SQRT_2PI * xp.exp(-0.5 * x * x)
+    return g * (cdf + xp.where(pdf == 0, 0.0, x * pdf))
+
+
+def _silu_array(xp, x):
+    s = _sigmoid_array(xp, x)
+    return xp.where(s == 0, 0.0, x * s)
+
+
+def _silu_bwd_array(xp, g, x):
+    s = _sigmoid_array(xp, x)
+    p = s * (1 - s)
+    return g * (s + xp.where(p == 0, 0.0, x * p))
+
+
+def _softplus_array(xp, x, beta, threshold):
+    bx = x * beta
+    return xp.where(bx > threshold, x, (xp.maximum(bx, 0) + xp.log1p(xp.exp(-xp.abs(bx)))) / beta)
+
+
+# ---------------------------------------------------------------------------- forwards
+
+
+def _relu(xp, x):
+    k = backend.fused("relu_fwd", xp)
+    return k(x) if k else xp.where(x < 0, 0.0, x).astype(x.dtype, copy=False)
+
+
+def _relu_saving(xp, x):
+    k = backend.fused("relu_fwd_mask", xp)
+    if k:
+        y, mask = k(x)
+        return y, {"mask": mask}
+    return _relu(xp, x), {"mask": backend.pack_mask(xp, x > 0)}
+
+
 def _leaky_relu(xp, x, *, negative_slope=0.01):
-    return xp.where(x > 0, x, x * negative_slope)
+    k = backend.fused("leaky_relu_fwd", xp)
+    return k(x, negative_slope) if k else xp.where(x > 0, x, x * negative_slope)
 
 
-def _leaky_relu_grad(g, x, y, negative_slope):
-    # with slope >= 0, y > 0 exactly where x > 0, so the output is enough
-    s = y if negative_slope >= 0 else x
-    return ew.where(s > 0, g, g * negative_slope)
+def _leaky_relu_saving(xp, x, *, negative_slope=0.01):
+    k = backend.fused("relu_fwd_mask", xp)
+    if k and negative_slope != 0:
+        y, mask = k(x, negative_slope)
+        return y, {"mask": mask}
+    return _leaky_relu(xp, x, negative_slope=negative_slope), {"mask": backend.pack_mask(xp, x > 0)}
 
 
 def _elu(xp, x, *, alpha=1.0):
-    return xp.where(x > 0, x, alpha * xp.expm1(xp.minimum(x, 0)))
-
-
-def _elu_grad(g, x, y, alpha):
-    if alpha >= 0:  # d/dx = 1 for x > 0, alpha * exp(x) = y + alpha otherwise
-        return ew.where(y > 0, g, g * (y + alpha))
-    return ew.where(x > 0, g, g * alpha * ew.exp(x))
+    k = backend.fused("elu_fwd", xp)
+    return k(x, alpha) if k else xp.where(x > 0, x, alpha * xp.expm1(xp.minimum(x, 0)))
 
 
 def _gelu(xp, x, *, approximate="none"):
-    if approximate == "tanh":
-        return 0.5 * x * (1 + xp.tanh(_SQRT_2_OVER_PI * (x + _GELU_C * x * x * x)))
-    if approximate != "none":
-        raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
-    return 0.5 * x * (1 + backend.erf(x * _INV_SQRT_2))
+    k = backend.fused(_check_approximate(approximate) + "_fwd", xp)
+    return k(x) if k else _gelu_array(xp, x, approximate)
 
 
-def _gelu_grad(g, x, y, approximate):
-    if approximate == "tanh":
-        th = ew.tanh(_SQRT_2_OVER_PI * (x + _GELU_C * x * x * x))
-        du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_C * x * x)
-        return g * (0.5 * (1 + th) + 0.5 * x * (1 - th * th) * du)
-    cdf = 0.5 * (1 + ew.erf(x * _INV_SQRT_2))
-    pdf = _INV_SQRT_2PI * ew.exp(-0.5 * (x * x))
-    return g * (cdf + x * pdf)
+def _silu(xp, x):
+    k = backend.fused("silu_fwd", xp)
+    return k(x) if k else _silu_array(xp, x)
 
 
 def _softplus(xp, x, *, beta=1.0, threshold=20.0):
     if beta <= 0:
         raise ValueError(f"softplus: beta must be positive, got {beta}")
-    bx = x * beta
-    # logaddexp(0, bx) = log(1 + exp(bx)) without overflow; linear above the threshold as in PyTorch
-    return xp.where(bx > threshold, x, xp.logaddexp(0, bx) / beta)
+    k = backend.fused("softplus_fwd", xp)
+    return k(x, beta, threshold) if k else _softplus_array(xp, x, beta, threshold)
 
 
-def _softplus_grad(g, x, y, beta, threshold):
-    # sigmoid(beta x) = 1 - exp(-beta y), in expm1 form to keep precision where y is tiny
-    return ew.where(y * beta > threshold, g, -g * ew.expm1(-beta * y))
+def _sigmoid(xp, x):
+    k = backend.fused("sigmoid_fwd", xp)
+    return k(x) if k else _sigmoid_array(xp, x)
+
+
+def _tanh(xp, x):
+    k = backend.fused("tanh_fwd", xp)
+    return k(x) if k else xp.tanh(x)
+
+
+# ---------------------------------------------------------------------------- backwards as ops
+
+
+def _relu_backward(xp, g, mask, *, negative_slope=0.0):
+    k = backend.fused("relu_bwd_mask", xp)
+    if k:
+        return k(g, mask, negative_slope)
+    bits = backend.unpack_mask(xp, mask, g.shape)
+    return xp.where(bits, g, g * negative_slope if negative_slope else 0.0).astype(g.dtype, copy=False)
+
+
+def _elu_backward(xp, g, out, *, alpha):
+    k = backend.fused("elu_bwd", xp)
+    return k(g, out, alpha) if k else xp.where(out > 0, g, g * (out + alpha))
+
+
+def _gelu_backward(xp, g, x, *, approximate="none"):
+    k = backend.fused(_check_approximate(approximate) + "_bwd", xp)
+    return k(g, x) if k else _gelu_bwd_array(xp, g, x, approximate)
+
+
+def _silu_backward(xp, g, x):
+    k = backend.fused("silu_bwd", xp)
+    return k(g, x) if k else _silu_bwd_array(xp, g, x)
+
+
+def _softplus_backward(xp, g, out, *, beta, threshold):
+    k = backend.fused("softplus_bwd", xp)
+    return k(g, out, beta, threshold) if k else xp.where(out * beta > threshold, g, -g * xp.expm1(-beta * out))
+
+
+def _sigmoid_backward(xp, g, out):
+    k = backend.fused("sigmoid_bwd", xp)
+    return k(g, out) if k else g * out * (1 - out)
+
+
+def _tanh_backward(xp, g, out):
+    k = backend.fused("tanh_bwd", xp)
+    return k(g, out) if k else g * (1 - out * out)
+
+
+def _gelu_second(x, approximate):
+    """d^2 gelu / dx^2, in Tensor ops (the rule of gelu_backward with respect to x)."""
+    if approximate == "tanh":
+        t = tanh(_SQRT_2_OVER_PI * (x + _GELU_C * x * x * x))
+        du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_C * x * x)
+        d2u = 6 * _SQRT_2_OVER_PI * _GELU_C * x
+        return (1 - t * t) * (du - x * t * du * du + 0.5 * x * d2u)
+    return _INV_SQRT_2PI * ew.exp(-0.5 * (x * x)) * (2 - x * x)
+
+
+def _silu_second(x):
+    s = sigmoid(x)
+    return s * (1 - s) * (2 + x * (1 - 2 * s))
+
+
+def _elu_grad(g, x, y, alpha):
+    if alpha >= 0:
+        return elu_backward(g, y, alpha=alpha)
+    return ew.where(x > 0, g, g * alpha * ew.exp(x))  # a negative alpha needs x, not y
 
 
 def _softmax(xp, x, *, axis=-1):
@@ -79,18 +204,49 @@ def _log_softmax(xp, x, *, axis=-1):
 
 
 # fmt: off
-sigmoid    = defelementwise("sigmoid",    _sigmoid,   save="y", partials=(lambda g, x, y: g * y * (1 - y),))
-relu       = defelementwise("relu",       lambda xp, x: xp.maximum(x, 0), save="y",
-                            partials=(lambda g, x, y: ew.where(y > 0, g, 0.0),))
-leaky_relu = defelementwise("leaky_relu", _leaky_relu,
-                            save=lambda p: "y" if p["negative_slope"] >= 0 else "x",
-                            partials=(_leaky_relu_grad,))
-elu        = defelementwise("elu",        _elu,       save=lambda p: "y" if p["alpha"] >= 0 else "x",
+relu       = defelementwise("relu",       _relu,       save="mask", aux=("mask",), forward_saving=_relu_saving,
+                            partials=(lambda g, x, y, mask: relu_backward(g, mask),))
+leaky_relu = defelementwise("leaky_relu", _leaky_relu, save="mask", aux=("mask",), forward_saving=_leaky_relu_saving,
+                            partials=(lambda g, x, y, mask, negative_slope: relu_backward(g, mask, negative_slope=negative_slope),))
+elu        = defelementwise("elu",        _elu,        save=lambda p: "y" if p["alpha"] >= 0 else "x",
                             partials=(_elu_grad,))
-gelu       = defelementwise("gelu",       _gelu,      save="x", partials=(_gelu_grad,))
-silu       = defelementwise("silu",       lambda xp, x: x * _sigmoid(xp, x), save="x",
-                            partials=(lambda g, x, y: g * sigmoid(x) * (1 + x * (1 - sigmoid(x))),))
-softplus   = defelementwise("softplus",   _softplus,  save="y", partials=(_softplus_grad,))
+gelu       = defelementwise("gelu",       _gelu,       save="x",
+                            partials=(lambda g, x, y, approximate: gelu_backward(g, x, approximate=approximate),))
+silu       = defelementwise("silu",       _silu,       save="x", partials=(lambda g, x, y: silu_backward(g, x),))
+softplus   = defelementwise("softplus",   _softplus,   save="y",
+                            partials=(lambda g, x, y, beta, threshold: softplus_backward(g, y, beta=beta, threshold=threshold),))
+sigmoid    = defelementwise("sigmoid",    _sigmoid,    save="y", partials=(lambda g, x, y: sigmoid_backward(g, y),))
+tanh       = defelementwise("tanh",       _tanh,       save="y", partials=(lambda g, x, y: tanh_backward(g, y),))
+
+# The backward passes: linear in g; with respect to the saved array, the next derivative.
+relu_backward     = defop("relu_backward",     _relu_backward,     save="mask",
+                          vjp=(lambda h, g, mask, y, negative_slope: relu_backward(h, mask, negative_slope=negative_slope), no_gradient),
+                          jvp=lambda ts, g, mask, y, negative_slope: relu_backward(ts[0], mask, negative_slope=negative_slope))
+elu_backward      = defop("elu_backward",      _elu_backward,      save={"g": "out", "out": "g out"},
+                          vjp=(lambda h, g, y_, y, alpha: elu_backward(h, y_, alpha=alpha),
+                               lambda h, g, y_, y, alpha: ew.where(y_ > 0, 0.0, h * g)),
+                          jvp=lambda ts, g, y_, y, alpha: _linear_plus(ts, lambda t: elu_backward(t, y_, alpha=alpha),
+                                                                       lambda t: ew.where(y_ > 0, 0.0, t * g)))
+gelu_backward     = defop("gelu_backward",     _gelu_backward,     save={"g": "x", "x": "g x"},
+                          vjp=(lambda h, g, x, y, approximate: gelu_backward(h, x, approximate=approximate),
+                               lambda h, g, x, y, approximate: h * g * _gelu_second(x, approximate)),
+                          jvp=lambda ts, g, x, y, approximate: _linear_plus(ts, lambda t: gelu_backward(t, x, approximate=approximate),
+                                                                            lambda t: t * g * _gelu_second(x, approximate)))
+silu_backward     = defop("silu_backward",     _silu_backward,     save={"g": "x", "x": "g x"},
+                          vjp=(lambda h, g, x, y: silu_backward(h, x), lambda h, g, x, y: h * g * _silu_second(x)),
+                          jvp=lambda ts, g, x, y: _linear_plus(ts, lambda t: silu_backward(t, x), lambda t: t * g * _silu_second(x)))
+softplus_backward = defop("softplus_backward", _softplus_backward, save={"g": "out", "out": "g out"},
+                          vjp=(lambda h, g, y_, y, beta, threshold: softplus_backward(h, y_, beta=beta, threshold=threshold),
+                               lambda h, g, y_, y, beta, threshold: ew.where(y_ * beta > threshold, 0.0, h * g * beta * ew.exp(-beta * y_))),
+                          jvp=lambda ts, g, y_, y, beta, threshold: _linear_plus(
+                              ts, lambda t: softplus_backward(t, y_, beta=beta, threshold=threshold),
+                              lambda t: ew.where(y_ * beta > threshold, 0.0, t * g * beta * ew.exp(-beta * y_))))
+sigmoid_backward  = defop("sigmoid_backward",  _sigmoid_backward,  save={"g": "out", "out": "g out"},
+                          vjp=(lambda h, g, y_, y: sigmoid_backward(h, y_), lambda h, g, y_, y: h * g * (1 - 2 * y_)),
+                          jvp=lambda ts, g, y_, y: _linear_plus(ts, lambda t: sigmoid_backward(t, y_), lambda t: t * g * (1 - 2 * y_)))
+tanh_backward     = defop("tanh_backward",     _tanh_backward,     save={"g": "out", "out": "g out"},
+                          vjp=(lambda h, g, y_, y: tanh_backward(h, y_), lambda h, g, y_, y: -2 * h * g * y_),
+                          jvp=lambda ts, g, y_, y: _linear_plus(ts, lambda t: tanh_backward(t, y_), lambda t: -2 * t * g * y_))
 
 softmax     = defop("softmax",     _softmax,     save="y",
                     vjp=(lambda g, x, y, axis: y * (g - reduce.sum(g * y, axis=axis, keepdims=True)),),
@@ -99,3 +255,12 @@ log_softmax = defop("log_softmax", _log_softmax, save="y",
                     vjp=(lambda g, x, y, axis: g - ew.exp(y) * reduce.sum(g, axis=axis, keepdims=True),),
                     jvp=lambda ts, x, y, axis: ts[0] - reduce.sum(ew.exp(y) * ts[0], axis=axis, keepdims=True))
 # fmt: on
+
+
+def _linear_plus(ts, along_g, along_saved):
+    """jvp of a two-input backward op: the tangent of g and of the saved array, summed."""
+    tg, ts_ = ts
+    out = None if tg is None else along_g(tg)
+    if ts_ is not None:
+        out = along_saved(ts_) if out is None else out + along_saved(ts_)
+    return out

@@ -70,7 +70,6 @@ abs      = defelementwise("abs",      lambda xp, x: xp.abs(x),      save="x", pa
 sin      = defelementwise("sin",      lambda xp, x: xp.sin(x),      save="x", partials=(lambda g, x, y: g * cos(x),))
 cos      = defelementwise("cos",      lambda xp, x: xp.cos(x),      save="x", partials=(lambda g, x, y: -g * sin(x),))
 tan      = defelementwise("tan",      lambda xp, x: xp.tan(x),      save="y", partials=(lambda g, x, y: g * (1 + y * y),))
-tanh     = defelementwise("tanh",     lambda xp, x: xp.tanh(x),     save="y", partials=(lambda g, x, y: g * (1 - y * y),))
 erf      = defelementwise("erf",      lambda xp, x: backend.erf(x), save="x",
                           partials=(lambda g, x, y: g * (2 / math.sqrt(math.pi)) * exp(-(x * x)),))
 clip     = defelementwise("clip",     _clip,                        save="x",

@@ -27,10 +27,11 @@ class Op:
     __slots__ = (
         "name", "forward", "inputs", "variadic", "defaults", "save", "dynamic_save",
         "vjp", "vjp_all", "jvp", "kind", "moves_device", "function", "differentiable",
+        "aux", "forward_saving",
     )
 
     def __init__(self, name, forward, save, kind, vjp=None, vjp_all=None, jvp=None,
-                 moves_device=False):
+                 moves_device=False, forward_saving=None, aux=()):
         code = forward.__code__
         names = code.co_varnames[: code.co_argcount]
         if not names or names[0] != "xp":
@@ -39,6 +40,8 @@ class Op:
         self.forward = forward
         self.variadic = bool(code.co_flags & inspect.CO_VARARGS)
         self.inputs = names[1:]
+        if "y" in self.inputs:
+            raise TypeError(f"{name}: an input may not be called y, which names the output")
         if self.variadic and self.inputs:
             raise TypeError(f"{name}: a variadic op takes only *inputs")
         params = code.co_varnames[code.co_argcount: code.co_argcount + code.co_kwonlyargcount]
@@ -47,6 +50,9 @@ class Op:
         self.vjp, self.vjp_all, self.jvp = vjp, vjp_all, jvp
         self.moves_device = moves_device
         self.differentiable = kind != "constant"
+        # forward_saving(xp, ...) -> (y, {name: array}) also computes arrays that only backward
+        # needs (a packed mask); it runs instead of forward when the result is recorded
+        self.forward_saving, self.aux = forward_saving, tuple(aux)
         self.dynamic_save = callable(save)
         self.save = save if self.dynamic_save else self.parse_save(save)
         if vjp is not None and len(vjp) != len(self.inputs):
@@ -57,8 +63,8 @@ class Op:
         def keys(names):
             out = []
             for n in names.split():
-                if n == "y":
-                    out.append("y")
+                if n == "y" or n in self.aux:
+                    out.append(n)
                 elif n in self.inputs:
                     out.append(self.inputs.index(n))
                 elif n.isdigit():
@@ -148,6 +154,11 @@ def _register(op, doc):
     return function
 
 
+def no_gradient(*args, **kwargs):
+    """The rule of an input that takes no gradient (an integer mask, say)."""
+    return None
+
+
 def _elementwise_jvp(partials):
     def jvp(ts, *xs, y, **params):
         out = None
@@ -159,9 +170,9 @@ def _elementwise_jvp(partials):
     return jvp
 
 
-def defelementwise(name, forward, save, partials, doc=None):
+def defelementwise(name, forward, save, partials, forward_saving=None, aux=(), doc=None):
     op = Op(name, forward, save, "elementwise", vjp=tuple(partials),
-            jvp=_elementwise_jvp(partials))
+            jvp=_elementwise_jvp(partials), forward_saving=forward_saving, aux=aux)
     return _register(op, doc)
 
 

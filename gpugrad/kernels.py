@@ -1,0 +1,286 @@
+"""The one loader of the CUDA kernels in kernels/: find, compile (cupy.RawModule), cache, launch.
+
+Sources are read from the installed package (the wheel maps kernels/ to gpugrad/_kernels) or
+else from the source tree. Each file compiles lazily, once per device, with `#line` so compiler
+errors point at the real file. backend.fused() is the only caller of lookup(); fusion can be
+turned off with GPUGRAD_FUSED=0 or `with gg.fused(False):` to compare the two paths.
+"""
+
+import contextlib
+import os
+import pathlib
+import threading
+
+_HERE = pathlib.Path(__file__).resolve().parent
+_BLOCK = 256
+
+# kernel name -> (source file, template instantiations per dtype name)
+KERNELS = {
+    "act_fwd": ("activations.cu", "act_fwd<{T}, {OP}>"),
+    "act_bwd": ("activations.cu", "act_bwd<{T}, {OP}>"),
+    "relu_fwd_mask": ("activations.cu", "relu_fwd_mask<{T}>"),
+    "relu_bwd_mask": ("activations.cu", "relu_bwd_mask<{T}>"),
+    "bias_act_fwd": ("activations.cu", "bias_act_fwd<{T}, {OP}>"),
+    "softmax_xent_fwd": ("softmax_xent.cu", "softmax_xent_fwd<{T}, {L}>"),
+    "softmax_xent_bwd": ("softmax_xent.cu", "softmax_xent_bwd<{T}, {L}>"),
+    "sgd_step": ("sgd.cu", "sgd_step<{T}>"),
+}
+# activation -> the functor names in activations.cu (forward, backward)
+ACTIVATIONS = {
+    "relu": ("ReluFwd", None), "leaky_relu": ("LeakyReluFwd", None),
+    "elu": ("EluFwd", "EluBwdFromY"), "gelu": ("GeluFwd", "GeluBwdFromX"),
+    "gelu_tanh": ("GeluTanhFwd", "GeluTanhBwdFromX"), "silu": ("SiluFwd", "SiluBwdFromX"),
+    "softplus": ("SoftplusFwd", "SoftplusBwdFromY"), "sigmoid": ("SigmoidFwd", "SigmoidBwdFromY"),
+    "tanh": ("TanhFwd", "TanhBwdFromY"),
+}
+DTYPES = {"float32": "float", "float64": "double"}
+LABEL_DTYPES = {"int32": "int", "int64": "long long"}
+
+
+def source_dir():
+    """Where the .cu sources are: inside the installed package, else the source tree."""
+    for d in (_HERE / "_kernels", _HERE.parent / "kernels"):
+        if (d / "activations.cuh").is_file():
+            return d
+    raise FileNotFoundError(f"gpugrad's CUDA sources were not found in {_HERE / '_kernels'} "
+                            f"or {_HERE.parent / 'kernels'}")
+
+
+def sources():
+    return sorted(p.name for p in source_dir().glob("*.cu"))
+
+
+# ---------------------------------------------------------------------------- the switch
+
+_local = threading.local()
+
+
+def enabled():
+    """Whether ops use fused kernels: gg.fused(...) block, else GPUGRAD_FUSED (default on)."""
+    stack = getattr(_local, "stack", None)
+    if stack:
+        return stack[-1]
+    return os.environ.get("GPUGRAD_FUSED", "1") != "0"
+
+
+@contextlib.contextmanager
+def fused(on=True):
+    """Turn fused kernels on or off inside the block (this thread)."""
+    stack = _local.__dict__.setdefault("stack", [])
+    stack.append(bool(on))
+    try:
+        yield
+    finally:
+        stack.pop()
+
+
+# ---------------------------------------------------------------------------- compiling
+
+_modules = {}
+_lock = threading.Lock()
+
+
+def _name_expressions(kernel_file):
+    names = []
+    for kname, (file, pattern) in KERNELS.items():
+        if file != kernel_file:
+            continue
+        for T in DTYPES.values():
+            if "{OP}" in pattern:
+                ops = [f for pair in ACTIVATIONS.values() for f in pair if f is not None]
+                if kname == "act_bwd":
+                    ops = [b for _, b in ACTIVATIONS.values() if b is not None]
+                elif kname == "bias_act_fwd":
+                    ops = [f for f, _ in ACTIVATIONS.values()] + ["Identity"]
+                else:
+                    ops = [f for f, _ in ACTIVATIONS.values()]
+                names += [pattern.format(T=T, OP=f"{op}<{T}>") for op in ops]
+            elif "{L}" in pattern:
+                names += [pattern.format(T=T, L=L) for L in LABEL_DTYPES.values()]
+            else:
+                names.append(pattern.format(T=T))
+    return names
+
+
+def module(kernel_file, cp):
+    """The compiled RawModule for one source file on the current device (cached)."""
+    key = (kernel_file, cp.cuda.runtime.getDevice())
+    mod = _modules.get(key)
+    if mod is None:
+        with _lock:
+            mod = _modules.get(key)
+            if mod is None:
+                d = source_dir()
+                code = f'#line 1 "{d / kernel_file}"\n' + (d / kernel_file).read_text()
+                mod = cp.RawModule(code=code, options=("-std=c++17", f"-I{d}"),
+                                   name_expressions=_name_expressions(kernel_file))
+                mod.compile()
+                _modules[key] = mod
+    return mod
+
+
+def _kernel(cp, kname, **fmt):
+    file, pattern = KERNELS[kname]
+    return module(file, cp).get_function(pattern.format(**fmt))
+
+
+def _grid(n):
+    return (min(max((n + _BLOCK - 1) // _BLOCK, 1), 65535 * 4),)
+
+
+def _contiguous(cp, *arrays):
+    return [cp.ascontiguousarray(a) for a in arrays]
+
+
+def _scalar(dtype, value):
+    import numpy as np
+
+    return np.dtype(dtype).type(value)
+
+
+# ---------------------------------------------------------------------------- launchers
+
+
+def _act_fwd(activation):
+    op = ACTIVATIONS[activation][0]
+
+    def launch(x, p0=0.0, p1=0.0):
+        import cupy as cp
+
+        (x,) = _contiguous(cp, x)
+        y = cp.empty_like(x)
+        if x.size:
+            T = DTYPES[x.dtype.name]
+            k = _kernel(cp, "act_fwd", T=T, OP=f"{op}<{T}>")
+            k(_grid(x.size), (_BLOCK,), (x, y, cp.int64(x.size), _scalar(x.dtype, p0),
+                                          _scalar(x.dtype, p1)))
+        return y
+    return launch
+
+
+def _act_bwd(activation):
+    op = ACTIVATIONS[activation][1]
+
+    def launch(g, saved, p0=0.0, p1=0.0):
+        import cupy as cp
+
+        g, saved = _contiguous(cp, g, saved)
+        out = cp.empty_like(g)
+        if g.size:
+            T = DTYPES[g.dtype.name]
+            k = _kernel(cp, "act_bwd", T=T, OP=f"{op}<{T}>")
+            k(_grid(g.size), (_BLOCK,), (g, saved, out, cp.int64(g.size),
+                                          _scalar(g.dtype, p0), _scalar(g.dtype, p1)))
+        return out
+    return launch
+
+
+def _relu_fwd_mask(x, negative_slope=0.0):
+    import cupy as cp
+
+    (x,) = _contiguous(cp, x)
+    y = cp.empty_like(x)
+    mask = cp.zeros((x.size + 31) // 32, cp.uint32)
+    if x.size:
+        k = _kernel(cp, "relu_fwd_mask", T=DTYPES[x.dtype.name])
+        k(_grid(x.size), (_BLOCK,), (x, y, mask, cp.int64(x.size),
+                                      _scalar(x.dtype, negative_slope)))
+    return y, mask
+
+
+def _relu_bwd_mask(g, mask, negative_slope=0.0):
+    import cupy as cp
+
+    g, mask = _contiguous(cp, g, mask)
+    out = cp.empty_like(g)
+    if g.size:
+        k = _kernel(cp, "relu_bwd_mask", T=DTYPES[g.dtype.name])
+        k(_grid(g.size), (_BLOCK,), (g, mask, out, cp.int64(g.size),
+                                      _scalar(g.dtype, negative_slope)))
+    return out
+
+
+def _bias_act_fwd(x, bias, activation="identity", p0=0.0, p1=0.0):
+    """y = act(x + bias) for x of shape (rows, cols) and bias (cols,), in one pass."""
+    import cupy as cp
+
+    x, bias = _contiguous(cp, x, bias)
+    y = cp.empty_like(x)
+    if x.size:
+        T = DTYPES[x.dtype.name]
+        op = "Identity" if activation == "identity" else ACTIVATIONS[activation][0]
+        k = _kernel(cp, "bias_act_fwd", T=T, OP=f"{op}<{T}>")
+        k(_grid(x.size), (_BLOCK,), (x, bias, y, cp.int64(x.size), cp.int64(bias.size),
+                                      _scalar(x.dtype, p0), _scalar(x.dtype, p1)))
+    return y
+
+
+def _softmax_xent_fwd(logits, labels):
+    """Per-row loss -log softmax(logits)[label] for logits (N, C), integer labels (N,)."""
+    import cupy as cp
+
+    logits, labels = _contiguous(cp, logits, labels)
+    n, c = logits.shape
+    loss = cp.empty(n, logits.dtype)
+    if n:
+        k = _kernel(cp, "softmax_xent_fwd", T=DTYPES[logits.dtype.name],
+                    L=LABEL_DTYPES[labels.dtype.name])
+        k((n,), (_BLOCK,), (logits, labels, loss, cp.int64(n), cp.int64(c)))
+    return loss
+
+
+def _softmax_xent_bwd(logits, labels, g):
+    """d loss_i / d logits = (softmax - onehot) * g_i, for a per-row gradient g (N,)."""
+    import cupy as cp
+
+    logits, labels, g = _contiguous(cp, logits, labels, g)
+    n, c = logits.shape
+    out = cp.empty_like(logits)
+    if n:
+        k = _kernel(cp, "softmax_xent_bwd", T=DTYPES[logits.dtype.name],
+                    L=LABEL_DTYPES[labels.dtype.name])
+        k((n,), (_BLOCK,), (logits, labels, g, out, cp.int64(n), cp.int64(c)))
+    return out
+
+
+def _sgd_step(param, grad, velocity, lr, momentum=0.0, weight_decay=0.0):
+    """In place: v = momentum * v + grad + weight_decay * param; param -= lr * v."""
+    import cupy as cp
+
+    if not (param.flags.c_contiguous and grad.flags.c_contiguous and velocity.flags.c_contiguous):
+        raise ValueError("sgd_step updates in place: param, grad and velocity must be contiguous")
+    if param.size:
+        k = _kernel(cp, "sgd_step", T=DTYPES[param.dtype.name])
+        k(_grid(param.size), (_BLOCK,), (param, grad, velocity, cp.int64(param.size),
+                                          _scalar(param.dtype, lr), _scalar(param.dtype, momentum),
+                                          _scalar(param.dtype, weight_decay)))
+    return param
+
+
+LAUNCHERS = {
+    **{f"{a}_fwd": _act_fwd(a) for a in ACTIVATIONS},
+    **{f"{a}_bwd": _act_bwd(a) for a, (_, b) in ACTIVATIONS.items() if b is not None},
+    "relu_fwd_mask": _relu_fwd_mask,
+    "relu_bwd_mask": _relu_bwd_mask,
+    "bias_act_fwd": _bias_act_fwd,
+    "softmax_xent_fwd": _softmax_xent_fwd,
+    "softmax_xent_bwd": _softmax_xent_bwd,
+    "sgd_step": _sgd_step,
+}
+
+
+def lookup(name):
+    """The launcher for a fused op name, or None if there is no such kernel."""
+    return LAUNCHERS.get(name)
+
+
+def check_compiles(cp):
+    """Compile every source on the current device; {file: None or the error}."""
+    out = {}
+    for f in sources():
+        try:
+            module(f, cp)
+            out[f] = None
+        except Exception as e:  # report every file, not only the first failure
+            out[f] = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return out

@@ -1,0 +1,113 @@
+// Activation kernels: y = act(x), dx = act'(g, saved), relu/leaky_relu with a 1-bit mask, and
+// a bias-add + activation forward for Linear layers. Bytes per element: forward reads x and
+// writes y (2 * sizeof(T)); backward reads g and the saved array, writes dx (3 * sizeof(T));
+// the mask backward reads g and 1 bit, writes dx. Math and stability: activations.cuh.
+// Called from gpugrad/ops/activation.py through backend.fused() and gpugrad/kernels.py.
+#include "activations.cuh"
+
+#define GRID_STRIDE(i, n)                                                            \
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (n);      \
+       i += (long long)blockDim.x * gridDim.x)
+
+// Functors: forward takes (x, p0, p1); backward takes (g, saved, p0, p1).
+template <typename T> struct Identity { __device__ T operator()(T x, T, T) const { return x; } };
+template <typename T> struct ReluFwd {
+  __device__ T operator()(T x, T, T) const { return gg::relu_fwd(x); }
+};
+template <typename T> struct LeakyReluFwd {
+  __device__ T operator()(T x, T slope, T) const { return gg::leaky_relu_fwd(x, slope); }
+};
+template <typename T> struct EluFwd {
+  __device__ T operator()(T x, T alpha, T) const { return gg::elu_fwd(x, alpha); }
+};
+template <typename T> struct EluBwdFromY {
+  __device__ T operator()(T g, T y, T alpha, T) const { return gg::elu_bwd_from_y(g, y, alpha); }
+};
+template <typename T> struct GeluFwd {
+  __device__ T operator()(T x, T, T) const { return gg::gelu_fwd(x); }
+};
+template <typename T> struct GeluBwdFromX {
+  __device__ T operator()(T g, T x, T, T) const { return gg::gelu_bwd_from_x(g, x); }
+};
+template <typename T> struct GeluTanhFwd {
+  __device__ T operator()(T x, T, T) const { return gg::gelu_tanh_fwd(x); }
+};
+template <typename T> struct GeluTanhBwdFromX {
+  __device__ T operator()(T g, T x, T, T) const { return gg::gelu_tanh_bwd_from_x(g, x); }
+};
+template <typename T> struct SiluFwd {
+  __device__ T operator()(T x, T, T) const { return gg::silu_fwd(x); }
+};
+template <typename T> struct SiluBwdFromX {
+  __device__ T operator()(T g, T x, T, T) const { return gg::silu_bwd_from_x(g, x); }
+};
+template <typename T> struct SoftplusFwd {
+  __device__ T operator()(T x, T beta, T thr) const { return gg::softplus_fwd(x, beta, thr); }
+};
+template <typename T> struct SoftplusBwdFromY {
+  __device__ T operator()(T g, T y, T beta, T thr) const {
+    return gg::softplus_bwd_from_y(g, y, beta, thr);
+  }
+};
+template <typename T> struct SigmoidFwd {
+  __device__ T operator()(T x, T, T) const { return gg::sigmoid_fwd(x); }
+};
+template <typename T> struct SigmoidBwdFromY {
+  __device__ T operator()(T g, T y, T, T) const { return gg::sigmoid_bwd_from_y(g, y); }
+};
+template <typename T> struct TanhFwd {
+  __device__ T operator()(T x, T, T) const { return gg::tanh_fwd(x); }
+};
+template <typename T> struct TanhBwdFromY {
+  __device__ T operator()(T g, T y, T, T) const { return gg::tanh_bwd_from_y(g, y); }
+};
+
+template <typename T, typename Op>
+__global__ void act_fwd(const T* __restrict__ x, T* __restrict__ y, long long n, T p0, T p1) {
+  Op op;
+  GRID_STRIDE(i, n) { y[i] = op(x[i], p0, p1); }
+}
+
+template <typename T, typename Op>
+__global__ void act_bwd(const T* __restrict__ g, const T* __restrict__ saved, T* __restrict__ dx,
+                        long long n, T p0, T p1) {
+  Op op;
+  GRID_STRIDE(i, n) { dx[i] = op(g[i], saved[i], p0, p1); }
+}
+
+// y = act(x + bias[i % cols]) for a row-major (rows, cols) x
+template <typename T, typename Op>
+__global__ void bias_act_fwd(const T* __restrict__ x, const T* __restrict__ bias,
+                             T* __restrict__ y, long long n, long long cols, T p0, T p1) {
+  Op op;
+  GRID_STRIDE(i, n) { y[i] = op(x[i] + bias[i % cols], p0, p1); }
+}
+
+// relu (slope == 0) or leaky_relu forward that also writes bit i % 32 of mask[i / 32] = x > 0.
+// A warp covers 32 consecutive elements (blockDim and the stride are multiples of 32), so one
+// ballot yields a whole word; the loop runs while the warp's first element is in range so all
+// 32 lanes take part in every ballot.
+template <typename T>
+__global__ void relu_fwd_mask(const T* __restrict__ x, T* __restrict__ y,
+                              unsigned int* __restrict__ mask, long long n, T slope) {
+  const long long stride = (long long)blockDim.x * gridDim.x;
+  const unsigned lane = threadIdx.x & 31u;
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i - lane < n; i += stride) {
+    const bool in = i < n;
+    const T v = in ? x[i] : T(0);
+    const bool bit = in && gg::relu_mask_bit(v);
+    if (in) y[i] = slope == T(0) ? gg::relu_fwd(v) : gg::leaky_relu_fwd(v, slope);
+    const unsigned word = __ballot_sync(0xffffffffu, bit);
+    if (lane == 0) mask[i >> 5] = word;
+  }
+}
+
+template <typename T>
+__global__ void relu_bwd_mask(const T* __restrict__ g, const unsigned int* __restrict__ mask,
+                              T* __restrict__ dx, long long n, T slope) {
+  GRID_STRIDE(i, n) {
+    const bool bit = (mask[i >> 5] >> (i & 31)) & 1u;
+    dx[i] = slope == T(0) ? gg::relu_bwd_from_mask(g[i], bit)
+                          : gg::leaky_relu_bwd_from_mask(g[i], bit, slope);
+  }
+}

@@ -1,0 +1,113 @@
+// Activation math, forward and backward, shared by the CUDA kernels (activations.cu) and by
+// the host tests, which compile this header with g++ and compare it with NumPy.
+// Each backward is named for what it consumes: the saved output y, the input x, or a mask bit.
+// Stability: no intermediate overflows where the true value is finite, and products like
+// x * cdf(x) are guarded so that -inf * 0 never turns a finite limit into NaN.
+#pragma once
+
+#if !defined(__CUDACC__)
+#include <cmath>
+#define __host__
+#define __device__
+#elif !defined(__CUDACC_RTC__)
+#include <cmath>
+#endif
+
+#define GG_FN __host__ __device__ inline
+
+namespace gg {
+
+// float and double overloads, spelled out so neither host nor device silently promotes to double
+GG_FN float exp_(float x) { return expf(x); }
+GG_FN double exp_(double x) { return exp(x); }
+GG_FN float log_(float x) { return logf(x); }
+GG_FN double log_(double x) { return log(x); }
+GG_FN float expm1_(float x) { return expm1f(x); }
+GG_FN double expm1_(double x) { return expm1(x); }
+GG_FN float log1p_(float x) { return log1pf(x); }
+GG_FN double log1p_(double x) { return log1p(x); }
+GG_FN float tanh_(float x) { return tanhf(x); }
+GG_FN double tanh_(double x) { return tanh(x); }
+GG_FN float erf_(float x) { return erff(x); }
+GG_FN double erf_(double x) { return erf(x); }
+GG_FN float abs_(float x) { return fabsf(x); }
+GG_FN double abs_(double x) { return fabs(x); }
+
+constexpr double kInvSqrt2 = 0.70710678118654752440;    // 1 / sqrt(2)
+constexpr double kInvSqrt2Pi = 0.39894228040143267794;  // 1 / sqrt(2 pi)
+constexpr double kSqrt2OverPi = 0.79788456080286535588; // sqrt(2 / pi)
+constexpr double kGeluC = 0.044715;
+
+// relu: y = max(x, 0) (NaN stays NaN); backward from a 1-bit mask of x > 0
+template <typename T> GG_FN T relu_fwd(T x) { return x < T(0) ? T(0) : x; }
+template <typename T> GG_FN bool relu_mask_bit(T x) { return x > T(0); }
+template <typename T> GG_FN T relu_bwd_from_mask(T g, bool bit) { return bit ? g : T(0); }
+
+// leaky_relu(slope): same mask as relu
+template <typename T> GG_FN T leaky_relu_fwd(T x, T slope) { return x > T(0) ? x : x * slope; }
+template <typename T> GG_FN T leaky_relu_bwd_from_mask(T g, bool bit, T slope) {
+  return bit ? g : g * slope;
+}
+
+// elu(alpha >= 0): for x <= 0, dy/dx = alpha e^x = y + alpha
+template <typename T> GG_FN T elu_fwd(T x, T alpha) { return x > T(0) ? x : alpha * expm1_(x); }
+template <typename T> GG_FN T elu_bwd_from_y(T g, T y, T alpha) {
+  return y > T(0) ? g : g * (y + alpha);
+}
+
+// sigmoid: exp of a non-positive number only
+template <typename T> GG_FN T sigmoid_fwd(T x) {
+  T e = exp_(-abs_(x));
+  return x >= T(0) ? T(1) / (T(1) + e) : e / (T(1) + e);
+}
+template <typename T> GG_FN T sigmoid_bwd_from_y(T g, T y) { return g * y * (T(1) - y); }
+
+template <typename T> GG_FN T tanh_fwd(T x) { return tanh_(x); }
+template <typename T> GG_FN T tanh_bwd_from_y(T g, T y) { return g * (T(1) - y * y); }
+
+// gelu, exact: y = x Phi(x); dy/dx = Phi(x) + x phi(x)
+template <typename T> GG_FN T gelu_fwd(T x) {
+  T cdf = T(0.5) * (T(1) + erf_(x * T(kInvSqrt2)));
+  return cdf == T(0) ? T(0) : x * cdf;
+}
+template <typename T> GG_FN T gelu_bwd_from_x(T g, T x) {
+  T cdf = T(0.5) * (T(1) + erf_(x * T(kInvSqrt2)));
+  T pdf = T(kInvSqrt2Pi) * exp_(T(-0.5) * x * x);
+  return g * (cdf + (pdf == T(0) ? T(0) : x * pdf));
+}
+
+// gelu, tanh approximation: y = x/2 (1 + tanh(u)), u = sqrt(2/pi) (x + c x^3)
+template <typename T> GG_FN T gelu_tanh_fwd(T x) {
+  T s = T(1) + tanh_(T(kSqrt2OverPi) * (x + T(kGeluC) * x * x * x));
+  return s == T(0) ? T(0) : T(0.5) * x * s;
+}
+template <typename T> GG_FN T gelu_tanh_bwd_from_x(T g, T x) {
+  T t = tanh_(T(kSqrt2OverPi) * (x + T(kGeluC) * x * x * x));
+  T sech2 = T(1) - t * t;
+  T du = T(kSqrt2OverPi) * (T(1) + T(3 * kGeluC) * x * x);
+  return g * (T(0.5) * (T(1) + t) + (sech2 == T(0) ? T(0) : T(0.5) * x * sech2 * du));
+}
+
+// silu: y = x sigmoid(x); dy/dx = s + x s (1 - s)
+template <typename T> GG_FN T silu_fwd(T x) {
+  T s = sigmoid_fwd(x);
+  return s == T(0) ? T(0) : x * s;
+}
+template <typename T> GG_FN T silu_bwd_from_x(T g, T x) {
+  T s = sigmoid_fwd(x);
+  T p = s * (T(1) - s);
+  return g * (s + (p == T(0) ? T(0) : x * p));
+}
+
+// softplus(beta, threshold): log(1 + e^(beta x)) / beta, linear above the threshold (PyTorch);
+// dy/dx = sigmoid(beta x) = -expm1(-beta y), exact to the last bit where y is tiny
+template <typename T> GG_FN T softplus_fwd(T x, T beta, T threshold) {
+  T bx = beta * x;
+  if (bx > threshold) return x;
+  return ((bx > T(0) ? bx : T(0)) + log1p_(exp_(-abs_(bx)))) / beta;
+}
+template <typename T> GG_FN T softplus_bwd_from_y(T g, T y, T beta, T threshold) {
+  return y * beta > threshold ? g : -g * expm1_(-beta * y);
+}
+
+}  // namespace gg
