@@ -22,7 +22,35 @@ def _nvcc_version(path):
     return lines[-1].strip() if lines else out.stdout.strip()[-80:]
 
 
-def info_report():
+def _kernel_report(cuda_ok, compile_now):
+    """Where the CUDA sources are and whether they compile (RawModule on a GPU, else nvcc)."""
+    from gpugrad import kernels
+
+    try:
+        src = kernels.source_dir()
+    except FileNotFoundError as e:
+        return {"kernel sources": f"missing: {e}"}
+    report = {"kernel sources": f"{src} ({', '.join(kernels.sources())})",
+              "fused kernels": "on" if kernels.enabled() else "off (GPUGRAD_FUSED=0)",
+              "fused ops": sorted(kernels.LAUNCHERS)}
+    if cuda_ok:
+        results = kernels.check_compiles(backend.get("cuda:0").xp)
+        report["kernels compiled (NVRTC)"] = [f"{f}: {'ok' if e is None else e}"
+                                              for f, e in results.items()]
+    elif compile_now and shutil.which("nvcc"):
+        results = []
+        for f in kernels.sources():
+            out = subprocess.run(["nvcc", "-std=c++17", "-ptx", "-arch=sm_90", f"-I{src}",
+                                  str(src / f), "-o", "/dev/null"], capture_output=True, text=True)
+            results.append(f"{f}: {'ok' if out.returncode == 0 else out.stderr.strip()[:200]}")
+        report["kernels compiled (nvcc -ptx sm_90)"] = results
+    else:
+        report["kernels compiled"] = ("not yet: they compile on first use on a CUDA device"
+                                      + ("" if cuda_ok else "; --compile checks them with nvcc"))
+    return report
+
+
+def info_report(compile_kernels=False):
     """Versions, backends and devices, as a dict (what `gpugrad info` prints)."""
     try:
         import cupy
@@ -50,6 +78,7 @@ def info_report():
         "default dtype": str(backend.get_default_dtype()),
         "nvcc": f"{nvcc}: {_nvcc_version(nvcc)}" if nvcc else "not found",
         "differentiable ops": len(gpugrad.OPS),
+        **_kernel_report(cuda_ok, compile_kernels),
     }
 
 
@@ -65,7 +94,7 @@ def _print_table(rows):
 def cmd_info(args):
     if args.device:
         backend.get(backend.canonical_device(args.device))  # a clear error if unusable
-    report = info_report()
+    report = info_report(compile_kernels=args.compile)
     _print_table(report)
     if args.json:
         with open(args.json, "w") as fh:
@@ -80,6 +109,8 @@ def main(argv=None):
     info = sub.add_parser("info", help="versions, backends, devices, nvcc")
     info.add_argument("--device", help="also check that this device is usable")
     info.add_argument("--json", metavar="FILE", help="write the report as JSON")
+    info.add_argument("--compile", action="store_true",
+                      help="without a GPU, check that every kernel compiles with nvcc")
     info.set_defaults(func=cmd_info)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

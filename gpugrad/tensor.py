@@ -347,56 +347,60 @@ def _creation(device, dtype):
     return be, dt
 
 
+def _made(t, requires_grad):
+    return t.attach_grad() if requires_grad else t
+
+
 def _shape_of(shape):
     if isinstance(shape, numbers.Integral):
         return (int(shape),)
     return tuple(int(s) for s in shape)
 
 
-def zeros(shape, dtype=None, device=None):
+def zeros(shape, dtype=None, device=None, requires_grad=False):
     be, dt = _creation(device, dtype)
     with be.active:
-        return wrap(be.xp.zeros(_shape_of(shape), dt), be.device)
+        return _made(wrap(be.xp.zeros(_shape_of(shape), dt), be.device), requires_grad)
 
 
-def ones(shape, dtype=None, device=None):
+def ones(shape, dtype=None, device=None, requires_grad=False):
     be, dt = _creation(device, dtype)
     with be.active:
-        return wrap(be.xp.ones(_shape_of(shape), dt), be.device)
+        return _made(wrap(be.xp.ones(_shape_of(shape), dt), be.device), requires_grad)
 
 
-def full(shape, fill_value, dtype=None, device=None):
+def full(shape, fill_value, dtype=None, device=None, requires_grad=False):
     be, dt = _creation(device, dtype)
     with be.active:
-        return wrap(be.xp.full(_shape_of(shape), fill_value, dt), be.device)
+        return _made(wrap(be.xp.full(_shape_of(shape), fill_value, dt), be.device), requires_grad)
 
 
-def empty(shape, dtype=None, device=None):
+def empty(shape, dtype=None, device=None, requires_grad=False):
     be, dt = _creation(device, dtype)
     with be.active:
-        return wrap(be.xp.empty(_shape_of(shape), dt), be.device)
+        return _made(wrap(be.xp.empty(_shape_of(shape), dt), be.device), requires_grad)
 
 
-def zeros_like(t, dtype=None):
-    return zeros(t.shape, dtype=dtype or t.dtype, device=t.device)
+def zeros_like(t, dtype=None, requires_grad=False):
+    return zeros(t.shape, dtype=dtype or t.dtype, device=t.device, requires_grad=requires_grad)
 
 
-def ones_like(t, dtype=None):
-    return ones(t.shape, dtype=dtype or t.dtype, device=t.device)
+def ones_like(t, dtype=None, requires_grad=False):
+    return ones(t.shape, dtype=dtype or t.dtype, device=t.device, requires_grad=requires_grad)
 
 
-def eye(n, m=None, dtype=None, device=None):
+def eye(n, m=None, dtype=None, device=None, requires_grad=False):
     be, dt = _creation(device, dtype)
     with be.active:
-        return wrap(be.xp.eye(n, m, dtype=dt), be.device)
+        return _made(wrap(be.xp.eye(n, m, dtype=dt), be.device), requires_grad)
 
 
-def arange(start, stop=None, step=1, dtype=None, device=None):
+def arange(start, stop=None, step=1, dtype=None, device=None, requires_grad=False):
     be, dt = _creation(device, dtype)
     if stop is None:
         start, stop = 0, start
     with be.active:
-        return wrap(be.xp.arange(start, stop, step, dtype=dt), be.device)
+        return _made(wrap(be.xp.arange(start, stop, step, dtype=dt), be.device), requires_grad)
 
 
 def _random_shape(shape):
@@ -404,16 +408,16 @@ def _random_shape(shape):
         shape[0], numbers.Integral) else _shape_of(shape)
 
 
-def rand(*shape, dtype=None, device=None):
+def rand(*shape, dtype=None, device=None, requires_grad=False):
     """Uniform [0, 1) samples; reproducible after gg.seed(n)."""
     be, dt = _creation(device, dtype)
-    return wrap(be.rand(_random_shape(shape), dt), be.device)
+    return _made(wrap(be.rand(_random_shape(shape), dt), be.device), requires_grad)
 
 
-def randn(*shape, dtype=None, device=None):
+def randn(*shape, dtype=None, device=None, requires_grad=False):
     """Standard normal samples; reproducible after gg.seed(n)."""
     be, dt = _creation(device, dtype)
-    return wrap(be.randn(_random_shape(shape), dt), be.device)
+    return _made(wrap(be.randn(_random_shape(shape), dt), be.device), requires_grad)
 
 
 def from_dlpack(obj):

@@ -34,3 +34,9 @@ def test_readme_lists_every_op_in_the_table():
     readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
     listed = set(re.findall(r"^\| `(\w+)` \|", readme, flags=re.M))
     assert listed == set(gg.OPS), f"README op table differs: {sorted(listed ^ set(gg.OPS))}"
+
+
+def test_info_reports_the_kernels(capsys):
+    assert cli.main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "kernel sources" in out and "activations.cu" in out and "fused kernels" in out

@@ -1,0 +1,284 @@
+"""The CUDA kernels without a GPU (nvcc to PTX; the header's math on the host against NumPy),
+the fusion switch and mask accounting, and, on a GPU, fused against unfused."""
+
+import ctypes
+import importlib.metadata
+import pathlib
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+import gpugrad as gg
+from gpugrad import backend, kernels
+from gpugrad.ops import activation as act
+from conftest import host
+
+HERE = pathlib.Path(__file__).resolve().parent
+KERNEL_DIR = kernels.source_dir()
+NVCC = shutil.which("nvcc")
+CXX = shutil.which("g++") or shutil.which("c++")
+
+
+# ---------------------------------------------------------------- compiled without a GPU
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+@pytest.mark.parametrize("source", kernels.sources())
+def test_every_kernel_compiles_to_ptx(source, arch, tmp_path):
+    """Every instantiation the loader asks NVRTC for, compiled by nvcc for the GPU generation."""
+    if NVCC is None:
+        pytest.skip("nvcc is not on the PATH, so the kernels cannot be compiled here")
+    names = kernels._name_expressions(source)
+    assert names, f"the loader instantiates nothing from {source}"
+    # taking each kernel's address in host code makes nvcc instantiate it, as NVRTC will
+    wrapper = tmp_path / "instantiate.cu"
+    wrapper.write_text(f'#include "{KERNEL_DIR / source}"\n'
+                       + "".join(f"void* k{i} = (void*)&{n};\n" for i, n in enumerate(names)))
+    ptx = tmp_path / "out.ptx"
+    out = subprocess.run([NVCC, "-std=c++17", "-ptx", f"-arch={arch}", f"-I{KERNEL_DIR}",
+                          str(wrapper), "-o", str(ptx)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    entries = re.findall(r"^\.visible \.entry", ptx.read_text(), flags=re.M)
+    assert len(entries) == len(names)
+
+
+@pytest.fixture(scope="module")
+def host_lib(tmp_path_factory):
+    if CXX is None:
+        pytest.skip("no C++ compiler on the PATH to build activations.cuh for the host")
+    so = tmp_path_factory.mktemp("host") / "activations_host.so"
+    out = subprocess.run([CXX, "-std=c++17", "-O2", "-shared", "-fPIC", f"-I{KERNEL_DIR}",
+                          str(HERE / "host_shim.cpp"), "-o", str(so)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return ctypes.CDLL(str(so))
+
+
+def _call(lib, name, dtype, *arrays, p0=0.0, p1=0.0):
+    arrays = [np.ascontiguousarray(a, dtype=dtype) for a in arrays]
+    out = np.empty_like(arrays[0])
+    ptr = np.ctypeslib.ndpointer(dtype=dtype, flags="C_CONTIGUOUS")
+    fn = getattr(lib, f"{name}_{'f32' if dtype == np.float32 else 'f64'}")
+    fn.argtypes = [ptr] * (len(arrays) + 1) + [ctypes.c_long, ctypes.c_double, ctypes.c_double]
+    fn(*arrays, out, out.size, p0, p1)
+    return out
+
+
+EDGES = np.array([0.0, -0.0, 1e-30, -1e-30, 1.0, -1.0, 20.0, -20.0, 100.0, -100.0,
+                  np.inf, -np.inf, np.nan])
+# tolerances: float32 libm functions are within a few ulp, and formulas like 1 + tanh(u)
+# cancel near their zeros, so float32 is held to 1e-5 relative with 1e-6 absolute slack;
+# float64 to 1e-12 relative
+TOL = {np.float32: dict(rtol=1e-5, atol=1e-6), np.float64: dict(rtol=1e-12, atol=1e-14)}
+
+# header function -> (reference on float64 arrays from the CPU op path, p0, p1)
+FORWARD = {
+    "relu_fwd": (lambda x: act._relu(np, x), 0, 0),
+    "relu_mask_bit": (lambda x: (x > 0).astype(np.float64), 0, 0),
+    "leaky_relu_fwd": (lambda x: act._leaky_relu(np, x, negative_slope=0.1), 0.1, 0),
+    "elu_fwd": (lambda x: act._elu(np, x, alpha=1.5), 1.5, 0),
+    "sigmoid_fwd": (lambda x: act._sigmoid(np, x), 0, 0),
+    "tanh_fwd": (lambda x: act._tanh(np, x), 0, 0),
+    "gelu_fwd": (lambda x: act._gelu(np, x), 0, 0),
+    "gelu_tanh_fwd": (lambda x: act._gelu(np, x, approximate="tanh"), 0, 0),
+    "silu_fwd": (lambda x: act._silu(np, x), 0, 0),
+    "softplus_fwd": (lambda x: act._softplus(np, x, beta=2.0, threshold=15.0), 2.0, 15.0),
+}
+BACKWARD = {  # (reference(g, saved), p0, p1, how the saved array is made from x)
+    "relu_bwd_from_mask": (lambda g, m: np.where(m != 0, g, 0.0), 0, 0, lambda x: (x > 0) * 1.0),
+    "leaky_relu_bwd_from_mask": (lambda g, m: np.where(m != 0, g, 0.3 * g), 0.3, 0, lambda x: (x > 0) * 1.0),
+    "elu_bwd_from_y": (lambda g, y: act._elu_backward(np, g, y, alpha=1.5), 1.5, 0,
+                       lambda x: act._elu(np, x, alpha=1.5)),
+    "sigmoid_bwd_from_y": (lambda g, y: act._sigmoid_backward(np, g, y), 0, 0, lambda x: act._sigmoid(np, x)),
+    "tanh_bwd_from_y": (lambda g, y: act._tanh_backward(np, g, y), 0, 0, np.tanh),
+    "gelu_bwd_from_x": (lambda g, x: act._gelu_backward(np, g, x), 0, 0, lambda x: x),
+    "gelu_tanh_bwd_from_x": (lambda g, x: act._gelu_backward(np, g, x, approximate="tanh"), 0, 0, lambda x: x),
+    "silu_bwd_from_x": (lambda g, x: act._silu_backward(np, g, x), 0, 0, lambda x: x),
+    "softplus_bwd_from_y": (lambda g, y: act._softplus_backward(np, g, y, beta=2.0, threshold=15.0), 2.0, 15.0,
+                            lambda x: act._softplus(np, x, beta=2.0, threshold=15.0)),
+}
+
+
+def _inputs(dtype):
+    x = np.concatenate([EDGES, np.random.default_rng(0).standard_normal(500) * 4])
+    return x.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", sorted(FORWARD))
+def test_header_forward_matches_numpy(host_lib, name, dtype):
+    ref, p0, p1 = FORWARD[name]
+    x = _inputs(dtype)
+    with np.errstate(all="ignore"):
+        expected = ref(x.astype(np.float64))
+    got = _call(host_lib, name, dtype, x, p0=p0, p1=p1)
+    finite_in = np.isfinite(x)
+    assert not np.isnan(got[finite_in & np.isfinite(expected)]).any()
+    np.testing.assert_allclose(got, expected, **TOL[dtype], err_msg=f"{name} on {x}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", sorted(BACKWARD))
+def test_header_backward_matches_numpy(host_lib, name, dtype):
+    ref, p0, p1, make_saved = BACKWARD[name]
+    x = _inputs(dtype)
+    g = np.random.default_rng(1).standard_normal(x.size).astype(dtype)
+    with np.errstate(all="ignore"):
+        saved = make_saved(x.astype(np.float64)).astype(dtype)
+        expected = ref(g.astype(np.float64), saved.astype(np.float64))
+    got = _call(host_lib, name, dtype, g, saved, p0=p0, p1=p1)
+    np.testing.assert_allclose(got, expected, **TOL[dtype], err_msg=name)
+
+
+def test_stable_where_the_true_value_is_finite(host_lib):
+    """No inf/NaN out of finite (or infinite with a finite limit) inputs."""
+    x = np.array([-np.inf, -1e30, -100.0, 100.0, 1e30])
+    for name in ("gelu_fwd", "gelu_tanh_fwd", "silu_fwd", "sigmoid_fwd", "softplus_fwd", "elu_fwd"):
+        got = _call(host_lib, name, np.float64, x, p0=1.0, p1=20.0)
+        assert np.isfinite(got[:3]).all(), (name, got)
+    g = np.ones_like(x)
+    for name in ("gelu_bwd_from_x", "gelu_tanh_bwd_from_x", "silu_bwd_from_x"):
+        got = _call(host_lib, name, np.float64, g, x)
+        np.testing.assert_allclose(got, [0, 0, 0, 1, 1], atol=1e-12, err_msg=name)
+
+
+# ---------------------------------------------------------------- switch, masks, packaging
+
+
+def test_fusion_switch():
+    assert kernels.enabled()
+    with gg.fused(False):
+        assert not kernels.enabled()
+        with gg.fused(True):
+            assert kernels.enabled()
+        assert backend.fused("sigmoid_bwd", np) is None
+    assert backend.fused("sigmoid_bwd", np) is None  # the CPU never takes a kernel
+    assert kernels.lookup("sigmoid_bwd") is not None and kernels.lookup("nonesuch") is None
+
+
+def test_gpugrad_fused_environment_variable(monkeypatch):
+    monkeypatch.setenv("GPUGRAD_FUSED", "0")
+    assert not kernels.enabled()
+    monkeypatch.setenv("GPUGRAD_FUSED", "1")
+    assert kernels.enabled()
+
+
+def test_every_activation_has_its_launchers():
+    for name, (fwd, bwd) in kernels.ACTIVATIONS.items():
+        assert kernels.lookup(f"{name}_fwd") is not None
+        assert bwd is None or kernels.lookup(f"{name}_bwd") is not None
+
+
+@pytest.mark.parametrize("n", [1, 31, 32, 33, 1000])
+def test_mask_packs_one_bit_per_element(n, device):
+    xp = backend.get(device).xp
+    bits = np.random.default_rng(n).random(n) > 0.5
+    words = backend.pack_mask(xp, xp.asarray(bits))
+    assert words.dtype == np.uint32 and words.nbytes == 4 * ((n + 31) // 32)
+    expected = sum(int(b) << i for i, b in enumerate(bits[:32]))
+    assert int(words[0]) == expected  # element i at bit i of word i // 32, as the kernel writes
+    assert np.array_equal(host(backend.unpack_mask(xp, words, (n,))), bits)
+
+
+def test_relu_saves_a_mask_not_its_input(device):
+    x = gg.randn(1000, device=device, requires_grad=True)
+    for f in (gg.relu, lambda t: gg.leaky_relu(t, 0.2)):
+        with gg.autograd.record():
+            y = f(x)
+        saved = y._node.saved
+        assert list(saved) == ["mask"] and saved["mask"].nbytes == 4 * 32
+        y.backward()
+        expected = np.where(host(x) > 0, 1.0, 0.0 if f is gg.relu else 0.2)
+        np.testing.assert_allclose(host(x.grad), expected)
+    y = gg.relu(x)  # outside record(): no mask is made
+    assert y._node is None
+
+
+def test_installed_package_ships_the_kernel_sources():
+    files = importlib.metadata.files("gpugrad") or []
+    names = {str(f).replace("\\", "/") for f in files}
+    if "gpugrad/__init__.py" not in names:
+        pytest.skip("gpugrad is installed in editable mode here; the wheel's contents are "
+                    "checked where it is installed from a wheel (as in .ci/run)")
+    for src in kernels.sources() + ["activations.cuh"]:
+        assert f"gpugrad/_kernels/{src}" in names, f"{src} is missing from the wheel"
+
+
+# ---------------------------------------------------------------- on a GPU
+
+SIZES = [0, 1, 31, 1025, 2**20 + 3]
+FUSED_ACTIVATIONS = {
+    "relu": gg.relu, "leaky_relu": lambda t: gg.leaky_relu(t, 0.1), "elu": gg.elu,
+    "gelu": gg.gelu, "gelu_tanh": lambda t: gg.gelu(t, approximate="tanh"), "silu": gg.silu,
+    "softplus": gg.softplus, "sigmoid": gg.sigmoid, "tanh": gg.tanh,
+}
+
+
+def _fused_and_unfused(f, x_host, dtype, view):
+    results = []
+    for on in (True, False):
+        with gg.fused(on):
+            x = gg.tensor(x_host, dtype=dtype, device="cuda")
+            x = x[::2] if view else x
+            x = gg.tensor(x.data, device="cuda")  # a leaf over a (possibly strided) view
+            x.attach_grad()
+            with gg.autograd.record():
+                y = f(x)
+            y.backward(gg.tensor(np.linspace(-1, 1, y.size).reshape(y.shape), dtype=dtype, device="cuda"))
+            results.append((host(y), host(x.grad)))
+    return results
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("view", [False, True])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("name", sorted(FUSED_ACTIVATIONS))
+def test_fused_matches_unfused_on_gpu(name, n, dtype, view):
+    x = np.random.default_rng(n).standard_normal(2 * n if view else n) * 3
+    (yf, gf), (yu, gu) = _fused_and_unfused(FUSED_ACTIVATIONS[name], x, dtype, view)
+    tol = TOL[np.dtype(dtype).type]
+    np.testing.assert_allclose(yf, yu, **tol)
+    np.testing.assert_allclose(gf, gu, **tol)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", sorted(FUSED_ACTIVATIONS))
+def test_second_order_through_the_fused_path(name):
+    x = gg.tensor(np.random.default_rng(0).standard_normal(40) * 2 + 0.05, dtype="float64", device="cuda")
+    with gg.fused(True):
+        assert gg.gradcheck(FUSED_ACTIVATIONS[name], [x], order=2)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("labels_dtype", ["int32", "int64"])
+def test_fused_softmax_cross_entropy_and_sgd(labels_dtype):
+    cp = backend.get("cuda").xp
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((37, 300)) * 5
+    labels = rng.integers(0, 300, 37)
+    shifted = logits - logits.max(1, keepdims=True)
+    logp = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
+    loss = kernels.lookup("softmax_xent_fwd")(cp.asarray(logits), cp.asarray(labels.astype(labels_dtype)))
+    np.testing.assert_allclose(cp.asnumpy(loss), -logp[np.arange(37), labels], rtol=1e-10)
+    g = rng.standard_normal(37)
+    dx = kernels.lookup("softmax_xent_bwd")(cp.asarray(logits), cp.asarray(labels.astype(labels_dtype)), cp.asarray(g))
+    onehot = np.eye(300)[labels]
+    np.testing.assert_allclose(cp.asnumpy(dx), (np.exp(logp) - onehot) * g[:, None], rtol=1e-9, atol=1e-12)
+    p, gr, v = (rng.standard_normal(1000) for _ in range(3))
+    pc, vc = cp.asarray(p), cp.asarray(v)
+    kernels.lookup("sgd_step")(pc, cp.asarray(gr), vc, 0.1, momentum=0.9, weight_decay=1e-2)
+    v_ref = 0.9 * v + gr + 1e-2 * p
+    np.testing.assert_allclose(cp.asnumpy(vc), v_ref, rtol=1e-12)
+    np.testing.assert_allclose(cp.asnumpy(pc), p - 0.1 * v_ref, rtol=1e-12)
+
+
+@pytest.mark.cuda
+def test_fused_bias_activation():
+    cp = backend.get("cuda").xp
+    x, b = np.random.default_rng(0).standard_normal((5, 7)), np.random.default_rng(1).standard_normal(7)
+    y = kernels.lookup("bias_act_fwd")(cp.asarray(x), cp.asarray(b), "relu")
+    np.testing.assert_allclose(cp.asnumpy(y), np.maximum(x + b, 0))
+    assert all(err is None for err in kernels.check_compiles(cp).values())
