@@ -188,8 +188,8 @@ def _coerce(op, inputs):
             raise TypeError(f"{op.name}: input {op.input_name(i)} is None")
         else:
             out.append(tensor.tensor(x, device=device))
-    if device is None:  # only Python scalars: the first becomes a tensor of the default dtype
-        out[0] = tensor.tensor(out[0])
+    if not any(isinstance(x, tensor.Tensor) for x in out):
+        out[0] = tensor.tensor(out[0])  # only Python scalars: the first gets the default dtype
     return out
 
 
@@ -198,8 +198,11 @@ def _forward_error(op, inputs, e):
     if op.kind == "elementwise" and "broadcast" in str(e):
         listed = " and ".join(str(s) for s in shapes)
         return ShapeError(f"{op.name}: shapes {listed} cannot be broadcast together")
-    err = type(e)(f"{op.name}: {e} (input shapes {', '.join(map(str, shapes))})")
-    return err
+    message = f"{op.name}: {e} (input shapes {', '.join(map(str, shapes))})"
+    try:
+        return type(e)(message)
+    except TypeError:  # an exception type whose constructor wants more than a message
+        return ValueError(message)
 
 
 def apply(op, inputs, params):

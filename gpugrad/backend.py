@@ -313,6 +313,8 @@ def scatter_add(out, key, values):
     """out[key] += values, with repeated indices accumulated (NumPy's add.at)."""
     if isinstance(out, np.ndarray):
         np.add.at(out, key, values)
+    elif hasattr(_cupy.add, "at"):  # CuPy 13 and later
+        _cupy.add.at(out, key, values)
     else:
         import cupyx
 

@@ -80,21 +80,23 @@ _modules = {}
 _lock = threading.Lock()
 
 
+def _functors(kname):
+    """The activation functors a templated kernel is instantiated with."""
+    if kname == "act_bwd":
+        return [b for _, b in ACTIVATIONS.values() if b is not None]
+    forwards = [f for f, _ in ACTIVATIONS.values()]
+    return forwards + ["Identity"] if kname == "bias_act_fwd" else forwards
+
+
 def _name_expressions(kernel_file):
+    """Every template instantiation of one source file that the launchers use."""
     names = []
     for kname, (file, pattern) in KERNELS.items():
         if file != kernel_file:
             continue
         for T in DTYPES.values():
             if "{OP}" in pattern:
-                ops = [f for pair in ACTIVATIONS.values() for f in pair if f is not None]
-                if kname == "act_bwd":
-                    ops = [b for _, b in ACTIVATIONS.values() if b is not None]
-                elif kname == "bias_act_fwd":
-                    ops = [f for f, _ in ACTIVATIONS.values()] + ["Identity"]
-                else:
-                    ops = [f for f, _ in ACTIVATIONS.values()]
-                names += [pattern.format(T=T, OP=f"{op}<{T}>") for op in ops]
+                names += [pattern.format(T=T, OP=f"{op}<{T}>") for op in _functors(kname)]
             elif "{L}" in pattern:
                 names += [pattern.format(T=T, L=L) for L in LABEL_DTYPES.values()]
             else:

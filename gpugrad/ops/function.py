@@ -82,7 +82,6 @@ def _function_op(cls):
         ts = [t if t is not None else tensor.zeros_like(x) for t, x in zip(ts, xs)]
         return _as_tensor(cls.jvp(ctx, *ts), y)
 
-    forward.__kwdefaults__ = None
     op = Op(name, forward, save, "function", vjp_all=vjp_all, jvp=jvp)
     op.function = lambda inputs, ctx: _apply(op, inputs, ctx)
     return op
