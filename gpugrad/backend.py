@@ -352,4 +352,4 @@ def unpack_mask(xp, words, shape):
         bits = np.unpackbits(words.view(np.uint8), count=n, bitorder="little")
     else:
         bits = ((words[:, None] >> xp.arange(32, dtype=xp.uint32)) & 1).reshape(-1)[:n]
-    return bits.reshape(shape).astype(bool)
+    return bits.reshape(shape).view(bool) if xp is np else bits.reshape(shape).astype(bool)

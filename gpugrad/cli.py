@@ -102,6 +102,39 @@ def cmd_info(args):
     return 0
 
 
+def _progress(done, total, what):
+    width = 30
+    filled = width * done // total
+    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {what:<28}")
+    if done == total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def cmd_bench(args):
+    from gpugrad import benchmarks
+
+    device = backend.canonical_device(args.device) if args.device else backend.default_device()
+    backend.get(device)  # a clear error now if the device is unusable
+    env = benchmarks.environment(device)
+    suites = list(benchmarks.SUITES) if args.suite == "all" else [args.suite]
+    print(", ".join(f"{k}: {v}" for k, v in env.items() if v is not None))
+    if benchmarks.torch_or_none() is None:
+        print("note: PyTorch is not installed, so there are no PyTorch baselines "
+              "(pip install torch==2.13.0)")
+    results = {"environment": env, "quick": not args.full, "rows": []}
+    for suite in suites:
+        rows = benchmarks.SUITES[suite](device, quick=not args.full, progress=_progress)
+        results["rows"] += rows
+        print(f"\n{suite} ({device}):")
+        print(benchmarks.format_table(rows))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(results, fh, indent=2)
+        print(f"\nwrote {args.json}")
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="gpugrad", description=gpugrad.__doc__)
     parser.add_argument("--version", action="version", version=f"gpugrad {gpugrad.__version__}")
@@ -112,6 +145,17 @@ def main(argv=None):
     info.add_argument("--compile", action="store_true",
                       help="without a GPU, check that every kernel compiles with nvcc")
     info.set_defaults(func=cmd_info)
+    bench = sub.add_parser("bench", help="time gpugrad beside its baselines (default: all, quick)")
+    from gpugrad import benchmarks
+
+    bench.add_argument("suite", nargs="?", default="all", choices=["all", *benchmarks.SUITES])
+    bench.add_argument("--device", help="cpu, cuda or cuda:N (default: the default device)")
+    size = bench.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", default=True,
+                      help="fewer sizes, well under a minute on a 2-core CPU (the default)")
+    size.add_argument("--full", action="store_true", help="every size")
+    bench.add_argument("--json", metavar="FILE", help="write the rows and environment as JSON")
+    bench.set_defaults(func=cmd_bench)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -40,3 +40,23 @@ def test_info_reports_the_kernels(capsys):
     assert cli.main(["info"]) == 0
     out = capsys.readouterr().out
     assert "kernel sources" in out and "activations.cu" in out and "fused kernels" in out
+
+
+def test_bench_kernels_prints_ratios_and_writes_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert cli.main(["bench", "kernels", "--device", "cpu", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads(out.read_text())
+    rows = result["rows"]
+    assert result["environment"]["device"] == "cpu" and result["environment"]["numpy"]
+    assert {r["activation"] for r in rows} >= {"relu", "sigmoid", "gelu", "tanh"}
+    ours = [r for r in rows if r["impl"] == "gpugrad"]
+    assert ours and all(r["median_us"] > 0 and r["% of copy"] > 0 for r in ours)
+    try:
+        import torch  # noqa: F401
+
+        torch_rows = [r for r in rows if r["impl"] == "torch"]
+        assert len(torch_rows) == len(ours) and all(r["gpugrad time / this"] > 0 for r in torch_rows)
+    except ImportError:
+        assert "PyTorch is not installed" in printed
+    assert "sigmoid" in printed and "% of copy" in printed

@@ -282,3 +282,13 @@ def test_fused_bias_activation():
     y = kernels.lookup("bias_act_fwd")(cp.asarray(x), cp.asarray(b), "relu")
     np.testing.assert_allclose(cp.asnumpy(y), np.maximum(x + b, 0))
     assert all(err is None for err in kernels.check_compiles(cp).values())
+
+
+def test_relu_backward_from_the_mask_with_non_finite_gradients():
+    """A dead unit passes 0 even for an infinite gradient (as the kernel and PyTorch do)."""
+    x = np.array([1.0, -1.0, 2.0, -2.0], np.float32)
+    mask = gg.tensor(backend.pack_mask(np, x > 0))
+    g = gg.tensor(np.array([np.inf, np.inf, np.nan, 1.0], np.float32))
+    np.testing.assert_array_equal(host(gg.relu_backward(g, mask)), [np.inf, 0, np.nan, 0])
+    np.testing.assert_array_equal(host(gg.relu_backward(g, mask, negative_slope=0.5)),
+                                  [np.inf, np.inf, np.nan, 0.5])

@@ -76,7 +76,7 @@ def _softplus_array(xp, x, beta, threshold):
 
 def _relu(xp, x):
     k = backend.fused("relu_fwd", xp)
-    return k(x) if k else xp.where(x < 0, 0.0, x).astype(x.dtype, copy=False)
+    return k(x) if k else xp.maximum(x, 0)  # NaN stays NaN, as in the kernel
 
 
 def _relu_saving(xp, x):
@@ -89,7 +89,11 @@ def _relu_saving(xp, x):
 
 def _leaky_relu(xp, x, *, negative_slope=0.01):
     k = backend.fused("leaky_relu_fwd", xp)
-    return k(x, negative_slope) if k else xp.where(x > 0, x, x * negative_slope)
+    if k:
+        return k(x, negative_slope)
+    if 0 <= negative_slope <= 1:  # the same values; where() over a random mask is ~10x slower
+        return xp.maximum(x, x * negative_slope)
+    return xp.where(x > 0, x, x * negative_slope)
 
 
 def _leaky_relu_saving(xp, x, *, negative_slope=0.01):
@@ -140,7 +144,13 @@ def _relu_backward(xp, g, mask, *, negative_slope=0.0):
     if k:
         return k(g, mask, negative_slope)
     bits = backend.unpack_mask(xp, mask, g.shape)
-    return xp.where(bits, g, g * negative_slope if negative_slope else 0.0).astype(g.dtype, copy=False)
+    if not bool(xp.isfinite(g).all()):  # inf * 0 would be NaN where the gradient is 0
+        return xp.where(bits, g, g * negative_slope if negative_slope else 0.0).astype(g.dtype, copy=False)
+    scale = bits.astype(g.dtype)  # multiplying is ~8x faster than where() on a random mask
+    if negative_slope:
+        scale *= 1 - negative_slope
+        scale += negative_slope
+    return g * scale
 
 
 def _elu_backward(xp, g, out, *, alpha):

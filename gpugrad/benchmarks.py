@@ -1,0 +1,187 @@
+"""The measurements behind `gpugrad bench` and the pytest-benchmark suites in bench/.
+
+Every figure is taken beside its baseline in the same run (fused vs unfused, gpugrad vs
+PyTorch, a device-to-device copy for bandwidth), as the median of many repeats after warm-up;
+on CUDA each repeat is timed with CUDA events around the region.
+"""
+
+import datetime
+import platform
+import statistics
+import time
+
+import numpy as np
+
+import gpugrad
+from gpugrad import backend, kernels
+
+# ---------------------------------------------------------------------------- timing
+
+
+def median_seconds(fn, device, warmup=3, min_repeats=15, min_seconds=0.05, max_repeats=500):
+    """Median wall time of fn() on device; CUDA events per repeat on a GPU."""
+    be = backend.get(device)
+    for _ in range(warmup):
+        fn()
+    be.synchronize()
+    times = []
+    if be.is_cpu:
+        start_all = time.perf_counter()
+        while len(times) < min_repeats or (time.perf_counter() - start_all < min_seconds
+                                           and len(times) < max_repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times)
+    cp = be.xp
+    with be.active:
+        events = [(cp.cuda.Event(), cp.cuda.Event()) for _ in range(max(min_repeats, 50))]
+        for start, end in events:
+            start.record()
+            fn()
+            end.record()
+        events[-1][1].synchronize()
+        times = [cp.cuda.get_elapsed_time(s, e) / 1e3 for s, e in events]
+    return statistics.median(times)
+
+
+def torch_or_none():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def environment(device):
+    """Device, date and library versions, stored with every result."""
+    env = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": device,
+        "gpugrad": gpugrad.__version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "machine": platform.machine(),
+    }
+    torch = torch_or_none()
+    env["torch"] = torch.__version__ if torch else None
+    if torch:
+        env["torch threads"] = torch.get_num_threads()
+    be = backend.get(device)
+    if not be.is_cpu:
+        cp = be.xp
+        props = cp.cuda.runtime.getDeviceProperties(be.index)
+        env.update({"cupy": cp.__version__, "gpu": props["name"].decode(),
+                    "cuda driver": cp.cuda.runtime.driverGetVersion(),
+                    "cuda runtime": cp.cuda.runtime.runtimeGetVersion()})
+    else:
+        env["cpu"] = platform.processor() or platform.machine()
+    return env
+
+
+# ---------------------------------------------------------------------------- kernels suite
+
+# activation -> (backward op in the table, its params, what it saves: "x", "y" or "mask",
+#                PyTorch's backward kernel)
+ACTIVATION_BACKWARDS = {
+    "relu": ("relu_backward", {}, "mask", lambda a, g, x, y: a.threshold_backward(g, y, 0)),
+    "leaky_relu": ("relu_backward", {"negative_slope": 0.01}, "mask",
+                   lambda a, g, x, y: a.leaky_relu_backward(g, x, 0.01, False)),
+    "elu": ("elu_backward", {"alpha": 1.0}, "y", lambda a, g, x, y: a.elu_backward(g, 1.0, 1, 1, True, y)),
+    "gelu": ("gelu_backward", {"approximate": "none"}, "x",
+             lambda a, g, x, y: a.gelu_backward(g, x, approximate="none")),
+    "gelu_tanh": ("gelu_backward", {"approximate": "tanh"}, "x",
+                  lambda a, g, x, y: a.gelu_backward(g, x, approximate="tanh")),
+    "silu": ("silu_backward", {}, "x", lambda a, g, x, y: a.silu_backward(g, x)),
+    "softplus": ("softplus_backward", {"beta": 1.0, "threshold": 20.0}, "y",
+                 lambda a, g, x, y: a.softplus_backward(g, x, 1.0, 20.0)),
+    "sigmoid": ("sigmoid_backward", {}, "y", lambda a, g, x, y: a.sigmoid_backward(g, y)),
+    "tanh": ("tanh_backward", {}, "y", lambda a, g, x, y: a.tanh_backward(g, y)),
+}
+FORWARD_OF = {"gelu_tanh": ("gelu", {"approximate": "tanh"}), "leaky_relu": ("leaky_relu", {"negative_slope": 0.01})}
+
+
+def kernel_cases(activation, n, device):
+    """{impl: callable} for one activation backward on n float32 elements, plus bytes moved.
+
+    impls: "gpugrad" (fused on CUDA, the NumPy composition on the CPU), "unfused" (CUDA only:
+    the CuPy composition), "torch" (PyTorch's own backward kernel, when installed for this
+    device) and "copy" (a device-to-device copy of n elements, the bandwidth yardstick).
+    """
+    be = backend.get(device)
+    xp = be.xp
+    op_name, params, saved_kind, torch_fn = ACTIVATION_BACKWARDS[activation]
+    op = gpugrad.OPS[op_name]
+    fwd_name, fwd_params = FORWARD_OF.get(activation, (activation, {}))
+    rng = np.random.default_rng(n)
+    with be.active:
+        x = xp.asarray((rng.standard_normal(n) * 3).astype(np.float32))
+        g = xp.asarray(rng.standard_normal(n).astype(np.float32))
+        y = gpugrad.OPS[fwd_name].forward(xp, x, **{**gpugrad.OPS[fwd_name].defaults, **fwd_params})
+        saved = {"x": x, "y": y, "mask": backend.pack_mask(xp, x > 0)}[saved_kind]
+        dst = xp.empty_like(x)
+
+    def run(on):
+        def call():
+            with kernels.fused(on), be.active:
+                return op.forward(xp, g, saved, **params)
+        return call
+
+    cases = {"gpugrad": run(True), "copy": lambda: xp.copyto(dst, x)}
+    if not be.is_cpu:
+        cases["unfused"] = run(False)
+    torch = torch_or_none()
+    if torch is not None and (be.is_cpu or torch.cuda.is_available()):
+        tg, tx, ty = (torch.from_dlpack(a) for a in (g, x, y))
+        aten = torch.ops.aten
+        cases["torch"] = lambda: torch_fn(aten, tg, tx, ty)
+    moved = g.nbytes + saved.nbytes + g.nbytes  # read g and the saved array, write dx, once each
+    return cases, moved, 2 * x.nbytes
+
+
+def kernels_suite(device, quick=True, progress=None):
+    """Rows for every activation backward and size: time, GB/s, % of copy, ratios."""
+    be = backend.get(device)
+    if be.is_cpu:
+        sizes = [2**16, 2**20] if quick else [2**16, 2**18, 2**20, 2**22]
+    else:
+        sizes = [2**16, 2**20, 2**24] if quick else [2**16, 2**18, 2**20, 2**22, 2**24, 2**26]
+    rows = []
+    work = [(a, n) for a in ACTIVATION_BACKWARDS for n in sizes]
+    for i, (activation, n) in enumerate(work):
+        cases, moved, copy_bytes = kernel_cases(activation, n, device)
+        t = {impl: median_seconds(fn, device) for impl, fn in cases.items()}
+        copy_gbs = copy_bytes / t["copy"] / 1e9
+        for impl in ("gpugrad", "unfused", "torch"):
+            if impl not in t:
+                continue
+            gbs = moved / t[impl] / 1e9
+            rows.append({
+                "suite": "kernels", "activation": activation, "n": n, "impl": impl,
+                "median_us": t[impl] * 1e6, "GB/s": gbs, "copy GB/s": copy_gbs,
+                "% of copy": 100 * gbs / copy_gbs,
+                "gpugrad time / this": (t["gpugrad"] / t[impl]) if impl != "gpugrad" else None,
+            })
+        if progress:
+            progress(i + 1, len(work), f"{activation} n={n}")
+    return rows
+
+
+SUITES = {"kernels": kernels_suite}
+
+
+def format_table(rows):
+    """A fixed-width table of the rows (every key a column)."""
+    if not rows:
+        return "(no rows)"
+    cols = list(dict.fromkeys(k for r in rows for k in r if k != "suite"))
+
+    def cell(v):
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+        return str(v)
+    table = [cols] + [[cell(r.get(c)) for c in cols] for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(cols))]
+    return "\n".join("  ".join(v.rjust(w) for v, w in zip(line, widths)) for line in table)
