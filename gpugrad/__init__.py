@@ -2,7 +2,8 @@
 
 __version__ = "0.1.0"
 
-from gpugrad import autograd, backend, cuda, functional, kernels, ops, testing  # noqa: E402
+from gpugrad import autograd, backend, cuda, functional, kernels, ops, testing
+from gpugrad import data, nn, optim  # noqa: E402  # noqa: E402
 from gpugrad.backend import (  # noqa: E402
     DeviceError, default_device, device, get_default_dtype, seed, set_default_dtype,
 )
@@ -10,10 +11,12 @@ from gpugrad.autograd import GraphError, ShapeError, no_grad  # noqa: E402
 from gpugrad.kernels import fused  # noqa: E402
 from gpugrad.functional import grad, hvp, jacobian, jvp, value_and_grad, vjp  # noqa: E402
 from gpugrad.ops import *  # noqa: E402,F401,F403  (the op functions, OPS, Function)
-# gg.tensor (the function) replaces the attribute gpugrad.tensor (the module) from here on:
-# inside the package, import gpugrad's modules at module level only, where they bind the module.
+# gg.tensor is the module gpugrad.tensor, which is callable: gg.tensor(data, ...) makes a tensor
+from gpugrad import tensor  # noqa: E402
 from gpugrad.tensor import (  # noqa: E402
-    Tensor, arange, array, empty, eye, from_dlpack, full, ones, ones_like, rand, randn, tensor,
-    zeros, zeros_like,
+    Tensor, arange, empty, eye, from_dlpack, full, ones, ones_like, rand, randn, zeros, zeros_like,
 )
+
+array = tensor  # MXNet's nd.array
 from gpugrad.testing import GradcheckError, gradcheck  # noqa: E402
+from gpugrad.serialize import load, save  # noqa: E402

@@ -135,6 +135,74 @@ def cmd_bench(args):
     return 0
 
 
+def cmd_train(args):
+    from gpugrad import training
+
+    device = backend.canonical_device(args.device) if args.device else backend.default_device()
+    backend.get(device)
+    if args.plot:
+        _require_matplotlib()
+    dataset = training.load_dataset(args.dataset)
+    print(f"{args.dataset}: {len(dataset.train_x)} train, {len(dataset.test_x)} test, "
+          f"{dataset.train_x.shape[1]} features; {args.layers}-layer MLP, hidden {args.hidden}, "
+          f"device {device}")
+
+    def progress(batches, total, epoch):
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            return batches
+        return tqdm(batches, total=total, desc=f"epoch {epoch}/{args.epochs}", leave=False,
+                    file=sys.stderr, disable=None)
+
+    model, history = training.train(
+        dataset, layers=args.layers, hidden=args.hidden, epochs=args.epochs, batch=args.batch,
+        lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay, device=device,
+        seed=args.seed, progress=progress)
+    print(f"{'epoch':>5}  {'loss':>8}  {'train acc':>9}  {'test acc':>8}  {'seconds':>7}")
+    for h in history:
+        print(f"{h['epoch']:>5}  {h['loss']:>8.4f}  {h['train accuracy']:>9.2%}  "
+              f"{h['test accuracy']:>8.2%}  {h['seconds']:>7.2f}")
+    total = sum(h["seconds"] for h in history)
+    print(f"final test accuracy {history[-1]['test accuracy']:.2%} after {total:.1f} s of training")
+    if args.save:
+        gpugrad.save(model.state_dict(), args.save)
+        print(f"saved the model's parameters to {args.save}")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"args": vars(args) | {"func": None}, "history": history}, fh, indent=2)
+    if args.plot:
+        _plot_history(history, args.plot, f"{args.layers}-layer MLP on {args.dataset}")
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _require_matplotlib():
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ValueError("--plot needs matplotlib: pip install 'gpugrad[plot]'") from None
+
+
+def _plot_history(history, path, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.plot(epochs, [h["loss"] for h in history], marker="o")
+    a.set(xlabel="epoch", ylabel="training loss", title=title)
+    b.plot(epochs, [h["train accuracy"] for h in history], marker="o", label="train")
+    b.plot(epochs, [h["test accuracy"] for h in history], marker="o", label="test")
+    b.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="gpugrad", description=gpugrad.__doc__)
     parser.add_argument("--version", action="version", version=f"gpugrad {gpugrad.__version__}")
@@ -156,13 +224,28 @@ def main(argv=None):
     size.add_argument("--full", action="store_true", help="every size")
     bench.add_argument("--json", metavar="FILE", help="write the rows and environment as JSON")
     bench.set_defaults(func=cmd_bench)
+    train = sub.add_parser("train", help="train the lecture's 2-, 3- or 4-layer MLP")
+    train.add_argument("--dataset", default="digits", help="digits or mnist:DIR (default digits)")
+    train.add_argument("--layers", type=int, default=3, choices=[2, 3, 4])
+    train.add_argument("--hidden", type=int, default=256)
+    train.add_argument("--epochs", type=int, default=20)
+    train.add_argument("--batch", type=int, default=32)
+    train.add_argument("--lr", type=float, default=0.1)
+    train.add_argument("--momentum", type=float, default=0.9)
+    train.add_argument("--weight-decay", type=float, default=0.0)
+    train.add_argument("--device", help="cpu, cuda or cuda:N (default: the default device)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--save", metavar="FILE", help="write the trained parameters (.npz)")
+    train.add_argument("--plot", metavar="FILE.png", help="draw the learning curves")
+    train.add_argument("--json", metavar="FILE", help="write the per-epoch history as JSON")
+    train.set_defaults(func=cmd_train)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
         return args.func(args)
-    except (backend.DeviceError, ValueError) as e:
+    except (backend.DeviceError, ValueError, ImportError, FileNotFoundError) as e:
         print(f"gpugrad {args.command}: error: {e}", file=sys.stderr)
         return 1
 

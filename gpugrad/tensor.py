@@ -4,6 +4,8 @@ Arithmetic and methods delegate to the op table in gpugrad.ops; creation functio
 """
 
 import numbers
+import sys
+import types
 
 import numpy as np
 
@@ -424,3 +426,14 @@ def from_dlpack(obj):
     """A tensor sharing memory with any DLPack exporter (PyTorch, JAX, NumPy, CuPy)."""
     arr = backend.from_dlpack(obj)
     return wrap(arr, backend.device_of_array(arr))
+
+
+class _CallableModule(types.ModuleType):
+    """gg.tensor is this module, and calling it makes a tensor, so `from gpugrad import tensor`
+    names the same thing wherever and whenever it runs (no function shadowing the module)."""
+
+    def __call__(self, data, dtype=None, device=None, requires_grad=False):
+        return tensor(data, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+sys.modules[__name__].__class__ = _CallableModule

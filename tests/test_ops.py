@@ -45,6 +45,10 @@ def _mask(g):
     return gg.tensor(gg.backend.pack_mask(np, bits), device=g.device)
 
 
+def _labels(x):
+    return gg.backend.get(x.device).asarray(np.array([0, 2, 1, 3][: x.shape[0]]))
+
+
 # fmt: off
 CASES = {
     "add":          [(lambda a, b: a + b, [n(3, 4), n(4)]),   (lambda a: 2 + a, [n(3)])],
@@ -88,6 +92,9 @@ CASES = {
     "softplus_backward": [(lambda g, y: gg.softplus_backward(g, y, beta=2.0, threshold=3.0), [n(3, 4), pos(3, 4)])],
     "sigmoid_backward":  [(gg.sigmoid_backward, [n(3, 4), R.uniform(0.05, 0.95, (3, 4))])],
     "tanh_backward":     [(gg.tanh_backward, [n(3, 4), R.uniform(-0.95, 0.95, (3, 4))])],
+    "softmax_cross_entropy":          [(lambda x: gg.softmax_cross_entropy(x, labels=_labels(x)), [n(3, 4)])],
+    "softmax_cross_entropy_backward": [(lambda g, x: gg.softmax_cross_entropy_backward(g, x, labels=_labels(x)),
+                                        [n(3), n(3, 4)])],
     "softmax":      [(lambda a: gg.softmax(a, axis=1), [n(3, 4)]), (lambda a: gg.softmax(a, 0), [n(3, 2)])],
     "log_softmax":  [(lambda a: gg.log_softmax(a, axis=-1), [n(3, 4)])],
     "sum":          [(gg.sum, [n(3, 4)]), (lambda a: a.sum(axis=(0, 2), keepdims=True), [n(2, 3, 2)]),

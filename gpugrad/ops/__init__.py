@@ -1,6 +1,6 @@
 """The table of differentiable ops: `OPS` maps each name to its declaration."""
 
-from gpugrad.ops import activation, elementwise, function, linalg, reduce, shape
+from gpugrad.ops import activation, elementwise, function, linalg, loss, reduce, shape
 from gpugrad.ops.registry import CONSTANTS, OPS
 from gpugrad.ops.elementwise import (
     add, subtract, multiply, divide, power, maximum, minimum, where, negative, exp, expm1, log,
@@ -18,6 +18,7 @@ from gpugrad.ops.shape import (
     to_device,
 )
 from gpugrad.ops.linalg import matmul, dot
+from gpugrad.ops.loss import softmax_cross_entropy, softmax_cross_entropy_backward
 from gpugrad.ops.function import Function
 
 _INTERNAL = {"getitem", "scatter", "to_device"}  # reached through t[...], t.to(), backward

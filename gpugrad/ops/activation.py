@@ -13,7 +13,7 @@ import math
 from gpugrad import backend
 from gpugrad.ops import elementwise as ew
 from gpugrad.ops import reduce
-from gpugrad.ops.registry import defelementwise, defop, no_gradient
+from gpugrad.ops.registry import defelementwise, defop, jvp_of_two, no_gradient
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
@@ -235,28 +235,28 @@ relu_backward     = defop("relu_backward",     _relu_backward,     save="mask",
 elu_backward      = defop("elu_backward",      _elu_backward,      save={"g": "out", "out": "g out"},
                           vjp=(lambda h, g, y_, y, alpha: elu_backward(h, y_, alpha=alpha),
                                lambda h, g, y_, y, alpha: ew.where(y_ > 0, 0.0, h * g)),
-                          jvp=lambda ts, g, y_, y, alpha: _linear_plus(ts, lambda t: elu_backward(t, y_, alpha=alpha),
+                          jvp=lambda ts, g, y_, y, alpha: jvp_of_two(ts, lambda t: elu_backward(t, y_, alpha=alpha),
                                                                        lambda t: ew.where(y_ > 0, 0.0, t * g)))
 gelu_backward     = defop("gelu_backward",     _gelu_backward,     save={"g": "x", "x": "g x"},
                           vjp=(lambda h, g, x, y, approximate: gelu_backward(h, x, approximate=approximate),
                                lambda h, g, x, y, approximate: h * g * _gelu_second(x, approximate)),
-                          jvp=lambda ts, g, x, y, approximate: _linear_plus(ts, lambda t: gelu_backward(t, x, approximate=approximate),
+                          jvp=lambda ts, g, x, y, approximate: jvp_of_two(ts, lambda t: gelu_backward(t, x, approximate=approximate),
                                                                             lambda t: t * g * _gelu_second(x, approximate)))
 silu_backward     = defop("silu_backward",     _silu_backward,     save={"g": "x", "x": "g x"},
                           vjp=(lambda h, g, x, y: silu_backward(h, x), lambda h, g, x, y: h * g * _silu_second(x)),
-                          jvp=lambda ts, g, x, y: _linear_plus(ts, lambda t: silu_backward(t, x), lambda t: t * g * _silu_second(x)))
+                          jvp=lambda ts, g, x, y: jvp_of_two(ts, lambda t: silu_backward(t, x), lambda t: t * g * _silu_second(x)))
 softplus_backward = defop("softplus_backward", _softplus_backward, save={"g": "out", "out": "g out"},
                           vjp=(lambda h, g, y_, y, beta, threshold: softplus_backward(h, y_, beta=beta, threshold=threshold),
                                lambda h, g, y_, y, beta, threshold: ew.where(y_ * beta > threshold, 0.0, h * g * beta * ew.exp(-beta * y_))),
-                          jvp=lambda ts, g, y_, y, beta, threshold: _linear_plus(
+                          jvp=lambda ts, g, y_, y, beta, threshold: jvp_of_two(
                               ts, lambda t: softplus_backward(t, y_, beta=beta, threshold=threshold),
                               lambda t: ew.where(y_ * beta > threshold, 0.0, t * g * beta * ew.exp(-beta * y_))))
 sigmoid_backward  = defop("sigmoid_backward",  _sigmoid_backward,  save={"g": "out", "out": "g out"},
                           vjp=(lambda h, g, y_, y: sigmoid_backward(h, y_), lambda h, g, y_, y: h * g * (1 - 2 * y_)),
-                          jvp=lambda ts, g, y_, y: _linear_plus(ts, lambda t: sigmoid_backward(t, y_), lambda t: t * g * (1 - 2 * y_)))
+                          jvp=lambda ts, g, y_, y: jvp_of_two(ts, lambda t: sigmoid_backward(t, y_), lambda t: t * g * (1 - 2 * y_)))
 tanh_backward     = defop("tanh_backward",     _tanh_backward,     save={"g": "out", "out": "g out"},
                           vjp=(lambda h, g, y_, y: tanh_backward(h, y_), lambda h, g, y_, y: -2 * h * g * y_),
-                          jvp=lambda ts, g, y_, y: _linear_plus(ts, lambda t: tanh_backward(t, y_), lambda t: -2 * t * g * y_))
+                          jvp=lambda ts, g, y_, y: jvp_of_two(ts, lambda t: tanh_backward(t, y_), lambda t: -2 * t * g * y_))
 
 softmax     = defop("softmax",     _softmax,     save="y",
                     vjp=(lambda g, x, y, axis: y * (g - reduce.sum(g * y, axis=axis, keepdims=True)),),
@@ -265,12 +265,3 @@ log_softmax = defop("log_softmax", _log_softmax, save="y",
                     vjp=(lambda g, x, y, axis: g - ew.exp(y) * reduce.sum(g, axis=axis, keepdims=True),),
                     jvp=lambda ts, x, y, axis: ts[0] - reduce.sum(ew.exp(y) * ts[0], axis=axis, keepdims=True))
 # fmt: on
-
-
-def _linear_plus(ts, along_g, along_saved):
-    """jvp of a two-input backward op: the tangent of g and of the saved array, summed."""
-    tg, ts_ = ts
-    out = None if tg is None else along_g(tg)
-    if ts_ is not None:
-        out = along_saved(ts_) if out is None else out + along_saved(ts_)
-    return out

@@ -159,6 +159,15 @@ def no_gradient(*args, **kwargs):
     return None
 
 
+def jvp_of_two(ts, along_first, along_second):
+    """The jvp of a two-input op as the sum of its two directional terms (None: no tangent)."""
+    t1, t2 = ts
+    out = None if t1 is None else along_first(t1)
+    if t2 is not None:
+        out = along_second(t2) if out is None else out + along_second(t2)
+    return out
+
+
 def _elementwise_jvp(partials):
     def jvp(ts, *xs, y, **params):
         out = None

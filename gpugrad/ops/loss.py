@@ -1,0 +1,84 @@
+"""Softmax cross-entropy per row, fused on CUDA (kernels/softmax_xent.cu), stable everywhere.
+
+softmax_cross_entropy(logits, labels=...) is the per-row loss logsumexp(x) - x[label]; it saves
+only the logits (the labels are a parameter), and its backward (softmax(x) - onehot) * g is an
+op of its own so that second derivatives work through the fused path too.
+"""
+
+from gpugrad import backend
+from gpugrad import tensor
+from gpugrad.ops import activation as act
+from gpugrad.ops import reduce
+from gpugrad.ops import shape as sh
+from gpugrad.ops.registry import defop, jvp_of_two
+
+
+def _onehot(xp, labels, c, dtype):
+    out = xp.zeros((labels.shape[0], c), dtype)
+    out[xp.arange(labels.shape[0]), labels] = 1
+    return out
+
+
+def _xent(xp, x, *, labels):
+    k = backend.fused("softmax_xent_fwd", xp)
+    if k:
+        return k(x, labels)
+    rows = xp.arange(x.shape[0])
+    return reduce.logsumexp_array(xp, x, 1, False) - x[rows, labels]
+
+
+def _xent_backward(xp, g, x, *, labels):
+    k = backend.fused("softmax_xent_bwd", xp)
+    if k:
+        return k(x, labels, g)
+    p = act._softmax(xp, x, axis=1)
+    return (p - _onehot(xp, labels, x.shape[1], x.dtype)) * g[:, None]
+
+
+def _onehot_tensor(x, labels):
+    be = backend.get(x.device)
+    with be.active:
+        return tensor.wrap(_onehot(be.xp, labels, x.shape[1], x.dtype), x.device)
+
+
+def _xent_backward_grad_g(h, g, x, y, labels):
+    return reduce.sum((act.softmax(x, axis=1) - _onehot_tensor(x, labels)) * h, axis=1)
+
+
+def _xent_backward_grad_x(h, g, x, y, labels):
+    hg = h * sh.reshape(g, (g.shape[0], 1))  # the softmax's vjp with cotangent h * g
+    p = act.softmax(x, axis=1)
+    return p * (hg - reduce.sum(hg * p, axis=1, keepdims=True))
+
+
+# fmt: off
+softmax_cross_entropy = defop(
+    "softmax_cross_entropy", _xent, save="x",
+    vjp=(lambda g, x, y, labels: softmax_cross_entropy_backward(g, x, labels=labels),),
+    jvp=lambda ts, x, y, labels: reduce.sum((act.softmax(x, axis=1) - _onehot_tensor(x, labels)) * ts[0], axis=1))
+softmax_cross_entropy_backward = defop(
+    "softmax_cross_entropy_backward", _xent_backward, save={"g": "x", "x": "g x"},
+    vjp=(_xent_backward_grad_g, _xent_backward_grad_x),
+    jvp=lambda ts, g, x, y, labels: jvp_of_two(
+        ts, lambda t: softmax_cross_entropy_backward(t, x, labels=labels),
+        lambda t: _xent_backward_grad_x(t, g, x, None, labels)))
+# fmt: on
+
+
+def check_labels(logits, labels):
+    """Integer labels (N,) within [0, C) for logits (N, C), as a backend array."""
+    if logits.ndim != 2:
+        raise ValueError(f"cross_entropy: logits must be (N, C), got shape {logits.shape}")
+    arr = labels.data if isinstance(labels, tensor.Tensor) else backend.get(logits.device).asarray(labels)
+    if isinstance(labels, tensor.Tensor) and labels.device != logits.device:
+        raise backend.DeviceError(f"cross_entropy: labels are on {labels.device!r} but logits "
+                                  f"on {logits.device!r}")
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"cross_entropy: labels must be integers, got dtype {arr.dtype}")
+    if arr.shape != (logits.shape[0],):
+        raise ValueError(f"cross_entropy: labels have shape {arr.shape} but logits have "
+                         f"{logits.shape[0]} rows")
+    if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= logits.shape[1]):
+        raise ValueError(f"cross_entropy: labels must lie in [0, {logits.shape[1]}), got "
+                         f"min {int(arr.min())}, max {int(arr.max())}")
+    return arr

@@ -1,0 +1,94 @@
+"""Optimizers: SGD (momentum, weight decay) and Adam, updating parameters in place.
+
+Both follow PyTorch's update rules exactly (weight decay added to the gradient), so a model
+trained here and there with the same data and seed follows the same trajectory. On CUDA the SGD
+update is one fused kernel (kernels/sgd.cu) per parameter.
+"""
+
+from gpugrad import backend
+
+
+class Optimizer:
+    def __init__(self, params, lr):
+        self.params = list(params)
+        if not self.params:
+            raise ValueError(f"{type(self).__name__}: no parameters to optimize")
+        if lr <= 0:
+            raise ValueError(f"{type(self).__name__}: lr must be positive, got {lr}")
+        for i, p in enumerate(self.params):
+            if p.grad_req == "null":
+                raise ValueError(f"{type(self).__name__}: parameter {i} does not receive a "
+                                 f"gradient (call attach_grad() on it)")
+        self.lr = lr
+        self.state = [{} for _ in self.params]
+
+    def zero_grad(self):
+        for p in self.params:
+            p.zero_grad()
+
+    def state_bytes(self):
+        """Bytes held by the optimizer's buffers (momentum, moments)."""
+        return sum(a.nbytes for s in self.state for a in s.values() if hasattr(a, "nbytes"))
+
+
+class SGD(Optimizer):
+    """v = momentum * v + g + weight_decay * p;  p -= lr * v  (v is kept only with momentum)."""
+
+    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0):
+        super().__init__(params, lr)
+        self.momentum, self.weight_decay = momentum, weight_decay
+
+    def step(self):
+        for p, st in zip(self.params, self.state):
+            if p.grad is None:
+                continue
+            be = backend.get(p.device)
+            xp, g = be.xp, p.grad.data
+            with be.active:
+                if self.momentum:
+                    v = st.get("velocity")
+                    if v is None:
+                        v = st["velocity"] = xp.zeros_like(p.data)
+                    fused = backend.fused("sgd_step", xp)
+                    if fused and p.data.flags.c_contiguous and g.flags.c_contiguous:
+                        fused(p.data, g, v, self.lr, self.momentum, self.weight_decay)
+                        continue
+                    v *= self.momentum
+                    v += g
+                    if self.weight_decay:
+                        v += self.weight_decay * p.data
+                    p.data -= self.lr * v
+                else:
+                    d = g + self.weight_decay * p.data if self.weight_decay else g
+                    p.data -= self.lr * d
+
+
+class Adam(Optimizer):
+    """Adam (Kingma and Ba) with bias correction, as torch.optim.Adam."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(params, lr)
+        self.beta1, self.beta2 = betas
+        self.eps, self.weight_decay = eps, weight_decay
+        self.t = 0
+
+    def step(self):
+        self.t += 1
+        c1 = 1 - self.beta1 ** self.t
+        c2 = 1 - self.beta2 ** self.t
+        for p, st in zip(self.params, self.state):
+            if p.grad is None:
+                continue
+            be = backend.get(p.device)
+            xp = be.xp
+            with be.active:
+                g = p.grad.data + self.weight_decay * p.data if self.weight_decay else p.grad.data
+                m = st.setdefault("m", xp.zeros_like(p.data))
+                v = st.setdefault("v", xp.zeros_like(p.data))
+                m *= self.beta1
+                m += (1 - self.beta1) * g
+                v *= self.beta2
+                v += (1 - self.beta2) * g * g
+                p.data -= self.lr * (m / c1) / (xp.sqrt(v / c2) + self.eps)
+
+

@@ -1,0 +1,206 @@
+"""gg.nn, gg.optim, save/load: modules, losses, optimizers, the section 4.7 network."""
+
+import numpy as np
+import pytest
+
+import gpugrad as gg
+from gpugrad import nn
+from gpugrad.nn import functional as F
+from conftest import host
+
+torch_missing = "PyTorch is not installed (pip install torch==2.13.0)"
+
+
+def test_module_registers_parameters_and_submodules():
+    gg.seed(0)
+    m = nn.MLP([4, 8, 3])
+    names = [n for n, _ in m.named_parameters()]
+    assert names == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    assert [p.shape for p in m.parameters()] == [(8, 4), (8,), (3, 8), (3,)]
+    assert all(p.grad_req == "write" for p in m.parameters())
+    assert "Linear(in_features=4, out_features=8, bias=True)" in repr(m) and "ReLU()" in repr(m)
+    m.eval()
+    assert not m.training and not m[0].training
+    m.train()
+    assert m[2].training
+
+
+def test_linear_default_init_is_uniform_in_one_over_sqrt_fan_in():
+    gg.seed(1)
+    lin = nn.Linear(100, 50)
+    w, b = host(lin.weight), host(lin.bias)
+    assert np.abs(w).max() <= 0.1 and np.abs(b).max() <= 0.1
+    assert 0.05 < w.std() < 0.07  # uniform(-0.1, 0.1) has std 0.1 / sqrt(3) = 0.0577
+    assert nn.Linear(3, 2, bias=False).bias is None
+    with pytest.raises(gg.ShapeError, match="input has 5 features"):
+        lin(gg.ones((2, 5)))
+
+
+def test_state_dict_round_trip_through_save_and_load(tmp_path):
+    gg.seed(2)
+    a, b = nn.MLP([3, 5, 2]), nn.MLP([3, 5, 2])
+    path = tmp_path / "m.npz"
+    gg.save(a.state_dict(), path)
+    b.load_state_dict(gg.load(path))
+    x = gg.randn(4, 3)
+    np.testing.assert_array_equal(host(a(x)), host(b(x)))
+
+
+def test_loading_a_corrupt_or_mismatched_file_fails_clearly(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"this is not a zip file")
+    with pytest.raises(ValueError, match="not a readable gpugrad state file"):
+        gg.load(bad)
+    m = nn.MLP([3, 5, 2])
+    other = tmp_path / "other.npz"
+    gg.save(nn.MLP([3, 6, 2]).state_dict(), other)
+    with pytest.raises(ValueError, match=r"0.weight has shape \(6, 3\) in the state but \(5, 3\)"):
+        m.load_state_dict(gg.load(other))
+    with pytest.raises(KeyError, match="missing"):
+        m.load_state_dict({"0.weight": np.zeros((5, 3), np.float32)})
+    with pytest.raises(TypeError, match="dict of arrays"):
+        gg.save([1, 2], tmp_path / "x.npz")
+
+
+def test_cross_entropy_is_stable_and_checks_its_labels():
+    logits = gg.tensor([[1000.0, 0.0], [0.0, 1000.0]], dtype="float64")
+    assert F.cross_entropy(logits, [0, 1]).item() == 0.0
+    np.testing.assert_allclose(F.cross_entropy(logits, [1, 1], reduction="none").numpy(), [1000, 0])
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\)"):
+        F.cross_entropy(logits, [0, 2])
+    with pytest.raises(TypeError, match="labels must be integers"):
+        F.cross_entropy(logits, [0.0, 1.0])
+    with pytest.raises(ValueError, match="2 rows"):
+        F.cross_entropy(logits, [0])
+    with pytest.raises(ValueError, match="reduction"):
+        F.cross_entropy(logits, [0, 1], reduction="avg")
+
+
+def test_cross_entropy_gradient_is_softmax_minus_onehot_over_n():
+    rng = np.random.default_rng(0)
+    x = gg.tensor(rng.standard_normal((5, 4)), dtype="float64", requires_grad=True)
+    labels = np.array([0, 3, 1, 1, 2])
+    with gg.autograd.record():
+        loss = F.cross_entropy(x, labels)
+    loss.backward()
+    p = np.exp(host(x)) / np.exp(host(x)).sum(1, keepdims=True)
+    np.testing.assert_allclose(host(x.grad), (p - np.eye(4)[labels]) / 5, rtol=1e-12)
+    assert gg.gradcheck(lambda t: F.cross_entropy(t, labels, reduction="sum"), [x], order=2)
+
+
+def test_mse_and_l2_penalty():
+    p = gg.tensor([1.0, 2.0], dtype="float64")
+    assert F.mse_loss(p, [0.0, 0.0]).item() == 2.5
+    with pytest.raises(gg.ShapeError, match="target has shape"):
+        F.mse_loss(p, [[0.0, 0.0]])
+    assert F.l2_penalty([p, gg.tensor([3.0], dtype="float64")]).item() == 7.0
+
+
+def test_section_4_7_gradients_match_the_equations():
+    """J = L + s, z = W1 x, h = relu(z), o = W2 h, s = lambda/2 (|W1|^2 + |W2|^2), no bias;
+    dJ/dW2 = dJ/do h^T + lambda W2 (4.7.11), dJ/dW1 = dJ/dz x^T + lambda W1 (4.7.14)."""
+    rng = np.random.default_rng(3)
+    d, h_dim, q, lam = 6, 5, 3, 0.1
+    x, y = rng.standard_normal(d), 2
+    W1, W2 = rng.standard_normal((h_dim, d)), rng.standard_normal((q, h_dim))
+    w1 = gg.tensor(W1, dtype="float64", requires_grad=True)
+    w2 = gg.tensor(W2, dtype="float64", requires_grad=True)
+    with gg.autograd.record():
+        z = w1 @ gg.tensor(x, dtype="float64")
+        o = w2 @ gg.relu(z)
+        J = F.cross_entropy(o.reshape(1, q), [y]) + lam * F.l2_penalty([w1, w2])
+    J.backward()
+    # by hand, in NumPy
+    z_ = W1 @ x
+    h_ = np.maximum(z_, 0)
+    o_ = W2 @ h_
+    dJ_do = np.exp(o_) / np.exp(o_).sum() - np.eye(q)[y]
+    dJ_dW2 = np.outer(dJ_do, h_) + lam * W2
+    dJ_dh = W2.T @ dJ_do
+    dJ_dz = dJ_dh * (z_ > 0)
+    dJ_dW1 = np.outer(dJ_dz, x) + lam * W1
+    np.testing.assert_allclose(host(w2.grad), dJ_dW2, rtol=1e-12)
+    np.testing.assert_allclose(host(w1.grad), dJ_dW1, rtol=1e-12)
+
+
+def test_clip_grad_norm_clips_to_the_norm_exactly():
+    a = gg.tensor([3.0, 0.0], dtype="float64", requires_grad=True)
+    b = gg.tensor([[4.0]], dtype="float64", requires_grad=True)
+    a.grad, b.grad = gg.tensor([3.0, 0.0], dtype="float64"), gg.tensor([[4.0]], dtype="float64")
+    assert nn.utils.clip_grad_norm([a, b], 1.0) == 5.0
+    np.testing.assert_allclose(np.sqrt((host(a.grad) ** 2).sum() + (host(b.grad) ** 2).sum()), 1.0, rtol=1e-15)
+    assert nn.utils.clip_grad_norm([a, b], 10.0) == pytest.approx(1.0)  # below: untouched
+    np.testing.assert_allclose(host(a.grad), [0.6, 0.0])
+
+
+def test_embedding_and_dropout():
+    gg.seed(4)
+    emb = nn.Embedding(10, 3)
+    with gg.autograd.record():
+        out = emb([1, 1, 7]).sum()
+    out.backward()
+    g = host(emb.weight.grad)
+    assert g[1].tolist() == [2, 2, 2] and g[7].tolist() == [1, 1, 1] and g[0].tolist() == [0, 0, 0]
+    with pytest.raises(IndexError, match=r"\[0, 10\)"):
+        emb([10])
+    drop = nn.Dropout(0.5)
+    x = gg.ones(10000)
+    assert drop(x) is x  # outside record(): prediction, the identity
+    with gg.autograd.record():
+        y = host(drop(x))
+    assert set(np.unique(y)) == {0.0, 2.0} and 0.45 < (y == 0).mean() < 0.55
+    drop.eval()
+    with gg.autograd.record():
+        assert drop(x) is x
+
+
+def test_sgd_and_adam_follow_pytorch():
+    torch = pytest.importorskip("torch", reason=torch_missing)
+    rng = np.random.default_rng(5)
+    w0 = rng.standard_normal((4, 3))
+    grads = [rng.standard_normal((4, 3)) for _ in range(5)]
+    for make_ours, make_theirs in [
+        (lambda p: gg.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=0.01),
+         lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=0.01)),
+        (lambda p: gg.optim.SGD(p, lr=0.1), lambda p: torch.optim.SGD(p, lr=0.1)),
+        (lambda p: gg.optim.Adam(p, lr=0.01, weight_decay=0.01),
+         lambda p: torch.optim.Adam(p, lr=0.01, weight_decay=0.01)),
+    ]:
+        ours = gg.tensor(w0, dtype="float64", requires_grad=True)
+        theirs = torch.tensor(w0, requires_grad=True)
+        o, t = make_ours([ours]), make_theirs([theirs])
+        for g in grads:
+            ours.grad = gg.tensor(g, dtype="float64")
+            theirs.grad = torch.tensor(g)
+            o.step()
+            t.step()
+        np.testing.assert_allclose(host(ours), theirs.detach().numpy(), rtol=1e-12)
+
+
+def test_optimizer_refuses_bad_input():
+    with pytest.raises(ValueError, match="no parameters"):
+        gg.optim.SGD([], lr=0.1)
+    with pytest.raises(ValueError, match="does not receive a gradient"):
+        gg.optim.SGD([gg.ones(2)], lr=0.1)
+    with pytest.raises(ValueError, match="lr must be positive"):
+        gg.optim.Adam(nn.Linear(2, 2).parameters(), lr=0)
+
+
+def test_mlp_and_cross_entropy_against_torch():
+    torch = pytest.importorskip("torch", reason=torch_missing)
+    gg.seed(6)
+    m = nn.MLP([5, 7, 3], activation="tanh")
+    tm = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3)).double()
+    with torch.no_grad():
+        for (_, p), tp in zip(m.named_parameters(), tm.parameters()):
+            tp.copy_(torch.tensor(host(p), dtype=torch.float64))
+    x = np.random.default_rng(6).standard_normal((4, 5))
+    labels = np.array([0, 2, 1, 2])
+    with gg.autograd.record():
+        loss = F.cross_entropy(m(gg.tensor(x)), labels)
+    loss.backward()
+    tl = torch.nn.functional.cross_entropy(tm(torch.tensor(x)), torch.tensor(labels))
+    tl.backward()
+    np.testing.assert_allclose(loss.item(), tl.item(), rtol=1e-6)
+    for p, tp in zip(m.parameters(), tm.parameters()):
+        np.testing.assert_allclose(host(p.grad), tp.grad.numpy(), rtol=1e-4, atol=1e-6)
