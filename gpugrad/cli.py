@@ -203,6 +203,50 @@ def _plot_history(history, path, title):
     plt.close(fig)
 
 
+def cmd_rnn_grads(args):
+    from gpugrad import training
+
+    device = backend.canonical_device(args.device) if args.device else backend.default_device()
+    backend.get(device)
+    if args.plot:
+        _require_matplotlib()
+    norms = training.rnn_gradient_norms(steps=args.steps, hidden=args.hidden, seed=args.seed,
+                                        device=device)
+    names = list(norms)
+    T = args.steps
+    print(f"||dE_T / ds_k|| for E_T at step T = {T}, hidden {args.hidden}, seed {args.seed}:")
+    print(f"{'steps back':>10}  " + "  ".join(f"{n:>10}" for n in names))
+    shown = sorted({0, 1, 2, 5, 10, 20, 30, 40, T - 1} | set(range(0, T, max(T // 10, 1))))
+    for back in [b for b in shown if b < T]:
+        k = T - 1 - back
+        print(f"{back:>10}  " + "  ".join(f"{norms[n][k]:>10.3g}" for n in names))
+    print("per-step factor (geometric mean of ||dE/ds_k|| / ||dE/ds_k+1||):")
+    for n in names:
+        first, last = norms[n][T - 1], norms[n][0]
+        factor = (last / first) ** (1 / (T - 1)) if first > 0 and last > 0 else 0.0
+        print(f"  {n:<9} {factor:.3f}   ({last:.3g} at {T - 1} steps back vs {first:.3g} at 0)")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"steps": T, "hidden": args.hidden, "seed": args.seed, "norms": norms}, fh, indent=2)
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for n in names:
+            ax.semilogy(range(T), [norms[n][T - 1 - b] for b in range(T)], label=n)
+        ax.set(xlabel="steps back from T", ylabel="||dE_T / ds_k||",
+               title=f"gradient reaching earlier states (T={T}, hidden {args.hidden})")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(args.plot, dpi=100)
+        plt.close(fig)
+        print(f"wrote {args.plot}")
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="gpugrad", description=gpugrad.__doc__)
     parser.add_argument("--version", action="version", version=f"gpugrad {gpugrad.__version__}")
@@ -239,6 +283,14 @@ def main(argv=None):
     train.add_argument("--plot", metavar="FILE.png", help="draw the learning curves")
     train.add_argument("--json", metavar="FILE", help="write the per-epoch history as JSON")
     train.set_defaults(func=cmd_train)
+    grads = sub.add_parser("rnn-grads", help="how fast the gradient vanishes back through time")
+    grads.add_argument("--steps", type=int, default=50)
+    grads.add_argument("--hidden", type=int, default=32)
+    grads.add_argument("--seed", type=int, default=0)
+    grads.add_argument("--device", help="cpu, cuda or cuda:N (default: the default device)")
+    grads.add_argument("--plot", metavar="FILE.png", help="draw the norms against steps back")
+    grads.add_argument("--json", metavar="FILE", help="write the norms as JSON")
+    grads.set_defaults(func=cmd_rnn_grads)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

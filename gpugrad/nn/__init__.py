@@ -5,3 +5,4 @@ from gpugrad.nn.modules import (
     ELU, GELU, MLP, ACTIVATIONS, Dropout, Embedding, LeakyReLU, Linear, Module, Parameter, ReLU,
     Sequential, SiLU, Sigmoid, Softplus, Tanh,
 )
+from gpugrad.nn.rnn import GRU, LSTM, RNN
