@@ -3,7 +3,7 @@
 __version__ = "0.1.0"
 
 from gpugrad import autograd, backend, cuda, functional, kernels, ops, testing
-from gpugrad import data, nn, optim  # noqa: E402  # noqa: E402
+from gpugrad import data, memory, nn, optim  # noqa: E402  # noqa: E402
 from gpugrad.backend import (  # noqa: E402
     DeviceError, default_device, device, get_default_dtype, seed, set_default_dtype,
 )

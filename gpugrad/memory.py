@@ -1,0 +1,253 @@
+"""Memory accounting: what training keeps that prediction does not, in bytes.
+
+Three figures, never mixed up:
+
+- saved: the arrays the graph keeps for backward, read from the nodes (the ops' save=
+  declarations, plus array-valued parameters such as labels or index arrays), each buffer
+  counted once however many nodes or views refer to it, split into parameters (already counted
+  as parameters) and activations (what training adds);
+- allocated: the allocator's new bytes over a region, current and peak: on CuPy a MemoryHook
+  summing the pool's mallocs and frees, on NumPy tracemalloc (its peak also counts the few
+  hundred bytes of Python objects per recorded op; its current figure is filtered to NumPy's
+  own allocation domain, array data only);
+- the analytic answer for section 4.7's network: mlp_formula().
+"""
+
+import collections
+import contextlib
+import tracemalloc
+
+import numpy as np
+
+from gpugrad import autograd
+from gpugrad import backend
+from gpugrad import tensor
+
+
+# ---------------------------------------------------------------------------- saved arrays
+
+
+def _root(arr):
+    """The array that owns a view's memory."""
+    while getattr(arr, "base", None) is not None and backend.is_backend_array(arr.base):
+        arr = arr.base
+    return arr
+
+
+def _node_arrays(node):
+    for k, v in (node.saved or {}).items():
+        if backend.is_backend_array(v):
+            yield k, v
+    for k, v in (node.params or {}).items():
+        if backend.is_backend_array(v):
+            yield k, v
+        elif k == "ctx":  # gg.Function: what ctx.save_for_backward kept
+            yield from ((f"ctx[{i}]", a) for i, a in enumerate(v.arrays) if backend.is_backend_array(a))
+        elif isinstance(v, tuple):  # an indexing key holding index arrays
+            yield from ((f"{k}[{i}]", a) for i, a in enumerate(v) if backend.is_backend_array(a))
+
+
+SavedReport = collections.namedtuple("SavedReport", "activations parameters by_op buffers")
+
+
+def saved(outputs, params=()):
+    """What the graph behind `outputs` keeps for backward.
+
+    Returns SavedReport(activations, parameters, by_op, buffers): bytes of saved buffers that
+    are not parameters; bytes of parameter buffers the graph also holds; {op: activation bytes}
+    (a buffer counted under the first op, in backward order, that saved it); and a list of
+    (op, name, shape, dtype, bytes, is_parameter) per distinct buffer.
+    """
+    outputs = [outputs] if isinstance(outputs, tensor.Tensor) else list(outputs)
+    roots = [t._node for t in outputs if t._node is not None]
+    param_roots = {id(_root(p.data)) for p in params}
+    seen = set()
+    by_op = collections.Counter()
+    buffers = []
+    act = par = 0
+    for node in autograd._toposort(roots):
+        if node.op is None:
+            continue
+        for name, arr in _node_arrays(node):
+            root = _root(arr)
+            if id(root) in seen:
+                continue
+            seen.add(id(root))
+            is_param = id(root) in param_roots
+            buffers.append((node.op.name, name, root.shape, str(root.dtype), root.nbytes, is_param))
+            if is_param:
+                par += root.nbytes
+            else:
+                act += root.nbytes
+                by_op[node.op.name] += root.nbytes
+    return SavedReport(act, par, dict(by_op), buffers)
+
+
+# ---------------------------------------------------------------------------- allocator
+
+
+class Allocations:
+    """Bytes allocated inside a `track(device)` block: .peak and .current (new bytes)."""
+
+    def __init__(self):
+        self.peak = 0
+        self.current = 0
+
+
+def _cupy_hook_class(cp):
+    class PoolHook(cp.cuda.MemoryHook):
+        name = "gpugrad-memory"
+
+        def __init__(self, out):
+            self.out = out
+
+        def malloc_postprocess(self, device_id, size, mem_size, mem_ptr, pmem_id):
+            self.out.current += mem_size
+            self.out.peak = max(self.out.peak, self.out.current)
+
+        def free_postprocess(self, device_id, mem_size, mem_ptr, pmem_id):
+            self.out.current -= mem_size
+    return PoolHook
+
+
+@contextlib.contextmanager
+def track(device=None):
+    """Measure the allocator over a block: yields an Allocations filled in at exit."""
+    be = backend.get(device)
+    out = Allocations()
+    if be.is_cpu:
+        was_tracing = tracemalloc.is_tracing()
+        if not was_tracing:
+            tracemalloc.start()
+        tracemalloc.clear_traces()
+        tracemalloc.reset_peak()
+        try:
+            yield out
+        finally:
+            _, out.peak = tracemalloc.get_traced_memory()
+            snap = tracemalloc.take_snapshot().filter_traces(
+                [tracemalloc.DomainFilter(True, np.lib.tracemalloc_domain)])
+            out.current = sum(s.size for s in snap.statistics("filename"))
+            if not was_tracing:
+                tracemalloc.stop()
+        return
+    be.synchronize()
+    with _cupy_hook_class(be.xp)(out):
+        yield out
+        be.synchronize()
+
+
+# ---------------------------------------------------------------------------- the report
+
+ROWS = ("parameters", "gradients", "optimizer state", "saved activations", "transient peak",
+        "total peak")
+
+
+class Report:
+    """Bytes per row for predict and train; str() prints the table."""
+
+    def __init__(self, predict, train, by_op, device, buffers):
+        self.predict, self.train, self.by_op = predict, train, by_op
+        self.device, self.buffers = device, buffers
+
+    def ratio(self, row):
+        p, t = self.predict[row], self.train[row]
+        return t / p if p else None
+
+    def as_dict(self):
+        return {"device": self.device, "predict": self.predict, "train": self.train,
+                "saved by op": self.by_op,
+                "train/predict": {r: self.ratio(r) for r in ROWS}}
+
+    def __str__(self):
+        lines = [f"memory ({self.device}), bytes", f"{'':<26}{'predict':>14}{'train':>14}{'train/predict':>15}"]
+        for r in ROWS:
+            ratio = self.ratio(r)
+            lines.append(f"{r:<26}{self.predict[r]:>14,}{self.train[r]:>14,}"
+                         f"{(f'{ratio:.2f}' if ratio is not None else '-'):>15}")
+            if r == "saved activations":
+                for op, b in sorted(self.by_op.items(), key=lambda kv: -kv[1]):
+                    lines.append(f"{'  ' + op:<26}{0:>14,}{b:>14,}{'-':>15}")
+        return "\n".join(lines)
+
+
+def compare(model, x, y, loss_fn, optimizer=None):
+    """One prediction and one training step of model on (x, y): a Report of bytes.
+
+    Rows: parameters, gradients, optimizer state, saved activations (by op), transient peak
+    (new bytes at the allocator's peak during the step), total peak (what was live before the
+    step plus the transient peak). The training step runs backward (and optimizer.step()).
+    """
+    params = model.parameters()
+    device = params[0].device
+    param_bytes = sum(p.data.nbytes for p in params)
+    for p in params:
+        p.grad = None  # gradients are training's, measured below
+    before_predict = param_bytes
+    with track(device) as pred:
+        with autograd.pause():
+            loss_fn(model(x), y)
+    with track(device) as tr:
+        with autograd.record():
+            loss = loss_fn(model(x), y)
+        report = saved(loss, params)
+        loss.backward()
+        if optimizer is not None:
+            optimizer.step()
+    grad_bytes = sum(p.grad.data.nbytes for p in params if p.grad is not None)
+    opt_bytes = optimizer.state_bytes() if optimizer is not None else 0
+    predict = {"parameters": param_bytes, "gradients": 0, "optimizer state": 0,
+               "saved activations": 0, "transient peak": pred.peak,
+               "total peak": before_predict + pred.peak}
+    train = {"parameters": param_bytes, "gradients": grad_bytes, "optimizer state": opt_bytes,
+             "saved activations": report.activations, "transient peak": tr.peak,
+             "total peak": param_bytes + tr.peak}
+    return Report(predict, train, report.by_op, device, report.buffers)
+
+
+# ---------------------------------------------------------------------------- section 4.7
+
+_SAVES_INPUT = {"gelu", "silu"}  # activations whose backward keeps z itself
+_SAVES_MASK = {"relu", "leaky_relu"}  # 1 bit per element, packed into uint32 words
+
+
+def mlp_formula(d, h, q, batch, dtype="float32", bias=False, activation="relu",
+                optimizer=None, label_dtype="int64"):
+    """Bytes of section 4.7's network, z = W1 x (+ b1), h = phi(z), o = W2 h (+ b2),
+    L = cross_entropy(o, y), s = lambda/2 (|W1|^2 + |W2|^2), for a batch, term by term.
+
+    Training keeps, until backward (each buffer once):
+      x       batch * d    the input, for dL/dW1 = dL/dz^T x
+      mask    4 * ceil(batch * h / 32) for relu/leaky_relu (1 bit per element of z);
+      z       batch * h    for gelu/silu, whose derivative needs z
+              (tanh, sigmoid, elu, softplus keep their output, which is h: no extra bytes)
+      h       batch * h    for dL/dW2 = dL/do^T h
+      o       batch * q    the logits, for the softmax in the loss's backward
+      y       batch        the labels (label_dtype)
+    The L2 term keeps only W1 and W2, which are parameters. Gradients are as large as the
+    parameters; SGD with momentum keeps one more copy, Adam two. Prediction keeps nothing: its
+    peak is the parameters plus the largest pair of consecutive activations alive at once.
+    Returns a dict of these terms in bytes, with totals.
+    """
+    s = np.dtype(dtype).itemsize
+    params = (h * d + q * h + ((h + q) if bias else 0)) * s
+    terms = collections.OrderedDict()
+    terms["x"] = batch * d * s
+    if activation in _SAVES_MASK:
+        terms["mask"] = 4 * ((batch * h + 31) // 32)
+    elif activation in _SAVES_INPUT:
+        terms["z"] = batch * h * s
+    terms["h"] = batch * h * s
+    terms["o"] = batch * q * s
+    terms["labels"] = batch * np.dtype(label_dtype).itemsize
+    opt = {None: 0, "sgd": 0, "sgd-momentum": params, "adam": 2 * params}[optimizer]
+    live_pairs = max(batch * d + batch * h, 2 * batch * h, batch * h + batch * q) * s
+    return {
+        "parameters": params,
+        "gradients": params,
+        "optimizer state": opt,
+        "saved": dict(terms),
+        "saved activations": sum(terms.values()),
+        "train (parameters + gradients + optimizer + saved)": 2 * params + opt + sum(terms.values()),
+        "predict (parameters + largest live pair)": params + live_pairs,
+    }

@@ -1,0 +1,78 @@
+"""Memory accounting: saved bytes equal the analytic formula exactly; prediction saves nothing."""
+
+import numpy as np
+import pytest
+
+import gpugrad as gg
+from gpugrad import nn
+from gpugrad.nn import functional as F
+
+
+def net_4_7(d, h, q, activation="relu", dtype="float32", bias=False):
+    gg.seed(0)
+    act = nn.ACTIVATIONS[activation]()
+    return nn.Sequential(nn.Linear(d, h, bias=bias, dtype=dtype), act, nn.Linear(h, q, bias=bias, dtype=dtype))
+
+
+def loss_4_7(model, lam=1e-3):
+    return lambda o, y: F.cross_entropy(o, y) + lam * F.l2_penalty([model[0].weight, model[2].weight])
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "gelu", "sigmoid"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("batch", [1, 7, 64, 256])
+def test_measured_saved_activations_equal_the_formula(batch, dtype, activation, device):
+    d, h, q = 50, 33, 10
+    model = net_4_7(d, h, q, activation, dtype)
+    x = gg.randn(batch, d, dtype=dtype, device=device)
+    y = np.random.default_rng(batch).integers(0, q, batch)
+    opt = gg.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    report = gg.memory.compare(model, x, y, loss_4_7(model), opt)
+    f = gg.memory.mlp_formula(d, h, q, batch, dtype=dtype, activation=activation, optimizer="sgd-momentum")
+    assert report.train["saved activations"] == f["saved activations"], (report.buffers, f["saved"])
+    assert report.train["parameters"] == f["parameters"] == report.predict["parameters"]
+    assert report.train["gradients"] == f["gradients"]
+    assert report.train["optimizer state"] == f["optimizer state"]
+    assert report.predict["saved activations"] == 0 and report.predict["gradients"] == 0
+    # what must be alive at once bounds the measured peaks from below: at the end of the step
+    # the new gradients and momentum buffers; at the end of the forward the saved activations
+    # the step itself allocated (x and the labels existed before it)
+    made_in_step = f["saved activations"] - f["saved"]["x"] - f["saved"]["labels"]
+    assert report.train["transient peak"] >= max(f["gradients"] + f["optimizer state"], made_in_step)
+    assert report.train["total peak"] >= report.predict["total peak"] - report.predict["transient peak"]
+
+
+def test_prediction_outside_record_saves_nothing():
+    model = net_4_7(20, 8, 3)
+    out = model(gg.randn(4, 20))
+    assert out._node is None
+    assert gg.memory.saved(out).activations == 0
+
+
+def test_a_buffer_saved_by_several_nodes_or_viewed_is_counted_once():
+    x = gg.randn(100, dtype="float64", requires_grad=True)
+    with gg.autograd.record():
+        y = gg.exp(x)              # saves y
+        z = y * y + y[10:] .sum()  # multiply saves y twice; getitem's view shares y's buffer
+    r = gg.memory.saved(z)
+    assert r.activations == 100 * 8, r.buffers
+    with gg.autograd.record():
+        w = gg.tanh(x) * gg.sin(x)  # tanh saves y1, sin saves x (a leaf: not a parameter here)
+    assert gg.memory.saved(w).activations == 100 * 8 * 2 + 100 * 8  # tanh's y, x, and multiply's sin(x)
+
+
+def test_report_prints_a_table():
+    model = net_4_7(30, 12, 4)
+    r = gg.memory.compare(model, gg.randn(5, 30), [0, 1, 2, 3, 0], loss_4_7(model))
+    text = str(r)
+    for row in gg.memory.ROWS:
+        assert row in text
+    assert "matmul" in text and r.as_dict()["train"]["saved activations"] > 0
+
+
+def test_relu_family_saves_32x_less_than_its_input():
+    x = gg.randn(64, 1024, requires_grad=True)
+    for f in (gg.relu, gg.leaky_relu):
+        with gg.autograd.record():
+            y = f(x)
+        assert gg.memory.saved(y, [x]).activations * 32 == x.data.nbytes
