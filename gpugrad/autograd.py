@@ -31,6 +31,7 @@ class _State(threading.local):
     recording = False
     training = False
     forward_mode = False
+    structure_only = None  # a _Structure while gg.checkpoint discovers what fn reaches
 
 
 _state = _State()
@@ -101,7 +102,7 @@ class Node:
     __slots__ = ("op", "parents", "metas", "saved", "params", "out_meta", "freed",
                  "__weakref__")
 
-    def __init__(self, op, parents, inputs, arrays, y, y_device, params, aux=None):
+    def __init__(self, op, parents, inputs, arrays, y, y_device, params, aux=None, keep=True):
         self.op = op
         self.parents = parents
         self.params = params
@@ -110,6 +111,9 @@ class Node:
         self.metas = tuple((a.shape, a.dtype, x.device) if isinstance(x, tensor.Tensor) else None
                            for x, a in zip(inputs, arrays))
         self.out_meta = (y.shape, y.dtype, y_device)
+        self.saved = {}
+        if not keep:  # structure only (gg.checkpoint's discovery pass)
+            return
         save_for = op.save_for(params)
         saved = {}
         for i, p in enumerate(parents):
@@ -227,10 +231,14 @@ def apply(op, inputs, params):
         tangents = tuple(x._tangent if isinstance(x, tensor.Tensor) else None for x in xs)
         if all(t is None for t in tangents):
             tangents = None
+    structure = _state.structure_only
+    if structure is not None and parents is not None:
+        structure.note_inputs(xs)
     aux = None
     try:
         with be.active:
-            if op.forward_saving is not None and (parents is not None or tangents is not None):
+            if op.forward_saving is not None and structure is None and (
+                    parents is not None or tangents is not None):
                 y, aux = op.forward_saving(be.xp, *arrays, **params)
             else:
                 y = op.forward(be.xp, *arrays, **params)
@@ -244,7 +252,9 @@ def apply(op, inputs, params):
     floating = y.dtype.kind == "f"
     node = None
     if parents is not None and floating:
-        node = Node(op, parents, xs, arrays, y, y_device, params, aux)
+        node = Node(op, parents, xs, arrays, y, y_device, params, aux, keep=structure is None)
+        if structure is not None:
+            structure.nodes.add(node)
     out = tensor.wrap(y, y_device, node)
     if tangents is not None and floating:
         out._tangent = _tangent_of(op, tangents, xs, out, aux, params)
@@ -262,6 +272,34 @@ def _tangent_of(op, ts, xs, y, aux, params):
         return t if t.dtype == y.dtype else t.astype(y.dtype)
     finally:
         _state.forward_mode = True
+
+
+class _Structure:
+    """What a block recorded in structure-only mode reached from outside it: tensors whose
+    nodes were made before the block (its inputs, parameters, captured intermediates)."""
+
+    def __init__(self):
+        self.nodes = set()
+        self.outside = {}  # node -> a tensor holding it, in first-use order
+
+    def note_inputs(self, xs):
+        for x in xs:
+            if isinstance(x, tensor.Tensor) and x._node is not None and x._node not in self.nodes:
+                self.outside.setdefault(x._node, x)
+
+
+@contextlib.contextmanager
+def structure_only():
+    """Record the graph's structure but save nothing (gg.checkpoint's first forward)."""
+    if _state.structure_only is not None:
+        raise RuntimeError("structure-only recording does not nest")
+    found = _Structure()
+    _state.structure_only = found
+    try:
+        with record(train_mode=_state.training):
+            yield found
+    finally:
+        _state.structure_only = None
 
 
 @contextlib.contextmanager
@@ -392,11 +430,15 @@ def _run(heads, head_grads, retain_graph, create_graph, targets=None):
     """The engine. Writes leaf gradients, or with `targets` returns {node: gradient}."""
     roots = [h._node for h in heads]
     order = _toposort(roots)
-    if targets is not None:  # skip nodes from which no target can be reached
+    if targets is not None:
+        # a node's rule runs only if one of its inputs leads to a target: the graph beyond the
+        # targets is neither walked nor freed
         useful = set(targets)
+        expand = set()
         for node in reversed(order):
             if node.op is not None and any(p in useful for p in node.parents):
                 useful.add(node)
+                expand.add(node)
     grads = {}
     for node, g in zip(roots, head_grads):
         grads[node] = grads[node] + g if node in grads else g
@@ -409,9 +451,9 @@ def _run(heads, head_grads, retain_graph, create_graph, targets=None):
             if g is None:
                 continue
             if targets is not None:
-                if node in useful and node in targets:
+                if node in targets:
                     found[node] = g
-                if node.op is None or node not in useful:
+                if node not in expand:
                     continue
             elif node.op is None:
                 leaves.append((node, g))

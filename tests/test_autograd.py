@@ -311,3 +311,15 @@ def test_the_graph_dies_with_its_output():
     node = weakref.ref(y._node)
     del y
     assert node() is None  # no reference cycles keep it alive until a gc pass
+
+
+def test_autograd_grad_leaves_the_graph_beyond_its_variables_alone():
+    x = leaf([1.0, 2.0])
+    with gg.autograd.record():
+        h = gg.exp(x)
+        y = (h * h).sum()
+    (gh,) = gg.autograd.grad(y, [h])
+    np.testing.assert_allclose(host(gh), 2 * np.exp([1.0, 2.0]))
+    assert not h._node.freed  # exp is upstream of the variable: untouched
+    h.backward()
+    np.testing.assert_allclose(host(x.grad), np.exp([1.0, 2.0]))
