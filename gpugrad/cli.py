@@ -247,6 +247,58 @@ def cmd_rnn_grads(args):
     return 0
 
 
+def cmd_memory(args):
+    from gpugrad import memory
+
+    device = backend.canonical_device(args.device) if args.device else backend.default_device()
+    backend.get(device)
+    if args.plot:
+        _require_matplotlib()
+    if args.compare_torch:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            raise ValueError("--compare-torch needs PyTorch: pip install torch==2.13.0") from None
+    batches = [int(b) for b in args.batch.split(",")]
+    rows = memory.experiment(args.d, args.h, args.q, batches, layers=args.layers,
+                             activation=args.activation, dtype=args.dtype, device=device,
+                             lam=args.lam, with_checkpoint=args.checkpoint,
+                             with_torch=args.compare_torch)
+    print(f"section 4.7 network: d={args.d}, h={args.h}, q={args.q}, {args.layers} weight layers, "
+          f"{args.activation}, {args.dtype}, no bias, J = L + lambda/2 sum |W|^2, device {device}")
+    cols = [c for c in rows[0] if c != "saved by op"]
+    table = [{c: r[c] for c in cols} for r in rows]
+    from gpugrad import benchmarks
+
+    print(benchmarks.format_table([{**t, "suite": None} for t in table]))
+    if args.layers == 2:
+        ok = all(r["saved (formula)"] == r["saved (measured)"] for r in rows)
+        print(f"formula vs measured saved activations: {'equal' if ok else 'DIFFERENT'} at every batch size")
+    print("saved by op at the largest batch: " + ", ".join(
+        f"{op} {b:,}" for op, b in sorted(rows[-1]["saved by op"].items(), key=lambda kv: -kv[1])))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"args": {k: v for k, v in vars(args).items() if k != "func"}, "rows": rows}, fh, indent=2)
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for key in ("predict peak", "train peak", "saved (measured)", "saved (formula)",
+                    "saved (torch)", "saved (checkpoint)"):
+            if rows[0].get(key) is not None:
+                ax.loglog(batches, [r[key] for r in rows], marker="o", label=key)
+        ax.set(xlabel="batch size", ylabel="bytes", title="memory: training vs prediction")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(args.plot, dpi=100)
+        plt.close(fig)
+        print(f"wrote {args.plot}")
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="gpugrad", description=gpugrad.__doc__)
     parser.add_argument("--version", action="version", version=f"gpugrad {gpugrad.__version__}")
@@ -291,6 +343,21 @@ def main(argv=None):
     grads.add_argument("--plot", metavar="FILE.png", help="draw the norms against steps back")
     grads.add_argument("--json", metavar="FILE", help="write the norms as JSON")
     grads.set_defaults(func=cmd_rnn_grads)
+    mem = sub.add_parser("memory", help="training vs prediction memory, analytic and measured")
+    mem.add_argument("--d", type=int, default=784)
+    mem.add_argument("--h", type=int, default=256)
+    mem.add_argument("--q", type=int, default=10)
+    mem.add_argument("--batch", default="1,64,256,1024", help="comma-separated batch sizes")
+    mem.add_argument("--layers", type=int, default=2, help="weight layers (2: section 4.7's network)")
+    mem.add_argument("--activation", default="relu", choices=["relu", "tanh", "sigmoid", "gelu", "silu"])
+    mem.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    mem.add_argument("--lam", type=float, default=1e-3, help="the L2 penalty's lambda")
+    mem.add_argument("--device", help="cpu, cuda or cuda:N (default: the default device)")
+    mem.add_argument("--checkpoint", action="store_true", help="also checkpoint the hidden layers")
+    mem.add_argument("--compare-torch", action="store_true", help="what PyTorch saves, beside")
+    mem.add_argument("--json", metavar="FILE")
+    mem.add_argument("--plot", metavar="FILE.png")
+    mem.set_defaults(func=cmd_memory)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -172,21 +172,22 @@ class Report:
 
 
 def compare(model, x, y, loss_fn, optimizer=None):
-    """One prediction and one training step of model on (x, y): a Report of bytes.
+    """One prediction (model(x), outside record()) and one training step (loss_fn(model(x), y),
+    backward, optimizer.step()) of model: a Report of bytes.
 
     Rows: parameters, gradients, optimizer state, saved activations (by op), transient peak
     (new bytes at the allocator's peak during the step), total peak (what was live before the
-    step plus the transient peak). The training step runs backward (and optimizer.step()).
+    step, the parameters and the input batch, plus the transient peak). The training step runs backward (and optimizer.step()).
     """
     params = model.parameters()
     device = params[0].device
     param_bytes = sum(p.data.nbytes for p in params)
     for p in params:
         p.grad = None  # gradients are training's, measured below
-    before_predict = param_bytes
+    live_before = param_bytes + (x.data.nbytes if isinstance(x, tensor.Tensor) else 0)
     with track(device) as pred:
         with autograd.pause():
-            loss_fn(model(x), y)
+            model(x)  # prediction: the forward pass only
     with track(device) as tr:
         with autograd.record():
             loss = loss_fn(model(x), y)
@@ -198,10 +199,10 @@ def compare(model, x, y, loss_fn, optimizer=None):
     opt_bytes = optimizer.state_bytes() if optimizer is not None else 0
     predict = {"parameters": param_bytes, "gradients": 0, "optimizer state": 0,
                "saved activations": 0, "transient peak": pred.peak,
-               "total peak": before_predict + pred.peak}
+               "total peak": live_before + pred.peak}
     train = {"parameters": param_bytes, "gradients": grad_bytes, "optimizer state": opt_bytes,
              "saved activations": report.activations, "transient peak": tr.peak,
-             "total peak": param_bytes + tr.peak}
+             "total peak": live_before + tr.peak}
     return Report(predict, train, report.by_op, device, report.buffers)
 
 
@@ -226,7 +227,8 @@ def mlp_formula(d, h, q, batch, dtype="float32", bias=False, activation="relu",
       y       batch        the labels (label_dtype)
     The L2 term keeps only W1 and W2, which are parameters. Gradients are as large as the
     parameters; SGD with momentum keeps one more copy, Adam two. Prediction keeps nothing: its
-    peak is the parameters plus the largest pair of consecutive activations alive at once.
+    peak is the parameters, the input x (the caller holds it) and the largest pair of
+    consecutive intermediates alive at once (z while h is computed, or h while o is).
     Returns a dict of these terms in bytes, with totals.
     """
     s = np.dtype(dtype).itemsize
@@ -241,7 +243,7 @@ def mlp_formula(d, h, q, batch, dtype="float32", bias=False, activation="relu",
     terms["o"] = batch * q * s
     terms["labels"] = batch * np.dtype(label_dtype).itemsize
     opt = {None: 0, "sgd": 0, "sgd-momentum": params, "adam": 2 * params}[optimizer]
-    live_pairs = max(batch * d + batch * h, 2 * batch * h, batch * h + batch * q) * s
+    live_pair = max(2 * batch * h, batch * h + batch * q) * s
     return {
         "parameters": params,
         "gradients": params,
@@ -249,7 +251,7 @@ def mlp_formula(d, h, q, batch, dtype="float32", bias=False, activation="relu",
         "saved": dict(terms),
         "saved activations": sum(terms.values()),
         "train (parameters + gradients + optimizer + saved)": 2 * params + opt + sum(terms.values()),
-        "predict (parameters + largest live pair)": params + live_pairs,
+        "predict peak (parameters + x + largest live pair)": params + batch * d * s + live_pair,
     }
 
 
@@ -324,3 +326,125 @@ def checkpoint(fn, *args):
     params = {"fn": fn, "n_args": len(args), "result": [out.data], "outside": outside,
               "arg_nodes": arg_nodes}
     return autograd.apply(_checkpoint_op(), tuple(inputs), params)
+
+
+# ---------------------------------------------------------------------------- the experiment
+
+
+def mlp_4_7(d, h, q, layers=2, activation="relu", dtype="float32", device=None):
+    """Section 4.7's network (no bias), with layers - 1 hidden layers of width h."""
+    from gpugrad import nn
+
+    sizes = [d] + [h] * (layers - 1) + [q]
+    return nn.MLP(sizes, activation=activation, bias=False, dtype=dtype, device=device)
+
+
+def loss_4_7(model, lam):
+    """J = cross_entropy + lambda/2 * sum of |W|^2 over the model's weights."""
+    from gpugrad.nn import functional as F
+
+    return lambda o, y: F.cross_entropy(o, y) + lam * F.l2_penalty(model.parameters())
+
+
+def checkpointed_forward(model):
+    """model's forward with everything between the first and last Linear checkpointed."""
+    layers = list(model._modules.values())
+
+    def forward(x):
+        h = layers[0](x)
+        middle = layers[1:-1]
+
+        def segment(t):
+            for layer in middle:
+                t = layer(t)
+            return t
+        return layers[-1](checkpoint(segment, h))
+    return forward
+
+
+def torch_saved_bytes(d, h, q, batch, layers, activation, lam, seed=0):
+    """Bytes PyTorch saves for backward for the same model and loss, each storage once,
+    parameters apart: (activations, parameters). Needs torch."""
+    import torch
+
+    acts = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "sigmoid": torch.nn.Sigmoid,
+            "gelu": torch.nn.GELU, "silu": torch.nn.SiLU}
+    torch.manual_seed(seed)
+    mods = []
+    sizes = [d] + [h] * (layers - 1) + [q]
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        mods.append(torch.nn.Linear(a, b, bias=False))
+        if i < len(sizes) - 2:
+            mods.append(acts[activation]())
+    model = torch.nn.Sequential(*mods)
+    x = torch.randn(batch, d)
+    y = torch.randint(0, q, (batch,))
+    param_ptrs = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    storages = {}
+
+    def pack(t):
+        s = t.untyped_storage()
+        storages[s.data_ptr()] = s.nbytes()
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = torch.nn.functional.cross_entropy(model(x), y) + lam / 2 * sum(
+            (p * p).sum() for p in model.parameters())
+    del loss
+    act = sum(n for ptr, n in storages.items() if ptr not in param_ptrs)
+    par = sum(n for ptr, n in storages.items() if ptr in param_ptrs)
+    return act, par
+
+
+def experiment(d, h, q, batches, layers=2, activation="relu", dtype="float32", device=None,
+               lam=1e-3, with_checkpoint=False, with_torch=False, seed=0):
+    """Rows of analytic vs measured, predict vs train, per batch size (gpugrad memory)."""
+    import time
+
+    from gpugrad import backend as be_mod
+
+    rows = []
+    for batch in batches:
+        be_mod.seed(seed)
+        model = mlp_4_7(d, h, q, layers, activation, dtype, device)
+        x = tensor.randn(batch, d, dtype=dtype, device=device)
+        y = np.random.default_rng(seed).integers(0, q, batch)
+        loss_fn = loss_4_7(model, lam)
+        r = compare(model, x, y, loss_fn)
+        row = {"batch": batch, "parameters": r.train["parameters"],
+               "gradients": r.train["gradients"],
+               "saved (formula)": (mlp_formula(d, h, q, batch, dtype, activation=activation)
+                                   ["saved activations"] if layers == 2 else None),
+               "saved (measured)": r.train["saved activations"],
+               "predict peak": r.predict["total peak"], "train peak": r.train["total peak"],
+               "train/predict peak": r.train["total peak"] / r.predict["total peak"],
+               "saved by op": r.by_op}
+        if with_torch:
+            row["saved (torch)"] = torch_saved_bytes(d, h, q, batch, layers, activation, lam, seed)[0]
+        if with_checkpoint:
+            row.update(_checkpoint_row(model, x, y, loss_fn, device, time))
+        rows.append(row)
+    return rows
+
+
+def _checkpoint_row(model, x, y, loss_fn, device, time):
+    forward = checkpointed_forward(model)
+    be = backend.get(device)
+
+    def step(fwd):
+        with autograd.record():
+            loss = loss_fn(fwd(x), y)
+        kept = saved(loss, model.parameters()).activations
+        loss.backward()
+        be.synchronize()
+        return kept
+
+    def median_time(fwd, n=5):
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            step(fwd)
+            times.append(time.perf_counter() - t0)
+        return sorted(times)[n // 2]
+    kept = step(forward)
+    plain_t, ckpt_t = median_time(model), median_time(forward)
+    return {"saved (checkpoint)": kept, "checkpoint step time ratio": ckpt_t / plain_t}
