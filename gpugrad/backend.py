@@ -77,8 +77,8 @@ def canonical_device(device):
     if not isinstance(device, str):
         raise TypeError(f"device must be a string like 'cpu' or 'cuda:0', got {device!r}")
     d = device.strip().lower()
-    if d == "cpu":
-        return "cpu"
+    if d in ("cpu", "meta"):
+        return d
     if d == "cuda" or d == "gpu":
         return "cuda:0"
     for prefix in ("cuda:", "gpu:"):
@@ -190,6 +190,37 @@ class NumpyBackend(Backend):
         pass
 
 
+class MetaBackend(Backend):
+    """Shapes and dtypes only (gpugrad/meta.py): for estimating memory without allocating it."""
+
+    name = "meta"
+    is_cpu = False
+
+    def __init__(self):
+        from gpugrad import meta
+
+        super().__init__("meta")
+        self.xp = meta.xp
+        self.active = contextlib.nullcontext()
+
+    def asarray(self, data, dtype=None):
+        return self.xp.asarray(data, dtype)
+
+    def to_host(self, arr):
+        raise TypeError("a tensor on the meta device has no values (it holds a shape and a dtype)")
+
+    def seed(self, n):
+        pass
+
+    def rand(self, shape, dtype):
+        return self.xp.zeros(shape, dtype)
+
+    randn = rand
+
+    def synchronize(self):
+        pass
+
+
 class CupyBackend(Backend):
     name = "cupy"
     is_cpu = False
@@ -246,7 +277,8 @@ def get(device=None):
     dev = canonical_device(dev)
     with _backends_lock:
         if dev not in _backends:
-            be = NumpyBackend() if dev == "cpu" else CupyBackend(dev)
+            be = {"cpu": NumpyBackend, "meta": MetaBackend}.get(dev, CupyBackend)
+            be = be() if dev in ("cpu", "meta") else be(dev)
             if _seed is not None:  # a backend made after gg.seed() starts from that seed too
                 be.seed(_seed)
             _backends[dev] = be
@@ -254,16 +286,19 @@ def get(device=None):
 
 
 def device_of_array(arr):
-    """The device string of a NumPy or CuPy array."""
+    """The device string of a NumPy, CuPy or meta array."""
     if isinstance(arr, np.ndarray):
         return "cpu"
+    if type(arr).__name__ == "MetaArray":
+        return "meta"
     if _cupy is not None and isinstance(arr, _cupy.ndarray):
         return f"cuda:{arr.device.id}"
     return None
 
 
 def is_backend_array(obj):
-    return isinstance(obj, np.ndarray) or (_cupy is not None and isinstance(obj, _cupy.ndarray))
+    return (isinstance(obj, np.ndarray) or (_cupy is not None and isinstance(obj, _cupy.ndarray))
+            or type(obj).__name__ == "MetaArray")
 
 
 def seed(n):
@@ -304,6 +339,8 @@ def erf(x):
     """The error function of a NumPy or CuPy array, in its dtype."""
     if isinstance(x, np.ndarray):
         return _erf_numpy(x)
+    if device_of_array(x) == "meta":
+        return x.copy()
     import cupyx.scipy.special
 
     return cupyx.scipy.special.erf(x)
@@ -313,6 +350,8 @@ def scatter_add(out, key, values):
     """out[key] += values, with repeated indices accumulated (NumPy's add.at)."""
     if isinstance(out, np.ndarray):
         np.add.at(out, key, values)
+    elif device_of_array(out) == "meta":
+        pass  # shapes only
     elif hasattr(_cupy.add, "at"):  # CuPy 13 and later
         _cupy.add.at(out, key, values)
     else:
@@ -326,7 +365,7 @@ def fused(name, xp):
     """The fused CUDA kernel `name` for arrays of namespace xp, or None: on the CPU, with fusion
     off (GPUGRAD_FUSED=0, gg.fused(False)), or when the kernel is unavailable. The only place
     ops branch on the device."""
-    if xp is np or not kernels.enabled():
+    if _cupy is None or xp is not _cupy or not kernels.enabled():
         return None
     return kernels.lookup(name)
 

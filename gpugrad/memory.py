@@ -448,3 +448,55 @@ def _checkpoint_row(model, x, y, loss_fn, device, time):
     kept = step(forward)
     plain_t, ckpt_t = median_time(model), median_time(forward)
     return {"saved (checkpoint)": kept, "checkpoint step time ratio": ckpt_t / plain_t}
+
+
+# ---------------------------------------------------------------------------- estimating
+
+
+def _optimizer_copies(optimizer):
+    if optimizer is None:
+        return 0
+    if type(optimizer).__name__ == "Adam":
+        return 2
+    return 1 if getattr(optimizer, "momentum", 0) else 0
+
+
+@contextlib.contextmanager
+def _on_meta(params):
+    """Parameters swapped for shape-only stand-ins inside the block, restored after."""
+    from gpugrad import meta
+
+    kept = [(p.data, p.device) for p in params]
+    try:
+        for p in params:
+            p.data, p.device = meta.MetaArray(p.shape, p.dtype), "meta"
+        yield
+    finally:
+        for p, (data, device) in zip(params, kept):
+            p.data, p.device = data, device
+
+
+def estimate(model, input_shape, loss_fn, labels=None, optimizer=None, forward=None):
+    """compare()'s training figures predicted from shapes alone: the model runs on the meta
+    device (no array data is allocated) and the graph it records is counted as saved() counts
+    a real one. labels defaults to zeros (int64) of the batch size; forward defaults to model.
+
+    Returns {parameters, gradients, optimizer state, saved activations, saved by op,
+    train (parameters + gradients + optimizer + saved)}.
+    """
+    params = model.parameters()
+    dtype = params[0].dtype
+    if labels is None:
+        labels = np.zeros(input_shape[0], np.int64)
+    with _on_meta(params):
+        x = tensor.zeros(tuple(input_shape), dtype=dtype, device="meta")
+        with autograd.record():
+            loss = loss_fn((forward or model)(x), labels)
+        report = saved(loss, params)
+        del loss
+    param_bytes = sum(p.data.nbytes for p in params)
+    opt = _optimizer_copies(optimizer) * param_bytes
+    return {"parameters": param_bytes, "gradients": param_bytes, "optimizer state": opt,
+            "saved activations": report.activations, "saved by op": report.by_op,
+            "train (parameters + gradients + optimizer + saved)":
+                2 * param_bytes + opt + report.activations}

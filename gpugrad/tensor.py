@@ -278,6 +278,8 @@ class Tensor:
         return bool(self.data.all())
 
     def __repr__(self):
+        if self.device == "meta":
+            return f"tensor(<shape {self.shape}>, dtype={self.dtype}, device='meta')"
         host = backend.get(self.device).to_host(self.data)
         body = np.array2string(host, separator=", ", prefix="tensor(")
         return f"tensor({body}, dtype={self.dtype}, device='{self.device}')"

@@ -176,3 +176,58 @@ def test_checkpointing_hidden_layers_saves_memory_in_a_deeper_net():
     plain = gg.memory.compare(model, x, y, loss_fn).train["saved activations"]
     # tanh outputs of the two inner hidden layers and a linear input are recomputed instead
     assert row["saved (checkpoint)"] < plain
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "gelu"])
+@pytest.mark.parametrize("layers", [2, 4])
+@pytest.mark.parametrize("batch", [1, 33, 128])
+def test_estimate_equals_the_measured_saved_bytes(batch, layers, activation):
+    model = gg.memory.mlp_4_7(40, 24, 6, layers=layers, activation=activation)
+    loss_fn = gg.memory.loss_4_7(model, 1e-3)
+    y = np.arange(batch) % 6
+    est = gg.memory.estimate(model, (batch, 40), loss_fn, labels=y)
+    measured = gg.memory.compare(model, gg.randn(batch, 40), y, loss_fn)
+    assert est["saved activations"] == measured.train["saved activations"]
+    assert est["saved by op"] == measured.by_op
+    assert est["parameters"] == measured.train["parameters"]
+    assert all(p.device == "cpu" and isinstance(p.data, np.ndarray) for p in model.parameters())
+
+
+def test_estimate_works_for_recurrent_models_and_checkpointed_forwards():
+    gg.seed(8)
+    lstm, head = nn.LSTM(5, 7), nn.Linear(7, 3)
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm, self.head = lstm, head
+
+        def forward(self, x):
+            out, _ = self.lstm(x)
+            return self.head(out[-1])
+    model = Model()
+    est = gg.memory.estimate(model, (6, 4, 5), F.cross_entropy, labels=np.array([0, 1, 2, 0]))
+    x = gg.randn(6, 4, 5)
+    with gg.autograd.record():
+        loss = F.cross_entropy(model(x), [0, 1, 2, 0])
+    assert est["saved activations"] == gg.memory.saved(loss, model.parameters()).activations
+    mlp = gg.memory.mlp_4_7(30, 16, 4, layers=4, activation="tanh")
+    loss_fn = gg.memory.loss_4_7(mlp, 0.0)
+    ck = gg.memory.estimate(mlp, (8, 30), loss_fn, forward=gg.memory.checkpointed_forward(mlp))
+    plain = gg.memory.estimate(mlp, (8, 30), loss_fn)
+    assert ck["saved activations"] == plain["saved activations"] - 8 * 16 * 4  # one tanh output
+
+
+def test_estimate_allocates_no_array_data():
+    """A batch whose activations would take gigabytes is estimated in a few KB of arrays."""
+    import tracemalloc
+
+    model = gg.memory.mlp_4_7(784, 256, 10)
+    tracemalloc.start()
+    try:
+        est = gg.memory.estimate(model, (1_000_000, 784), gg.memory.loss_4_7(model, 1e-3))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert est["saved activations"] == gg.memory.mlp_formula(784, 256, 10, 1_000_000)["saved activations"]
+    assert est["saved activations"] > 4e9 and peak < 64e6, peak
