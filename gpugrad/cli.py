@@ -272,8 +272,9 @@ def cmd_memory(args):
 
     print(benchmarks.format_table([{**t, "suite": None} for t in table]))
     if args.layers == 2:
-        ok = all(r["saved (formula)"] == r["saved (measured)"] for r in rows)
-        print(f"formula vs measured saved activations: {'equal' if ok else 'DIFFERENT'} at every batch size")
+        ok = all(r["saved (formula)"] == r["saved (measured)"] == r["saved (estimate)"] for r in rows)
+        print(f"formula, estimate and measured saved activations: {'equal' if ok else 'DIFFERENT'} "
+              f"at every batch size")
     print("saved by op at the largest batch: " + ", ".join(
         f"{op} {b:,}" for op, b in sorted(rows[-1]["saved by op"].items(), key=lambda kv: -kv[1])))
     if args.json:

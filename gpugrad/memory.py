@@ -410,11 +410,13 @@ def experiment(d, h, q, batches, layers=2, activation="relu", dtype="float32", d
         y = np.random.default_rng(seed).integers(0, q, batch)
         loss_fn = loss_4_7(model, lam)
         r = compare(model, x, y, loss_fn)
+        est = estimate(model, (batch, d), loss_fn, labels=y)["saved activations"]
         row = {"batch": batch, "parameters": r.train["parameters"],
                "gradients": r.train["gradients"],
                "saved (formula)": (mlp_formula(d, h, q, batch, dtype, activation=activation)
                                    ["saved activations"] if layers == 2 else None),
                "saved (measured)": r.train["saved activations"],
+               "saved (estimate)": est,
                "predict peak": r.predict["total peak"], "train peak": r.train["total peak"],
                "train/predict peak": r.train["total peak"] / r.predict["total peak"],
                "saved by op": r.by_op}
@@ -500,3 +502,79 @@ def estimate(model, input_shape, loss_fn, labels=None, optimizer=None, forward=N
             "saved activations": report.activations, "saved by op": report.by_op,
             "train (parameters + gradients + optimizer + saved)":
                 2 * param_bytes + opt + report.activations}
+
+
+# ---------------------------------------------------------------------------- a budget
+
+FitPlan = collections.namedtuple(
+    "FitPlan", "forward segments saved_bytes peak_bytes plain_bytes recomputed_layers layers")
+
+
+def _segmented_forward(layers, segments, plain_segment=None):
+    """Run layers in order, checkpointing each (start, end) segment except plain_segment."""
+    def forward(x):
+        i = 0
+        for k, (start, end) in enumerate(segments):
+            for layer in layers[i:start]:
+                x = layer(x)
+            chunk = layers[start:end]
+
+            def run(t, chunk=chunk):
+                for layer in chunk:
+                    t = layer(t)
+                return t
+            x = run(x) if k == plain_segment else checkpoint(run, x)
+            i = end
+        for layer in layers[i:]:
+            x = layer(x)
+        return x
+    return forward
+
+
+def _split(n, k):
+    """n layers into k contiguous segments of nearly equal length."""
+    bounds = [round(i * n / k) for i in range(k + 1)]
+    return [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+def fit(model, input_shape, loss_fn, budget_bytes, labels=None):
+    """Choose which layers of a Sequential model to recompute so that training fits a budget.
+
+    The cost of a plan is what its forward keeps (each checkpointed segment's input) plus the
+    largest segment's own intermediates, which exist again while that segment is recomputed in
+    backward; both come from estimate() (no data is allocated). No checkpoint if the plain
+    model fits; otherwise the layers before the last are split into k segments, k from 1 to
+    their number, and the cheapest plan is taken. (Chen et al. 2016 find about sqrt(n)
+    segments best for n alike layers; measuring every k also handles unlike ones.) Returns a
+    FitPlan (forward, segments, saved_bytes, peak_bytes, plain_bytes, recomputed_layers,
+    layers) whose forward(x) runs the plan; raises ValueError naming the least achievable bytes
+    when nothing fits.
+    """
+    layers = list(model._modules.values())
+    if len(layers) < 2:
+        raise ValueError("fit needs a Sequential model of at least two layers")
+
+    def saved_with(forward):
+        return estimate(model, input_shape, loss_fn, labels, forward=forward)["saved activations"]
+
+    plain = saved_with(model)
+    if plain <= budget_bytes:
+        return FitPlan(model, [], plain, plain, plain, 0, len(layers))
+    body = len(layers) - 1  # the last layer's output feeds the loss directly
+    best = None
+    for k in range(1, body + 1):
+        segments = _split(body, k)
+        kept = saved_with(_segmented_forward(layers, segments))
+        internal = max(saved_with(_segmented_forward(layers, segments, plain_segment=i)) - kept
+                       for i in range(len(segments)))
+        cost = kept + max(internal, 0)
+        if best is None or cost < best[0]:
+            best = (cost, kept, segments)
+    cost, kept, segments = best
+    if cost > budget_bytes:
+        raise ValueError(f"fit: no checkpoint plan fits {budget_bytes:,} bytes; the least is "
+                         f"{cost:,} bytes with {len(segments)} segment(s) (without checkpoints: "
+                         f"{plain:,})")
+    recomputed = sum(b - a for a, b in segments)
+    return FitPlan(_segmented_forward(layers, segments), segments, kept, cost, plain,
+                   recomputed, len(layers))

@@ -158,7 +158,7 @@ def test_memory_command(tmp_path, capsys):
     rows = json.loads(out.read_text())["rows"]
     assert "equal at every batch size" in printed.out
     for r in rows:
-        assert r["saved (formula)"] == r["saved (measured)"]
+        assert r["saved (formula)"] == r["saved (measured)"] == r["saved (estimate)"]
         # PyTorch's relu keeps its output, which the next layer keeps anyway; gpugrad keeps a
         # 1-bit mask of z on top: that many more bytes, up to PyTorch's 0-d scalars (nll_loss's
         # total_weight: 4 bytes) either way
@@ -231,3 +231,32 @@ def test_estimate_allocates_no_array_data():
         tracemalloc.stop()
     assert est["saved activations"] == gg.memory.mlp_formula(784, 256, 10, 1_000_000)["saved activations"]
     assert est["saved activations"] > 4e9 and peak < 64e6, peak
+
+
+def test_fit_checkpoints_to_a_budget_and_keeps_the_gradients():
+    gg.seed(9)
+    model = gg.memory.mlp_4_7(20, 32, 5, layers=9, activation="tanh", dtype="float64")
+    loss_fn = gg.memory.loss_4_7(model, 0.0)
+    x, y = gg.randn(16, 20, dtype="float64"), np.arange(16) % 5
+    plain = gg.memory.fit(model, (16, 20), loss_fn, 10**9, labels=y)
+    assert plain.segments == [] and plain.saved_bytes == plain.plain_bytes
+    budget = plain.plain_bytes * 2 // 3
+    plan = gg.memory.fit(model, (16, 20), loss_fn, budget, labels=y)
+    assert plan.segments and plan.peak_bytes <= budget < plan.plain_bytes
+    assert 2 <= len(plan.segments) <= 6 and plan.recomputed_layers == plan.layers - 1
+
+    def grads(forward):
+        for p in model.parameters():
+            p.attach_grad()
+        with gg.autograd.record():
+            loss = loss_fn(forward(x), y)
+        kept = gg.memory.saved(loss, model.parameters()).activations
+        loss.backward()
+        return [p.grad.numpy() for p in model.parameters()], kept
+    g_plain, _ = grads(model)
+    g_plan, kept = grads(plan.forward)
+    assert kept == plan.saved_bytes  # the estimate is what the real run keeps
+    for a, b in zip(g_plain, g_plan):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="no checkpoint plan fits 1,000 bytes; the least is"):
+        gg.memory.fit(model, (16, 20), loss_fn, 1000, labels=y)
