@@ -189,7 +189,9 @@ def _coerce(op, inputs):
         elif isinstance(x, (bool, int, float, np.generic)):
             out.append(x)
         elif x is None:
-            raise TypeError(f"{op.name}: input {op.input_name(i)} is None")
+            if i not in op.optional:
+                raise TypeError(f"{op.name}: input {op.input_name(i)} is None")
+            out.append(None)  # an optional input that is absent (linear without a bias)
         else:
             out.append(tensor.tensor(x, device=device))
     if not any(isinstance(x, tensor.Tensor) for x in out):

@@ -185,3 +185,78 @@ def format_table(rows):
     table = [cols] + [[cell(r.get(c)) for c in cols] for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(cols))]
     return "\n".join("  ".join(v.rjust(w) for v, w in zip(line, widths)) for line in table)
+
+
+# ---------------------------------------------------------------------------- mlp suite
+
+MLP_MODELS = {"4.7 (784-256-10)": [784, 256, 10], "deep (784-1024x3-10)": [784, 1024, 1024, 1024, 10]}
+
+
+def mlp_step_cases(sizes, batch, device, lam=1e-3, lr=0.01):
+    """{impl: step()} for one SGD training step (forward, cross-entropy + L2, backward, update)
+    of the same bias-free MLP on the same data, in gpugrad and (when installed) PyTorch."""
+    from gpugrad import nn, optim
+    from gpugrad.nn import functional as F
+
+    be = backend.get(device)
+    rng = np.random.default_rng(batch)
+    x_host = rng.standard_normal((batch, sizes[0])).astype(np.float32)
+    y_host = rng.integers(0, sizes[-1], batch)
+    backend.seed(0)
+    model = nn.MLP(sizes, bias=False, device=device)
+    opt = optim.SGD(model.parameters(), lr=lr)
+    with be.active:
+        x, y = gpugrad.tensor(x_host, device=device), be.asarray(y_host)
+    params = model.parameters()
+
+    def ours():
+        with gpugrad.autograd.record():
+            loss = F.cross_entropy(model(x), y) + lam * F.l2_penalty(params)
+        loss.backward()
+        opt.step()
+
+    cases = {"gpugrad": ours}
+    torch = torch_or_none()
+    if torch is not None and (be.is_cpu or torch.cuda.is_available()):
+        dev = "cpu" if be.is_cpu else "cuda"
+        layers = []
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            layers.append(torch.nn.Linear(a, b, bias=False))
+            if i < len(sizes) - 2:
+                layers.append(torch.nn.ReLU())
+        tmodel = torch.nn.Sequential(*layers).to(dev)
+        with torch.no_grad():  # the same weights
+            for p, tp in zip(params, tmodel.parameters()):
+                tp.copy_(torch.from_numpy(p.numpy()))
+        topt = torch.optim.SGD(tmodel.parameters(), lr=lr)
+        tx, ty = torch.from_numpy(x_host).to(dev), torch.from_numpy(y_host).to(dev)
+
+        def theirs():
+            topt.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.cross_entropy(tmodel(tx), ty) + lam / 2 * sum(
+                (p * p).sum() for p in tmodel.parameters())
+            loss.backward()
+            topt.step()
+        cases["torch"] = theirs
+    return cases
+
+
+def mlp_suite(device, quick=True, progress=None):
+    """Step time, samples/s and gpugrad/torch for the section 4.7 and the deep MLP."""
+    batches = [32, 1024] if quick else [32, 128, 512, 1024, 4096]
+    rows = []
+    work = [(name, b) for name in MLP_MODELS for b in batches]
+    for i, (name, batch) in enumerate(work):
+        cases = mlp_step_cases(MLP_MODELS[name], batch, device)
+        t = {impl: median_seconds(fn, device, warmup=3, min_repeats=10, min_seconds=0.3)
+             for impl, fn in cases.items()}
+        for impl, secs in t.items():
+            rows.append({"suite": "mlp", "model": name, "batch": batch, "impl": impl,
+                         "median ms": secs * 1e3, "samples/s": batch / secs,
+                         "gpugrad / torch": (t["gpugrad"] / t["torch"]) if impl == "gpugrad" and "torch" in t else None})
+        if progress:
+            progress(i + 1, len(work), f"{name} batch {batch}")
+    return rows
+
+
+SUITES["mlp"] = mlp_suite

@@ -80,7 +80,7 @@ def test_report_prints_a_table():
     text = str(r)
     for row in gg.memory.ROWS:
         assert row in text
-    assert "matmul" in text and r.as_dict()["train"]["saved activations"] > 0
+    assert "linear" in text and r.as_dict()["train"]["saved activations"] > 0
 
 
 def test_relu_family_saves_32x_less_than_its_input():

@@ -46,18 +46,14 @@ def l2_penalty(params):
         raise ValueError("l2_penalty: no parameters given")
     total = None
     for p in params:
-        sq = ops.sum(p * p)
+        sq = ops.sum(ops.square(p))
         total = sq if total is None else total + sq
     return total * 0.5
 
 
 def linear(x, weight, bias=None):
-    """x @ weight.T + bias, weight of shape (out, in) as in PyTorch."""
-    if x.shape[-1] != weight.shape[1]:
-        raise autograd.ShapeError(f"linear: input has {x.shape[-1]} features (shape {x.shape}) "
-                                  f"but the weight expects {weight.shape[1]} (shape {weight.shape})")
-    y = ops.matmul(x, ops.transpose(weight))
-    return y if bias is None else y + bias
+    """x @ weight.T + bias, weight of shape (out, in) as in PyTorch (the `linear` op)."""
+    return ops.linear(x, weight, bias)
 
 
 def dropout(x, p=0.5, training=None):

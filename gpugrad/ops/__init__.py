@@ -3,7 +3,7 @@
 from gpugrad.ops import activation, elementwise, function, linalg, loss, reduce, shape
 from gpugrad.ops.registry import CONSTANTS, OPS
 from gpugrad.ops.elementwise import (
-    add, subtract, multiply, divide, power, maximum, minimum, where, negative, exp, expm1, log,
+    add, subtract, multiply, divide, power, square, maximum, minimum, where, negative, exp, expm1, log,
     log1p, sqrt, abs, sin, cos, tan, erf, clip, sign, equal, not_equal, less, less_equal,
     greater, greater_equal, logical_and, logical_or, logical_not, isfinite,
 )
@@ -17,7 +17,7 @@ from gpugrad.ops.shape import (
     reshape, transpose, broadcast_to, concatenate, stack, getitem, scatter, take, astype, copy,
     to_device,
 )
-from gpugrad.ops.linalg import matmul, dot
+from gpugrad.ops.linalg import matmul, dot, linear
 from gpugrad.ops.loss import softmax_cross_entropy, softmax_cross_entropy_backward
 from gpugrad.ops.function import Function
 

@@ -60,6 +60,7 @@ where_   = defelementwise("where",    _where,                       save="",
                           partials=(lambda g, a, b, y, cond: _masked(cond, g),
                                     lambda g, a, b, y, cond: _masked(~cond, g)))
 
+square   = defelementwise("square",   lambda xp, x: x * x,          save="x", partials=(lambda g, x, y: (2 * g) * x,))
 negative = defelementwise("negative", lambda xp, x: -x,             save="",  partials=(lambda g, x, y: -g,))
 exp      = defelementwise("exp",      lambda xp, x: xp.exp(x),      save="y", partials=(lambda g, x, y: g * y,))
 expm1    = defelementwise("expm1",    lambda xp, x: xp.expm1(x),    save="y", partials=(lambda g, x, y: g * (y + 1),))

@@ -62,6 +62,50 @@ matmul = defop("matmul", _matmul, save={"a": "b", "b": "a"},
 # fmt: on
 
 
+def _linear(xp, x, w, b):
+    if x.shape[-1] != w.shape[1]:
+        raise autograd.ShapeError(f"linear: input has {x.shape[-1]} features (shape {x.shape}) "
+                                  f"but the weight expects {w.shape[1]} (shape {w.shape})")
+    y = xp.matmul(x, w.T)
+    if b is not None:
+        y += b  # in place: y is new
+    return y
+
+
+def _linear_grad_x(g, x, w, b, y):
+    return matmul(g, w)
+
+
+def _linear_grad_w(g, x, w, b, y):
+    # g^T @ x in W's own (out, in) layout, contiguous; batch dims are summed over
+    g2 = sh.reshape(g, (-1, g.shape[-1]))
+    x2 = sh.reshape(x, (-1, x.shape[-1]))
+    return matmul(sh.transpose(g2), x2)
+
+
+# fmt: off
+linear_ = defop("linear", _linear, save={"x": "w", "w": "x", "b": ""}, optional=("b",),
+                vjp=(_linear_grad_x, _linear_grad_w, lambda g, x, w, b, y: g),
+                jvp=lambda ts, x, w, b, y: _linear_jvp(ts, x, w, b))
+# fmt: on
+
+
+def _linear_jvp(ts, x, w, b):
+    tx, tw, tb = ts
+    out = None
+    for t in (None if tx is None else matmul(tx, sh.transpose(w)),
+              None if tw is None else matmul(x, sh.transpose(tw)), tb):
+        if t is not None:
+            out = t if out is None else out + t
+    return out
+
+
+def linear(x, w, b=None):
+    """x @ w.T + b for w of shape (out, in), as PyTorch's linear; the weight's gradient is
+    computed in its own layout (no transposed copy)."""
+    return linear_(x, w, b)
+
+
 def dot(a, b):
     """NumPy's dot for operands up to 2-D (and any a with a 1-D or 2-D b); scalars multiply."""
     a = a if isinstance(a, tensor.Tensor) else tensor.tensor(a)

@@ -27,11 +27,11 @@ class Op:
     __slots__ = (
         "name", "forward", "inputs", "variadic", "defaults", "save", "dynamic_save",
         "vjp", "vjp_all", "jvp", "kind", "moves_device", "function", "differentiable",
-        "aux", "forward_saving",
+        "aux", "forward_saving", "optional",
     )
 
     def __init__(self, name, forward, save, kind, vjp=None, vjp_all=None, jvp=None,
-                 moves_device=False, forward_saving=None, aux=()):
+                 moves_device=False, forward_saving=None, aux=(), optional=()):
         code = forward.__code__
         names = code.co_varnames[: code.co_argcount]
         if not names or names[0] != "xp":
@@ -53,6 +53,7 @@ class Op:
         # forward_saving(xp, ...) -> (y, {name: array}) also computes arrays that only backward
         # needs (a packed mask); it runs instead of forward when the result is recorded
         self.forward_saving, self.aux = forward_saving, tuple(aux)
+        self.optional = frozenset(self.inputs.index(n) for n in optional)  # may be None
         self.dynamic_save = callable(save)
         self.save = save if self.dynamic_save else self.parse_save(save)
         if vjp is not None and len(vjp) != len(self.inputs):
@@ -196,8 +197,9 @@ def deflinear(name, forward, vjp=None, vjp_all=None, moves_device=False, doc=Non
     return _register(op, doc)
 
 
-def defop(name, forward, save, jvp, vjp=None, vjp_all=None, doc=None):
-    return _register(Op(name, forward, save, "general", vjp=vjp, vjp_all=vjp_all, jvp=jvp), doc)
+def defop(name, forward, save, jvp, vjp=None, vjp_all=None, optional=(), doc=None):
+    return _register(Op(name, forward, save, "general", vjp=vjp, vjp_all=vjp_all, jvp=jvp,
+                        optional=optional), doc)
 
 
 def defconstant(name, forward, doc=None):
