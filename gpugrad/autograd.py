@@ -108,8 +108,8 @@ class Node:
         self.params = params
         self.freed = False
         # (shape, dtype, device) per tensor input; None for Python scalars
-        self.metas = tuple((a.shape, a.dtype, x.device) if isinstance(x, tensor.Tensor) else None
-                           for x, a in zip(inputs, arrays))
+        self.metas = [(a.shape, a.dtype, x.device) if isinstance(x, tensor.Tensor) else None
+                      for x, a in zip(inputs, arrays)]
         self.out_meta = (y.shape, y.dtype, y_device)
         self.saved = {}
         if not keep:  # structure only (gg.checkpoint's discovery pass)
@@ -211,17 +211,49 @@ def _forward_error(op, inputs, e):
         return ValueError(message)
 
 
-def apply(op, inputs, params):
-    """Run an op's forward; record a Node when recording and an input is in the graph."""
-    xs = _coerce(op, inputs)
+_Tensor = None  # tensor.Tensor, bound on first use (tensor imports this module)
+_SCALARS = (bool, int, float)
+
+
+def _fast_inputs(inputs):
+    """(arrays, device) when every input is a Tensor on one device or a Python scalar, else
+    None: the common case in one pass; _coerce handles the rest."""
     device = None
     arrays = []
-    for x in xs:
-        if isinstance(x, tensor.Tensor):
+    for x in inputs:
+        cls = type(x)
+        if cls is _Tensor:
+            if device is None:
+                device = x.device
+            elif x.device != device:
+                return None
             arrays.append(x.data)
-            device = device or x.device
-        else:
+        elif cls in _SCALARS:
             arrays.append(x)
+        else:
+            return None
+    return (arrays, device) if device is not None else None
+
+
+def apply(op, inputs, params):
+    """Run an op's forward; record a Node when recording and an input is in the graph."""
+    global _Tensor
+    if _Tensor is None:
+        _Tensor = tensor.Tensor
+    fast = _fast_inputs(inputs)
+    if fast is not None:
+        xs = inputs
+        arrays, device = fast
+    else:
+        xs = _coerce(op, inputs)
+        device = None
+        arrays = []
+        for x in xs:
+            if isinstance(x, tensor.Tensor):
+                arrays.append(x.data)
+                device = device or x.device
+            else:
+                arrays.append(x)
     be = backend.get(device)
     parents = None
     if _state.recording and op.differentiable:
@@ -238,11 +270,14 @@ def apply(op, inputs, params):
         structure.note_inputs(xs)
     aux = None
     try:
-        with be.active:
-            if op.forward_saving is not None and structure is None and (
-                    parents is not None or tangents is not None):
+        if op.forward_saving is not None and structure is None and (
+                parents is not None or tangents is not None):
+            with be.active:
                 y, aux = op.forward_saving(be.xp, *arrays, **params)
-            else:
+        elif be.is_cpu:  # no device to make current
+            y = op.forward(np, *arrays, **params)
+        else:
+            with be.active:
                 y = op.forward(be.xp, *arrays, **params)
     except ShapeError:
         raise
@@ -356,8 +391,32 @@ def unbroadcast(g, shape):
     return ops.reshape(ops.sum(g, axis=axes, keepdims=True), shape)
 
 
+def _uniform_as_scalar(g):
+    """A gradient that is one value broadcast (all strides 0, as sum's backward makes it) as a
+    0-d tensor: elementwise rules then broadcast it instead of materialising it."""
+    data = g.data
+    if g.ndim and g.size > 1 and not any(data.strides):
+        xp = backend.get(g.device).xp
+        return tensor.wrap(xp.asarray(data[(0,) * g.ndim]), g.device)
+    return g
+
+
+def _fit_shape(gi, shape):
+    """Sum broadcasting out of a gradient, or (a rule given a 0-d uniform gradient) broadcast
+    it back up as a view."""
+    gi = unbroadcast(gi, shape)
+    if gi.shape != shape and gi.size < int(np.prod(shape, dtype=np.int64)):
+        try:
+            gi = ops.broadcast_to(gi, shape)
+        except ValueError:
+            pass
+    return gi
+
+
 def _input_grads(node, g, create_graph):
     op = node.op
+    if op.kind == "elementwise" and not create_graph:
+        g = _uniform_as_scalar(g)
     args, y, aux = _rule_inputs(node, create_graph)
     params = node.params
     if op.vjp_all is not None:
@@ -373,7 +432,8 @@ def _input_grads(node, g, create_graph):
         if not isinstance(gi, tensor.Tensor):
             raise GraphError(f"{op.name}: the gradient rule for {op.input_name(i)} returned "
                              f"{type(gi).__name__}, not a Tensor")
-        gi = unbroadcast(gi, shape)
+        if gi.shape != shape:
+            gi = _fit_shape(gi, shape)
         if gi.shape != shape:
             raise GraphError(f"{op.name}: gradient for {op.input_name(i)} has shape {gi.shape} "
                              f"but the input has shape {shape}")
