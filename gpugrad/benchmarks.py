@@ -260,3 +260,61 @@ def mlp_suite(device, quick=True, progress=None):
 
 
 SUITES["mlp"] = mlp_suite
+
+
+# ---------------------------------------------------------------------------- memory suite
+
+
+def memory_suite(device, quick=True, progress=None):
+    """Section 4.7's network: saved activations formula vs measured, and train vs predict peak."""
+    from gpugrad import memory
+
+    batches = [64, 1024] if quick else [1, 64, 256, 1024, 4096]
+    rows = []
+    for i, r in enumerate(memory.experiment(784, 256, 10, batches, device=device)):
+        rows.append({"suite": "memory", "batch": r["batch"], "saved (formula)": r["saved (formula)"],
+                     "saved (measured)": r["saved (measured)"], "predict peak": r["predict peak"],
+                     "train peak": r["train peak"], "train / predict": r["train/predict peak"]})
+        if progress:
+            progress(i + 1, len(batches), f"memory batch {r['batch']}")
+    return rows
+
+
+# ---------------------------------------------------------------------------- jacobian suite
+
+
+def jacobian_suite(device, quick=True, progress=None):
+    """gg.jacobian in reverse and forward mode beside torch.func.jacrev/jacfwd, for
+    f(x) = tanh(W x) with W of shape (m, n): reverse mode costs m vjps, forward mode n jvps."""
+    shapes = [(8, 64), (64, 8)] if quick else [(8, 64), (64, 8), (64, 64), (256, 16)]
+    torch = torch_or_none()
+    rows = []
+    for i, (m, n) in enumerate(shapes):
+        rng = np.random.default_rng(m * n)
+        w_host = rng.standard_normal((m, n)).astype(np.float32)
+        x_host = rng.standard_normal(n).astype(np.float32)
+        w, x = gpugrad.tensor(w_host, device=device), gpugrad.tensor(x_host, device=device)
+
+        def f(v):
+            return gpugrad.tanh(gpugrad.matmul(w, v))
+        cases = {"gpugrad rev": lambda: gpugrad.jacobian(f, mode="rev")(x),
+                 "gpugrad fwd": lambda: gpugrad.jacobian(f, mode="fwd")(x)}
+        be = backend.get(device)
+        if torch is not None and be.is_cpu:
+            tw, tx = torch.from_numpy(w_host), torch.from_numpy(x_host)
+            cases["torch jacrev"] = lambda: torch.func.jacrev(lambda v: torch.tanh(tw @ v))(tx)
+            cases["torch jacfwd"] = lambda: torch.func.jacfwd(lambda v: torch.tanh(tw @ v))(tx)
+        t = {k: median_seconds(fn, device, warmup=2, min_repeats=7) for k, fn in cases.items()}
+        for impl, secs in t.items():
+            mode = impl.split()[-1][-3:]
+            base = next((t[k] for k in t if k.startswith("torch") and k.endswith(mode)), None)
+            rows.append({"suite": "jacobian", "shape (m, n)": f"({m}, {n})", "impl": impl,
+                         "median ms": secs * 1e3,
+                         "gpugrad / torch": secs / base if base and impl.startswith("gpugrad") else None})
+        if progress:
+            progress(i + 1, len(shapes), f"jacobian {m}x{n}")
+    return rows
+
+
+SUITES["memory"] = memory_suite
+SUITES["jacobian"] = jacobian_suite

@@ -1,0 +1,33 @@
+"""One SGD training step (forward, cross-entropy + L2, backward, update) of section 4.7's MLP
+and a deeper one, gpugrad beside PyTorch on the same data and weights.
+
+    pytest bench/bench_mlp.py --benchmark-only
+    GPUGRAD_DEVICE=cuda pytest bench/bench_mlp.py --benchmark-only
+
+`gpugrad bench mlp` runs the same cases and prints gpugrad / torch side by side.
+"""
+
+import pytest
+
+import gpugrad as gg
+from gpugrad import backend, benchmarks
+
+DEVICE = gg.default_device()
+
+
+@pytest.mark.parametrize("impl", ["gpugrad", "torch"])
+@pytest.mark.parametrize("batch", [32, 1024])
+@pytest.mark.parametrize("model", sorted(benchmarks.MLP_MODELS))
+def bench_mlp_step(benchmark, model, batch, impl):
+    cases = benchmarks.mlp_step_cases(benchmarks.MLP_MODELS[model], batch, DEVICE)
+    if impl not in cases:
+        pytest.skip("PyTorch is not installed (pip install torch==2.13.0)" if impl == "torch"
+                    else f"{impl} does not run on {DEVICE}")
+    be = backend.get(DEVICE)
+    step = cases[impl]
+
+    def timed():
+        step()
+        be.synchronize()
+    benchmark.extra_info.update(device=DEVICE, batch=batch)
+    benchmark(timed)
