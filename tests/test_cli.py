@@ -42,21 +42,26 @@ def test_info_reports_the_kernels(capsys):
     assert "kernel sources" in out and "activations.cu" in out and "fused kernels" in out
 
 
-def test_bench_kernels_prints_ratios_and_writes_json(tmp_path, capsys):
+def test_bench_all_prints_ratios_and_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert cli.main(["bench", "kernels", "--device", "cpu", "--json", str(out)]) == 0
+    assert cli.main(["bench", "--device", "cpu", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     result = json.loads(out.read_text())
     rows = result["rows"]
     assert result["environment"]["device"] == "cpu" and result["environment"]["numpy"]
-    assert {r["activation"] for r in rows} >= {"relu", "sigmoid", "gelu", "tanh"}
-    ours = [r for r in rows if r["impl"] == "gpugrad"]
+    assert {r["suite"] for r in rows} == {"kernels", "mlp", "memory", "jacobian"}
+    kernels = [r for r in rows if r["suite"] == "kernels"]
+    assert {r["activation"] for r in kernels} >= {"relu", "sigmoid", "gelu", "tanh"}
+    ours = [r for r in kernels if r["impl"] == "gpugrad"]
     assert ours and all(r["median_us"] > 0 and r["% of copy"] > 0 for r in ours)
+    assert all(r["saved (formula)"] == r["saved (measured)"] for r in rows if r["suite"] == "memory")
     try:
         import torch  # noqa: F401
 
-        torch_rows = [r for r in rows if r["impl"] == "torch"]
+        torch_rows = [r for r in kernels if r["impl"] == "torch"]
         assert len(torch_rows) == len(ours) and all(r["gpugrad time / this"] > 0 for r in torch_rows)
+        mlp = [r for r in rows if r["suite"] == "mlp" and r["impl"] == "gpugrad"]
+        assert mlp and all(r["gpugrad / torch"] > 0 for r in mlp)
     except ImportError:
         assert "PyTorch is not installed" in printed
-    assert "sigmoid" in printed and "% of copy" in printed
+    assert "% of copy" in printed and "samples/s" in printed
