@@ -119,7 +119,10 @@ class Node:
         for i, p in enumerate(parents):
             if p is not None:
                 for k in save_for[None if op.variadic else i]:
-                    saved[k] = y if k == "y" else (aux[k] if isinstance(k, str) else arrays[k])
+                    if k == "self":
+                        saved[i] = arrays[i]
+                    else:
+                        saved[k] = y if k == "y" else (aux[k] if isinstance(k, str) else arrays[k])
             elif self.metas[i] is None:
                 saved[i] = arrays[i]  # scalars are free and every rule may use them
         self.saved = saved

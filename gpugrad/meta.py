@@ -199,6 +199,8 @@ _FUNCTIONS = {
     np.ones_like: lambda a, dtype=None, **kw: MetaArray(a.shape, dtype or a.dtype),
     np.empty_like: lambda a, dtype=None, **kw: MetaArray(a.shape, dtype or a.dtype),
     np.copyto: lambda dst, src, **kw: None,
+    np.result_type: lambda *xs: np.result_type(*(x.dtype if isinstance(x, MetaArray) else x for x in xs)),
+    np.vdot: lambda a, b: MetaArray((), np.result_type(a.dtype, b.dtype)),
 }
 
 

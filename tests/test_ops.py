@@ -121,6 +121,7 @@ CASES = {
     "linear":       [(lambda x, w, b: gg.linear(x, w, b), [n(4, 3), n(5, 3), n(5)]),
                      (lambda x, w: gg.linear(x, w), [n(2, 4, 3), n(5, 3)]),
                      (lambda x, w: gg.linear(x, w), [n(3), n(2, 3)])],
+    "half_sum_squares": [(lambda a, b: gg.half_sum_squares([a, b]), [n(3, 4), n(5)])],
     "square":       [(gg.square, [n(3, 4)])],
     "matmul":       [(lambda a, b: a @ b, [n(3, 4), n(4, 2)]), (lambda a, b: a @ b, [n(2, 1, 3, 4), n(5, 4, 2)]),
                      (lambda a, b: a @ b, [n(4), n(2, 4, 3)]), (lambda a, b: a @ b, [n(2, 3, 4), n(4)]),

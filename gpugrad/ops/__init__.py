@@ -12,7 +12,7 @@ from gpugrad.ops.activation import (
     relu_backward, elu_backward, gelu_backward, silu_backward, softplus_backward,
     sigmoid_backward, tanh_backward,
 )
-from gpugrad.ops.reduce import sum, mean, max, min, logsumexp, norm
+from gpugrad.ops.reduce import sum, mean, max, min, logsumexp, norm, half_sum_squares
 from gpugrad.ops.shape import (
     reshape, transpose, broadcast_to, concatenate, stack, getitem, scatter, take, astype, copy,
     to_device,

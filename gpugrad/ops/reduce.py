@@ -66,11 +66,32 @@ def _norm(xp, x, *, ord=None, axis=None, keepdims=False):
     return xp.sqrt(xp.sum(x * x, axis=axis, keepdims=keepdims))
 
 
+def _sum_of(terms):
+    out = None
+    for t in terms:
+        out = t if out is None else out + t
+    return out
+
+
 def _safe(y):
     return ew.where(y == 0, 1.0, y)  # a zero norm has zero (sub)gradient, as in PyTorch
 
 
+def _half_sum_squares(xp, *xs):
+    if not xs:
+        raise ValueError("half_sum_squares needs at least one tensor")
+    dtype = xp.result_type(*xs)
+    total = 0.0
+    for x in xs:  # a dot product: no temporary the size of x
+        flat = x.reshape(-1)
+        total = total + xp.vdot(flat, flat)
+    return xp.asarray(total * 0.5, dtype=dtype)
+
+
 # fmt: off
+half_sum_squares = defop("half_sum_squares", _half_sum_squares, save="self",
+                         vjp_all=lambda g, *xs, y: [g * x for x in xs],
+                         jvp=lambda ts, *xs, y: _sum_of(sum(t * x) for t, x in zip(ts, xs) if t is not None))
 sum  = deflinear("sum",  lambda xp, x, *, axis=None, keepdims=False: xp.sum(x, axis=axis, keepdims=keepdims),
                  vjp=(lambda g, x, y, axis, keepdims: sh.broadcast_to(_keep(g, x, axis), x.shape),))
 mean = deflinear("mean", lambda xp, x, *, axis=None, keepdims=False: xp.mean(x, axis=axis, keepdims=keepdims),

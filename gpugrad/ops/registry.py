@@ -64,8 +64,8 @@ class Op:
         def keys(names):
             out = []
             for n in names.split():
-                if n == "y" or n in self.aux:
-                    out.append(n)
+                if n == "y" or n in self.aux or (n == "self" and self.variadic):
+                    out.append(n)  # "self": each input of a variadic op keeps itself
                 elif n in self.inputs:
                     out.append(self.inputs.index(n))
                 elif n.isdigit():
