@@ -404,21 +404,21 @@ def _uniform_as_scalar(g):
     return g
 
 
-def _fit_shape(gi, shape):
-    """Sum broadcasting out of a gradient, or (a rule given a 0-d uniform gradient) broadcast
-    it back up as a view."""
-    gi = unbroadcast(gi, shape)
-    if gi.shape != shape and gi.size < int(np.prod(shape, dtype=np.int64)):
+def _fit_shape(gi, shape, out_shape):
+    """A gradient brought to its input's shape. A rule given a 0-d uniform gradient may return
+    less than the op's output: broadcast it up to the output first (a view), so that summing
+    back over the dims the input was broadcast along counts every copy."""
+    if gi.shape != out_shape and gi.size < int(np.prod(out_shape, dtype=np.int64)):
         try:
-            gi = ops.broadcast_to(gi, shape)
+            gi = ops.broadcast_to(gi, out_shape)
         except ValueError:
             pass
-    return gi
+    return unbroadcast(gi, shape)
 
 
 def _input_grads(node, g, create_graph):
     op = node.op
-    if op.kind == "elementwise" and not create_graph:
+    if op.scalar_g and not create_graph:
         g = _uniform_as_scalar(g)
     args, y, aux = _rule_inputs(node, create_graph)
     params = node.params
@@ -436,7 +436,7 @@ def _input_grads(node, g, create_graph):
             raise GraphError(f"{op.name}: the gradient rule for {op.input_name(i)} returned "
                              f"{type(gi).__name__}, not a Tensor")
         if gi.shape != shape:
-            gi = _fit_shape(gi, shape)
+            gi = _fit_shape(gi, shape, node.out_meta[0])
         if gi.shape != shape:
             raise GraphError(f"{op.name}: gradient for {op.input_name(i)} has shape {gi.shape} "
                              f"but the input has shape {shape}")

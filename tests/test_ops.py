@@ -201,3 +201,15 @@ def test_reductions_over_random_axes(shape, data):
     for f in (gg.sum, gg.mean, gg.logsumexp, gg.softmax, gg.log_softmax):
         kwargs = {"axis": axis} if f in (gg.softmax, gg.log_softmax) else {"axis": axis, "keepdims": keepdims}
         gg.gradcheck(lambda t: f(t, **kwargs), [x])
+
+
+@pytest.mark.parametrize("name,i,f,xs", CASE_LIST, ids=IDS)
+def test_gradient_through_sum_equals_an_explicit_ones_head(name, i, f, xs, device):
+    """sum()'s backward hands a uniform (broadcast) gradient to the op before it; some ops take
+    it as 0-d. The result must be the same as with a materialised head gradient of ones."""
+    inputs = [gg.tensor(x, dtype="float64", device=device) for x in xs]
+    out, vjp_fn = gg.vjp(f, *inputs)
+    explicit = vjp_fn(gg.ones_like(out))
+    via_sum = gg.vjp(lambda *t: gg.sum(f(*t)), *inputs)[1](gg.tensor(1.0, dtype="float64", device=device))
+    for a, b in zip(explicit, via_sum):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-12)

@@ -77,6 +77,12 @@ clip     = defelementwise("clip",     _clip,                        save="x",
                           partials=(lambda g, x, y, a_min, a_max: g if a_min is None and a_max is None
                                     else _masked(_inside(x, a_min, a_max), g),))
 
+# Every partial above is broadcasting arithmetic on g (no backward op, no kernel), so the
+# engine may hand these ops a uniform gradient as 0-d instead of a materialised broadcast.
+for _f in (add, subtract, multiply, divide, power, maximum, minimum, where_, square, negative, exp,
+           expm1, log, log1p, sqrt, abs, sin, cos, tan, erf, clip):
+    _f.op.scalar_g = True
+
 sign          = defconstant("sign",          lambda xp, x: xp.sign(x))
 equal         = defconstant("equal",         lambda xp, a, b: a == b)
 not_equal     = defconstant("not_equal",     lambda xp, a, b: a != b)

@@ -27,7 +27,7 @@ class Op:
     __slots__ = (
         "name", "forward", "inputs", "variadic", "defaults", "save", "dynamic_save",
         "vjp", "vjp_all", "jvp", "kind", "moves_device", "function", "differentiable",
-        "aux", "forward_saving", "optional",
+        "aux", "forward_saving", "optional", "scalar_g",
     )
 
     def __init__(self, name, forward, save, kind, vjp=None, vjp_all=None, jvp=None,
@@ -54,6 +54,8 @@ class Op:
         # needs (a packed mask); it runs instead of forward when the result is recorded
         self.forward_saving, self.aux = forward_saving, tuple(aux)
         self.optional = frozenset(self.inputs.index(n) for n in optional)  # may be None
+        # the partials are broadcasting arithmetic, so a uniform gradient may arrive as 0-d
+        self.scalar_g = False
         self.dynamic_save = callable(save)
         self.save = save if self.dynamic_save else self.parse_save(save)
         if vjp is not None and len(vjp) != len(self.inputs):
@@ -180,9 +182,13 @@ def _elementwise_jvp(partials):
     return jvp
 
 
-def defelementwise(name, forward, save, partials, forward_saving=None, aux=(), doc=None):
+def defelementwise(name, forward, save, partials, forward_saving=None, aux=(), scalar_g=False,
+                   doc=None):
+    """scalar_g=True promises that every partial is broadcasting arithmetic on g, so the engine
+    may pass a uniform gradient as 0-d (not for partials that call a backward op or kernel)."""
     op = Op(name, forward, save, "elementwise", vjp=tuple(partials),
             jvp=_elementwise_jvp(partials), forward_saving=forward_saving, aux=aux)
+    op.scalar_g = scalar_g
     return _register(op, doc)
 
 
