@@ -509,12 +509,14 @@ def _run(heads, head_grads, retain_graph, create_graph, targets=None):
         grads[node] = grads[node] + g if node in grads else g
     found = {}
     leaves = []
+    owned = {}  # id -> array: gradients only this backward holds, safe to add into in place
     scope = record() if create_graph else pause()
     with scope:
         for node in order:
             g = grads.pop(node, None)
             if g is None:
                 continue
+            owned.pop(id(g.data), None)
             if targets is not None:
                 if node in targets:
                     found[node] = g
@@ -523,14 +525,39 @@ def _run(heads, head_grads, retain_graph, create_graph, targets=None):
             elif node.op is None:
                 leaves.append((node, g))
                 continue
-            for p, gi in zip(node.parents, _input_grads(node, g, create_graph)):
+            input_grads = _input_grads(node, g, create_graph)
+            for p, gi in zip(node.parents, input_grads):
                 if gi is not None:
-                    grads[p] = grads[p] + gi if p in grads else gi
+                    _accumulate(grads, owned, p, gi, g, node, input_grads, create_graph)
             if not retain_graph:
                 node.free()
     if targets is None:
         _write_leaves(leaves, create_graph, {id(g.data) for g in head_grads})
     return found
+
+
+def _exclusive(gi, g, node, input_grads):
+    """Whether a rule's result is a new array nothing else refers to: not a view, not the
+    incoming gradient passed through, not given to two inputs, not from a user's Function."""
+    data = gi.data
+    return (node.op.kind != "function" and getattr(data, "base", None) is None
+            and data is not g.data and sum(o is not None and o.data is data for o in input_grads) == 1)
+
+
+def _accumulate(grads, owned, p, gi, g, node, input_grads, create_graph):
+    """grads[p] += gi: in place into an array this backward owns, else a new sum."""
+    prev = grads.get(p)
+    if prev is None:
+        grads[p] = gi
+        if not create_graph and _exclusive(gi, g, node, input_grads):
+            owned[id(gi.data)] = gi.data
+    elif not create_graph and owned.get(id(prev.data)) is prev.data and prev.dtype == gi.dtype:
+        prev.data += gi.data  # first order only: the sum needs no history
+    else:
+        total = prev + gi
+        grads[p] = total
+        if not create_graph:
+            owned[id(total.data)] = total.data
 
 
 def _write_leaves(leaves, create_graph, external):

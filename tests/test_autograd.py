@@ -323,3 +323,34 @@ def test_autograd_grad_leaves_the_graph_beyond_its_variables_alone():
     assert not h._node.freed  # exp is upstream of the variable: untouched
     h.backward()
     np.testing.assert_allclose(host(x.grad), np.exp([1.0, 2.0]))
+
+
+def test_in_place_accumulation_never_touches_shared_arrays():
+    """Gradients are summed in place only into arrays the engine alone holds."""
+    a, b = leaf([1.0, 2.0]), leaf([3.0, 4.0])
+    with gg.autograd.record():
+        s = a + b          # add passes the same gradient to both inputs
+        y = (s + a + b * 2 + a * b).sum()
+    y.backward()
+    np.testing.assert_array_equal(host(a.grad), [2 + 3, 2 + 4])
+    np.testing.assert_array_equal(host(b.grad), [3 + 1, 3 + 2])
+    a.grad.data[0] = 100.0  # the two gradients are separate arrays
+    assert host(b.grad)[0] == 4
+
+    class ReturnsSaved(gg.Function):  # a backward that hands back an array it saved
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x * 1
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return x
+
+    w = leaf([5.0, 6.0])
+    with gg.autograd.record():
+        z = (ReturnsSaved.apply(w) + ReturnsSaved.apply(w) + w * w).sum()
+    z.backward()
+    np.testing.assert_array_equal(host(w), [5, 6])  # the saved input is untouched
+    np.testing.assert_array_equal(host(w.grad), [5 + 5 + 10, 6 + 6 + 12])
