@@ -114,8 +114,7 @@ def _progress(done, total, what):
 def cmd_bench(args):
     from gpugrad import benchmarks
 
-    device = backend.canonical_device(args.device) if args.device else backend.default_device()
-    backend.get(device)  # a clear error now if the device is unusable
+    device = _setup(args)
     env = benchmarks.environment(device)
     suites = list(benchmarks.SUITES) if args.suite == "all" else [args.suite]
     print(", ".join(f"{k}: {v}" for k, v in env.items() if v is not None))
@@ -138,10 +137,7 @@ def cmd_bench(args):
 def cmd_train(args):
     from gpugrad import training
 
-    device = backend.canonical_device(args.device) if args.device else backend.default_device()
-    backend.get(device)
-    if args.plot:
-        _require_matplotlib()
+    device = _setup(args)
     dataset = training.load_dataset(args.dataset)
     print(f"{args.dataset}: {len(dataset.train_x)} train, {len(dataset.test_x)} test, "
           f"{dataset.train_x.shape[1]} features; {args.layers}-layer MLP, hidden {args.hidden}, "
@@ -173,8 +169,32 @@ def cmd_train(args):
             json.dump({"args": vars(args) | {"func": None}, "history": history}, fh, indent=2)
     if args.plot:
         _plot_history(history, args.plot, f"{args.layers}-layer MLP on {args.dataset}")
-        print(f"wrote {args.plot}")
     return 0
+
+
+def _setup(args):
+    """The command's device, checked usable now; with --plot, matplotlib checked present."""
+    device = backend.canonical_device(args.device) if args.device else backend.default_device()
+    backend.get(device)  # a clear error before any work if the device is unusable
+    if getattr(args, "plot", None):
+        _require_matplotlib()
+    return device
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save_figure(fig, path):
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    _pyplot().close(fig)
+    print(f"wrote {path}")
 
 
 def _require_matplotlib():
@@ -185,11 +205,7 @@ def _require_matplotlib():
 
 
 def _plot_history(history, path, title):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     epochs = [h["epoch"] for h in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     a.plot(epochs, [h["loss"] for h in history], marker="o")
@@ -198,18 +214,13 @@ def _plot_history(history, path, title):
     b.plot(epochs, [h["test accuracy"] for h in history], marker="o", label="test")
     b.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
     b.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save_figure(fig, path)
 
 
 def cmd_rnn_grads(args):
     from gpugrad import training
 
-    device = backend.canonical_device(args.device) if args.device else backend.default_device()
-    backend.get(device)
-    if args.plot:
-        _require_matplotlib()
+    device = _setup(args)
     norms = training.rnn_gradient_norms(steps=args.steps, hidden=args.hidden, seed=args.seed,
                                         device=device)
     names = list(norms)
@@ -229,31 +240,20 @@ def cmd_rnn_grads(args):
         with open(args.json, "w") as fh:
             json.dump({"steps": T, "hidden": args.hidden, "seed": args.seed, "norms": norms}, fh, indent=2)
     if args.plot:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(7, 4))
+        fig, ax = _pyplot().subplots(figsize=(7, 4))
         for n in names:
             ax.semilogy(range(T), [norms[n][T - 1 - b] for b in range(T)], label=n)
         ax.set(xlabel="steps back from T", ylabel="||dE_T / ds_k||",
                title=f"gradient reaching earlier states (T={T}, hidden {args.hidden})")
         ax.legend()
-        fig.tight_layout()
-        fig.savefig(args.plot, dpi=100)
-        plt.close(fig)
-        print(f"wrote {args.plot}")
+        _save_figure(fig, args.plot)
     return 0
 
 
 def cmd_memory(args):
     from gpugrad import memory
 
-    device = backend.canonical_device(args.device) if args.device else backend.default_device()
-    backend.get(device)
-    if args.plot:
-        _require_matplotlib()
+    device = _setup(args)
     if args.compare_torch:
         try:
             import torch  # noqa: F401
@@ -281,22 +281,14 @@ def cmd_memory(args):
         with open(args.json, "w") as fh:
             json.dump({"args": {k: v for k, v in vars(args).items() if k != "func"}, "rows": rows}, fh, indent=2)
     if args.plot:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(7, 4))
+        fig, ax = _pyplot().subplots(figsize=(7, 4))
         for key in ("predict peak", "train peak", "saved (measured)", "saved (formula)",
                     "saved (torch)", "saved (checkpoint)"):
             if rows[0].get(key) is not None:
                 ax.loglog(batches, [r[key] for r in rows], marker="o", label=key)
         ax.set(xlabel="batch size", ylabel="bytes", title="memory: training vs prediction")
         ax.legend()
-        fig.tight_layout()
-        fig.savefig(args.plot, dpi=100)
-        plt.close(fig)
-        print(f"wrote {args.plot}")
+        _save_figure(fig, args.plot)
     return 0
 
 

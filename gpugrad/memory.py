@@ -15,6 +15,7 @@ Three figures, never mixed up:
 
 import collections
 import contextlib
+import time
 import tracemalloc
 
 import numpy as np
@@ -398,13 +399,9 @@ def torch_saved_bytes(d, h, q, batch, layers, activation, lam, seed=0):
 def experiment(d, h, q, batches, layers=2, activation="relu", dtype="float32", device=None,
                lam=1e-3, with_checkpoint=False, with_torch=False, seed=0):
     """Rows of analytic vs measured, predict vs train, per batch size (gpugrad memory)."""
-    import time
-
-    from gpugrad import backend as be_mod
-
     rows = []
     for batch in batches:
-        be_mod.seed(seed)
+        backend.seed(seed)
         model = mlp_4_7(d, h, q, layers, activation, dtype, device)
         x = tensor.randn(batch, d, dtype=dtype, device=device)
         y = np.random.default_rng(seed).integers(0, q, batch)
@@ -423,12 +420,12 @@ def experiment(d, h, q, batches, layers=2, activation="relu", dtype="float32", d
         if with_torch:
             row["saved (torch)"] = torch_saved_bytes(d, h, q, batch, layers, activation, lam, seed)[0]
         if with_checkpoint:
-            row.update(_checkpoint_row(model, x, y, loss_fn, device, time))
+            row.update(_checkpoint_row(model, x, y, loss_fn, device))
         rows.append(row)
     return rows
 
 
-def _checkpoint_row(model, x, y, loss_fn, device, time):
+def _checkpoint_row(model, x, y, loss_fn, device):
     forward = checkpointed_forward(model)
     be = backend.get(device)
 

@@ -13,7 +13,7 @@ from gpugrad.ops.registry import Op
 
 
 class FunctionCtx:
-    __slots__ = ("xp", "arrays", "saved_keys", "saved_tensors", "tangent_inputs", "__dict__")
+    __slots__ = ("xp", "arrays", "saved_keys", "saved_tensors", "__dict__")
 
     def __init__(self):
         self.arrays = ()
