@@ -131,7 +131,36 @@ def cmd_bench(args):
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=2)
         print(f"\nwrote {args.json}")
+    if args.plot:
+        _plot_bench(results["rows"], suites, args.plot, device)
     return 0
+
+
+# per suite: (the ratio plotted, how each bar is labelled)
+_BENCH_PLOTS = {
+    "kernels": ("% of copy", lambda r: f"{r['activation']} 2^{r['n'].bit_length() - 1} {r['impl']}"),
+    "mlp": ("gpugrad / torch", lambda r: f"{r['model'].split()[0]} b{r['batch']}"),
+    "memory": ("train / predict", lambda r: f"batch {r['batch']}"),
+    "jacobian": ("gpugrad / torch", lambda r: f"{r['shape (m, n)']} {r['impl'].split()[-1]}"),
+}
+
+
+def _plot_bench(rows, suites, path, device):
+    plt = _pyplot()
+    per_suite = {s: [r for r in rows if r["suite"] == s and r.get(_BENCH_PLOTS[s][0]) is not None]
+                 for s in suites}
+    heights = [max(2.0, 0.22 * len(per_suite[s]) + 1.0) for s in suites]  # room for every label
+    fig, axes = plt.subplots(len(suites), 1, figsize=(9, sum(heights)), squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
+    for ax, suite in zip(axes[:, 0], suites):
+        key, label = _BENCH_PLOTS[suite]
+        mine = per_suite[suite]
+        ax.barh([label(r) for r in mine], [r[key] for r in mine])
+        if "/" in key and "torch" in key:
+            ax.axvline(1.0, color="k", lw=0.8)  # parity with the baseline
+        ax.set(xlabel=key, title=f"{suite} ({device})")
+        ax.tick_params(axis="y", labelsize=7)
+    _save_figure(fig, path)
 
 
 def cmd_train(args):
@@ -312,6 +341,7 @@ def main(argv=None):
                       help="fewer sizes, well under a minute on a 2-core CPU (the default)")
     size.add_argument("--full", action="store_true", help="every size")
     bench.add_argument("--json", metavar="FILE", help="write the rows and environment as JSON")
+    bench.add_argument("--plot", metavar="FILE.png", help="draw each suite's ratios")
     bench.set_defaults(func=cmd_bench)
     train = sub.add_parser("train", help="train the lecture's 2-, 3- or 4-layer MLP")
     train.add_argument("--dataset", default="digits", help="digits or mnist:DIR (default digits)")

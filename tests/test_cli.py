@@ -43,8 +43,9 @@ def test_info_reports_the_kernels(capsys):
 
 
 def test_bench_all_prints_ratios_and_writes_json(tmp_path, capsys):
-    out = tmp_path / "bench.json"
-    assert cli.main(["bench", "--device", "cpu", "--json", str(out)]) == 0
+    out, plot = tmp_path / "bench.json", tmp_path / "bench.png"
+    assert cli.main(["bench", "--device", "cpu", "--json", str(out), "--plot", str(plot)]) == 0
+    assert plot.read_bytes()[:4] == b"\x89PNG"
     printed = capsys.readouterr().out
     result = json.loads(out.read_text())
     rows = result["rows"]
