@@ -66,3 +66,15 @@ def test_bench_all_prints_ratios_and_writes_json(tmp_path, capsys):
     except ImportError:
         assert "PyTorch is not installed" in printed
     assert "% of copy" in printed and "samples/s" in printed
+
+
+def test_readme_tour_runs_as_written(capsys):
+    import pathlib
+    import re
+
+    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+    tour = re.findall(r"```python\n(.*?)```", readme, flags=re.S)[0]
+    exec(compile(tour, "README.md tour", "exec"), {})
+    printed = capsys.readouterr().out
+    assert "tensor([ 0.,  4.,  8., 12.], dtype=float32, device='cpu')" in printed
+    assert "tensor(12., dtype=float32" in printed
