@@ -11,6 +11,8 @@ import os
 import pathlib
 import threading
 
+import numpy as np
+
 _HERE = pathlib.Path(__file__).resolve().parent
 _BLOCK = 256
 
@@ -135,8 +137,6 @@ def _contiguous(cp, *arrays):
 
 
 def _scalar(dtype, value):
-    import numpy as np
-
     return np.dtype(dtype).type(value)
 
 

@@ -6,6 +6,14 @@ update is one fused kernel (kernels/sgd.cu) per parameter.
 """
 
 from gpugrad import backend
+from gpugrad import kernels
+
+
+def kernels_ready(*arrays):
+    """The fused SGD kernel updates flat buffers in place: one dtype, one shape, contiguous."""
+    first = arrays[0]
+    return first.dtype.name in kernels.DTYPES and all(
+        a.dtype == first.dtype and a.shape == first.shape and a.flags.c_contiguous for a in arrays)
 
 
 class Optimizer:
@@ -50,7 +58,7 @@ class SGD(Optimizer):
                     if v is None:
                         v = st["velocity"] = xp.zeros_like(p.data)
                     fused = backend.fused("sgd_step", xp)
-                    if fused and p.data.flags.c_contiguous and g.flags.c_contiguous:
+                    if fused and kernels_ready(p.data, g, v):
                         fused(p.data, g, v, self.lr, self.momentum, self.weight_decay)
                         continue
                     v *= self.momentum

@@ -292,3 +292,18 @@ def test_relu_backward_from_the_mask_with_non_finite_gradients():
     np.testing.assert_array_equal(host(gg.relu_backward(g, mask)), [np.inf, 0, np.nan, 0])
     np.testing.assert_array_equal(host(gg.relu_backward(g, mask, negative_slope=0.5)),
                                   [np.inf, np.inf, np.nan, 0.5])
+
+
+def test_the_fused_path_is_taken_only_for_arrays_that_suit_the_kernels():
+    from gpugrad import optim
+
+    f32, f64 = np.ones(4, np.float32), np.ones(4, np.float64)
+    assert act.kernel_ready((f32, f32)) and act.kernel_ready((f64,))
+    assert not act.kernel_ready((f32, f64))            # mixed dtypes: the composition casts
+    assert not act.kernel_ready((f32, np.ones((2, 4), np.float32)))  # broadcasting
+    assert not act.kernel_ready((np.ones(4, np.float16),))  # no half kernels
+    assert optim.kernels_ready(f32, f32, f32) and not optim.kernels_ready(f32, f32[::2].copy()[:1], f32)
+    assert not optim.kernels_ready(np.ones((4, 4), np.float32).T, np.ones((4, 4), np.float32),
+                                   np.ones((4, 4), np.float32))
+    with pytest.raises(ValueError, match="packed uint32 words for 40 elements"):
+        gg.relu_backward(gg.ones(40), gg.tensor(np.zeros(1, np.uint32)))
