@@ -563,6 +563,7 @@ def _accumulate(grads, owned, p, gi, g, node, input_grads, create_graph):
 def _write_leaves(leaves, create_graph, external):
     """Store each leaf's gradient per its grad_req, copying any array that is shared."""
     written = set(external)
+    in_graph_step = backend.in_graph_step()
     for leaf, g in leaves:
         t = leaf.ref()
         if t is None or leaf.grad_req == "null":
@@ -578,8 +579,14 @@ def _write_leaves(leaves, create_graph, external):
                 t.grad = t.grad + g
             else:
                 t.grad.data += g.data
+        elif in_graph_step and not create_graph and _same_buffer_kind(t.grad, g):
+            t.grad.data[...] = g.data  # a captured graph writes where the eager step did
         else:
             t.grad = g
+
+
+def _same_buffer_kind(old, new):
+    return old is not None and old.shape == new.shape and old.dtype == new.dtype and old.device == new.device
 
 
 def backward(y, head_grad=None, retain_graph=False, create_graph=False):

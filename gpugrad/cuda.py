@@ -1,6 +1,17 @@
-"""gg.cuda: is a CUDA GPU usable here, and how many."""
+"""gg.cuda: is a CUDA GPU usable here, how many, and gg.cuda.graph, which captures a whole
+training step into a CUDA graph once and replays it.
 
+A captured step runs the same kernels on the same memory every time, so its shapes, dtypes
+and host-side settings are fixed at capture; what would make a replay differ from an eager step
+fails with a clear error instead (GraphStepError), on the CPU too, so code written for the GPU
+is checked on a laptop. On the CPU a graphed step runs eagerly under that same contract.
+"""
+
+from gpugrad import autograd
 from gpugrad import backend
+from gpugrad import tensor
+
+GraphStepError = backend.GraphStepError
 
 
 def is_available():
@@ -20,3 +31,223 @@ def unavailable_reason():
 def synchronize(device="cuda"):
     """Wait for all work queued on the device."""
     backend.get(backend.canonical_device(device)).synchronize()
+
+
+def graph(step, device=None):
+    """step(*args, **kwargs) as a GraphedStep: the first call runs it eagerly (a real step) and,
+    on CUDA, captures it; every later call copies its arguments into the captured buffers and
+    replays the graph. See GraphedStep for the contract."""
+    return GraphedStep(step, device)
+
+
+class GraphedStep:
+    """A step function captured once and replayed.
+
+    - Arguments are data: tensors and arrays are copied into buffers owned by the graph before
+      each call (host arrays go to the device), so their shapes and dtypes are fixed; other
+      arguments (numbers, strings) must be equal on every call. Parameters come from the
+      step's closure (the model), not from arguments.
+    - The step may not read values on the host (item(), float(), numpy(), printing values) nor
+      draw random numbers: a graph cannot wait for the GPU mid-step, and would replay the same
+      random numbers. Optimizer settings (lr, momentum, ...) are baked in: changing one makes
+      the next call fail until recapture().
+    - What the step returns is the same objects on every replay, overwritten by the next call:
+      copy what you keep. The first call returns its own eager results.
+    - Gradients are written into the existing .grad buffers, so p.grad stays valid after each
+      call, and optimizer state is updated in place.
+    """
+
+    def __init__(self, step, device=None):
+        if not callable(step):
+            raise TypeError(f"gg.cuda.graph needs a callable step, got {type(step).__name__}")
+        self.step = step
+        self.requested_device = None if device is None else backend.canonical_device(device)
+        self.recapture()
+
+    def recapture(self):
+        """Forget the capture: the next call runs eagerly and captures again (after changing a
+        baked-in setting, say). Frees the graph and, once nothing refers to them, its buffers."""
+        self.device = self.requested_device
+        self._layout = None  # per argument: the kind, shape and dtype (or value) it was given
+        self._args, self._kwargs = None, None  # the static buffers
+        self._graph = self._stream = self._pool = None
+        self._outputs = None
+        self._baked = []
+        self.replays = 0
+
+    @property
+    def captured(self):
+        """True once a CUDA graph holds the step (never on the CPU)."""
+        return self._graph is not None
+
+    def __call__(self, *args, **kwargs):
+        if self._layout is None:
+            return self._first_call(args, kwargs)
+        self._check_baked()
+        self._copy_in(args, kwargs)
+        if self._graph is None:  # the CPU: the same contract, run eagerly
+            with backend.graph_step():
+                return self.step(*self._args, **self._kwargs)
+        be = backend.get(self.device)
+        with be.active:
+            current = be.xp.cuda.get_current_stream()
+            self._stream.wait_event(current.record())  # after the argument copies
+            self._graph.launch(stream=self._stream)
+            current.wait_event(self._stream.record())  # later work sees the results
+        self.replays += 1
+        return self._outputs
+
+    # ------------------------------------------------------------------ first call: capture
+    def _first_call(self, args, kwargs):
+        self.device = self.device or _device_of(list(args) + list(kwargs.values()))
+        be = backend.get(self.device)
+        layout = {}
+        self._args = tuple(self._static(i, a, be, layout) for i, a in enumerate(args))
+        self._kwargs = {k: self._static(k, v, be, layout) for k, v in kwargs.items()}
+        self._layout = layout
+        try:
+            if not (be.is_cpu or self.device == "meta"):
+                return self._capture(be)
+            with backend.graph_step(baked=self._baked):
+                return self.step(*self._args, **self._kwargs)
+        except BaseException:
+            self.recapture()  # the next call starts over
+            raise
+
+    def _capture(self, be):
+        cp = be.xp
+        with be.active:
+            # a pool of its own: blocks the graph uses are never handed to anyone else
+            self._pool = cp.cuda.MemoryPool()
+            self._stream = cp.cuda.Stream(non_blocking=True)
+            current = cp.cuda.get_current_stream()
+            self._stream.wait_event(current.record())
+            with self._stream, cp.cuda.using_allocator(self._pool.malloc):
+                # the eager step: compiles kernels, sizes the pool, and is the call's result
+                with backend.graph_step():
+                    result = self.step(*self._args, **self._kwargs)
+                with backend.graph_step(capturing=True, baked=self._baked):
+                    self._stream.begin_capture()
+                    try:
+                        outputs = self.step(*self._args, **self._kwargs)
+                    except BaseException as e:
+                        _end_failed_capture(self._stream)
+                        if isinstance(e, GraphStepError):
+                            raise
+                        raise GraphStepError(
+                            f"capturing the step failed: {e}. The step ran once eagerly "
+                            f"(its update is applied); something in it cannot be captured: a "
+                            f"host read of a device array, a copy between host and device, or "
+                            f"a library call that synchronizes") from e
+                    self._graph = self._stream.end_capture()
+            current.wait_event(self._stream.record())
+        self._outputs = outputs
+        return result
+
+    def _static(self, key, value, be, layout):
+        where = _where(key)
+        if isinstance(value, tensor.Tensor):
+            if value.grad_req != "null":
+                raise ValueError(f"gg.cuda.graph: {where} has a gradient attached; a graphed "
+                                 f"step takes data as arguments and its parameters from the "
+                                 f"closure (the model)")
+            if value.device != self.device:
+                raise backend.DeviceError(f"gg.cuda.graph: {where} is on {value.device!r} but "
+                                          f"the step runs on {self.device!r}")
+            layout[key] = ("tensor", value.shape, value.dtype)
+            with be.active:
+                return tensor.wrap(be.xp.array(value.data, copy=True), self.device)
+        if backend.is_backend_array(value):
+            layout[key] = ("array", value.shape, value.dtype)
+            with be.active:
+                return be.xp.array(be.asarray(value), copy=True)
+        if isinstance(value, (list, tuple, dict)) and any(
+                isinstance(v, tensor.Tensor) or backend.is_backend_array(v)
+                for v in (value.values() if isinstance(value, dict) else value)):
+            raise TypeError(f"gg.cuda.graph: {where} is a {type(value).__name__} holding "
+                            f"arrays; pass each tensor or array as an argument of its own")
+        layout[key] = ("value", value)
+        return value
+
+    # ------------------------------------------------------------------ later calls
+    def _copy_in(self, args, kwargs):
+        given = {**dict(enumerate(args)), **kwargs}
+        if set(given) != set(self._layout):
+            raise GraphStepError(f"gg.cuda.graph: called with arguments "
+                                 f"{_names(given)} but captured with {_names(self._layout)}")
+        be = backend.get(self.device)
+        for key, value in given.items():
+            static = self._args[key] if isinstance(key, int) else self._kwargs[key]
+            kind, *spec = self._layout[key]
+            where = _where(key)
+            if kind == "value":
+                if type(value) is not type(spec[0]) or value != spec[0]:
+                    raise GraphStepError(f"gg.cuda.graph: {where} is {value!r} but the step "
+                                         f"was captured with {spec[0]!r}; it is baked into the "
+                                         f"graph: make another gg.cuda.graph for it")
+                continue
+            if kind == "tensor":
+                if not isinstance(value, tensor.Tensor):
+                    raise TypeError(f"gg.cuda.graph: {where} was a Tensor at capture, now a "
+                                    f"{type(value).__name__}")
+                if value.grad_req != "null":
+                    raise ValueError(f"gg.cuda.graph: {where} has a gradient attached; pass "
+                                     f"data as arguments")
+                if value.device != self.device:
+                    raise backend.DeviceError(f"gg.cuda.graph: {where} is on "
+                                              f"{value.device!r} but the step runs on "
+                                              f"{self.device!r}")
+                source, target = value.data, static.data
+            else:
+                if not backend.is_backend_array(value):
+                    raise TypeError(f"gg.cuda.graph: {where} was an array at capture, now a "
+                                    f"{type(value).__name__}")
+                source, target = value, static
+            if source.shape != spec[0]:
+                raise autograd.ShapeError(
+                    f"gg.cuda.graph: {where} has shape {source.shape} but the step was captured "
+                    f"for {spec[0]}; a graph's shapes are fixed: make another gg.cuda.graph "
+                    f"for this shape")
+            if source.dtype != spec[1]:
+                raise TypeError(f"gg.cuda.graph: {where} has dtype {source.dtype} but the step "
+                                f"was captured for {spec[1]}")
+            if source is not target:
+                with be.active:
+                    target[...] = be.asarray(source)
+
+    def _check_baked(self):
+        for owner, name, value in self._baked:
+            now = getattr(owner, name)
+            if now is not value and now != value:
+                raise GraphStepError(
+                    f"gg.cuda.graph: {type(owner).__name__}.{name} changed from {value!r} to "
+                    f"{now!r} since the step was captured, and the graph holds the old value; "
+                    f"call .recapture() on the graphed step after changing it")
+
+
+def _device_of(values):
+    """The device of the first Tensor (or CuPy array) among the arguments, else the default."""
+    for v in values:
+        if isinstance(v, tensor.Tensor):
+            return v.device
+    for v in values:
+        dev = backend.device_of_array(v) if backend.is_backend_array(v) else None
+        if dev not in (None, "cpu"):
+            return dev
+    return backend.default_device()
+
+
+def _where(key):
+    return f"argument {key}" if isinstance(key, int) else f"argument {key!r}"
+
+
+def _names(keys):
+    return sorted(map(str, keys))
+
+
+def _end_failed_capture(stream):
+    """End an aborted capture so the stream is usable again; its (invalid) graph is dropped."""
+    try:
+        stream.end_capture()
+    except Exception:  # an invalidated capture reports its error here: already being raised
+        return

@@ -5,6 +5,8 @@ trained here and there with the same data and seed follows the same trajectory. 
 update is one fused kernel (kernels/sgd.cu) per parameter.
 """
 
+import numpy as np
+
 from gpugrad import backend
 from gpugrad import kernels
 
@@ -47,6 +49,7 @@ class SGD(Optimizer):
         self.momentum, self.weight_decay = momentum, weight_decay
 
     def step(self):
+        backend.bake(self, "lr", "momentum", "weight_decay")
         for p, st in zip(self.params, self.state):
             if p.grad is None:
                 continue
@@ -78,18 +81,23 @@ class Adam(Optimizer):
         super().__init__(params, lr)
         self.beta1, self.beta2 = betas
         self.eps, self.weight_decay = eps, weight_decay
-        self.t = 0
 
     def step(self):
-        self.t += 1
-        c1 = 1 - self.beta1 ** self.t
-        c2 = 1 - self.beta2 ** self.t
+        backend.bake(self, "lr", "beta1", "beta2", "eps", "weight_decay")
         for p, st in zip(self.params, self.state):
             if p.grad is None:
                 continue
             be = backend.get(p.device)
             xp = be.xp
             with be.active:
+                # the step count lives on the device, so a captured step (gg.cuda.graph)
+                # advances it on every replay; float64 gives the same corrections as Python's
+                t = st.get("step")
+                if t is None:
+                    t = st["step"] = xp.zeros((), np.float64)
+                t += 1
+                c1 = (1 - self.beta1 ** t).astype(p.dtype)
+                c2 = (1 - self.beta2 ** t).astype(p.dtype)
                 g = p.grad.data + self.weight_decay * p.data if self.weight_decay else p.grad.data
                 m = st.setdefault("m", xp.zeros_like(p.data))
                 v = st.setdefault("v", xp.zeros_like(p.data))

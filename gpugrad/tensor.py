@@ -99,6 +99,7 @@ class Tensor:
     # ------------------------------------------------------------------ conversion
     def numpy(self):
         """A host copy as a numpy.ndarray."""
+        _forbid_host_read("numpy()")
         return np.array(backend.get(self.device).to_host(self.data), copy=True)
 
     asnumpy = numpy
@@ -106,6 +107,7 @@ class Tensor:
     def item(self):
         if self.size != 1:
             raise ValueError(f"item(): the tensor has {self.size} elements, not 1")
+        _forbid_host_read("item()")
         return self.data.item()
 
     def tolist(self):
@@ -258,6 +260,7 @@ class Tensor:
         if self.size != 1:
             raise ValueError(f"the truth value of a tensor with {self.size} elements is "
                              f"ambiguous; use .any() or .all()")
+        _forbid_host_read("bool(tensor)")
         return bool(self.data)
 
     def __float__(self):
@@ -272,17 +275,27 @@ class Tensor:
         return int(self.item())
 
     def any(self):
+        _forbid_host_read("any()")
         return bool(self.data.any())
 
     def all(self):
+        _forbid_host_read("all()")
         return bool(self.data.all())
 
     def __repr__(self):
         if self.device == "meta":
             return f"tensor(<shape {self.shape}>, dtype={self.dtype}, device='meta')"
+        if backend.in_graph_step():  # printing must not fail, nor read the device mid-capture
+            return (f"tensor(<values unreadable inside a graphed step>, shape={self.shape}, "
+                    f"dtype={self.dtype}, device='{self.device}')")
         host = backend.get(self.device).to_host(self.data)
         body = np.array2string(host, separator=", ", prefix="tensor(")
         return f"tensor({body}, dtype={self.dtype}, device='{self.device}')"
+
+
+def _forbid_host_read(what):
+    backend.forbid_in_graph_step(f"reading a tensor's values on the host ({what})",
+                                 backend.HOST_READ_WHY)
 
 
 def _shape_arg(args):

@@ -233,8 +233,14 @@ class Embedding(Module):
 
     def forward(self, indices):
         idx = ops.shape.index_array(indices, self.weight.device)
-        if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= self.num_embeddings):
-            raise IndexError(f"Embedding: indices must lie in [0, {self.num_embeddings}), got "
+        n = self.num_embeddings
+        if backend.capturing():  # the indices cannot be read: bad ones give rows of NaN
+            xp = backend.get(self.weight.device).xp
+            valid = (idx >= 0) & (idx < n)
+            rows = ops.take(self.weight, xp.clip(idx, 0, n - 1), axis=0)
+            return ops.where(valid[..., None], rows, float("nan"))
+        if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
+            raise IndexError(f"Embedding: indices must lie in [0, {n}), got "
                              f"min {int(idx.min())}, max {int(idx.max())}")
         return ops.take(self.weight, idx, axis=0)
 

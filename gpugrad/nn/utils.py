@@ -3,16 +3,21 @@
 import math
 
 from gpugrad import backend
+from gpugrad import tensor
 
 
 def clip_grad_norm(params, max_norm):
     """Scale all gradients so their joint 2-norm is at most max_norm; return the norm before.
 
-    Exactly: after clipping the norm equals max_norm (no epsilon is added).
+    Exactly: after clipping the norm equals max_norm (no epsilon is added). Inside a graphed
+    step (gg.cuda.graph) the norm cannot be read on the host: the scale is applied on the device
+    and the norm comes back as a 0-d tensor, to read after the step.
     """
     grads = [p.grad for p in params if p.grad is not None]
     if max_norm <= 0:
         raise ValueError(f"clip_grad_norm: max_norm must be positive, got {max_norm}")
+    if backend.in_graph_step():
+        return _clip_on_device(grads, max_norm)
     total = math.sqrt(sum(float((g.data * g.data).sum()) for g in grads))
     if total > max_norm:
         scale = max_norm / total
@@ -20,3 +25,21 @@ def clip_grad_norm(params, max_norm):
             with backend.get(g.device).active:
                 g.data *= scale
     return total
+
+
+def _clip_on_device(grads, max_norm):
+    devices = {g.device for g in grads}
+    if len(devices) > 1:
+        raise backend.DeviceError(f"clip_grad_norm in a graphed step: the gradients are on "
+                                  f"several devices {sorted(devices)}")
+    device = devices.pop() if devices else backend.default_device()
+    be = backend.get(device)
+    xp = be.xp
+    with be.active:
+        squares = [xp.vdot(g.data.reshape(-1), g.data.reshape(-1)) for g in grads]
+        total = xp.sqrt(sum(squares)) if squares else xp.zeros(())
+        # min(1, max_norm / total), and 1 for a zero norm, without a branch on the host
+        scale = xp.where(total > max_norm, max_norm / xp.maximum(total, max_norm), 1.0)
+        for g in grads:
+            g.data *= scale.astype(g.dtype)
+    return tensor.wrap(xp.asarray(total), device)

@@ -33,7 +33,9 @@ def _xent(xp, x, *, labels):
     if k:
         return k(x, labels)
     rows = xp.arange(x.shape[0])
-    return reduce.logsumexp_array(xp, x, 1, False) - x[rows, labels]
+    valid, labels = _labels_in_range(xp, labels, x.shape[1])
+    loss = reduce.logsumexp_array(xp, x, 1, False) - x[rows, labels]
+    return loss if valid is None else xp.where(valid, loss, xp.nan).astype(x.dtype, copy=False)
 
 
 def _xent_backward(xp, g, x, *, labels):
@@ -41,7 +43,18 @@ def _xent_backward(xp, g, x, *, labels):
     if k:
         return k(x, labels, g)
     p = act._softmax(xp, x, axis=1)
-    return (p - _onehot(xp, labels, x.shape[1], x.dtype)) * g[:, None]
+    valid, labels = _labels_in_range(xp, labels, x.shape[1])
+    dx = (p - _onehot(xp, labels, x.shape[1], x.dtype)) * g[:, None]
+    return dx if valid is None else xp.where(valid[:, None], dx, xp.nan).astype(x.dtype, copy=False)
+
+
+def _labels_in_range(xp, labels, c):
+    """Inside a CUDA capture check_labels cannot read the labels, so, as the kernels do, rows
+    with a label outside [0, c) become NaN: (row mask, labels clipped for indexing), or (None,
+    labels) outside a capture, where check_labels has already checked them."""
+    if not backend.capturing():
+        return None, labels
+    return (labels >= 0) & (labels < c), xp.clip(labels, 0, c - 1)
 
 
 def _onehot_tensor(x, labels):
@@ -87,7 +100,7 @@ def check_labels(logits, labels):
     if arr.shape != (logits.shape[0],):
         raise ValueError(f"cross_entropy: labels have shape {arr.shape} but logits have "
                          f"{logits.shape[0]} rows")
-    if arr.size and logits.device != "meta" and (int(arr.min()) < 0 or int(arr.max()) >= logits.shape[1]):
+    if arr.size and logits.device != "meta" and not backend.capturing() and (int(arr.min()) < 0 or int(arr.max()) >= logits.shape[1]):
         raise ValueError(f"cross_entropy: labels must lie in [0, {logits.shape[1]}), got "
                          f"min {int(arr.min())}, max {int(arr.max())}")
     return arr
