@@ -2,7 +2,7 @@
 and a deeper one, gpugrad beside PyTorch on the same data and weights.
 
     pytest bench/bench_mlp.py --benchmark-only
-    GPUGRAD_DEVICE=cuda pytest bench/bench_mlp.py --benchmark-only
+    GPUGRAD_DEVICE=cuda pytest bench/bench_mlp.py --benchmark-only   (adds the captured step)
 
 `gpugrad bench mlp` runs the same cases and prints gpugrad / torch side by side.
 """
@@ -15,14 +15,14 @@ from gpugrad import backend, benchmarks
 DEVICE = gg.default_device()
 
 
-@pytest.mark.parametrize("impl", ["gpugrad", "torch"])
+@pytest.mark.parametrize("impl", ["gpugrad", "gpugrad graph", "torch"])
 @pytest.mark.parametrize("batch", [32, 1024])
 @pytest.mark.parametrize("model", sorted(benchmarks.MLP_MODELS))
 def bench_mlp_step(benchmark, model, batch, impl):
     cases = benchmarks.mlp_step_cases(benchmarks.MLP_MODELS[model], batch, DEVICE)
     if impl not in cases:
         pytest.skip("PyTorch is not installed (pip install torch==2.13.0)" if impl == "torch"
-                    else f"{impl} does not run on {DEVICE}")
+                    else f"{impl} is for CUDA devices (on {DEVICE} it would run eagerly)")
     be = backend.get(DEVICE)
     step = cases[impl]
 

@@ -45,6 +45,25 @@ def median_seconds(fn, device, warmup=3, min_repeats=15, min_seconds=0.05, max_r
     return statistics.median(times)
 
 
+def alternating_blocks(cases, device, blocks=3, min_seconds=0.2):
+    """{impl: [median seconds per block]}: each case timed in a block of its own (warm-up, then
+    median_seconds), the cases taking turns block after block, so that the drift of a shared
+    machine falls on all of them alike and ratios can be taken block by block. Blocks, not
+    single calls, take turns: NumPy's and PyTorch's thread pools spin for a while after their
+    work, and calls interleaved one by one would time each library against the other's spin."""
+    times = {impl: [] for impl in cases}
+    for _ in range(blocks):
+        for impl, fn in cases.items():
+            times[impl].append(median_seconds(fn, device, warmup=2, min_repeats=5,
+                                              min_seconds=min_seconds))
+    return times
+
+
+def median_ratio(times, impl, baseline):
+    """The median over blocks of impl's time / baseline's time in the same block."""
+    return statistics.median(a / b for a, b in zip(times[impl], times[baseline]))
+
+
 def torch_or_none():
     try:
         import torch
@@ -216,6 +235,8 @@ def mlp_step_cases(sizes, batch, device, lam=1e-3, lr=0.01):
         opt.step()
 
     cases = {"gpugrad": ours}
+    if not be.is_cpu:  # the same step captured once and replayed (on the CPU it would run eagerly)
+        cases["gpugrad graph"] = gpugrad.cuda.graph(ours)
     torch = torch_or_none()
     if torch is not None and (be.is_cpu or torch.cuda.is_available()):
         dev = "cpu" if be.is_cpu else "cuda"
@@ -248,12 +269,13 @@ def mlp_suite(device, quick=True, progress=None):
     work = [(name, b) for name in MLP_MODELS for b in batches]
     for i, (name, batch) in enumerate(work):
         cases = mlp_step_cases(MLP_MODELS[name], batch, device)
-        t = {impl: median_seconds(fn, device, warmup=3, min_repeats=10, min_seconds=0.3)
-             for impl, fn in cases.items()}
-        for impl, secs in t.items():
+        times = alternating_blocks(cases, device, blocks=3 if quick else 5)
+        for impl, secs in times.items():
+            secs = statistics.median(secs)
             rows.append({"suite": "mlp", "model": name, "batch": batch, "impl": impl,
                          "median ms": secs * 1e3, "samples/s": batch / secs,
-                         "gpugrad / torch": (t["gpugrad"] / t["torch"]) if impl == "gpugrad" and "torch" in t else None})
+                         "gpugrad / torch": median_ratio(times, impl, "torch")
+                         if impl != "torch" and "torch" in times else None})
         if progress:
             progress(i + 1, len(work), f"{name} batch {batch}")
     return rows

@@ -77,9 +77,8 @@ def _softplus_array(xp, x, beta, threshold):
 def _fused(name, xp, *arrays):
     """The kernel `name` if these arrays suit it (one shape, float32 or float64), else None:
     the xp composition then handles broadcasting and other dtypes."""
-    if not kernel_ready(arrays):
-        return None
-    return backend.fused(name, xp)
+    k = backend.fused(name, xp)  # first: None at once on the CPU (dtype.name is slow)
+    return k if k and kernel_ready(arrays) else None
 
 
 def kernel_ready(arrays):

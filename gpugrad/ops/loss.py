@@ -22,9 +22,10 @@ def _onehot(xp, labels, c, dtype):
 
 def _xent_kernel(name, xp, x, labels, *others):
     """The fused kernel when the arrays suit it (float32/64 logits, int32/64 labels)."""
-    if act.kernel_ready((x,)) and labels.dtype.name in kernels.LABEL_DTYPES and all(
+    k = backend.fused(name, xp)  # first: None at once on the CPU (dtype.name is slow)
+    if k and act.kernel_ready((x,)) and labels.dtype.name in kernels.LABEL_DTYPES and all(
             o.dtype == x.dtype and o.shape == (x.shape[0],) for o in others):
-        return backend.fused(name, xp)
+        return k
     return None
 
 
