@@ -338,5 +338,71 @@ def jacobian_suite(device, quick=True, progress=None):
     return rows
 
 
+# ---------------------------------------------------------------------------- overhead suite
+
+
+def overhead_cases(n_ops, device):
+    """{(impl, mode): fn()} running a chain of n_ops tanh on a 16-element vector: the arrays are
+    so small that the time is the framework's own, per op. Modes: "no grad" (not recorded),
+    "record" (recorded, no backward) and "record + backward"."""
+    x_host = np.linspace(-1, 1, 16, dtype=np.float32)
+    x = gpugrad.tensor(x_host, device=device)
+    x.attach_grad()
+
+    def chain(v, tanh):
+        for _ in range(n_ops):
+            v = tanh(v)
+        return v
+
+    def plain():
+        with gpugrad.no_grad():
+            chain(x, gpugrad.tanh)
+
+    def record():
+        with gpugrad.autograd.record():
+            chain(x, gpugrad.tanh)
+
+    def backward():
+        with gpugrad.autograd.record():
+            y = chain(x, gpugrad.tanh).sum()
+        y.backward()
+
+    cases = {("gpugrad", "no grad"): plain, ("gpugrad", "record"): record,
+             ("gpugrad", "record + backward"): backward}
+    torch = torch_or_none()
+    be = backend.get(device)
+    if torch is not None and (be.is_cpu or torch.cuda.is_available()):
+        tx = torch.tensor(x_host, device="cpu" if be.is_cpu else "cuda", requires_grad=True)
+
+        def t_plain():
+            with torch.no_grad():
+                chain(tx, torch.tanh)
+
+        def t_backward():
+            chain(tx, torch.tanh).sum().backward()
+
+        cases.update({("torch", "no grad"): t_plain, ("torch", "record"): lambda: chain(tx, torch.tanh),
+                      ("torch", "record + backward"): t_backward})
+    return cases
+
+
+def overhead_suite(device, quick=True, progress=None):
+    """Microseconds per op of the framework itself: a chain of tanh on 16 elements."""
+    n_ops = 100
+    cases = overhead_cases(n_ops, device)
+    times = alternating_blocks(cases, device, blocks=3 if quick else 5, min_seconds=0.1)
+    rows = []
+    for (impl, mode), secs in times.items():
+        base = ("torch", mode)
+        rows.append({"suite": "overhead", "mode": mode, "impl": impl,
+                     "us per op": statistics.median(secs) / n_ops * 1e6,
+                     "gpugrad / torch": median_ratio(times, (impl, mode), base)
+                     if impl == "gpugrad" and base in times else None})
+    if progress:
+        progress(1, 1, "overhead")
+    return rows
+
+
 SUITES["memory"] = memory_suite
 SUITES["jacobian"] = jacobian_suite
+SUITES["overhead"] = overhead_suite

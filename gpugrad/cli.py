@@ -142,6 +142,7 @@ _BENCH_PLOTS = {
     "mlp": ("gpugrad / torch", lambda r: f"{r['model'].split()[0]} b{r['batch']}"),
     "memory": ("train / predict", lambda r: f"batch {r['batch']}"),
     "jacobian": ("gpugrad / torch", lambda r: f"{r['shape (m, n)']} {r['impl'].split()[-1]}"),
+    "overhead": ("gpugrad / torch", lambda r: r["mode"]),
 }
 
 

@@ -50,7 +50,13 @@ def test_bench_all_prints_ratios_and_writes_json(tmp_path, capsys):
     result = json.loads(out.read_text())
     rows = result["rows"]
     assert result["environment"]["device"] == "cpu" and result["environment"]["numpy"]
-    assert {r["suite"] for r in rows} == {"kernels", "mlp", "memory", "jacobian"}
+    assert {r["suite"] for r in rows} == {"kernels", "mlp", "memory", "jacobian", "overhead"}
+    overhead = {(r["impl"], r["mode"]): r for r in rows if r["suite"] == "overhead"}
+    assert {m for _, m in overhead} == {"no grad", "record", "record + backward"}
+    assert all(r["us per op"] > 0 for r in overhead.values())
+    # recording costs more than not recording, and a backward more again
+    assert (overhead["gpugrad", "no grad"]["us per op"] < overhead["gpugrad", "record"]["us per op"]
+            < overhead["gpugrad", "record + backward"]["us per op"])
     kernels = [r for r in rows if r["suite"] == "kernels"]
     assert {r["activation"] for r in kernels} >= {"relu", "sigmoid", "gelu", "tanh"}
     ours = [r for r in kernels if r["impl"] == "gpugrad"]
