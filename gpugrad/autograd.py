@@ -139,11 +139,11 @@ class Node:
 class Unsaved:
     """Stands in for an input an op did not save: shape, dtype and device only."""
 
-    __slots__ = ("shape", "dtype", "device", "_what")
+    __slots__ = ("shape", "dtype", "device", "_op_name", "_what")
 
     def __init__(self, op_name, what, meta):
         self.shape, self.dtype, self.device = meta
-        self._what = f"{op_name} did not save {what}"
+        self._op_name, self._what = op_name, what  # the message is built only if it fails
 
     @property
     def ndim(self):
@@ -154,7 +154,8 @@ class Unsaved:
         return int(np.prod(self.shape, dtype=np.int64))
 
     def fail(self):
-        raise GraphError(f"{self._what}: its rule needs it, so add it to the op's save=")
+        raise GraphError(f"{self._op_name} did not save {self._what}: its rule needs it, so "
+                         f"add it to the op's save=")
 
     def __getattr__(self, name):
         self.fail()
@@ -541,7 +542,8 @@ def _exclusive(gi, g, node, input_grads):
     incoming gradient passed through, not given to two inputs, not from a user's Function."""
     data = gi.data
     return (node.op.kind != "function" and getattr(data, "base", None) is None
-            and data is not g.data and sum(o is not None and o.data is data for o in input_grads) == 1)
+            and data is not g.data and (len(input_grads) == 1 or sum(
+                o is not None and o.data is data for o in input_grads) == 1))
 
 
 def _accumulate(grads, owned, p, gi, g, node, input_grads, create_graph):
