@@ -82,6 +82,65 @@ def predict_mode():
     return _scope(_state.recording, False)
 
 
+# ---------------------------------------------------------------------------- in-place changes
+# A saved array changed in place before backward would give a silently wrong gradient, so each
+# in-place change through gpugrad (Tensor.__setitem__, optimizer updates, load_state_dict,
+# gradient writes) advances a global epoch and notes it against the array's base. A node
+# remembers the epoch it was recorded at: at backward, an unchanged epoch (the common case)
+# costs one comparison, and otherwise its saved arrays are looked up. Writes through .data
+# itself bypass this, as in PyTorch.
+_epoch = 0
+_changed = {}  # id(base array) -> (weak reference to it, epoch of its last in-place change)
+
+
+def _base(arr):
+    """The array owning arr's memory, so that a change through any view counts."""
+    base = getattr(arr, "base", None)
+    while base is not None and hasattr(base, "shape"):
+        arr, base = base, getattr(base, "base", None)
+    return arr
+
+
+def changed_in_place(arr):
+    """Note that arr (a backend array; every view of its memory) was changed in place."""
+    global _epoch
+    root = _base(arr)
+    key = id(root)
+    entry = _changed.get(key)
+    if entry is None or entry[0]() is not root:
+        try:
+            ref = weakref.ref(root, lambda r, key=key: _changed.pop(key, None)
+                              if _changed.get(key, (None,))[0] is r else None)
+        except TypeError:  # no weak references (a meta array): nothing saved can alias it
+            return
+    else:
+        ref = entry[0]
+    _epoch += 1
+    _changed[key] = (ref, _epoch)
+
+
+def _input_label(op, i):
+    name = op.input_name(i)
+    return name if name.startswith("input ") else f"input {name}"
+
+
+def _check_unchanged(node):
+    """Raise if an array node saved was changed in place after the node was recorded."""
+    for key, arr in node.saved.items():
+        if not hasattr(arr, "shape"):
+            continue
+        root = _base(arr)
+        entry = _changed.get(id(root))
+        if entry is not None and entry[0]() is root and entry[1] > node.epoch:
+            what = (_input_label(node.op, key) if isinstance(key, int)
+                    else "the output" if key == "y" else f"the saved {key}")
+            raise GraphError(
+                f"backward: {what} of {node.op.name!r}, saved for its gradient, was changed in "
+                f"place after it was recorded (by item assignment, an optimizer step or "
+                f"load_state_dict), so the gradient would be wrong; change a copy, or change it "
+                f"after backward")
+
+
 # ---------------------------------------------------------------------------- the graph
 
 
@@ -99,7 +158,7 @@ class Leaf:
 class Node:
     """One recorded op: its input nodes, what it saved, and the metadata of the rest."""
 
-    __slots__ = ("op", "parents", "metas", "saved", "params", "out_meta", "freed",
+    __slots__ = ("op", "parents", "metas", "saved", "params", "out_meta", "freed", "epoch",
                  "__weakref__")
 
     def __init__(self, op, parents, inputs, arrays, y, y_device, params, aux=None, keep=True):
@@ -107,6 +166,7 @@ class Node:
         self.parents = parents
         self.params = params
         self.freed = False
+        self.epoch = _epoch
         # (shape, dtype, device) per tensor input; None for Python scalars
         self.metas = [(a.shape, a.dtype, x.device) if isinstance(x, tensor.Tensor) else None
                       for x, a in zip(inputs, arrays)]
@@ -360,6 +420,8 @@ def forward_mode():
 
 def _rule_inputs(node, create_graph):
     """Saved arrays back as Tensors (with their history when create_graph), else placeholders."""
+    if node.epoch != _epoch:
+        _check_unchanged(node)
     op, saved = node.op, node.saved
     args = []
     for i, meta in enumerate(node.metas):
@@ -581,8 +643,10 @@ def _write_leaves(leaves, create_graph, external):
                 t.grad = t.grad + g
             else:
                 t.grad.data += g.data
+                changed_in_place(t.grad.data)
         elif in_graph_step and not create_graph and _same_buffer_kind(t.grad, g):
             t.grad.data[...] = g.data  # a captured graph writes where the eager step did
+            changed_in_place(t.grad.data)
         else:
             t.grad = g
 

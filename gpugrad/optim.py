@@ -7,6 +7,7 @@ update is one fused kernel (kernels/sgd.cu) per parameter.
 
 import numpy as np
 
+from gpugrad import autograd
 from gpugrad import backend
 from gpugrad import kernels
 
@@ -53,6 +54,7 @@ class SGD(Optimizer):
         for p, st in zip(self.params, self.state):
             if p.grad is None:
                 continue
+            autograd.changed_in_place(p.data)
             be = backend.get(p.device)
             xp, g = be.xp, p.grad.data
             with be.active:
@@ -87,6 +89,7 @@ class Adam(Optimizer):
         for p, st in zip(self.params, self.state):
             if p.grad is None:
                 continue
+            autograd.changed_in_place(p.data)
             be = backend.get(p.device)
             xp = be.xp
             with be.active:

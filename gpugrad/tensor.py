@@ -87,6 +87,7 @@ class Tensor:
         """Set .grad to zeros (in place)."""
         if self.grad is not None:
             self.grad.data[...] = 0
+            autograd.changed_in_place(self.grad.data)
 
     def detach(self):
         """A tensor sharing this one's data, with no history."""
@@ -171,6 +172,7 @@ class Tensor:
         if isinstance(value, Tensor):
             value = value.data
         self.data[ops.shape.index_key(key, self.device)] = value
+        autograd.changed_in_place(self.data)
 
     def __len__(self):
         if self.ndim == 0:

@@ -354,3 +354,64 @@ def test_in_place_accumulation_never_touches_shared_arrays():
     z.backward()
     np.testing.assert_array_equal(host(w), [5, 6])  # the saved input is untouched
     np.testing.assert_array_equal(host(w.grad), [5 + 5 + 10, 6 + 6 + 12])
+
+
+# ---------------------------------------------------------------------------- in-place changes
+
+
+def _recorded_product():
+    w = leaf([1.0, 2.0, 3.0])
+    x = gg.tensor([1.0, 1.0, 1.0], dtype="float64")
+    with gg.autograd.record():
+        y = (w * x * w).sum()  # saves w and x: the gradient 2 w x depends on both
+    return w, x, y
+
+
+@pytest.mark.parametrize("change", [
+    lambda w, x: w.__setitem__(0, 10.0),            # the parameter, by item assignment
+    lambda w, x: x.__setitem__(slice(0, 2), 5.0),   # a constant input
+    lambda w, x: w.detach().__setitem__(1, 7.0),    # through another tensor on the same memory
+    lambda w, x: x[0:2].__setitem__(0, 3.0),        # through a view (basic slicing shares memory)
+])
+def test_a_saved_array_changed_in_place_before_backward_is_refused(change):
+    w, x, y = _recorded_product()
+    change(w, x)
+    with pytest.raises(gg.GraphError, match=r"backward: input (a|b) of 'multiply', saved for "
+                                            r"its gradient, was changed in place"):
+        y.backward()
+
+
+def test_an_optimizer_step_between_two_backwards_is_refused():
+    from gpugrad import optim
+
+    w, x, y = _recorded_product()
+    y.backward(retain_graph=True)
+    np.testing.assert_array_equal(w.grad.numpy(), [2, 4, 6])
+    optim.SGD([w], lr=0.1).step()
+    with pytest.raises(gg.GraphError, match="changed in place"):
+        y.backward()
+
+
+def test_load_state_dict_between_forward_and_backward_is_refused():
+    model = gg.nn.Sequential(gg.nn.Linear(3, 4), gg.nn.Tanh(), gg.nn.Linear(4, 2))
+    state = {k: v.numpy() * 2 for k, v in model.state_dict().items()}
+    with gg.autograd.record():
+        y = model(gg.ones((4, 3))).sum()  # the second layer's weight is saved for dx
+    model.load_state_dict(state)
+    with pytest.raises(gg.GraphError, match="input w of 'linear'"):
+        y.backward()
+
+
+def test_changes_that_cannot_affect_the_gradient_are_allowed():
+    w, x, y = _recorded_product()
+    other = gg.zeros(3)
+    other[0] = 1.0  # an unrelated tensor
+    y.backward()
+    np.testing.assert_array_equal(w.grad.numpy(), [2, 4, 6])
+    w[0] = 5.0  # after backward
+    x[0] = 2.0  # before the next recording
+    with gg.autograd.record():
+        z = (w * x).sum()
+    w[1] = 9.0  # not saved: d(w x)/dw = x does not depend on w
+    z.backward()
+    np.testing.assert_array_equal(w.grad.numpy(), [2, 1, 1])

@@ -118,6 +118,7 @@ class Module:
             be = backend.get(p.device)
             with be.active:
                 p.data[...] = be.asarray(arr)
+            autograd.changed_in_place(p.data)
 
     def extra_repr(self):
         return ""

@@ -2,6 +2,7 @@
 
 import math
 
+from gpugrad import autograd
 from gpugrad import backend
 from gpugrad import tensor
 
@@ -24,6 +25,7 @@ def clip_grad_norm(params, max_norm):
         for g in grads:
             with backend.get(g.device).active:
                 g.data *= scale
+            autograd.changed_in_place(g.data)
     return total
 
 
@@ -42,4 +44,5 @@ def _clip_on_device(grads, max_norm):
         scale = xp.where(total > max_norm, max_norm / xp.maximum(total, max_norm), 1.0)
         for g in grads:
             g.data *= scale.astype(g.dtype)
+            autograd.changed_in_place(g.data)
     return tensor.wrap(xp.asarray(total), device)
