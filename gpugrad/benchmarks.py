@@ -305,27 +305,33 @@ def memory_suite(device, quick=True, progress=None):
 # ---------------------------------------------------------------------------- jacobian suite
 
 
+def jacobian_cases(m, n, device):
+    """{impl: fn()} computing the Jacobian of f(x) = tanh(W x), W of shape (m, n), with
+    gg.jacobian in both modes and (on the CPU, when installed) torch.func.jacrev/jacfwd."""
+    rng = np.random.default_rng(m * n)
+    w_host = rng.standard_normal((m, n)).astype(np.float32)
+    x_host = rng.standard_normal(n).astype(np.float32)
+    w, x = gpugrad.tensor(w_host, device=device), gpugrad.tensor(x_host, device=device)
+
+    def f(v):
+        return gpugrad.tanh(gpugrad.matmul(w, v))
+    cases = {"gpugrad rev": lambda: gpugrad.jacobian(f, mode="rev")(x),
+             "gpugrad fwd": lambda: gpugrad.jacobian(f, mode="fwd")(x)}
+    torch = torch_or_none()
+    if torch is not None and backend.get(device).is_cpu:
+        tw, tx = torch.from_numpy(w_host), torch.from_numpy(x_host)
+        cases["torch jacrev"] = lambda: torch.func.jacrev(lambda v: torch.tanh(tw @ v))(tx)
+        cases["torch jacfwd"] = lambda: torch.func.jacfwd(lambda v: torch.tanh(tw @ v))(tx)
+    return cases
+
+
 def jacobian_suite(device, quick=True, progress=None):
     """gg.jacobian in reverse and forward mode beside torch.func.jacrev/jacfwd, for
     f(x) = tanh(W x) with W of shape (m, n): reverse mode costs m vjps, forward mode n jvps."""
     shapes = [(8, 64), (64, 8)] if quick else [(8, 64), (64, 8), (64, 64), (256, 16)]
-    torch = torch_or_none()
     rows = []
     for i, (m, n) in enumerate(shapes):
-        rng = np.random.default_rng(m * n)
-        w_host = rng.standard_normal((m, n)).astype(np.float32)
-        x_host = rng.standard_normal(n).astype(np.float32)
-        w, x = gpugrad.tensor(w_host, device=device), gpugrad.tensor(x_host, device=device)
-
-        def f(v):
-            return gpugrad.tanh(gpugrad.matmul(w, v))
-        cases = {"gpugrad rev": lambda: gpugrad.jacobian(f, mode="rev")(x),
-                 "gpugrad fwd": lambda: gpugrad.jacobian(f, mode="fwd")(x)}
-        be = backend.get(device)
-        if torch is not None and be.is_cpu:
-            tw, tx = torch.from_numpy(w_host), torch.from_numpy(x_host)
-            cases["torch jacrev"] = lambda: torch.func.jacrev(lambda v: torch.tanh(tw @ v))(tx)
-            cases["torch jacfwd"] = lambda: torch.func.jacfwd(lambda v: torch.tanh(tw @ v))(tx)
+        cases = jacobian_cases(m, n, device)
         t = {k: median_seconds(fn, device, warmup=2, min_repeats=7) for k, fn in cases.items()}
         for impl, secs in t.items():
             mode = impl.split()[-1][-3:]
