@@ -7,11 +7,24 @@ fails with a clear error instead (GraphStepError), on the CPU too, so code writt
 is checked on a laptop. On the CPU a graphed step runs eagerly under that same contract.
 """
 
+import weakref
+
 from gpugrad import autograd
 from gpugrad import backend
 from gpugrad import tensor
 
 GraphStepError = backend.GraphStepError
+
+# Memory pools of graphs that were dropped or recaptured. Arrays allocated there (gradients,
+# optimizer state, the outputs a caller kept) can outlive their graph, and some CuPy versions
+# free a pool's memory under them when the pool itself is collected: so a retired pool gives
+# back the blocks nothing uses and is kept.
+_retired_pools = []
+
+
+def _retire(pool):
+    pool.free_all_blocks()
+    _retired_pools.append(pool)
 
 
 def is_available():
@@ -55,6 +68,8 @@ class GraphedStep:
       copy what you keep. The first call returns its own eager results.
     - Gradients are written into the existing .grad buffers, so p.grad stays valid after each
       call, and optimizer state is updated in place.
+    - The step's Python code runs twice on the first call (the eager step, then the capture)
+      and never on a replay: side effects in Python (counters, lists) do not repeat.
     """
 
     def __init__(self, step, device=None):
@@ -67,6 +82,10 @@ class GraphedStep:
     def recapture(self):
         """Forget the capture: the next call runs eagerly and captures again (after changing a
         baked-in setting, say). Frees the graph and, once nothing refers to them, its buffers."""
+        if getattr(self, "_release", None) is not None:
+            self._graph = None
+            self._release()  # the pool is retired once the graph is gone
+        self._release = None
         self.device = self.requested_device
         self._layout = None  # per argument: the kind, shape and dtype (or value) it was given
         self._args, self._kwargs = None, None  # the static buffers
@@ -119,6 +138,7 @@ class GraphedStep:
         with be.active:
             # a pool of its own: blocks the graph uses are never handed to anyone else
             self._pool = cp.cuda.MemoryPool()
+            self._release = weakref.finalize(self, _retire, self._pool)
             self._stream = cp.cuda.Stream(non_blocking=True)
             current = cp.cuda.get_current_stream()
             self._stream.wait_event(current.record())
