@@ -9,23 +9,16 @@ with W of shape (m, n).
 import pytest
 
 import gpugrad as gg
-from gpugrad import backend, benchmarks
+from gpugrad import benchmarks
 
 DEVICE = gg.default_device()
 
 
 @pytest.mark.parametrize("impl", ["gpugrad rev", "gpugrad fwd", "torch jacrev", "torch jacfwd"])
 @pytest.mark.parametrize("shape", [(8, 64), (64, 8)])
-def bench_jacobian(benchmark, shape, impl):
+def bench_jacobian(timed_on_device, shape, impl):
     cases = benchmarks.jacobian_cases(*shape, DEVICE)
     if impl not in cases:
         pytest.skip("PyTorch is not installed (pip install torch==2.13.0)"
                     if benchmarks.torch_or_none() is None else f"{impl} runs on the CPU only here")
-    be = backend.get(DEVICE)
-    fn = cases[impl]
-
-    def timed():
-        fn()
-        be.synchronize()
-    benchmark.extra_info.update(device=DEVICE, shape=shape)
-    benchmark(timed)
+    timed_on_device(cases[impl], shape=shape)

@@ -10,7 +10,7 @@ The same cases drive `gpugrad bench kernels`, which adds GB/s and the ratio to c
 import pytest
 
 import gpugrad as gg
-from gpugrad import backend, benchmarks
+from gpugrad import benchmarks
 
 DEVICE = gg.default_device()
 SIZES = [2**16, 2**20] if DEVICE == "cpu" else [2**16, 2**20, 2**24]
@@ -20,16 +20,9 @@ IMPLS = ["gpugrad", "unfused", "torch", "copy"]
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("n", SIZES)
 @pytest.mark.parametrize("activation", sorted(benchmarks.ACTIVATION_BACKWARDS))
-def bench_activation_backward(benchmark, activation, n, impl):
+def bench_activation_backward(timed_on_device, activation, n, impl):
     cases, moved, _ = benchmarks.kernel_cases(activation, n, DEVICE)
     if impl not in cases:
         pytest.skip(f"{impl} does not run on {DEVICE} here" + (
             " (PyTorch is not installed)" if impl == "torch" else ""))
-    be = backend.get(DEVICE)
-    fn = cases[impl]
-
-    def timed():  # a GPU launch returns at once: wait for it inside the timed region
-        fn()
-        be.synchronize()
-    benchmark.extra_info.update(device=DEVICE, bytes_moved=moved)
-    benchmark(timed)
+    timed_on_device(cases[impl], bytes_moved=moved)

@@ -10,7 +10,7 @@ and a deeper one, gpugrad beside PyTorch on the same data and weights.
 import pytest
 
 import gpugrad as gg
-from gpugrad import backend, benchmarks
+from gpugrad import benchmarks
 
 DEVICE = gg.default_device()
 
@@ -18,16 +18,9 @@ DEVICE = gg.default_device()
 @pytest.mark.parametrize("impl", ["gpugrad", "gpugrad graph", "torch"])
 @pytest.mark.parametrize("batch", [32, 1024])
 @pytest.mark.parametrize("model", sorted(benchmarks.MLP_MODELS))
-def bench_mlp_step(benchmark, model, batch, impl):
+def bench_mlp_step(timed_on_device, model, batch, impl):
     cases = benchmarks.mlp_step_cases(benchmarks.MLP_MODELS[model], batch, DEVICE)
     if impl not in cases:
         pytest.skip("PyTorch is not installed (pip install torch==2.13.0)" if impl == "torch"
                     else f"{impl} is for CUDA devices (on {DEVICE} it would run eagerly)")
-    be = backend.get(DEVICE)
-    step = cases[impl]
-
-    def timed():
-        step()
-        be.synchronize()
-    benchmark.extra_info.update(device=DEVICE, batch=batch)
-    benchmark(timed)
+    timed_on_device(cases[impl], batch=batch)

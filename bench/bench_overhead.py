@@ -9,7 +9,7 @@ and recorded with backward, gpugrad beside PyTorch.
 import pytest
 
 import gpugrad as gg
-from gpugrad import backend, benchmarks
+from gpugrad import benchmarks
 
 DEVICE = gg.default_device()
 N_OPS = 100
@@ -17,15 +17,8 @@ N_OPS = 100
 
 @pytest.mark.parametrize("impl", ["gpugrad", "torch"])
 @pytest.mark.parametrize("mode", ["no grad", "record", "record + backward"])
-def bench_overhead(benchmark, mode, impl):
+def bench_overhead(timed_on_device, mode, impl):
     cases = benchmarks.overhead_cases(N_OPS, DEVICE)
     if (impl, mode) not in cases:
         pytest.skip("PyTorch is not installed (pip install torch==2.13.0)")
-    be = backend.get(DEVICE)
-    fn = cases[impl, mode]
-
-    def timed():
-        fn()
-        be.synchronize()
-    benchmark.extra_info.update(device=DEVICE, ops=N_OPS)
-    benchmark(timed)
+    timed_on_device(cases[impl, mode], ops=N_OPS)
