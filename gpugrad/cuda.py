@@ -89,7 +89,7 @@ class GraphedStep:
         self.device = self.requested_device
         self._layout = None  # per argument: the kind, shape and dtype (or value) it was given
         self._args, self._kwargs = None, None  # the static buffers
-        self._graph = self._stream = self._pool = None
+        self._graph = self._stream = None
         self._outputs = None
         self._baked = []
         self.replays = 0
@@ -137,12 +137,12 @@ class GraphedStep:
         cp = be.xp
         with be.active:
             # a pool of its own: blocks the graph uses are never handed to anyone else
-            self._pool = cp.cuda.MemoryPool()
-            self._release = weakref.finalize(self, _retire, self._pool)
+            pool = cp.cuda.MemoryPool()
+            self._release = weakref.finalize(self, _retire, pool)
             self._stream = cp.cuda.Stream(non_blocking=True)
             current = cp.cuda.get_current_stream()
             self._stream.wait_event(current.record())
-            with self._stream, cp.cuda.using_allocator(self._pool.malloc):
+            with self._stream, cp.cuda.using_allocator(pool.malloc):
                 # the eager step: compiles kernels, sizes the pool, and is the call's result
                 with backend.graph_step():
                     result = self.step(*self._args, **self._kwargs)
@@ -167,13 +167,7 @@ class GraphedStep:
     def _static(self, key, value, be, layout):
         where = _where(key)
         if isinstance(value, tensor.Tensor):
-            if value.grad_req != "null":
-                raise ValueError(f"gg.cuda.graph: {where} has a gradient attached; a graphed "
-                                 f"step takes data as arguments and its parameters from the "
-                                 f"closure (the model)")
-            if value.device != self.device:
-                raise backend.DeviceError(f"gg.cuda.graph: {where} is on {value.device!r} but "
-                                          f"the step runs on {self.device!r}")
+            self._check_data_tensor(where, value)
             layout[key] = ("tensor", value.shape, value.dtype)
             with be.active:
                 return tensor.wrap(be.xp.array(value.data, copy=True), self.device)
@@ -210,13 +204,7 @@ class GraphedStep:
                 if not isinstance(value, tensor.Tensor):
                     raise TypeError(f"gg.cuda.graph: {where} was a Tensor at capture, now a "
                                     f"{type(value).__name__}")
-                if value.grad_req != "null":
-                    raise ValueError(f"gg.cuda.graph: {where} has a gradient attached; pass "
-                                     f"data as arguments")
-                if value.device != self.device:
-                    raise backend.DeviceError(f"gg.cuda.graph: {where} is on "
-                                              f"{value.device!r} but the step runs on "
-                                              f"{self.device!r}")
+                self._check_data_tensor(where, value)
                 source, target = value.data, static.data
             else:
                 if not backend.is_backend_array(value):
@@ -234,6 +222,15 @@ class GraphedStep:
             if source is not target:
                 with be.active:
                     target[...] = be.asarray(source)
+
+    def _check_data_tensor(self, where, value):
+        if value.grad_req != "null":
+            raise ValueError(f"gg.cuda.graph: {where} has a gradient attached; a graphed step "
+                             f"takes data as arguments and its parameters from the closure "
+                             f"(the model)")
+        if value.device != self.device:
+            raise backend.DeviceError(f"gg.cuda.graph: {where} is on {value.device!r} but the "
+                                      f"step runs on {self.device!r}")
 
     def _check_baked(self):
         for owner, name, value in self._baked:
