@@ -1,4 +1,5 @@
-"""The dispatch layer: one Backend per device kind (NumPy on "cpu", CuPy on "cuda:N").
+"""The dispatch layer: one Backend per device kind (NumPy on "cpu", CuPy on "cuda:N", and for
+tests the strict device, NumPy under CuPy's rules: gpugrad/strict.py).
 
 Everything device-specific lives here: parsing device strings, the default device and dtype,
 array creation and transfer, random numbers, synchronisation, and the few functions NumPy and
@@ -130,14 +131,15 @@ def canonical_device(device):
     if not isinstance(device, str):
         raise TypeError(f"device must be a string like 'cpu' or 'cuda:0', got {device!r}")
     d = device.strip().lower()
-    if d in ("cpu", "meta"):
+    if d in ("cpu", "meta", "strict"):
         return d
     if d == "cuda" or d == "gpu":
         return "cuda:0"
     for prefix in ("cuda:", "gpu:"):
         if d.startswith(prefix) and d[len(prefix):].isdigit():
             return f"cuda:{int(d[len(prefix):])}"
-    raise ValueError(f"unknown device {device!r}: use 'cpu', 'cuda' or 'cuda:N'")
+    raise ValueError(f"unknown device {device!r}: use 'cpu', 'cuda' or 'cuda:N' (or 'strict', "
+                     f"the test device)")
 
 
 _local = threading.local()
@@ -204,6 +206,10 @@ class Backend:
 
     name = None
     is_cpu = True
+    # how gg.cuda.graph runs a step here: None (eagerly, under the graphed-step contract),
+    # "cuda" (captured into a CUDA graph) or "emulated" (eagerly, with capture's restrictions)
+    capture = None
+    gemm = None  # a matrix product a CUDA graph can capture (gpugrad/cublas.py), where needed
 
     def __init__(self, device):
         self.device = device
@@ -223,8 +229,8 @@ class NumpyBackend(Backend):
         self.active = contextlib.nullcontext()
 
     def asarray(self, data, dtype=None):
-        if not isinstance(data, np.ndarray) and _cupy is not None and isinstance(data, _cupy.ndarray):
-            data = data.get()
+        if not isinstance(data, np.ndarray) and is_backend_array(data):
+            data = get(device_of_array(data)).to_host(data)
         return np.asarray(data, dtype=dtype)
 
     def to_host(self, arr):
@@ -276,9 +282,62 @@ class MetaBackend(Backend):
         pass
 
 
+class StrictBackend(Backend):
+    """The strict test device (gpugrad/strict.py): CuPy's rules over NumPy, on the CPU."""
+
+    name = "strict"
+    is_cpu = False
+    capture = "emulated"
+
+    def __init__(self):
+        from gpugrad import strict
+
+        super().__init__("strict")
+        self.strict = strict
+        self.xp = strict.xp
+        self.active = contextlib.nullcontext()
+        self.rng = np.random.default_rng()
+
+    def asarray(self, data, dtype=None):
+        if capturing() and not isinstance(data, self.xp.ndarray):
+            raise GraphStepError(_HOST_COPY_IN_CAPTURE)
+        return self.xp.asarray(data, dtype=dtype)
+
+    def to_host(self, arr):
+        forbid_in_graph_step("copying a device array to the host", HOST_READ_WHY)
+        return arr.get()
+
+    def seed(self, n):
+        self.rng = np.random.default_rng(n)
+
+    def rand(self, shape, dtype):
+        forbid_in_graph_step("random numbers", RANDOM_WHY)
+        return self.xp.asarray(self.rng.random(shape, dtype=dtype))
+
+    def randn(self, shape, dtype):
+        forbid_in_graph_step("random numbers", RANDOM_WHY)
+        return self.xp.asarray(self.rng.standard_normal(shape, dtype=dtype))
+
+    def synchronize(self):
+        pass
+
+    def allocations(self, out):
+        return self.strict.track(out)
+
+    def gemm(self, *args):
+        return self.strict.gemm(*args)
+
+
+_HOST_COPY_IN_CAPTURE = (
+    "copying host data to the GPU inside a graphed step (gg.cuda.graph): the graph would read "
+    "that host memory again on every replay; pass the data in as an argument (it is copied to "
+    "the device before each replay)")
+
+
 class CupyBackend(Backend):
     name = "cupy"
     is_cpu = False
+    capture = "cuda"
 
     def __init__(self, device):
         super().__init__(device)
@@ -296,10 +355,7 @@ class CupyBackend(Backend):
 
     def asarray(self, data, dtype=None):
         if capturing() and not isinstance(data, self.xp.ndarray):
-            raise GraphStepError(
-                "copying host data to the GPU inside a graphed step (gg.cuda.graph): the graph "
-                "would read that host memory again on every replay; pass the data in as an "
-                "argument (it is copied to the device before each replay)")
+            raise GraphStepError(_HOST_COPY_IN_CAPTURE)
         with self.active:
             return self.xp.asarray(data, dtype=dtype)
 
@@ -325,6 +381,27 @@ class CupyBackend(Backend):
         with self.active:
             self.xp.cuda.get_current_stream().synchronize()
 
+    def gemm(self, *args):
+        from gpugrad import cublas
+
+        with self.active:
+            return cublas.cupy_gemm(*args)
+
+    def allocations(self, out):
+        """Count the pool's mallocs and frees into `out` (the pool keeps no peak of its own)."""
+        cp = self.xp
+
+        class PoolHook(cp.cuda.MemoryHook):
+            name = "gpugrad-memory"
+
+            def malloc_postprocess(self, device_id, size, mem_size, mem_ptr, pmem_id):
+                out.current += mem_size
+                out.peak = max(out.peak, out.current)
+
+            def free_postprocess(self, device_id, mem_size, mem_ptr, pmem_id):
+                out.current -= mem_size
+        return PoolHook()
+
 
 _backends = {}
 _backends_lock = threading.Lock()
@@ -340,8 +417,8 @@ def get(device=None):
     dev = canonical_device(dev)
     with _backends_lock:
         if dev not in _backends:
-            be = {"cpu": NumpyBackend, "meta": MetaBackend}.get(dev, CupyBackend)
-            be = be() if dev in ("cpu", "meta") else be(dev)
+            local = {"cpu": NumpyBackend, "meta": MetaBackend, "strict": StrictBackend}
+            be = local[dev]() if dev in local else CupyBackend(dev)
             if _seed is not None:  # a backend made after gg.seed() starts from that seed too
                 be.seed(_seed)
             _backends[dev] = be
@@ -352,8 +429,11 @@ def device_of_array(arr):
     """The device string of a NumPy, CuPy or meta array."""
     if isinstance(arr, np.ndarray):
         return "cpu"
-    if type(arr).__name__ == "MetaArray":
+    kind = type(arr).__name__
+    if kind == "MetaArray":
         return "meta"
+    if kind == "StrictArray":
+        return "strict"
     if _cupy is not None and isinstance(arr, _cupy.ndarray):
         return f"cuda:{arr.device.id}"
     return None
@@ -361,7 +441,7 @@ def device_of_array(arr):
 
 def is_backend_array(obj):
     return (isinstance(obj, np.ndarray) or (_cupy is not None and isinstance(obj, _cupy.ndarray))
-            or type(obj).__name__ == "MetaArray")
+            or type(obj).__name__ in ("MetaArray", "StrictArray"))
 
 
 def seed(n):
@@ -383,6 +463,8 @@ def from_dlpack(obj):
         be = get(f"cuda:{index}")
         with be.active:
             return be.xp.from_dlpack(obj)
+    if int(kind) == get("strict").xp.DLPACK_DEVICE_TYPE:
+        return get("strict").xp.from_dlpack(obj)
     raise DeviceError(f"from_dlpack: DLPack device type {int(kind)} is not supported")
 
 
@@ -404,6 +486,8 @@ def erf(x):
         return _erf_numpy(x)
     if device_of_array(x) == "meta":
         return x.copy()
+    if device_of_array(x) == "strict":
+        return get("strict").xp.asarray(_erf_numpy(x.get()))
     import cupyx.scipy.special
 
     return cupyx.scipy.special.erf(x)
@@ -415,6 +499,8 @@ def scatter_add(out, key, values):
         np.add.at(out, key, values)
     elif device_of_array(out) == "meta":
         pass  # shapes only
+    elif device_of_array(out) == "strict":
+        get("strict").strict.scatter_add(out, key, values)
     elif hasattr(_cupy.add, "at"):  # CuPy 13 and later
         _cupy.add.at(out, key, values)
     else:
@@ -428,9 +514,32 @@ def fused(name, xp):
     """The fused CUDA kernel `name` for arrays of namespace xp, or None: on the CPU, with fusion
     off (GPUGRAD_FUSED=0, gg.fused(False)), or when the kernel is unavailable. The only place
     ops branch on the device."""
-    if _cupy is None or xp is not _cupy or not kernels.enabled():
+    if xp is np or not kernels.enabled():
         return None
-    return kernels.lookup(name)
+    if xp is _cupy or hasattr(xp, "stand_in_kernel"):  # CuPy, or the strict test device
+        return kernels.lookup(name, xp)
+    return None
+
+
+def matmul(xp, a, b):
+    """xp.matmul, except inside a graphed step on a device that captures one: there CuPy's
+    matmul cannot be captured (cupy/cupy issue 6290), and cuBLAS on a handle of gpugrad's own
+    can (gpugrad/cublas.py). The eager pass of a graphed step takes the same path, so a step
+    computes the same numbers when it is captured as when it ran."""
+    if xp is not np and in_graph_step():
+        be = get(device_of_array(a))
+        if be.gemm is not None:
+            from gpugrad import cublas
+
+            return cublas.matmul(xp, a, b, be.gemm)
+    return xp.matmul(a, b)
+
+
+def vdot(xp, a, b):
+    """The dot product of two arrays' elements (flattened), capturable like matmul."""
+    if xp is not np and in_graph_step():
+        return matmul(xp, a.reshape(1, -1), b.reshape(-1, 1)).reshape(())
+    return xp.vdot(a.reshape(-1), b.reshape(-1))
 
 
 def pack_mask(xp, cond):

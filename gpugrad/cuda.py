@@ -4,7 +4,8 @@ training step into a CUDA graph once and replays it.
 A captured step runs the same kernels on the same memory every time, so its shapes, dtypes
 and host-side settings are fixed at capture; what would make a replay differ from an eager step
 fails with a clear error instead (GraphStepError), on the CPU too, so code written for the GPU
-is checked on a laptop. On the CPU a graphed step runs eagerly under that same contract.
+is checked on a laptop. On the CPU a graphed step runs eagerly under that same contract; on the
+strict test device it runs eagerly as if a CUDA stream were capturing it (gpugrad/strict.py).
 """
 
 import weakref
@@ -104,10 +105,10 @@ class GraphedStep:
             return self._first_call(args, kwargs)
         self._check_baked()
         self._copy_in(args, kwargs)
-        if self._graph is None:  # the CPU: the same contract, run eagerly
-            with backend.graph_step():
-                return self.step(*self._args, **self._kwargs)
         be = backend.get(self.device)
+        if self._graph is None:  # not captured here: the same contract, run eagerly
+            with backend.graph_step(capturing=be.capture == "emulated"):
+                return self.step(*self._args, **self._kwargs)
         with be.active:
             current = be.xp.cuda.get_current_stream()
             self._stream.wait_event(current.record())  # after the argument copies
@@ -125,9 +126,9 @@ class GraphedStep:
         self._kwargs = {k: self._static(k, v, be, layout) for k, v in kwargs.items()}
         self._layout = layout
         try:
-            if not (be.is_cpu or self.device == "meta"):
+            if be.capture == "cuda":
                 return self._capture(be)
-            with backend.graph_step(baked=self._baked):
+            with backend.graph_step(capturing=be.capture == "emulated", baked=self._baked):
                 return self.step(*self._args, **self._kwargs)
         except BaseException:
             self.recapture()  # the next call starts over

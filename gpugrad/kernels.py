@@ -7,6 +7,7 @@ turned off with GPUGRAD_FUSED=0 or `with gg.fused(False):` to compare the two pa
 """
 
 import contextlib
+import functools
 import os
 import pathlib
 import threading
@@ -123,17 +124,24 @@ def module(kernel_file, cp):
     return mod
 
 
-def _kernel(cp, kname, **fmt):
+def _kernel(xp, kname, **fmt):
+    """The compiled kernel (CuPy), or on the strict test device its NumPy stand-in."""
     file, pattern = KERNELS[kname]
-    return module(file, cp).get_function(pattern.format(**fmt))
+    expression = pattern.format(**fmt)
+    if hasattr(xp, "stand_in_kernel"):
+        return xp.stand_in_kernel(file, expression)
+    return module(file, xp).get_function(expression)
 
 
 def _grid(n):
     return (min(max((n + _BLOCK - 1) // _BLOCK, 1), 65535 * 4),)
 
 
-def _contiguous(cp, *arrays):
-    return [cp.ascontiguousarray(a) for a in arrays]
+def _flat(xp, *arrays):
+    """Contiguous 1-D views (or copies) of the arrays, as the kernels index them. Results are
+    made from these and reshaped to the input's shape: ascontiguousarray alone turns 0-d into
+    (1,)."""
+    return [xp.ascontiguousarray(a).reshape(-1) for a in arrays]
 
 
 def _scalar(dtype, value):
@@ -141,119 +149,106 @@ def _scalar(dtype, value):
 
 
 # ---------------------------------------------------------------------------- launchers
+# Each takes the array namespace first (CuPy, or the strict test device's) and returns arrays
+# of its inputs' shapes.
 
 
 def _act_fwd(activation):
     op = ACTIVATIONS[activation][0]
 
-    def launch(x, p0=0.0, p1=0.0):
-        import cupy as cp
-
-        (x,) = _contiguous(cp, x)
-        y = cp.empty_like(x)
-        if x.size:
+    def launch(xp, x, p0=0.0, p1=0.0):
+        (flat,) = _flat(xp, x)
+        y = xp.empty_like(flat)
+        if flat.size:
             T = DTYPES[x.dtype.name]
-            k = _kernel(cp, "act_fwd", T=T, OP=f"{op}<{T}>")
-            k(_grid(x.size), (_BLOCK,), (x, y, cp.int64(x.size), _scalar(x.dtype, p0),
-                                          _scalar(x.dtype, p1)))
-        return y
+            k = _kernel(xp, "act_fwd", T=T, OP=f"{op}<{T}>")
+            k(_grid(flat.size), (_BLOCK,), (flat, y, np.int64(flat.size), _scalar(x.dtype, p0),
+                                             _scalar(x.dtype, p1)))
+        return y.reshape(x.shape)
     return launch
 
 
 def _act_bwd(activation):
     op = ACTIVATIONS[activation][1]
 
-    def launch(g, saved, p0=0.0, p1=0.0):
-        import cupy as cp
-
-        g, saved = _contiguous(cp, g, saved)
-        out = cp.empty_like(g)
-        if g.size:
+    def launch(xp, g, saved, p0=0.0, p1=0.0):
+        flat_g, flat_saved = _flat(xp, g, saved)
+        out = xp.empty_like(flat_g)
+        if flat_g.size:
             T = DTYPES[g.dtype.name]
-            k = _kernel(cp, "act_bwd", T=T, OP=f"{op}<{T}>")
-            k(_grid(g.size), (_BLOCK,), (g, saved, out, cp.int64(g.size),
-                                          _scalar(g.dtype, p0), _scalar(g.dtype, p1)))
-        return out
+            k = _kernel(xp, "act_bwd", T=T, OP=f"{op}<{T}>")
+            k(_grid(flat_g.size), (_BLOCK,), (flat_g, flat_saved, out, np.int64(flat_g.size),
+                                               _scalar(g.dtype, p0), _scalar(g.dtype, p1)))
+        return out.reshape(g.shape)
     return launch
 
 
-def _relu_fwd_mask(x, negative_slope=0.0):
-    import cupy as cp
-
-    (x,) = _contiguous(cp, x)
-    y = cp.empty_like(x)
-    mask = cp.zeros((x.size + 31) // 32, cp.uint32)
-    if x.size:
-        k = _kernel(cp, "relu_fwd_mask", T=DTYPES[x.dtype.name])
-        k(_grid(x.size), (_BLOCK,), (x, y, mask, cp.int64(x.size),
-                                      _scalar(x.dtype, negative_slope)))
-    return y, mask
+def _relu_fwd_mask(xp, x, negative_slope=0.0):
+    (flat,) = _flat(xp, x)
+    y = xp.empty_like(flat)
+    mask = xp.zeros((flat.size + 31) // 32, np.uint32)
+    if flat.size:
+        k = _kernel(xp, "relu_fwd_mask", T=DTYPES[x.dtype.name])
+        k(_grid(flat.size), (_BLOCK,), (flat, y, mask, np.int64(flat.size),
+                                         _scalar(x.dtype, negative_slope)))
+    return y.reshape(x.shape), mask
 
 
-def _relu_bwd_mask(g, mask, negative_slope=0.0):
-    import cupy as cp
-
-    g, mask = _contiguous(cp, g, mask)
-    out = cp.empty_like(g)
-    if g.size:
-        k = _kernel(cp, "relu_bwd_mask", T=DTYPES[g.dtype.name])
-        k(_grid(g.size), (_BLOCK,), (g, mask, out, cp.int64(g.size),
-                                      _scalar(g.dtype, negative_slope)))
-    return out
+def _relu_bwd_mask(xp, g, mask, negative_slope=0.0):
+    flat_g, mask = _flat(xp, g, mask)
+    out = xp.empty_like(flat_g)
+    if flat_g.size:
+        k = _kernel(xp, "relu_bwd_mask", T=DTYPES[g.dtype.name])
+        k(_grid(flat_g.size), (_BLOCK,), (flat_g, mask, out, np.int64(flat_g.size),
+                                           _scalar(g.dtype, negative_slope)))
+    return out.reshape(g.shape)
 
 
-def _bias_act_fwd(x, bias, activation="identity", p0=0.0, p1=0.0):
+def _bias_act_fwd(xp, x, bias, activation="identity", p0=0.0, p1=0.0):
     """y = act(x + bias) for x of shape (rows, cols) and bias (cols,), in one pass."""
-    import cupy as cp
-
-    x, bias = _contiguous(cp, x, bias)
-    y = cp.empty_like(x)
-    if x.size:
+    flat, flat_bias = _flat(xp, x, bias)
+    y = xp.empty_like(flat)
+    if flat.size:
         T = DTYPES[x.dtype.name]
         op = "Identity" if activation == "identity" else ACTIVATIONS[activation][0]
-        k = _kernel(cp, "bias_act_fwd", T=T, OP=f"{op}<{T}>")
-        k(_grid(x.size), (_BLOCK,), (x, bias, y, cp.int64(x.size), cp.int64(bias.size),
-                                      _scalar(x.dtype, p0), _scalar(x.dtype, p1)))
-    return y
+        k = _kernel(xp, "bias_act_fwd", T=T, OP=f"{op}<{T}>")
+        k(_grid(flat.size), (_BLOCK,), (flat, flat_bias, y, np.int64(flat.size),
+                                         np.int64(flat_bias.size), _scalar(x.dtype, p0),
+                                         _scalar(x.dtype, p1)))
+    return y.reshape(x.shape)
 
 
-def _softmax_xent_fwd(logits, labels):
+def _softmax_xent_fwd(xp, logits, labels):
     """Per-row loss -log softmax(logits)[label] for logits (N, C), integer labels (N,)."""
-    import cupy as cp
-
-    logits, labels = _contiguous(cp, logits, labels)
     n, c = logits.shape
-    loss = cp.empty(n, logits.dtype)
+    flat, labels = _flat(xp, logits, labels)
+    loss = xp.empty(n, logits.dtype)
     if n:
-        k = _kernel(cp, "softmax_xent_fwd", T=DTYPES[logits.dtype.name],
+        k = _kernel(xp, "softmax_xent_fwd", T=DTYPES[logits.dtype.name],
                     L=LABEL_DTYPES[labels.dtype.name])
-        k((n,), (_BLOCK,), (logits, labels, loss, cp.int64(n), cp.int64(c)))
+        k((n,), (_BLOCK,), (flat, labels, loss, np.int64(n), np.int64(c)))
     return loss
 
 
-def _softmax_xent_bwd(logits, labels, g):
+def _softmax_xent_bwd(xp, logits, labels, g):
     """d loss_i / d logits = (softmax - onehot) * g_i, for a per-row gradient g (N,)."""
-    import cupy as cp
-
-    logits, labels, g = _contiguous(cp, logits, labels, g)
     n, c = logits.shape
-    out = cp.empty_like(logits)
+    flat, labels, g = _flat(xp, logits, labels, g)
+    out = xp.empty_like(flat)
     if n:
-        k = _kernel(cp, "softmax_xent_bwd", T=DTYPES[logits.dtype.name],
+        k = _kernel(xp, "softmax_xent_bwd", T=DTYPES[logits.dtype.name],
                     L=LABEL_DTYPES[labels.dtype.name])
-        k((n,), (_BLOCK,), (logits, labels, g, out, cp.int64(n), cp.int64(c)))
-    return out
+        k((n,), (_BLOCK,), (flat, labels, g, out, np.int64(n), np.int64(c)))
+    return out.reshape(logits.shape)
 
 
-def _sgd_step(param, grad, velocity, lr, momentum=0.0, weight_decay=0.0):
+def _sgd_step(xp, param, grad, velocity, lr, momentum=0.0, weight_decay=0.0):
     """In place: v = momentum * v + grad + weight_decay * param; param -= lr * v."""
-    import cupy as cp
-
     if not (param.flags.c_contiguous and grad.flags.c_contiguous and velocity.flags.c_contiguous):
         raise ValueError("sgd_step updates in place: param, grad and velocity must be contiguous")
     if param.size:
-        k = _kernel(cp, "sgd_step", T=DTYPES[param.dtype.name])
-        k(_grid(param.size), (_BLOCK,), (param, grad, velocity, cp.int64(param.size),
+        k = _kernel(xp, "sgd_step", T=DTYPES[param.dtype.name])
+        k(_grid(param.size), (_BLOCK,), (param, grad, velocity, np.int64(param.size),
                                           _scalar(param.dtype, lr), _scalar(param.dtype, momentum),
                                           _scalar(param.dtype, weight_decay)))
     return param
@@ -271,9 +266,10 @@ LAUNCHERS = {
 }
 
 
-def lookup(name):
-    """The launcher for a fused op name, or None if there is no such kernel."""
-    return LAUNCHERS.get(name)
+def lookup(name, xp):
+    """The launcher for a fused op name on namespace xp, or None if there is no such kernel."""
+    launch = LAUNCHERS.get(name)
+    return None if launch is None else functools.partial(launch, xp)
 
 
 def check_compiles(cp):

@@ -320,12 +320,16 @@ def wrap(data, device, node=None):
 def tensor(data, dtype=None, device=None, requires_grad=False):
     """A new tensor from data (Tensor, NumPy/CuPy array, list, scalar); copies the data.
 
-    Python scalars and lists get the default dtype (float32) unless `dtype` says otherwise;
-    arrays keep their own dtype.
+    Host data (scalars, lists, NumPy arrays) goes to `device` or else the default device; a
+    Tensor or a CuPy array stays on its device unless `device` says otherwise. Python scalars
+    and lists get the default dtype (float32) unless `dtype` says otherwise; arrays keep their
+    own dtype.
     """
     dtype = backend.as_dtype(dtype)
     if isinstance(data, Tensor):
         src_device, arr = data.device, data.data
+    elif isinstance(data, np.ndarray):  # host data, kept in its dtype, for the default device
+        src_device, arr = None, data
     elif backend.is_backend_array(data):
         src_device, arr = backend.device_of_array(data), data
     else:

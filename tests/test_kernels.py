@@ -155,7 +155,12 @@ def test_fusion_switch():
             assert kernels.enabled()
         assert backend.fused("sigmoid_bwd", np) is None
     assert backend.fused("sigmoid_bwd", np) is None  # the CPU never takes a kernel
-    assert kernels.lookup("sigmoid_bwd") is not None and kernels.lookup("nonesuch") is None
+    strict = backend.get("strict").xp  # the strict test device takes the kernels' launchers
+    assert backend.fused("sigmoid_bwd", strict) is not None
+    with gg.fused(False):
+        assert backend.fused("sigmoid_bwd", strict) is None
+    assert kernels.lookup("sigmoid_bwd", strict) is not None
+    assert kernels.lookup("nonesuch", strict) is None
 
 
 def test_gpugrad_fused_environment_variable(monkeypatch):
@@ -167,8 +172,8 @@ def test_gpugrad_fused_environment_variable(monkeypatch):
 
 def test_every_activation_has_its_launchers():
     for name, (fwd, bwd) in kernels.ACTIVATIONS.items():
-        assert kernels.lookup(f"{name}_fwd") is not None
-        assert bwd is None or kernels.lookup(f"{name}_bwd") is not None
+        assert kernels.lookup(f"{name}_fwd", np) is not None
+        assert bwd is None or kernels.lookup(f"{name}_bwd", np) is not None
 
 
 @pytest.mark.parametrize("n", [1, 31, 32, 33, 1000])
@@ -206,8 +211,12 @@ def test_installed_package_ships_the_kernel_sources():
         assert f"gpugrad/_kernels/{src}" in names, f"{src} is missing from the wheel"
 
 
-# ---------------------------------------------------------------- on a GPU
+# ---------------------------------------------------------------- on a GPU and the strict device
+# The fused kernels run on CUDA; on the strict test device the same launchers run with NumPy
+# stand-ins for the compiled kernels (gpugrad/strict.py), so CI checks everything but the CUDA
+# code itself.
 
+KERNEL_DEVICES = [pytest.param("cuda:0", marks=pytest.mark.cuda), "strict"]
 SIZES = [0, 1, 31, 1025, 2**20 + 3]
 FUSED_ACTIVATIONS = {
     "relu": gg.relu, "leaky_relu": lambda t: gg.leaky_relu(t, 0.1), "elu": gg.elu,
@@ -216,71 +225,89 @@ FUSED_ACTIVATIONS = {
 }
 
 
-def _fused_and_unfused(f, x_host, dtype, view):
+def _fused_and_unfused(f, x_host, dtype, view, kdev):
     results = []
     for on in (True, False):
         with gg.fused(on):
-            x = gg.tensor(x_host, dtype=dtype, device="cuda")
+            x = gg.tensor(x_host, dtype=dtype, device=kdev)
             x = x[::2] if view else x
-            x = gg.tensor(x.data, device="cuda")  # a leaf over a (possibly strided) view
+            x = gg.tensor(x.data, device=kdev)  # a leaf over a (possibly strided) view
             x.attach_grad()
             with gg.autograd.record():
                 y = f(x)
-            y.backward(gg.tensor(np.linspace(-1, 1, y.size).reshape(y.shape), dtype=dtype, device="cuda"))
+            y.backward(gg.tensor(np.linspace(-1, 1, y.size).reshape(y.shape), dtype=dtype, device=kdev))
+            assert y.shape == x.shape and x.grad.shape == x.shape
             results.append((host(y), host(x.grad)))
     return results
 
 
-@pytest.mark.cuda
+@pytest.mark.parametrize("kdev", KERNEL_DEVICES)
 @pytest.mark.parametrize("view", [False, True])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("n", SIZES)
 @pytest.mark.parametrize("name", sorted(FUSED_ACTIVATIONS))
-def test_fused_matches_unfused_on_gpu(name, n, dtype, view):
+def test_fused_matches_unfused(name, n, dtype, view, kdev):
     x = np.random.default_rng(n).standard_normal(2 * n if view else n) * 3
-    (yf, gf), (yu, gu) = _fused_and_unfused(FUSED_ACTIVATIONS[name], x, dtype, view)
+    (yf, gf), (yu, gu) = _fused_and_unfused(FUSED_ACTIVATIONS[name], x, dtype, view, kdev)
     tol = TOL[np.dtype(dtype).type]
     np.testing.assert_allclose(yf, yu, **tol)
     np.testing.assert_allclose(gf, gu, **tol)
 
 
-@pytest.mark.cuda
+@pytest.mark.parametrize("kdev", KERNEL_DEVICES)
 @pytest.mark.parametrize("name", sorted(FUSED_ACTIVATIONS))
-def test_second_order_through_the_fused_path(name):
-    x = gg.tensor(np.random.default_rng(0).standard_normal(40) * 2 + 0.05, dtype="float64", device="cuda")
+def test_fused_activations_keep_0d_shapes(name, kdev):
+    """A scalar through a fused kernel stays a scalar (the first H100 run gave shape (1,))."""
+    x = gg.tensor(0.7, device=kdev, requires_grad=True)
+    with gg.fused(True), gg.autograd.record():
+        y = FUSED_ACTIVATIONS[name](x)
+    assert y.shape == ()
+    y.backward()
+    assert x.grad.shape == ()
+
+
+@pytest.mark.parametrize("kdev", KERNEL_DEVICES)
+@pytest.mark.parametrize("name", sorted(FUSED_ACTIVATIONS))
+def test_second_order_through_the_fused_path(name, kdev):
+    x = gg.tensor(np.random.default_rng(0).standard_normal(40) * 2 + 0.05, dtype="float64", device=kdev)
     with gg.fused(True):
         assert gg.gradcheck(FUSED_ACTIVATIONS[name], [x], order=2)
 
 
-@pytest.mark.cuda
+@pytest.mark.parametrize("kdev", KERNEL_DEVICES)
 @pytest.mark.parametrize("labels_dtype", ["int32", "int64"])
-def test_fused_softmax_cross_entropy_and_sgd(labels_dtype):
-    cp = backend.get("cuda").xp
+def test_fused_softmax_cross_entropy_and_sgd(labels_dtype, kdev):
+    cp = backend.get(kdev).xp
     rng = np.random.default_rng(0)
     logits = rng.standard_normal((37, 300)) * 5
     labels = rng.integers(0, 300, 37)
     shifted = logits - logits.max(1, keepdims=True)
     logp = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
-    loss = kernels.lookup("softmax_xent_fwd")(cp.asarray(logits), cp.asarray(labels.astype(labels_dtype)))
+    loss = kernels.lookup("softmax_xent_fwd", cp)(cp.asarray(logits), cp.asarray(labels.astype(labels_dtype)))
     np.testing.assert_allclose(cp.asnumpy(loss), -logp[np.arange(37), labels], rtol=1e-10)
     g = rng.standard_normal(37)
-    dx = kernels.lookup("softmax_xent_bwd")(cp.asarray(logits), cp.asarray(labels.astype(labels_dtype)), cp.asarray(g))
+    dx = kernels.lookup("softmax_xent_bwd", cp)(cp.asarray(logits), cp.asarray(labels.astype(labels_dtype)), cp.asarray(g))
     onehot = np.eye(300)[labels]
     np.testing.assert_allclose(cp.asnumpy(dx), (np.exp(logp) - onehot) * g[:, None], rtol=1e-9, atol=1e-12)
     p, gr, v = (rng.standard_normal(1000) for _ in range(3))
     pc, vc = cp.asarray(p), cp.asarray(v)
-    kernels.lookup("sgd_step")(pc, cp.asarray(gr), vc, 0.1, momentum=0.9, weight_decay=1e-2)
+    kernels.lookup("sgd_step", cp)(pc, cp.asarray(gr), vc, 0.1, momentum=0.9, weight_decay=1e-2)
     v_ref = 0.9 * v + gr + 1e-2 * p
     np.testing.assert_allclose(cp.asnumpy(vc), v_ref, rtol=1e-12)
     np.testing.assert_allclose(cp.asnumpy(pc), p - 0.1 * v_ref, rtol=1e-12)
 
 
-@pytest.mark.cuda
-def test_fused_bias_activation():
-    cp = backend.get("cuda").xp
+@pytest.mark.parametrize("kdev", KERNEL_DEVICES)
+def test_fused_bias_activation(kdev):
+    cp = backend.get(kdev).xp
     x, b = np.random.default_rng(0).standard_normal((5, 7)), np.random.default_rng(1).standard_normal(7)
-    y = kernels.lookup("bias_act_fwd")(cp.asarray(x), cp.asarray(b), "relu")
+    y = kernels.lookup("bias_act_fwd", cp)(cp.asarray(x), cp.asarray(b), "relu")
     np.testing.assert_allclose(cp.asnumpy(y), np.maximum(x + b, 0))
+
+
+@pytest.mark.cuda
+def test_every_kernel_compiles_with_nvrtc():
+    cp = backend.get("cuda").xp
     assert all(err is None for err in kernels.check_compiles(cp).values())
 
 

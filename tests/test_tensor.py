@@ -76,8 +76,9 @@ def test_attributes_and_conversions(device):
     assert float(gg.tensor(2.0)) == 2.0
 
 
-def test_repr_looks_like_the_api():
-    assert repr(gg.tensor([0.0, 4.0])) == "tensor([0., 4.], dtype=float32, device='cpu')"
+def test_repr_looks_like_the_api(device):
+    assert repr(gg.tensor([0.0, 4.0], device="cpu")) == "tensor([0., 4.], dtype=float32, device='cpu')"
+    assert repr(gg.tensor([0.0, 4.0])) == f"tensor([0., 4.], dtype=float32, device='{device}')"
 
 
 def test_reflected_operators_with_scalars_and_arrays(device):

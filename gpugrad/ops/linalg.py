@@ -1,6 +1,7 @@
 """Matrix products with NumPy's matmul semantics (1-D operands and batch broadcasting)."""
 
 from gpugrad import autograd
+from gpugrad import backend
 from gpugrad import tensor
 from gpugrad.ops import elementwise as ew
 from gpugrad.ops import shape as sh
@@ -17,7 +18,7 @@ def _matmul(xp, a, b):
         raise autograd.ShapeError(
             f"matmul: shapes {a.shape} and {b.shape} are not aligned: {k_a} (last dim of a) "
             f"!= {k_b} ({'dim 0' if b.ndim == 1 else 'second-to-last dim'} of b)")
-    return xp.matmul(a, b)
+    return backend.matmul(xp, a, b)
 
 
 def _swap(x):
@@ -66,7 +67,7 @@ def _linear(xp, x, w, b):
     if x.shape[-1] != w.shape[1]:
         raise autograd.ShapeError(f"linear: input has {x.shape[-1]} features (shape {x.shape}) "
                                   f"but the weight expects {w.shape[1]} (shape {w.shape})")
-    y = xp.matmul(x, w.T)
+    y = backend.matmul(xp, x, w.T)
     if b is not None:
         y += b  # in place: y is new
     return y

@@ -2,6 +2,7 @@
 
 import numbers
 
+from gpugrad import backend
 from gpugrad.ops import elementwise as ew
 from gpugrad.ops import shape as sh
 from gpugrad.ops.registry import defop, deflinear
@@ -83,8 +84,7 @@ def _half_sum_squares(xp, *xs):
     dtype = xp.result_type(*xs)
     total = 0.0
     for x in xs:  # a dot product: no temporary the size of x
-        flat = x.reshape(-1)
-        total = total + xp.vdot(flat, flat)
+        total = total + backend.vdot(xp, x, x)
     return xp.asarray(total * 0.5, dtype=dtype)
 
 

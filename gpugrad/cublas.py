@@ -1,0 +1,145 @@
+"""A matrix product that a CUDA graph can capture: cuBLAS gemm on a handle of gpugrad's own.
+
+CuPy refuses every cuBLAS call while a stream is capturing (cupy/cupy issue 6290), but cuBLAS
+itself captures fine when its handle's stream and workspace are set before the capture begins
+(../shared/gpu-runs/2026-11-22-h100/README.md). gg.cuda.graph runs a step once eagerly before
+capturing it, so the eager pass creates the handle for the graph's stream and the capture reuses
+it. backend.matmul sends a graphed step's products here; outside one CuPy's matmul runs.
+
+The row-major product C = A @ B is the column-major product C^T = B^T A^T, so cuBLAS is called
+with the operands swapped; an operand that is the transpose of a contiguous array (w.T) is
+passed as it is with op T, and any other layout is copied to a contiguous one first. The plan
+is separate from the call so that the strict test device can execute it with NumPy (strict.gemm).
+"""
+
+import ctypes
+import threading
+
+import numpy as np
+
+from gpugrad import backend
+
+OP_N, OP_T = 0, 1
+WORKSPACE_BYTES = 32 << 20  # what cuBLAS asks for on Hopper; it may use less
+
+
+def check_operands(a, b):
+    """Raise a clear error for products the capturable path does not take."""
+    if a.ndim not in (1, 2) or b.ndim not in (1, 2):
+        raise backend.GraphStepError(
+            f"matmul of shapes {a.shape} and {b.shape} inside a graphed step (gg.cuda.graph): "
+            f"the capturable matmul takes 1-D and 2-D operands; reshape batched operands to 2-D")
+    if a.dtype != b.dtype or a.dtype.name not in ("float32", "float64"):
+        raise backend.GraphStepError(
+            f"matmul of {a.dtype} and {b.dtype} inside a graphed step (gg.cuda.graph): the "
+            f"capturable matmul takes two float32 or two float64 operands")
+
+
+def _operand(xp, x):
+    """(array, op, leading dimension) of x as cuBLAS reads it: a C-contiguous (r, c) array is
+    the column-major (c, r) matrix x^T; an F-contiguous one is x itself, column-major."""
+    if not x.flags.c_contiguous and x.flags.f_contiguous:
+        return x, OP_T, max(1, x.shape[0])
+    x = xp.ascontiguousarray(x)
+    return x, OP_N, max(1, x.shape[1])
+
+
+def matmul(xp, a, b, gemm):
+    """a @ b for 1-D or 2-D operands through `gemm` (the device's cuBLAS-style gemm)."""
+    check_operands(a, b)
+    out_shape = a.shape[:-1] + b.shape[1:]
+    a2 = a.reshape(1, -1) if a.ndim == 1 else a
+    b2 = b.reshape(-1, 1) if b.ndim == 1 else b
+    m, k = a2.shape
+    n = b2.shape[1]
+    c = xp.empty((m, n), a.dtype)
+    if m and n:
+        if k == 0:
+            c[...] = 0
+        else:
+            # C^T (n x m) = B^T (n x k) @ A^T (k x m), all column-major
+            bt, op_b, ld_b = _operand(xp, b2)
+            at, op_a, ld_a = _operand(xp, a2)
+            gemm(c.dtype, op_b, op_a, n, m, k, bt, ld_b, at, ld_a, c, max(1, n))
+    return c.reshape(out_shape)
+
+
+# ---------------------------------------------------------------------------- CuPy (ctypes)
+
+_lib = None
+_handles = {}  # (device, stream pointer) -> (handle, workspace)
+_lock = threading.Lock()
+
+
+def _library(cp):
+    """libcublas as CuPy loaded it (found in this process's memory map)."""
+    global _lib
+    if _lib is None:
+        cp.cuda.device.get_cublas_handle()  # makes CuPy load cuBLAS if it has not yet
+        path = None
+        try:
+            with open("/proc/self/maps") as maps:
+                for line in maps:
+                    name = line.rsplit(None, 1)[-1]
+                    if "/libcublas.so" in name:
+                        path = name
+                        break
+        except OSError:
+            pass
+        candidates = [path] if path else [f"libcublas.so.{v}" for v in (13, 12, 11)]
+        for candidate in candidates:
+            try:
+                _lib = ctypes.CDLL(candidate)
+                break
+            except OSError:
+                continue
+        if _lib is None:
+            raise backend.DeviceError("the capturable matmul needs libcublas, which was not "
+                                      "found in this process nor on the library path")
+        for fn in ("cublasCreate_v2", "cublasSetStream_v2", "cublasSetWorkspace_v2",
+                   "cublasSgemm_v2", "cublasDgemm_v2"):
+            getattr(_lib, fn).restype = ctypes.c_int
+    return _lib
+
+
+def _check(status, what):
+    if status != 0:
+        raise RuntimeError(f"{what} failed with cuBLAS status {status}")
+
+
+def _handle(cp):
+    """A cuBLAS handle bound to the current stream, with its own workspace. Made outside a
+    capture (the eager pass of gg.cuda.graph); a capture only reuses it."""
+    stream = cp.cuda.get_current_stream()
+    key = (cp.cuda.runtime.getDevice(), stream.ptr)
+    entry = _handles.get(key)
+    if entry is None:
+        if backend.capturing():
+            raise backend.GraphStepError(
+                "the capturable matmul has no cuBLAS handle for this stream: gg.cuda.graph "
+                "makes one in the eager pass before capturing")
+        with _lock:
+            lib = _library(cp)
+            handle = ctypes.c_void_p()
+            _check(lib.cublasCreate_v2(ctypes.byref(handle)), "cublasCreate")
+            _check(lib.cublasSetStream_v2(handle, ctypes.c_void_p(stream.ptr)), "cublasSetStream")
+            workspace = cp.cuda.memory.alloc(WORKSPACE_BYTES)
+            _check(lib.cublasSetWorkspace_v2(handle, ctypes.c_void_p(workspace.ptr),
+                                             ctypes.c_size_t(WORKSPACE_BYTES)),
+                   "cublasSetWorkspace")
+            entry = _handles[key] = (handle, workspace, stream)
+    return entry[0]
+
+
+def cupy_gemm(dtype, op_a, op_b, m, n, k, a, lda, b, ldb, c, ldc):
+    """C = op(A) op(B), column-major, on the current stream (alpha 1, beta 0)."""
+    import cupy as cp
+
+    lib = _library(cp)
+    handle = _handle(cp)
+    scalar = ctypes.c_float if dtype == np.float32 else ctypes.c_double
+    fn = lib.cublasSgemm_v2 if dtype == np.float32 else lib.cublasDgemm_v2
+    one, zero = scalar(1.0), scalar(0.0)  # host pointers: read when the call is made/captured
+    _check(fn(handle, op_a, op_b, m, n, k, ctypes.byref(one), ctypes.c_void_p(a.data.ptr), lda,
+              ctypes.c_void_p(b.data.ptr), ldb, ctypes.byref(zero), ctypes.c_void_p(c.data.ptr),
+              ldc), "cublas gemm")

@@ -1,0 +1,530 @@
+"""The "strict" test device: NumPy underneath, CuPy's rules on top.
+
+CuPy cannot run without a GPU, so a CPU-only test run never exercised the code paths that
+differ on a GPU, and the first H100 run failed 58 tests that passed on the CPU. The strict
+device lets every test body run those paths on the CPU:
+
+- its arrays (StrictArray) refuse implicit conversion to NumPy, as CuPy's do (`.get()` or
+  `xp.asnumpy` to the host), have their own device string ('strict'), and refuse NumPy arrays
+  as operands; reductions and single-element indexing give 0-d arrays, not scalars;
+- ops take the fused-kernel path on it: the real launchers in gpugrad/kernels.py run, and only
+  the compiled kernel is replaced by a NumPy stand-in that checks the call against the kernel's
+  signature in kernels/*.cu (array dtypes, contiguity, scalar types) before computing it;
+- while a graphed step "captures", BLAS calls are refused as CuPy refuses cuBLAS during stream
+  capture (cupy/cupy issue 6290), so a matmul must go through the capturable path;
+- allocations are counted, so the memory accounting's allocator figures work as on CuPy.
+
+It is for tests (GPUGRAD_DEVICE=strict) and `gpugrad selftest`, not for computing.
+"""
+
+import contextlib
+import functools
+import re
+import types
+import weakref
+
+import numpy as np
+
+DEVICE = "strict"
+IMPLICIT = ("Implicit conversion to a NumPy array is not allowed on the strict test device "
+            "(as in CuPy). Please use `.get()` to construct a NumPy array explicitly.")
+
+
+def _capturing():
+    from gpugrad import backend
+
+    return backend.capturing()
+
+
+# ---------------------------------------------------------------------------- device memory
+
+_owners = {}  # id(NumPy buffer) -> weakref to the StrictArray standing for it
+_hooks = []  # allocation trackers (gpugrad.memory.Allocations) in effect
+
+
+def _malloc(nbytes):
+    for out in _hooks:
+        out.current += nbytes
+        out.peak = max(out.peak, out.current)
+
+
+def _free(key, nbytes):
+    _owners.pop(key, None)
+    for out in _hooks:
+        out.current -= nbytes
+
+
+@contextlib.contextmanager
+def track(out):
+    """Count the bytes of device buffers allocated and freed inside the block into `out`."""
+    _hooks.append(out)
+    try:
+        yield out
+    finally:
+        _hooks.remove(out)
+
+
+def _root(a):
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a
+
+
+def _wrap(a):
+    """A NumPy result -> a StrictArray (NumPy scalars become 0-d arrays, as CuPy returns).
+    One wrapper stands for each NumPy buffer while it lives; views hold it as their base."""
+    if isinstance(a, np.generic):
+        a = np.asarray(a)
+    if not isinstance(a, np.ndarray):
+        return a
+    root = _root(a)
+    key = id(root)
+    if key not in _owners:  # a new device buffer
+        _owners[key] = None
+        _malloc(root.nbytes)
+        weakref.finalize(root, _free, key, root.nbytes)
+    owner = _owners[key]() if _owners[key] is not None else None
+    if root is a and owner is not None:
+        return owner  # NumPy handed back the same array (astype without a copy, say)
+    out = StrictArray.__new__(StrictArray)
+    out._a = a
+    if root is a:
+        out._base = None
+        _owners[key] = weakref.ref(out)
+    else:
+        out._base = owner if owner is not None else _wrap(root)
+    return out
+
+
+def _wrap_all(result):
+    if isinstance(result, (tuple, list)):
+        return type(result)(_wrap_all(r) for r in result)
+    return _wrap(result)
+
+
+def _operand(x):
+    """What a CuPy function accepts: its own arrays, scalars, and containers of them."""
+    if isinstance(x, StrictArray):
+        return x._a
+    if isinstance(x, np.ndarray):
+        raise TypeError(f"Unsupported type {type(x)}: a NumPy array cannot be an operand on the "
+                        f"strict test device (as in CuPy); move it to the device first")
+    if isinstance(x, (list, tuple)):
+        return type(x)(_operand(v) for v in x)
+    return x
+
+
+_BLAS = {"matmul", "dot", "vdot", "inner", "tensordot", "einsum", "outer"}
+
+
+def _refuse_blas(name):
+    if name in _BLAS and _capturing():
+        raise NotImplementedError(f"{name}: calling cuBLAS API during stream capture is "
+                                  f"currently unsupported (CuPy; the strict test device refuses "
+                                  f"it too): use the capturable matmul")
+
+
+def _call(func, name, args, kwargs):
+    _refuse_blas(name)
+    out = kwargs.get("out")
+    args = [_operand(a) for a in args]
+    kwargs = {k: _operand(v) for k, v in kwargs.items()}
+    result = func(*args, **kwargs)
+    if out is not None:  # written in place: the caller's device arrays
+        return out[0] if isinstance(out, tuple) and len(out) == 1 else out
+    return _wrap_all(result)
+
+
+# ---------------------------------------------------------------------------- the array
+
+
+@functools.lru_cache(maxsize=None)
+def _function(func, name):
+    """NumPy's `func` as CuPy's: device arrays in, device arrays out."""
+    return lambda *args, **kwargs: _call(func, name, args, kwargs)
+
+
+class _Device:
+    id = 0
+
+    def __repr__(self):
+        return "<strict device>"
+
+
+class StrictArray:
+    """A NumPy array playing a CuPy array: every value stays on the "device"."""
+
+    __slots__ = ("_a", "_base", "__weakref__")
+    device = _Device()
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("make strict arrays through gpugrad.strict.xp (asarray, zeros, ...)")
+
+    shape = property(lambda self: self._a.shape)
+    dtype = property(lambda self: self._a.dtype)
+    ndim = property(lambda self: self._a.ndim)
+    size = property(lambda self: self._a.size)
+    nbytes = property(lambda self: self._a.nbytes)
+    itemsize = property(lambda self: self._a.itemsize)
+    strides = property(lambda self: self._a.strides)
+    flags = property(lambda self: self._a.flags)
+    base = property(lambda self: self._base)
+    T = property(lambda self: _wrap(self._a.T))
+
+    def get(self):
+        """A host copy (numpy.ndarray), as CuPy's ndarray.get()."""
+        return self._a.copy()
+
+    def item(self):
+        return self._a.item()
+
+    def tolist(self):
+        return self._a.tolist()
+
+    def __array__(self, dtype=None, copy=None):
+        raise TypeError(IMPLICIT)
+
+    # DLPack: an "extension device" of its own, so only the strict device imports it
+    def __dlpack_device__(self):
+        return (Namespace.DLPACK_DEVICE_TYPE, 0)
+
+    def __dlpack__(self, *args, **kwargs):
+        return _Capsule(self)
+
+    def __repr__(self):
+        return f"strict_array({np.array2string(self._a, separator=', ')}, dtype={self.dtype})"
+
+    def __len__(self):
+        return len(self._a)
+
+    def __iter__(self):
+        return (_wrap(self._a[i]) for i in range(len(self._a)))
+
+    def __bool__(self):
+        return bool(self._a)
+
+    def __float__(self):
+        return float(self._a)
+
+    def __int__(self):
+        return int(self._a)
+
+    def __index__(self):
+        return self._a.__index__()
+
+    def __getitem__(self, key):
+        return _wrap(self._a[_index(key)])
+
+    def __setitem__(self, key, value):
+        if isinstance(value, np.ndarray) and not (isinstance(key, slice) and key == slice(None)):
+            raise TypeError("a NumPy array can be assigned into a device array only whole "
+                            "(a[:] = host), as in CuPy; move it to the device first")
+        self._a[_index(key)] = value._a if isinstance(value, StrictArray) else value
+
+    def __getattr__(self, name):
+        """Array methods (reshape, astype, sum, ...): NumPy's, on device arrays."""
+        method = getattr(self._a, name)
+        if not callable(method):
+            raise AttributeError(f"StrictArray has no attribute {name!r}")
+        return lambda *args, **kwargs: _call(method, name, args, kwargs)
+
+    # NumPy's protocols: NumPy functions called on strict arrays run here, as on CuPy arrays
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        return _call(getattr(ufunc, method), ufunc.__name__, inputs, kwargs)
+
+    def __array_function__(self, func, types_, args, kwargs):
+        return _call(func, func.__name__, args, kwargs)
+
+
+def _index(key):
+    """Index arrays may live on the device or, as CuPy allows, on the host."""
+    if isinstance(key, tuple):
+        return tuple(k._a if isinstance(k, StrictArray) else k for k in key)
+    return key._a if isinstance(key, StrictArray) else key
+
+
+def _operator(ufunc, reflected=False, inplace=False):
+    if inplace:
+        return lambda self, other: ufunc(self, other, out=(self,))
+    if reflected:
+        return lambda self, other: ufunc(other, self)
+    return lambda self, other: ufunc(self, other)
+
+
+for _name, _ufunc in [("add", np.add), ("sub", np.subtract), ("mul", np.multiply),
+                      ("truediv", np.true_divide), ("floordiv", np.floor_divide),
+                      ("mod", np.remainder), ("pow", np.power), ("matmul", np.matmul),
+                      ("and", np.bitwise_and), ("or", np.bitwise_or), ("xor", np.bitwise_xor),
+                      ("lshift", np.left_shift), ("rshift", np.right_shift)]:
+    setattr(StrictArray, f"__{_name}__", _operator(_ufunc))
+    setattr(StrictArray, f"__r{_name}__", _operator(_ufunc, reflected=True))
+    setattr(StrictArray, f"__i{_name}__", _operator(_ufunc, inplace=True))
+for _name, _ufunc in [("lt", np.less), ("le", np.less_equal), ("gt", np.greater),
+                      ("ge", np.greater_equal), ("eq", np.equal), ("ne", np.not_equal)]:
+    setattr(StrictArray, f"__{_name}__", _operator(_ufunc))
+StrictArray.__neg__ = lambda self: np.negative(self)
+StrictArray.__pos__ = lambda self: np.positive(self)
+StrictArray.__abs__ = lambda self: np.absolute(self)
+StrictArray.__invert__ = lambda self: np.invert(self)
+StrictArray.__hash__ = None
+
+
+# ---------------------------------------------------------------------------- the namespace
+
+
+class Namespace(types.SimpleNamespace):
+    """`xp` for the strict device: CuPy's API over NumPy's functions."""
+
+    ndarray = StrictArray
+    DLPACK_DEVICE_TYPE = 12  # kDLExtDev
+
+    @staticmethod
+    def from_dlpack(obj):
+        capsule = obj.__dlpack__()
+        if not isinstance(capsule, _Capsule):
+            raise TypeError(f"the strict test device imports only its own arrays through "
+                            f"DLPack, not {type(obj).__name__}")
+        return capsule.array
+
+    def __getattr__(self, name):
+        attr = getattr(np, name)
+        if isinstance(attr, types.ModuleType):
+            return _Submodule(attr)
+        if callable(attr) and not isinstance(attr, type):
+            return _function(attr, name)
+        return attr
+
+    # host data crosses to the device only through these, as in CuPy
+    @staticmethod
+    def asarray(data, dtype=None):
+        if isinstance(data, StrictArray):
+            return data if dtype is None or data.dtype == dtype else data.astype(dtype)
+        return _wrap(np.array(data, dtype=dtype, copy=True))
+
+    @staticmethod
+    def array(data, dtype=None, copy=True):
+        if isinstance(data, StrictArray):
+            return _wrap(np.array(data._a, dtype=dtype, copy=copy))
+        return _wrap(np.array(data, dtype=dtype, copy=True))
+
+    @staticmethod
+    def asnumpy(a):
+        return a.get() if isinstance(a, StrictArray) else np.asarray(a)
+
+    @staticmethod
+    def stand_in_kernel(source, expression):
+        """The NumPy stand-in for one compiled kernel (see `kernels`)."""
+        return _StandIn(source, expression)
+
+
+class _Capsule:
+    """What a strict array exports through DLPack: itself (zero-copy on the same device)."""
+
+    def __init__(self, array):
+        self.array = array
+
+
+class _Submodule:
+    def __init__(self, module):
+        self._module = module
+
+    def __getattr__(self, name):
+        attr = getattr(self._module, name)
+        if callable(attr) and not isinstance(attr, type):
+            return _function(attr, name)
+        return attr
+
+
+xp = Namespace()
+
+
+def scatter_add(out, key, values):
+    """out[key] += values with repeated indices accumulated (CuPy's add.at)."""
+    np.add.at(out._a, _index(key), _operand(values))
+
+
+def _column_major(x, op, rows, cols, ld):
+    """The matrix op(X) of `rows` x `cols` that a column-major BLAS reads from x's memory."""
+    if not (x.flags.c_contiguous or x.flags.f_contiguous):
+        raise TypeError("gemm: an operand must be contiguous (a BLAS reads raw memory)")
+    flat = np.ravel(x._a, order="K")  # memory order, no copy
+    stored = (rows, cols) if op == 0 else (cols, rows)
+    if ld < stored[0] or stored[0] + ld * (stored[1] - 1) > flat.size:
+        raise ValueError(f"gemm: leading dimension {ld} does not fit a {stored} matrix in "
+                         f"{flat.size} elements")
+    m = np.lib.stride_tricks.as_strided(flat, stored, (flat.itemsize, ld * flat.itemsize))
+    return m if op == 0 else m.T
+
+
+def gemm(dtype, op_a, op_b, m, n, k, a, lda, b, ldb, c, ldc):
+    """cuBLAS's gemm (column-major, alpha 1, beta 0) with NumPy: the capturable matmul's
+    stand-in, executing the same plan as on CUDA (gpugrad/cublas.py)."""
+    for x in (a, b, c):
+        if not isinstance(x, StrictArray) or x.dtype != dtype:
+            raise TypeError(f"gemm: operands must be {dtype} device arrays")
+    product = _column_major(a, op_a, m, k, lda) @ _column_major(b, op_b, k, n, ldb)
+    if not c.flags.c_contiguous or c.size != m * n or ldc != m:
+        raise ValueError("gemm: the output must be a contiguous m x n column-major buffer")
+    c._a.reshape(-1)[:] = product.reshape(-1, order="F")
+
+
+# ---------------------------------------------------------------------------- kernel stand-ins
+
+_CTYPES = {"float": np.float32, "double": np.float64, "int": np.int32, "long long": np.int64,
+           "unsigned int": np.uint32}
+
+
+@functools.lru_cache(maxsize=None)
+def _signatures(source):
+    """{kernel: [(C type, is pointer), ...]} read from a .cu file's __global__ declarations."""
+    from gpugrad import kernels
+
+    text = (kernels.source_dir() / source).read_text()
+    out = {}
+    for name, params in re.findall(r"__global__\s+void\s+(\w+)\s*\(([^)]*)\)", text):
+        parsed = []
+        for p in params.split(","):
+            p = p.replace("const", " ").replace("__restrict__", " ")
+            pointer = "*" in p
+            ctype = " ".join(p.replace("*", " ").split()[:-1])
+            parsed.append((ctype, pointer))
+        out[name] = parsed
+    return out
+
+
+def _templates(expression):
+    """'act_bwd<float, SigmoidBwdFromY<float>>' -> ('act_bwd', ['float', 'SigmoidBwdFromY'])."""
+    name, _, rest = expression.partition("<")
+    args = [a.split("<")[0].strip() for a in re.split(r",(?![^<]*>)", rest[:-1])]
+    return name, args
+
+
+class _StandIn:
+    """Called like a cupy.RawKernel: k(grid, block, args). Checks the arguments against the
+    kernel's C signature, then computes the kernel's result with NumPy."""
+
+    def __init__(self, source, expression):
+        self.expression = expression
+        self.name, self.templates = _templates(expression)
+        signature = _signatures(source).get(self.name)
+        if signature is None:
+            raise KeyError(f"{source} has no __global__ kernel {self.name}")
+        # the template parameters are T (the float type), then Op or L, in that order
+        names = {"T": self.templates[0]}
+        if len(self.templates) > 1:
+            names["Op" if self.templates[1] not in _CTYPES else "L"] = self.templates[1]
+        self.signature = [(names.get(c, c), p) for c, p in signature]
+
+    def __call__(self, grid, block, args):
+        if not (isinstance(grid, tuple) and isinstance(block, tuple)
+                and all(isinstance(v, int) and v > 0 for v in grid + block)
+                and block[0] <= 1024 and grid[0] < 2**31):
+            raise ValueError(f"{self.expression}: bad launch configuration grid={grid} "
+                             f"block={block}")
+        if len(args) != len(self.signature):
+            raise TypeError(f"{self.expression} takes {len(self.signature)} arguments, "
+                            f"got {len(args)}")
+        values = []
+        for i, (arg, (ctype, pointer)) in enumerate(zip(args, self.signature)):
+            dtype = np.dtype(_CTYPES[ctype])
+            if pointer:
+                if not isinstance(arg, StrictArray):
+                    raise TypeError(f"{self.expression}: argument {i} must be a device array, "
+                                    f"got {type(arg).__name__}")
+                if arg.dtype != dtype or not arg.flags.c_contiguous:
+                    raise TypeError(f"{self.expression}: argument {i} must be a C-contiguous "
+                                    f"{ctype} array, got {arg.dtype} "
+                                    f"(contiguous: {arg.flags.c_contiguous})")
+                values.append(arg._a.reshape(-1))
+            else:  # CuPy passes a NumPy scalar by its own size: it must match the C type
+                if not isinstance(arg, np.generic) or arg.dtype != dtype:
+                    raise TypeError(f"{self.expression}: argument {i} must be a numpy "
+                                    f"{dtype} scalar for C type {ctype}, got {arg!r}")
+                values.append(arg.item())
+        _MATH[self.name](self, *values)
+
+
+def _functor(name):
+    """The NumPy formula a functor of activations.cu must equal: the CPU op path."""
+    from gpugrad.ops import activation as act
+
+    return {
+        "Identity": lambda x, p0, p1: x,
+        "ReluFwd": lambda x, p0, p1: act._relu(np, x),
+        "LeakyReluFwd": lambda x, p0, p1: act._leaky_relu(np, x, negative_slope=p0),
+        "EluFwd": lambda x, p0, p1: act._elu(np, x, alpha=p0),
+        "EluBwdFromY": lambda g, y, p0, p1: act._elu_backward(np, g, y, alpha=p0),
+        "GeluFwd": lambda x, p0, p1: act._gelu(np, x),
+        "GeluBwdFromX": lambda g, x, p0, p1: act._gelu_backward(np, g, x),
+        "GeluTanhFwd": lambda x, p0, p1: act._gelu(np, x, approximate="tanh"),
+        "GeluTanhBwdFromX": lambda g, x, p0, p1: act._gelu_backward(np, g, x, approximate="tanh"),
+        "SiluFwd": lambda x, p0, p1: act._silu(np, x),
+        "SiluBwdFromX": lambda g, x, p0, p1: act._silu_backward(np, g, x),
+        "SoftplusFwd": lambda x, p0, p1: act._softplus(np, x, beta=p0, threshold=p1),
+        "SoftplusBwdFromY": lambda g, y, p0, p1: act._softplus_backward(np, g, y, beta=p0,
+                                                                          threshold=p1),
+        "SigmoidFwd": lambda x, p0, p1: act._sigmoid(np, x),
+        "SigmoidBwdFromY": lambda g, y, p0, p1: act._sigmoid_backward(np, g, y),
+        "TanhFwd": lambda x, p0, p1: act._tanh(np, x),
+        "TanhBwdFromY": lambda g, y, p0, p1: act._tanh_backward(np, g, y),
+    }[name]
+
+
+def _act_fwd(k, x, y, n, p0, p1):
+    y[:n] = _functor(k.templates[1])(x[:n], p0, p1)
+
+
+def _act_bwd(k, g, saved, dx, n, p0, p1):
+    dx[:n] = _functor(k.templates[1])(g[:n], saved[:n], p0, p1)
+
+
+def _bias_act_fwd(k, x, bias, y, n, cols, p0, p1):
+    y[:n] = _functor(k.templates[1])(x[:n] + np.resize(bias[:cols], n), p0, p1)
+
+
+def _relu_fwd_mask(k, x, y, mask, n, slope):
+    from gpugrad import backend
+
+    x = x[:n]
+    y[:n] = np.where(x > 0, x, x * slope) if slope else np.maximum(x, 0)
+    words = backend.pack_mask(np, x > 0)
+    mask[: words.size] = words
+
+
+def _relu_bwd_mask(k, g, mask, dx, n, slope):
+    from gpugrad import backend
+
+    bit = backend.unpack_mask(np, mask, (n,))
+    dx[:n] = np.where(bit, g[:n], g[:n] * slope if slope else 0)
+
+
+def _rows(logits, labels, n, c):
+    x = logits[: n * c].reshape(n, c)
+    valid = (labels[:n] >= 0) & (labels[:n] < c)
+    return x, np.clip(labels[:n], 0, c - 1), valid
+
+
+def _softmax_xent_fwd(k, logits, labels, loss, n, c):
+    x, lab, valid = _rows(logits, labels, n, c)
+    m = x.max(axis=1)
+    lse = m + np.log(np.exp(x - m[:, None]).sum(axis=1))
+    loss[:n] = np.where(valid, lse - x[np.arange(n), lab], np.nan)
+
+
+def _softmax_xent_bwd(k, logits, labels, g, dx, n, c):
+    x, lab, valid = _rows(logits, labels, n, c)
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    p = e / e.sum(axis=1, keepdims=True)
+    p[np.arange(n), lab] -= 1
+    dx[: n * c] = np.where(valid[:, None], p * g[:n, None], np.nan).reshape(-1)
+
+
+def _sgd_step(k, param, grad, v, n, lr, momentum, weight_decay):
+    v[:n] = momentum * v[:n] + grad[:n] + weight_decay * param[:n]
+    param[:n] -= lr * v[:n]
+
+
+_MATH = {"act_fwd": _act_fwd, "act_bwd": _act_bwd, "bias_act_fwd": _bias_act_fwd,
+         "relu_fwd_mask": _relu_fwd_mask, "relu_bwd_mask": _relu_bwd_mask,
+         "softmax_xent_fwd": _softmax_xent_fwd, "softmax_xent_bwd": _softmax_xent_bwd,
+         "sgd_step": _sgd_step}

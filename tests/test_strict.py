@@ -1,0 +1,117 @@
+"""The strict test device keeps CuPy's rules, and the code paths it exists for behave on it:
+host data to the default device, no implicit host conversion, the capturable matmul's plan."""
+
+import numpy as np
+import pytest
+
+import gpugrad as gg
+from gpugrad import backend, cublas, kernels, strict
+from conftest import host
+
+xp = strict.xp
+
+
+def test_strict_arrays_refuse_implicit_conversion_and_numpy_operands():
+    a = xp.asarray(np.arange(3.0))
+    with pytest.raises(TypeError, match="Implicit conversion to a NumPy array is not allowed"):
+        np.asarray(a)
+    with pytest.raises(TypeError, match="Unsupported type"):
+        a + np.ones(3)
+    with pytest.raises(TypeError, match="a NumPy array can be assigned into a device array "
+                                        "only whole"):
+        a[1:] = np.ones(2)
+    a[:] = np.ones(3)  # whole assignment from the host is allowed, as in CuPy
+    assert a.get().tolist() == [1, 1, 1] and isinstance(a.get(), np.ndarray)
+    assert backend.device_of_array(a) == "strict"
+
+
+def test_strict_reductions_and_indexing_give_device_arrays_like_cupy():
+    a = xp.asarray(np.arange(6.0).reshape(2, 3))
+    for r in (a.sum(), xp.max(a), a[1, 2], np.sum(a)):
+        assert isinstance(r, xp.ndarray) and r.shape == ()
+    assert float(a.sum()) == 15.0 and a[1, 2].item() == 5.0
+    assert xp.ascontiguousarray(a.sum()).shape == (1,)  # as CuPy: the trap of kind 2
+
+
+def test_host_data_goes_to_the_default_device_and_device_arrays_stay():
+    with gg.device("strict"):
+        for data in (np.ones(3, np.float64), [1.0, 2.0], 3.0):
+            assert gg.tensor(data).device == "strict"
+        assert gg.tensor(np.ones(3, np.float64)).dtype == np.float64  # arrays keep their dtype
+    on_strict = xp.asarray(np.ones(2))
+    with gg.device("cpu"):
+        assert gg.tensor(on_strict).device == "strict"
+        assert gg.tensor(on_strict, device="cpu").device == "cpu"
+
+
+def test_kernel_stand_ins_check_the_launch_against_the_cuda_signature():
+    k = xp.stand_in_kernel("activations.cu", "act_fwd<float, SigmoidFwd<float>>")
+    x = xp.asarray(np.zeros(4, np.float32))
+    y = xp.empty_like(x)
+    with pytest.raises(TypeError, match="argument 2 must be a numpy int64 scalar"):
+        k((1,), (256,), (x, y, 4, np.float32(0), np.float32(0)))
+    with pytest.raises(TypeError, match="argument 0 must be a C-contiguous float array"):
+        k((1,), (256,), (x.astype(np.float64), y, np.int64(4), np.float32(0), np.float32(0)))
+    with pytest.raises(TypeError, match="argument 0 must be a C-contiguous"):
+        k((1,), (256,), (xp.asarray(np.zeros(8, np.float32))[::2], y, np.int64(4),
+                         np.float32(0), np.float32(0)))
+    k((1,), (256,), (x, y, np.int64(4), np.float32(0), np.float32(0)))
+    np.testing.assert_array_equal(y.get(), [0.5] * 4)
+
+
+def test_every_launcher_runs_on_the_strict_device():
+    for name in sorted(kernels.LAUNCHERS):
+        assert backend.fused(name, xp) is not None, name
+
+
+def _layouts(rng, shape, dtype):
+    a = rng.standard_normal(shape).astype(dtype)
+    yield a
+    if a.ndim == 2:
+        yield np.asfortranarray(a)  # the transpose of a contiguous array, as w.T
+        yield np.repeat(a, 2, axis=1)[:, ::2]  # strided: copied first
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shapes", [((3, 4), (4, 5)), ((1, 7), (7, 1)), ((4,), (4, 3)),
+                                    ((3, 4), (4,)), ((5,), (5,)), ((0, 3), (3, 2)),
+                                    ((2, 0), (0, 3))])
+def test_capturable_matmul_plan_equals_numpy(shapes, dtype):
+    """The cuBLAS plan (operand order, ops, leading dimensions) executed by a column-major
+    gemm gives NumPy's matmul for every layout the capturable path takes."""
+    rng = np.random.default_rng(0)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == "float32" else dict(rtol=1e-12, atol=1e-12)
+    for a in _layouts(rng, shapes[0], dtype):
+        for b in _layouts(rng, shapes[1], dtype):
+            got = cublas.matmul(xp, _device_view(a), _device_view(b), strict.gemm)
+            assert got.shape == np.matmul(a, b).shape and got.dtype == dtype
+            np.testing.assert_allclose(got.get(), np.matmul(a, b), **tol)
+
+
+def _device_view(a):
+    """A device array with the same layout (strides) as the host array a."""
+    if a.flags.c_contiguous:
+        return xp.asarray(a)
+    if a.flags.f_contiguous:
+        return xp.asarray(np.ascontiguousarray(a.T)).T
+    return xp.asarray(np.repeat(a, 2, axis=1))[:, ::2]
+
+
+def test_matmul_inside_a_capture_takes_the_capturable_path():
+    a = gg.tensor(np.arange(6.0).reshape(2, 3), device="strict")
+    b = gg.tensor(np.arange(3.0), device="strict")
+    with backend.graph_step(capturing=True):
+        with pytest.raises(NotImplementedError, match="cuBLAS API during stream capture"):
+            xp.matmul(a.data, b.data)  # what CuPy does
+        got = gg.matmul(a, b)
+        with pytest.raises(backend.GraphStepError, match="capturable matmul takes 1-D and 2-D"):
+            gg.matmul(gg.ones((2, 2, 3), device="strict"), b)
+    np.testing.assert_allclose(host(got), [5.0, 14.0])
+
+
+def test_strict_device_counts_its_allocations():
+    with gg.memory.track("strict") as out:
+        a = gg.zeros((256,), dtype="float64", device="strict")
+        b = a.reshape(16, 16)  # a view allocates nothing
+        del a, b
+    assert out.peak == 256 * 8 and out.current == 0
