@@ -347,8 +347,8 @@ def apply(op, inputs, params):
         raise
     except (ValueError, IndexError, TypeError) as e:
         raise _forward_error(op, xs, e) from e
-    if be.is_cpu and type(y) is not np.ndarray:
-        y = np.asarray(y)  # NumPy reductions return scalars
+    if be.is_cpu and type(y) is not np.ndarray and not backend.is_backend_array(y):
+        y = np.asarray(y)  # NumPy reductions return scalars (to_device returns a device array)
     y_device = backend.device_of_array(y) if op.moves_device else device
     floating = y.dtype.kind == "f"
     node = None

@@ -206,6 +206,7 @@ class Backend:
 
     name = None
     is_cpu = True
+    is_cuda = False
     # how gg.cuda.graph runs a step here: None (eagerly, under the graphed-step contract),
     # "cuda" (captured into a CUDA graph) or "emulated" (eagerly, with capture's restrictions)
     capture = None
@@ -337,6 +338,7 @@ _HOST_COPY_IN_CAPTURE = (
 class CupyBackend(Backend):
     name = "cupy"
     is_cpu = False
+    is_cuda = True
     capture = "cuda"
 
     def __init__(self, device):

@@ -25,7 +25,7 @@ def median_seconds(fn, device, warmup=3, min_repeats=15, min_seconds=0.05, max_r
         fn()
     be.synchronize()
     times = []
-    if be.is_cpu:
+    if not be.is_cuda:
         start_all = time.perf_counter()
         while len(times) < min_repeats or (time.perf_counter() - start_all < min_seconds
                                            and len(times) < max_repeats):
@@ -87,7 +87,7 @@ def environment(device):
     if torch:
         env["torch threads"] = torch.get_num_threads()
     be = backend.get(device)
-    if not be.is_cpu:
+    if be.is_cuda:
         cp = be.xp
         props = cp.cuda.runtime.getDeviceProperties(be.index)
         env.update({"cupy": cp.__version__, "gpu": props["name"].decode(),
@@ -147,10 +147,10 @@ def kernel_cases(activation, n, device):
         return call
 
     cases = {"gpugrad": run(True), "copy": lambda: xp.copyto(dst, x)}
-    if not be.is_cpu:
+    if be.is_cuda:
         cases["unfused"] = run(False)
     torch = torch_or_none()
-    if torch is not None and (be.is_cpu or torch.cuda.is_available()):
+    if torch is not None and (not be.is_cuda or torch.cuda.is_available()):
         tg, tx, ty = (torch.from_dlpack(a) for a in (g, x, y))
         aten = torch.ops.aten
         cases["torch"] = lambda: torch_fn(aten, tg, tx, ty)
@@ -161,7 +161,7 @@ def kernel_cases(activation, n, device):
 def kernels_suite(device, quick=True, progress=None):
     """Rows for every activation backward and size: time, GB/s, % of copy, ratios."""
     be = backend.get(device)
-    if be.is_cpu:
+    if not be.is_cuda:
         sizes = [2**16, 2**20] if quick else [2**16, 2**18, 2**20, 2**22]
     else:
         sizes = [2**16, 2**20, 2**24] if quick else [2**16, 2**18, 2**20, 2**22, 2**24, 2**26]
@@ -235,11 +235,11 @@ def mlp_step_cases(sizes, batch, device, lam=1e-3, lr=0.01):
         opt.step()
 
     cases = {"gpugrad": ours}
-    if not be.is_cpu:  # the same step captured once and replayed (on the CPU it would run eagerly)
+    if be.is_cuda:  # the same step captured once and replayed (on the CPU it would run eagerly)
         cases["gpugrad graph"] = gpugrad.cuda.graph(ours)
     torch = torch_or_none()
-    if torch is not None and (be.is_cpu or torch.cuda.is_available()):
-        dev = "cpu" if be.is_cpu else "cuda"
+    if torch is not None and (not be.is_cuda or torch.cuda.is_available()):
+        dev = "cpu" if not be.is_cuda else "cuda"
         layers = []
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
             layers.append(torch.nn.Linear(a, b, bias=False))
@@ -318,7 +318,7 @@ def jacobian_cases(m, n, device):
     cases = {"gpugrad rev": lambda: gpugrad.jacobian(f, mode="rev")(x),
              "gpugrad fwd": lambda: gpugrad.jacobian(f, mode="fwd")(x)}
     torch = torch_or_none()
-    if torch is not None and backend.get(device).is_cpu:
+    if torch is not None and not backend.get(device).is_cuda:
         tw, tx = torch.from_numpy(w_host), torch.from_numpy(x_host)
         cases["torch jacrev"] = lambda: torch.func.jacrev(lambda v: torch.tanh(tw @ v))(tx)
         cases["torch jacfwd"] = lambda: torch.func.jacfwd(lambda v: torch.tanh(tw @ v))(tx)
@@ -377,8 +377,8 @@ def overhead_cases(n_ops, device):
              ("gpugrad", "record + backward"): backward}
     torch = torch_or_none()
     be = backend.get(device)
-    if torch is not None and (be.is_cpu or torch.cuda.is_available()):
-        tx = torch.tensor(x_host, device="cpu" if be.is_cpu else "cuda", requires_grad=True)
+    if torch is not None and (not be.is_cuda or torch.cuda.is_available()):
+        tx = torch.tensor(x_host, device="cpu" if not be.is_cuda else "cuda", requires_grad=True)
 
         def t_plain():
             with torch.no_grad():

@@ -322,6 +322,12 @@ def cmd_memory(args):
     return 0
 
 
+def cmd_selftest(args):
+    from gpugrad import selftest
+
+    return selftest.main(args)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="gpugrad", description=gpugrad.__doc__)
     parser.add_argument("--version", action="version", version=f"gpugrad {gpugrad.__version__}")
@@ -382,6 +388,13 @@ def main(argv=None):
     mem.add_argument("--json", metavar="FILE")
     mem.add_argument("--plot", metavar="FILE.png")
     mem.set_defaults(func=cmd_memory)
+
+    check = sub.add_parser("selftest", help="check this install on a device: the bundled tests, "
+                                            "the kernels, a short benchmark, one verdict")
+    check.add_argument("--device", help="cpu, cuda, cuda:N or strict (default: the default device)")
+    check.add_argument("--no-bench", action="store_true", help="skip the short benchmark")
+    check.add_argument("--json", metavar="FILE", help="write everything as JSON")
+    check.set_defaults(func=cmd_selftest)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -4,6 +4,12 @@ import pytest
 import gpugrad as gg
 
 
+def pytest_configure(config):
+    # registered here too, for the copy of the tests that the wheel carries (gpugrad selftest)
+    config.addinivalue_line("markers", "cuda: needs a CUDA GPU (skipped with the reason when "
+                                       "gg.cuda.is_available() is false)")
+
+
 def pytest_collection_modifyitems(config, items):
     if gg.cuda.is_available():
         return

@@ -1,9 +1,19 @@
 import json
+import pathlib
 import subprocess
 import sys
 
+import pytest
+
 import gpugrad as gg
 from gpugrad import cli
+
+
+def _readme():
+    path = pathlib.Path(__file__).parent.parent / "README.md"
+    if not path.is_file():  # the copy of the tests inside an installed wheel (gpugrad selftest)
+        pytest.skip("README.md is not beside these tests (they run from an installed wheel)")
+    return path.read_text()
 
 
 def test_info_prints_and_writes_json(tmp_path, capsys):
@@ -32,7 +42,7 @@ def test_readme_lists_every_op_in_the_table():
 
     import gpugrad as gg
 
-    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+    readme = _readme()
     listed = set(re.findall(r"^\| `(\w+)` \|", readme, flags=re.M))
     assert listed == set(gg.OPS), f"README op table differs: {sorted(listed ^ set(gg.OPS))}"
 
@@ -79,10 +89,33 @@ def test_readme_tour_runs_as_written(capsys):
     import pathlib
     import re
 
-    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+    readme = _readme()
     tour = re.findall(r"```python\n(.*?)```", readme, flags=re.S)[0]
     exec(compile(tour, "README.md tour", "exec"), {})
     printed = capsys.readouterr().out
     # the tour makes its tensors on the default device, so that is the device it prints
     assert f"tensor([ 0.,  4.,  8., 12.], dtype=float32, device='{gg.default_device()}')" in printed
     assert "tensor(12., dtype=float32" in printed
+
+
+def test_selftest_runs_the_bundled_tests_on_the_device_and_says_what_failed(tmp_path, monkeypatch,
+                                                                          capsys):
+    from gpugrad import selftest
+
+    assert selftest.tests_dir() is not None and (selftest.tests_dir() / "test_ops.py").is_file()
+    fake = tmp_path / "tests"
+    fake.mkdir()
+    (fake / "conftest.py").write_text("")
+    (fake / "test_fake.py").write_text(
+        "import gpugrad as gg\n"
+        "def test_on_the_device():\n    assert gg.default_device() == 'strict'\n"
+        "def test_broken():\n    assert 1 + 1 == 3, 'arithmetic'\n")
+    monkeypatch.setattr(selftest, "tests_dir", lambda: fake)
+    out = tmp_path / "selftest.json"
+    assert cli.main(["selftest", "--device", "strict", "--no-bench", "--json", str(out)]) == 1
+    printed = capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert result["verdict"] == "FAIL" and result["device"] == "strict"
+    assert result["tests"]["passed"] == 1 and result["tests"]["failed"] == 1
+    assert "test_broken" in result["tests"]["failures"][0]
+    assert "tests      FAIL  1 passed, 1 failed" in printed and "verdict    FAIL" in printed
