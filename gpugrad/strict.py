@@ -117,9 +117,13 @@ def _operand(x):
 _BLAS = {"matmul", "dot", "vdot", "inner", "tensordot", "einsum", "outer"}
 
 
+class CaptureUnsupported(NotImplementedError):
+    """What CuPy raises for a cuBLAS call while a stream captures."""
+
+
 def _refuse_blas(name):
     if name in _BLAS and _capturing():
-        raise NotImplementedError(f"{name}: calling cuBLAS API during stream capture is "
+        raise CaptureUnsupported(f"{name}: calling cuBLAS API during stream capture is "
                                   f"currently unsupported (CuPy; the strict test device refuses "
                                   f"it too): use the capturable matmul")
 

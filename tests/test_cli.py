@@ -37,7 +37,6 @@ def test_an_unknown_device_is_a_clear_error(capsys):
 
 
 def test_readme_lists_every_op_in_the_table():
-    import pathlib
     import re
 
     import gpugrad as gg
@@ -86,7 +85,6 @@ def test_bench_all_prints_ratios_and_writes_json(tmp_path, capsys):
 
 
 def test_readme_tour_runs_as_written(capsys):
-    import pathlib
     import re
 
     readme = _readme()
