@@ -387,7 +387,7 @@ class CupyBackend(Backend):
         from gpugrad import cublas
 
         with self.active:
-            return cublas.cupy_gemm(*args)
+            return cublas.cupy_gemm(self.xp, *args)
 
     def allocations(self, out):
         """Count the pool's mallocs and frees into `out` (the pool keeps no peak of its own)."""

@@ -131,10 +131,8 @@ def _handle(cp):
     return entry[0]
 
 
-def cupy_gemm(dtype, op_a, op_b, m, n, k, a, lda, b, ldb, c, ldc):
-    """C = op(A) op(B), column-major, on the current stream (alpha 1, beta 0)."""
-    import cupy as cp
-
+def cupy_gemm(cp, dtype, op_a, op_b, m, n, k, a, lda, b, ldb, c, ldc):
+    """C = op(A) op(B), column-major, on CuPy's current stream (alpha 1, beta 0)."""
     lib = _library(cp)
     handle = _handle(cp)
     scalar = ctypes.c_float if dtype == np.float32 else ctypes.c_double
