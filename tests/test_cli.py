@@ -107,7 +107,7 @@ def test_selftest_runs_the_bundled_tests_on_the_device_and_says_what_failed(tmp_
     (fake / "test_fake.py").write_text(
         "import gpugrad as gg\n"
         "def test_on_the_device():\n    assert gg.default_device() == 'strict'\n"
-        "def test_broken():\n    assert 1 + 1 == 3, 'arithmetic'\n")
+        "def test_on_the_cpu():\n    assert gg.default_device() == 'cpu'\n")
     monkeypatch.setattr(selftest, "tests_dir", lambda: fake)
     out = tmp_path / "selftest.json"
     assert cli.main(["selftest", "--device", "strict", "--no-bench", "--json", str(out)]) == 1
@@ -115,5 +115,5 @@ def test_selftest_runs_the_bundled_tests_on_the_device_and_says_what_failed(tmp_
     result = json.loads(out.read_text())
     assert result["verdict"] == "FAIL" and result["device"] == "strict"
     assert result["tests"]["passed"] == 1 and result["tests"]["failed"] == 1
-    assert "test_broken" in result["tests"]["failures"][0]
+    assert "test_on_the_cpu" in result["tests"]["failures"][0]
     assert "tests      FAIL  1 passed, 1 failed" in printed and "verdict    FAIL" in printed
