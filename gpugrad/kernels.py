@@ -266,10 +266,16 @@ LAUNCHERS = {
 }
 
 
+_bound = {}  # (name, id of xp) -> the launcher bound to xp: no new partial on every op
+
+
 def lookup(name, xp):
     """The launcher for a fused op name on namespace xp, or None if there is no such kernel."""
-    launch = LAUNCHERS.get(name)
-    return None if launch is None else functools.partial(launch, xp)
+    key = (name, id(xp))
+    launch = _bound.get(key)
+    if launch is None and name in LAUNCHERS:
+        launch = _bound[key] = functools.partial(LAUNCHERS[name], xp)
+    return launch
 
 
 def check_compiles(cp):
