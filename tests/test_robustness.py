@@ -1,0 +1,164 @@
+"""Nothing lost, nothing silently wrong: atomic saves, checked loads, copies that train on their
+own, all-or-nothing load_state_dict, bad input refused by name."""
+
+import copy
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+import zipfile
+
+import numpy as np
+import pytest
+
+import gpugrad as gg
+from gpugrad import nn
+from conftest import host
+
+torch_missing = "PyTorch is not installed (pip install torch==2.13.0)"
+
+
+def _state(seed=0, sizes=(3, 5, 2)):
+    gg.seed(seed)
+    return nn.MLP(list(sizes)).state_dict()
+
+
+def _assert_same_state(loaded, state):
+    assert list(loaded) == list(state)
+    for name in state:
+        np.testing.assert_array_equal(host(loaded[name]), host(state[name]))
+
+
+def _leftovers(directory, keep):
+    return sorted(p.name for p in directory.iterdir() if p.name not in keep)
+
+
+# ---------------------------------------------------------------------------- gg.save / gg.load
+
+
+def test_a_save_interrupted_midway_leaves_the_previous_file_intact(tmp_path, monkeypatch):
+    path = tmp_path / "model.npz"
+    good = _state(0)
+    gg.save(good, path)
+    calls = []
+    real_write = np.lib.format.write_array
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # the manifest and one array are written, then Ctrl-C
+            raise KeyboardInterrupt
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(np.lib.format, "write_array", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        gg.save(_state(1), path)
+    monkeypatch.undo()
+    _assert_same_state(gg.load(path), good)
+    assert _leftovers(tmp_path, {"model.npz"}) == []  # no temporary file left behind
+
+
+def test_a_save_onto_a_full_disk_fails_clearly_and_keeps_the_previous_file(tmp_path):
+    """RLIMIT_FSIZE stands in for a full disk: writes past the limit fail with EFBIG."""
+    path = tmp_path / "model.npz"
+    good = _state(0)
+    gg.save(good, path)
+    script = textwrap.dedent(f"""
+        import resource, signal
+        import numpy as np
+        import gpugrad as gg
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG as an error, not a signal
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))
+        try:
+            gg.save({{"big": np.zeros(100_000, np.float32)}}, {str(path)!r})
+        except OSError as e:
+            print("ERROR", e)
+    """)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "ERROR" in run.stdout and "gg.save: could not write" in run.stdout, run.stdout
+    assert "is unchanged" in run.stdout
+    _assert_same_state(gg.load(path), good)
+    assert _leftovers(tmp_path, {"model.npz"}) == []
+
+
+def test_a_file_missing_a_declared_array_is_refused(tmp_path):
+    """What an interrupted non-atomic save leaves: a valid zip holding only some arrays."""
+    full, partial = tmp_path / "full.npz", tmp_path / "partial.npz"
+    gg.save(_state(0), full)
+    with zipfile.ZipFile(full) as src, zipfile.ZipFile(partial, "w") as dst:
+        for name in src.namelist()[:-1]:
+            dst.writestr(name, src.read(name))
+    with pytest.raises(gg.serialize.StateFileError, match=r"incomplete: .* declares 4 arrays "
+                                                          r"but 1 are missing \(2.bias\)"):
+        gg.load(partial)
+
+
+def test_a_truncated_file_is_refused(tmp_path):
+    path = tmp_path / "m.npz"
+    gg.save(_state(0), path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="damaged or truncated"):
+        gg.load(path)
+
+
+def test_loading_what_is_not_a_gpugrad_state_file_says_what_it_is(tmp_path):
+    npy = tmp_path / "a.npy"
+    np.save(npy, np.arange(3))
+    with pytest.raises(ValueError, match=r"single NumPy array \(.npy\), not a gpugrad state"):
+        gg.load(npy)
+    noise = tmp_path / "noise.bin"
+    noise.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(ValueError, match="not a zip archive") as info:
+        gg.load(noise)
+    assert "pickle" not in str(info.value)
+    fake_torch = tmp_path / "model.pt"
+    with zipfile.ZipFile(fake_torch, "w") as zf:
+        zf.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+        zf.writestr("archive/version", b"3\n")
+    with pytest.raises(ValueError, match=r"PyTorch file \(torch.save\)"):
+        gg.load(fake_torch)
+    objects = tmp_path / "objects.npz"
+    np.savez(objects, x=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ValueError, match="never does"), pytest.warns(UserWarning, match="manifest"):
+        gg.load(objects)
+    other_zip = tmp_path / "other.zip"
+    with zipfile.ZipFile(other_zip, "w") as zf:
+        zf.writestr("readme.txt", "hello")
+    with pytest.raises(ValueError, match="zip archive but not a gpugrad state file"):
+        gg.load(other_zip)
+
+
+def test_loading_a_real_pytorch_file_is_refused_by_name(tmp_path):
+    torch = pytest.importorskip("torch", reason=torch_missing)
+    path = tmp_path / "m.pt"
+    torch.save({"w": torch.zeros(2)}, path)
+    with pytest.raises(ValueError, match="PyTorch file"):
+        gg.load(path)
+
+
+def test_a_plain_numpy_savez_file_loads_with_a_warning(tmp_path):
+    path = tmp_path / "plain.npz"
+    np.savez(path, w=np.arange(4, dtype=np.float32))
+    with pytest.warns(UserWarning, match="cannot be checked for completeness"):
+        loaded = gg.load(path)
+    np.testing.assert_array_equal(host(loaded["w"]), np.arange(4, dtype=np.float32))
+
+
+def test_save_keeps_the_replaced_files_mode_and_refuses_bad_targets(tmp_path):
+    path = tmp_path / "m.npz"
+    gg.save(_state(0), path)
+    os.chmod(path, 0o640)
+    gg.save(_state(1), path)
+    assert os.stat(path).st_mode & 0o777 == 0o640
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        gg.save(_state(0), tmp_path / "missing" / "m.npz")
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        gg.save(_state(0), tmp_path)
+    with pytest.raises(TypeError, match="dtype complex128"):
+        gg.save({"z": np.ones(2, complex)}, path)
+    with pytest.raises(ValueError, match="cannot be a key"):
+        gg.save({gg.serialize.MANIFEST: np.ones(2)}, path)
