@@ -1,9 +1,7 @@
 """Nothing lost, nothing silently wrong: atomic saves, checked loads, copies that train on their
 own, all-or-nothing load_state_dict, bad input refused by name."""
 
-import copy
 import os
-import pickle
 import subprocess
 import sys
 import textwrap
