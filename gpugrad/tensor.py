@@ -97,6 +97,31 @@ class Tensor:
         """Accumulate d(self)/d(leaf) * head_grad into each leaf's .grad (see API.md)."""
         autograd.backward(self, head_grad, retain_graph, create_graph)
 
+    # ------------------------------------------------------------------ copies and pickling
+    def __deepcopy__(self, memo):
+        """An independent leaf: its own data, grad_req and .grad, and a Leaf node of its own
+        (sharing the original's node would send the copy's gradients to the original)."""
+        self._check_copyable("copy.deepcopy")
+        be = backend.get(self.device)
+        with be.active:
+            new = _leaf_like(type(self), self.data.copy(), self.device, self.grad_req,
+                             None if self.grad is None else self.grad.data.copy())
+        memo[id(self)] = new
+        return new
+
+    def __reduce_ex__(self, protocol):
+        """Pickled as host values, the device's name, grad_req and .grad; never the graph."""
+        self._check_copyable("pickle")
+        grad = None if self.grad is None else self.grad.numpy()
+        return (_unpickle, (type(self), self.numpy(), self.device, self.grad_req, grad))
+
+    def _check_copyable(self, who):
+        if not self.is_leaf:
+            raise autograd.GraphError(
+                f"{who}: this tensor was computed inside record() and holds a graph, which "
+                f"cannot be copied; copy tensor.detach() (leaves and parameters copy as in "
+                f"PyTorch)")
+
     # ------------------------------------------------------------------ conversion
     def numpy(self):
         """A host copy as a numpy.ndarray."""
@@ -312,6 +337,23 @@ def wrap(data, device, node=None):
     t = object.__new__(Tensor)
     t.data, t.device, t._node, t.grad, t._tangent = data, device, node, None, None
     return t
+
+
+def _leaf_like(cls, data, device, grad_req, grad):
+    """A new tensor of class cls (Tensor or Parameter) around data; a leaf if grad_req says."""
+    t = object.__new__(cls)
+    t.data, t.device, t._node, t.grad, t._tangent = data, device, None, None, None
+    if grad_req != "null":
+        t._node = autograd.Leaf(t, grad_req)
+        t.grad = wrap(grad, device) if grad is not None else None
+    return t
+
+
+def _unpickle(cls, host, device, grad_req, grad):
+    be = backend.get(device)
+    with be.active:
+        return _leaf_like(cls, be.asarray(host), device, grad_req,
+                          None if grad is None else be.asarray(grad))
 
 
 # ---------------------------------------------------------------------------- creation

@@ -1,7 +1,9 @@
 """Nothing lost, nothing silently wrong: atomic saves, checked loads, copies that train on their
 own, all-or-nothing load_state_dict, bad input refused by name."""
 
+import copy
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -160,3 +162,67 @@ def test_save_keeps_the_replaced_files_mode_and_refuses_bad_targets(tmp_path):
         gg.save({"z": np.ones(2, complex)}, path)
     with pytest.raises(ValueError, match="cannot be a key"):
         gg.save({gg.serialize.MANIFEST: np.ones(2)}, path)
+
+
+# ---------------------------------------------------------------------------- copies and pickling
+
+
+def _train_steps(model, steps=3, seed=5):
+    rng = np.random.default_rng(seed)
+    opt = gg.optim.SGD(model.parameters(), lr=0.5)
+    x = gg.tensor(rng.standard_normal((8, 3)).astype(np.float32))
+    y = rng.integers(0, 2, 8)
+    for _ in range(steps):
+        with gg.autograd.record():
+            loss = nn.functional.cross_entropy(model(x), y)
+        model.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def _values(model):
+    return {n: host(p).copy() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_a_copied_model_trains_on_its_own(how):
+    gg.seed(3)
+    original = nn.MLP([3, 5, 2])
+    clone = copy.deepcopy(original) if how == "deepcopy" else pickle.loads(pickle.dumps(original))
+    before = _values(original)
+    assert _values(clone).keys() == before.keys()
+    for name, value in _values(clone).items():
+        np.testing.assert_array_equal(value, before[name])
+    _train_steps(clone)
+    for name, value in _values(original).items():  # the original neither moved nor got gradients
+        np.testing.assert_array_equal(value, before[name])
+    assert all(not host(p.grad).any() for p in original.parameters())
+    assert any(not np.array_equal(v, before[n]) for n, v in _values(clone).items())
+    assert all(host(p.grad).any() for p in clone.parameters())
+    # and the original still trains, into itself only
+    trained_clone = _values(clone)
+    _train_steps(original)
+    for name, value in _values(clone).items():
+        np.testing.assert_array_equal(value, trained_clone[name])
+    for p, q in zip(original.parameters(), clone.parameters()):
+        assert type(q) is nn.Parameter and q.grad_req == p.grad_req and q.device == p.device
+        assert q.data is not p.data and q.grad.data is not p.grad.data
+
+
+def test_deepcopy_keeps_shared_parameters_shared_and_copies_tensors_like_pytorch():
+    lin = nn.Linear(2, 2)
+    model = nn.Sequential(lin, nn.ReLU(), lin)  # one layer used twice
+    clone = copy.deepcopy(model)
+    assert clone[0] is clone[2] and clone[0].weight is not lin.weight
+    t = gg.tensor([1.0, 2.0], requires_grad=True)
+    t.attach_grad("add")
+    c = copy.deepcopy(t)
+    assert c.grad_req == "add" and c.is_leaf and c.data is not t.data
+    plain = pickle.loads(pickle.dumps(gg.tensor([[1, 2]], dtype="int64")))
+    assert plain.dtype == np.int64 and plain.grad_req == "null" and host(plain).tolist() == [[1, 2]]
+    with gg.autograd.record():
+        y = t * 2
+    for attempt in (lambda: copy.deepcopy(y), lambda: pickle.dumps(y)):
+        with pytest.raises(gg.GraphError, match="holds a graph, which cannot be copied"):
+            attempt()
+    np.testing.assert_array_equal(host(copy.deepcopy(y.detach())), [2.0, 4.0])
