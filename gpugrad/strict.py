@@ -510,14 +510,16 @@ def _rows(logits, labels, n, c):
 
 def _softmax_xent_fwd(k, logits, labels, loss, n, c):
     x, lab, valid = _rows(logits, labels, n, c)
-    m = x.max(axis=1)
-    lse = m + np.log(np.exp(x - m[:, None]).sum(axis=1))
-    loss[:n] = np.where(valid, lse - x[np.arange(n), lab], np.nan)
+    m = x.max(axis=1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0)  # as the kernel: all -inf (or inf) rows unshifted
+    log_sum = np.log(np.exp(x - m).sum(axis=1))
+    loss[:n] = np.where(valid, log_sum - (x[np.arange(n), lab] - m[:, 0]), np.nan)
 
 
 def _softmax_xent_bwd(k, logits, labels, g, dx, n, c):
     x, lab, valid = _rows(logits, labels, n, c)
-    e = np.exp(x - x.max(axis=1, keepdims=True))
+    m = x.max(axis=1, keepdims=True)
+    e = np.exp(x - np.where(np.isfinite(m), m, 0))
     p = e / e.sum(axis=1, keepdims=True)
     p[np.arange(n), lab] -= 1
     dx[: n * c] = np.where(valid[:, None], p * g[:n, None], np.nan).reshape(-1)

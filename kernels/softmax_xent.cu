@@ -1,5 +1,6 @@
 // Row-wise softmax cross-entropy, one block of 256 threads per row of logits (N, C).
-// Forward: loss[r] = logsumexp(x[r]) - x[r, label[r]], max-shifted so exp never overflows.
+// Forward: loss[r] = log(sum(exp(x[r] - m))) - (x[r, label[r]] - m), m = max(x[r]): exp never
+// overflows and nothing cancels at large |x|.
 // Backward: dx[r, j] = (softmax(x[r])_j - [j == label[r]]) * g[r]; a mean over N is folded
 // into g by the caller. Reads the row twice (max, then sum) and writes once; saves nothing but
 // the logits and labels. Labels outside [0, C) give NaN (the Python side checks them first).
@@ -54,7 +55,9 @@ __global__ void softmax_xent_fwd(const T* __restrict__ logits, const L* __restri
     row_max_and_sum(row, c, buf, m, s);
     if (threadIdx.x == 0) {
       const L label = labels[r];
-      loss[r] = (label < 0 || label >= c) ? nan_<T>() : gg::log_(s) + m - row[label];
+      // log(s) - (x[label] - m), not log(s) + m - x[label]: adding m back first cancels
+      // catastrophically when |m| is large (1e8 in float32 would give 0, not log 2)
+      loss[r] = (label < 0 || label >= c) ? nan_<T>() : gg::log_(s) - (row[label] - m);
     }
   }
 }

@@ -226,3 +226,68 @@ def test_deepcopy_keeps_shared_parameters_shared_and_copies_tensors_like_pytorch
         with pytest.raises(gg.GraphError, match="holds a graph, which cannot be copied"):
             attempt()
     np.testing.assert_array_equal(host(copy.deepcopy(y.detach())), [2.0, 4.0])
+
+
+# ---------------------------------------------------------------------------- extreme logits
+
+EXTREME_ROWS = {
+    "float32": [[1e4, 1e4], [1e7, 1e7], [1e8, 1e8], [1e8, 1e8 - 64], [-1e8, -1e8], [3e38, 3e38],
+                [0.0, -np.inf], [1e8, -1e8]],
+    "float64": [[1e16, 1e16], [1e16, 1e16 - 4], [1e300, 1e300], [-1e300, -1e300], [0.0, -np.inf],
+                [1e16, 1e16 + 2]],
+}
+
+
+def _reference(rows):
+    """log_softmax, softmax and logsumexp in long double by the shifted formula (the inputs are
+    exact in every precision used, so (x - max) is exact too)."""
+    x = np.array(rows, dtype=np.longdouble)
+    m = x.max(axis=1, keepdims=True)
+    shifted = x - m
+    log_sum = np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    log_p = shifted - log_sum
+    return log_p, np.exp(log_p), (m + log_sum)[:, 0]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_logsumexp_family_is_exact_at_extreme_logits(dtype):
+    rows = EXTREME_ROWS[dtype]
+    log_p, p, lse = _reference(rows)
+    labels = np.zeros(len(rows), dtype=np.int64)  # the first column: always finite
+    eps = np.finfo(dtype).eps
+    x = gg.tensor(np.array(rows, dtype=dtype), requires_grad=True)
+    # values
+    np.testing.assert_allclose(host(gg.log_softmax(x, axis=1)), log_p.astype(np.float64),
+                               rtol=4 * eps, atol=4 * eps)
+    np.testing.assert_allclose(host(gg.softmax(x, axis=1)), p.astype(np.float64), rtol=4 * eps,
+                               atol=4 * eps)
+    np.testing.assert_allclose(host(gg.logsumexp(x, axis=1)), lse.astype(np.float64),
+                               rtol=4 * eps)
+    xent = host(nn.functional.cross_entropy(x, labels, reduction="none"))
+    np.testing.assert_allclose(xent, -log_p[:, 0].astype(np.float64), rtol=4 * eps, atol=4 * eps)
+    # gradients: softmax - onehot for cross-entropy and -log_softmax[label], softmax for logsumexp
+    onehot = np.eye(2)[labels]
+    with gg.autograd.record():
+        losses = {
+            "cross_entropy": nn.functional.cross_entropy(x, labels, reduction="sum"),
+            "log_softmax": -gg.log_softmax(x, axis=1)[:, 0].sum(),
+            "logsumexp": gg.logsumexp(x, axis=1).sum(),
+        }
+    expected = {"cross_entropy": p - onehot, "log_softmax": p - onehot, "logsumexp": p}
+    for name, loss in losses.items():
+        g = gg.autograd.grad(loss, x)
+        np.testing.assert_allclose(host(g), expected[name].astype(np.float64), rtol=4 * eps,
+                                   atol=4 * eps, err_msg=name)
+
+
+def test_extreme_logits_agree_with_pytorch():
+    torch = pytest.importorskip("torch", reason=torch_missing)
+    for dtype, rows in EXTREME_ROWS.items():
+        xs = np.array(rows, dtype=dtype)
+        labels = np.zeros(len(rows), dtype=np.int64)
+        ours = host(nn.functional.cross_entropy(gg.tensor(xs), labels, reduction="none"))
+        theirs = torch.nn.functional.cross_entropy(torch.from_numpy(xs), torch.from_numpy(labels),
+                                                   reduction="none").numpy()
+        np.testing.assert_array_equal(ours, theirs)
+        np.testing.assert_array_equal(host(gg.log_softmax(gg.tensor(xs), axis=1)),
+                                      torch.log_softmax(torch.from_numpy(xs), dim=1).numpy())

@@ -235,7 +235,8 @@ def _softmax(xp, x, *, axis=-1):
 
 
 def _log_softmax(xp, x, *, axis=-1):
-    return x - reduce.logsumexp_array(xp, x, axis, True)
+    shifted, _, log_sum = reduce.shifted_log_sum_exp(xp, x, axis)
+    return shifted - log_sum
 
 
 # fmt: off

@@ -35,7 +35,8 @@ def _xent(xp, x, *, labels):
         return k(x, labels)
     rows = xp.arange(x.shape[0])
     valid, labels = _labels_in_range(xp, labels, x.shape[1])
-    loss = reduce.logsumexp_array(xp, x, 1, False) - x[rows, labels]
+    shifted, _, log_sum = reduce.shifted_log_sum_exp(xp, x, 1)
+    loss = log_sum[:, 0] - shifted[rows, labels]  # -log_softmax(x)[label], no cancellation
     return loss if valid is None else xp.where(valid, loss, xp.nan).astype(x.dtype, copy=False)
 
 

@@ -38,11 +38,31 @@ def _count(x, axis):
     return n
 
 
-def logsumexp_array(xp, x, axis, keepdims):
+def shifted_log_sum_exp(xp, x, axis):
+    """(x - m, log(sum(exp(x - m)))) with m = max(x) along axis (kept), finite rows only.
+
+    Every member of the logsumexp family is built from these two terms and never adds m back
+    before subtracting it again: (x - m) - log(...) is exact where x - (m + log(...)) cancels
+    catastrophically (float32 log_softmax([1e8, 1e8]) would be [0, 0], not -log 2).
+    """
     m = xp.max(x, axis=axis, keepdims=True)
     m = xp.where(xp.isfinite(m), m, 0)  # all -inf (or inf) rows: leave them to exp/log
-    out = xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True)) + m
+    shifted = x - m
+    return shifted, m, xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
+
+
+def logsumexp_array(xp, x, axis, keepdims):
+    _, m, log_sum = shifted_log_sum_exp(xp, x, axis)
+    out = log_sum + m
     return out if keepdims else xp.squeeze(out, axis=axis)
+
+
+def _softmax_of(x, axis):
+    """softmax(x) along axis, the gradient of logsumexp: shifted by max(x), a constant (no
+    gradient flows through a shift softmax does not see), never by logsumexp(x) itself, which
+    rounds to max(x) at large |x| and would give exp(0) = 1 for every tied maximum."""
+    e = ew.exp(x - max(x.detach(), axis=axis, keepdims=True))
+    return e / sum(e, axis=axis, keepdims=True)
 
 
 def _extreme_grad(g, x, y, axis):
@@ -101,9 +121,9 @@ max  = defop("max",  lambda xp, x, *, axis=None, keepdims=False: xp.max(x, axis=
 min  = defop("min",  lambda xp, x, *, axis=None, keepdims=False: xp.min(x, axis=axis, keepdims=keepdims),
              save="x y", vjp=(lambda g, x, y, axis, keepdims: _extreme_grad(g, x, y, axis),), jvp=_extreme_jvp)
 logsumexp = defop("logsumexp", lambda xp, x, *, axis=None, keepdims=False: logsumexp_array(xp, x, axis, keepdims),
-                  save="x y",
-                  vjp=(lambda g, x, y, axis, keepdims: _keep(g, x, axis) * ew.exp(x - _keep(y, x, axis)),),
-                  jvp=lambda ts, x, y, axis, keepdims: sum(ts[0] * ew.exp(x - _keep(y, x, axis)), axis=axis, keepdims=keepdims))
+                  save="x",
+                  vjp=(lambda g, x, y, axis, keepdims: _keep(g, x, axis) * _softmax_of(x, axis),),
+                  jvp=lambda ts, x, y, axis, keepdims: sum(ts[0] * _softmax_of(x, axis), axis=axis, keepdims=keepdims))
 norm = defop("norm", _norm, save="x y",
              vjp=(lambda g, x, y, ord, axis, keepdims: _keep(g, x, axis) * x / _keep(_safe(y), x, axis),),
              jvp=lambda ts, x, y, ord, axis, keepdims: sum(ts[0] * x, axis=axis, keepdims=keepdims) / _safe(y))
