@@ -291,3 +291,28 @@ def test_extreme_logits_agree_with_pytorch():
         np.testing.assert_array_equal(ours, theirs)
         np.testing.assert_array_equal(host(gg.log_softmax(gg.tensor(xs), axis=1)),
                                       torch.log_softmax(torch.from_numpy(xs), dim=1).numpy())
+
+
+# ---------------------------------------------------------------------------- load_state_dict
+
+
+@pytest.mark.parametrize("bad", ["shape", "dtype"])
+def test_load_state_dict_is_all_or_nothing(bad):
+    gg.seed(4)
+    model = nn.MLP([3, 5, 2])
+    before = _values(model)
+    gg.seed(9)
+    state = {n: host(p).copy() + 1 for n, p in model.named_parameters()}
+    # the last entry is wrong: a loader that assigns as it goes has changed three already
+    if bad == "shape":
+        state["2.bias"] = np.zeros(3, np.float32)
+        error, match = ValueError, r"2.bias has shape \(3,\) .* no parameter was changed"
+    else:
+        state["2.bias"] = state["2.bias"].astype(np.float64)
+        error, match = TypeError, r"2.bias has dtype float64 .* no parameter was changed"
+    with pytest.raises(error, match=match):
+        model.load_state_dict(state)
+    for name, value in _values(model).items():
+        np.testing.assert_array_equal(value, before[name])
+    with pytest.raises(TypeError, match="expected a dict"):
+        model.load_state_dict([("0.weight", np.zeros((5, 3)))])

@@ -1,6 +1,7 @@
 """Module, Parameter and the layers: Linear, Sequential, MLP, Embedding, Dropout, activations."""
 
 import collections
+import collections.abc
 import math
 
 import numpy as np
@@ -98,12 +99,20 @@ class Module:
         return collections.OrderedDict((n, p.detach()) for n, p in self.named_parameters())
 
     def load_state_dict(self, state, strict=True):
-        """Copy values into the parameters; names, shapes and dtypes must match."""
+        """Copy values into the parameters; names, shapes and dtypes must match.
+
+        All or nothing: every entry is checked (and brought to the host) before the first
+        parameter changes, so a mismatch leaves the model as it was.
+        """
+        if not isinstance(state, collections.abc.Mapping):
+            raise TypeError(f"load_state_dict: expected a dict of name -> array, got "
+                            f"{type(state).__name__}")
         own = dict(self.named_parameters())
         missing = sorted(set(own) - set(state))
         unexpected = sorted(set(state) - set(own))
         if strict and (missing or unexpected):
             raise KeyError(f"load_state_dict: missing {missing}, unexpected {unexpected}")
+        staged = []
         for name, value in state.items():
             if name not in own:
                 continue
@@ -111,10 +120,12 @@ class Module:
             arr = value.numpy() if isinstance(value, tensor.Tensor) else np.asarray(value)
             if arr.shape != p.shape:
                 raise ValueError(f"load_state_dict: {name} has shape {arr.shape} in the state but "
-                                 f"{p.shape} in the model")
+                                 f"{p.shape} in the model; no parameter was changed")
             if arr.dtype != p.dtype:
                 raise TypeError(f"load_state_dict: {name} has dtype {arr.dtype} in the state but "
-                                f"{p.dtype} in the model")
+                                f"{p.dtype} in the model; no parameter was changed")
+            staged.append((p, arr))
+        for p, arr in staged:
             be = backend.get(p.device)
             with be.active:
                 p.data[...] = be.asarray(arr)
