@@ -2,6 +2,9 @@
 
 import argparse
 import json
+import math
+import os
+import pathlib
 import platform
 import shutil
 import subprocess
@@ -11,6 +14,75 @@ import numpy as np
 
 import gpugrad
 from gpugrad import backend
+
+
+# ---------------------------------------------------------------------------- argument types
+# Every number and output path is checked when the arguments are parsed, so a bad one stops
+# the command at once with argparse's usage message, never after minutes of work.
+
+
+def _integer(minimum):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def _real(low=None, high=None, low_open=False, high_open=False):
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        too_low = low is not None and (value <= low if low_open else value < low)
+        too_high = high is not None and (value >= high if high_open else value > high)
+        if not math.isfinite(value) or too_low or too_high:
+            lo = "" if low is None else f"{'>' if low_open else '>='} {low}"
+            hi = "" if high is None else f"{'<' if high_open else '<='} {high}"
+            raise argparse.ArgumentTypeError(
+                f"must be a finite number {' and '.join(x for x in (lo, hi) if x)}, got {text}")
+        return value
+    parse.__name__ = "number"
+    return parse
+
+
+def _batch_sizes(text):
+    sizes = []
+    for part in text.split(","):
+        try:
+            sizes.append(_integer(1)(part.strip()))
+        except argparse.ArgumentTypeError as e:
+            raise argparse.ArgumentTypeError(f"batch sizes are comma-separated integers >= 1: "
+                                             f"{e}") from None
+    return sizes
+
+
+_PLOT_FORMATS = ("png", "svg", "pdf", "jpg", "jpeg")
+
+
+def _output_file(kind):
+    """An output path whose directory exists and is writable (checked before any work)."""
+    def parse(text):
+        path = pathlib.Path(text)
+        if path.is_dir():
+            raise argparse.ArgumentTypeError(f"{text} is a directory; give a file name")
+        parent = path.parent if str(path.parent) else pathlib.Path(".")
+        if not parent.is_dir():
+            raise argparse.ArgumentTypeError(f"the directory {parent} does not exist")
+        if not os.access(parent, os.W_OK):
+            raise argparse.ArgumentTypeError(f"the directory {parent} is not writable")
+        if kind == "plot" and path.suffix.lower().lstrip(".") not in _PLOT_FORMATS:
+            raise argparse.ArgumentTypeError(f"{text}: the file name must end in one of "
+                                             f"{', '.join('.' + f for f in _PLOT_FORMATS)}")
+        return text
+    parse.__name__ = f"{kind} file"
+    return parse
 
 
 def _nvcc_version(path):
@@ -181,25 +253,43 @@ def cmd_train(args):
         return tqdm(batches, total=total, desc=f"epoch {epoch}/{args.epochs}", leave=False,
                     file=sys.stderr, disable=None)
 
-    model, history = training.train(
-        dataset, layers=args.layers, hidden=args.hidden, epochs=args.epochs, batch=args.batch,
-        lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay, device=device,
-        seed=args.seed, progress=progress)
-    print(f"{'epoch':>5}  {'loss':>8}  {'train acc':>9}  {'test acc':>8}  {'seconds':>7}")
-    for h in history:
-        print(f"{h['epoch']:>5}  {h['loss']:>8.4f}  {h['train accuracy']:>9.2%}  "
-              f"{h['test accuracy']:>8.2%}  {h['seconds']:>7.2f}")
-    total = sum(h["seconds"] for h in history)
-    print(f"final test accuracy {history[-1]['test accuracy']:.2%} after {total:.1f} s of training")
-    if args.save:
-        gpugrad.save(model.state_dict(), args.save)
-        print(f"saved the model's parameters to {args.save}")
+    history, finished = [], {}
+
+    def on_epoch(model, entry):
+        # each line as its epoch ends (flushed: a pipe or a log file sees it too), and the
+        # parameters of the last finished epoch kept for --save in case of an interrupt
+        history.append(entry)
+        print(f"{entry['epoch']:>5}  {entry['loss']:>8.4f}  {entry['train accuracy']:>9.2%}  "
+              f"{entry['test accuracy']:>8.2%}  {entry['seconds']:>7.2f}", flush=True)
+        if args.save:
+            finished["state"] = {n: p.numpy() for n, p in model.named_parameters()}
+
+    print(f"{'epoch':>5}  {'loss':>8}  {'train acc':>9}  {'test acc':>8}  {'seconds':>7}", flush=True)
+    interrupted = False
+    try:
+        training.train(
+            dataset, layers=args.layers, hidden=args.hidden, epochs=args.epochs,
+            batch=args.batch, lr=args.lr, momentum=args.momentum,
+            weight_decay=args.weight_decay, device=device, seed=args.seed, progress=progress,
+            on_epoch=on_epoch)
+    except KeyboardInterrupt:
+        interrupted = True
+        print(f"interrupted during epoch {len(history) + 1}: keeping the {len(history)} "
+              f"finished epoch(s)", flush=True)
+    if history:
+        total = sum(h["seconds"] for h in history)
+        print(f"final test accuracy {history[-1]['test accuracy']:.2%} after {total:.1f} s of "
+              f"training ({len(history)} epoch(s))")
+    if args.save and finished:
+        gpugrad.save(finished["state"], args.save)
+        print(f"saved the parameters after epoch {len(history)} to {args.save}")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"args": vars(args) | {"func": None}, "history": history}, fh, indent=2)
-    if args.plot:
+            json.dump({"args": vars(args) | {"func": None}, "history": history,
+                       "interrupted": interrupted}, fh, indent=2)
+    if args.plot and history:
         _plot_history(history, args.plot, f"{args.layers}-layer MLP on {args.dataset}")
-    return 0
+    return 130 if interrupted else 0
 
 
 def _setup(args):
@@ -289,7 +379,7 @@ def cmd_memory(args):
             import torch  # noqa: F401
         except ImportError:
             raise ValueError("--compare-torch needs PyTorch: pip install torch==2.13.0") from None
-    batches = [int(b) for b in args.batch.split(",")]
+    batches = args.batch
     rows = memory.experiment(args.d, args.h, args.q, batches, layers=args.layers,
                              activation=args.activation, dtype=args.dtype, device=device,
                              lam=args.lam, with_checkpoint=args.checkpoint,
@@ -334,7 +424,7 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="command")
     info = sub.add_parser("info", help="versions, backends, devices, nvcc")
     info.add_argument("--device", help="also check that this device is usable")
-    info.add_argument("--json", metavar="FILE", help="write the report as JSON")
+    info.add_argument("--json", metavar="FILE", type=_output_file("json"), help="write the report as JSON")
     info.add_argument("--compile", action="store_true",
                       help="without a GPU, check that every kernel compiles with nvcc")
     info.set_defaults(func=cmd_info)
@@ -347,53 +437,61 @@ def main(argv=None):
     size.add_argument("--quick", action="store_true", default=True,
                       help="fewer sizes, well under a minute on a 2-core CPU (the default)")
     size.add_argument("--full", action="store_true", help="every size")
-    bench.add_argument("--json", metavar="FILE", help="write the rows and environment as JSON")
-    bench.add_argument("--plot", metavar="FILE.png", help="draw each suite's ratios")
+    bench.add_argument("--json", metavar="FILE", type=_output_file("json"),
+                       help="write the rows and environment as JSON")
+    bench.add_argument("--plot", metavar="FILE.png", type=_output_file("plot"),
+                       help="draw each suite's ratios")
     bench.set_defaults(func=cmd_bench)
     train = sub.add_parser("train", help="train the lecture's 2-, 3- or 4-layer MLP")
     train.add_argument("--dataset", default="digits", help="digits or mnist:DIR (default digits)")
     train.add_argument("--layers", type=int, default=3, choices=[2, 3, 4])
-    train.add_argument("--hidden", type=int, default=256)
-    train.add_argument("--epochs", type=int, default=20)
-    train.add_argument("--batch", type=int, default=32)
-    train.add_argument("--lr", type=float, default=0.1)
-    train.add_argument("--momentum", type=float, default=0.9)
-    train.add_argument("--weight-decay", type=float, default=0.0)
+    train.add_argument("--hidden", type=_integer(1), default=256)
+    train.add_argument("--epochs", type=_integer(1), default=20)
+    train.add_argument("--batch", type=_integer(1), default=32)
+    train.add_argument("--lr", type=_real(0, low_open=True), default=0.1)
+    train.add_argument("--momentum", type=_real(0, 1, high_open=True), default=0.9)
+    train.add_argument("--weight-decay", type=_real(0), default=0.0)
     train.add_argument("--device", help="cpu, cuda or cuda:N (default: the default device)")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--save", metavar="FILE", help="write the trained parameters (.npz)")
-    train.add_argument("--plot", metavar="FILE.png", help="draw the learning curves")
-    train.add_argument("--json", metavar="FILE", help="write the per-epoch history as JSON")
+    train.add_argument("--save", metavar="FILE", type=_output_file("state"),
+                       help="write the trained parameters (.npz)")
+    train.add_argument("--plot", metavar="FILE.png", type=_output_file("plot"),
+                       help="draw the learning curves")
+    train.add_argument("--json", metavar="FILE", type=_output_file("json"),
+                       help="write the per-epoch history as JSON")
     train.set_defaults(func=cmd_train)
     grads = sub.add_parser("rnn-grads", help="how fast the gradient vanishes back through time")
-    grads.add_argument("--steps", type=int, default=50)
-    grads.add_argument("--hidden", type=int, default=32)
+    grads.add_argument("--steps", type=_integer(2), default=50)
+    grads.add_argument("--hidden", type=_integer(1), default=32)
     grads.add_argument("--seed", type=int, default=0)
     grads.add_argument("--device", help="cpu, cuda or cuda:N (default: the default device)")
-    grads.add_argument("--plot", metavar="FILE.png", help="draw the norms against steps back")
-    grads.add_argument("--json", metavar="FILE", help="write the norms as JSON")
+    grads.add_argument("--plot", metavar="FILE.png", type=_output_file("plot"),
+                       help="draw the norms against steps back")
+    grads.add_argument("--json", metavar="FILE", type=_output_file("json"), help="write the norms as JSON")
     grads.set_defaults(func=cmd_rnn_grads)
     mem = sub.add_parser("memory", help="training vs prediction memory, analytic and measured")
-    mem.add_argument("--d", type=int, default=784)
-    mem.add_argument("--h", type=int, default=256)
-    mem.add_argument("--q", type=int, default=10)
-    mem.add_argument("--batch", default="1,64,256,1024", help="comma-separated batch sizes")
-    mem.add_argument("--layers", type=int, default=2, help="weight layers (2: section 4.7's network)")
+    mem.add_argument("--d", type=_integer(1), default=784)
+    mem.add_argument("--h", type=_integer(1), default=256)
+    mem.add_argument("--q", type=_integer(1), default=10)
+    mem.add_argument("--batch", type=_batch_sizes, default="1,64,256,1024",
+                     help="comma-separated batch sizes")
+    mem.add_argument("--layers", type=_integer(2), default=2,
+                     help="weight layers (2: section 4.7's network)")
     mem.add_argument("--activation", default="relu", choices=["relu", "tanh", "sigmoid", "gelu", "silu"])
     mem.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    mem.add_argument("--lam", type=float, default=1e-3, help="the L2 penalty's lambda")
+    mem.add_argument("--lam", type=_real(0), default=1e-3, help="the L2 penalty's lambda")
     mem.add_argument("--device", help="cpu, cuda or cuda:N (default: the default device)")
     mem.add_argument("--checkpoint", action="store_true", help="also checkpoint the hidden layers")
     mem.add_argument("--compare-torch", action="store_true", help="what PyTorch saves, beside")
-    mem.add_argument("--json", metavar="FILE")
-    mem.add_argument("--plot", metavar="FILE.png")
+    mem.add_argument("--json", metavar="FILE", type=_output_file("json"))
+    mem.add_argument("--plot", metavar="FILE.png", type=_output_file("plot"))
     mem.set_defaults(func=cmd_memory)
 
     check = sub.add_parser("selftest", help="check this install on a device: the bundled tests, "
                                             "the kernels, a short benchmark, one verdict")
     check.add_argument("--device", help="cpu, cuda, cuda:N or strict (default: the default device)")
     check.add_argument("--no-bench", action="store_true", help="skip the short benchmark")
-    check.add_argument("--json", metavar="FILE", help="write everything as JSON")
+    check.add_argument("--json", metavar="FILE", type=_output_file("json"), help="write everything as JSON")
     check.set_defaults(func=cmd_selftest)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -404,6 +502,9 @@ def main(argv=None):
     except (backend.DeviceError, ValueError, ImportError, FileNotFoundError) as e:
         print(f"gpugrad {args.command}: error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # a command with work to keep (train) handles it itself
+        print(f"\ngpugrad {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -38,8 +38,12 @@ def accuracy(model, x, y, device, batch=2048):
 
 
 def train(dataset, layers=3, hidden=256, epochs=20, batch=32, lr=0.1, momentum=0.9,
-          weight_decay=0.0, device=None, seed=0, progress=None):
-    """Train an MLP; returns (model, history) with one dict per epoch."""
+          weight_decay=0.0, device=None, seed=0, progress=None, on_epoch=None):
+    """Train an MLP; returns (model, history) with one dict per epoch.
+
+    on_epoch(model, entry), if given, is called as each epoch finishes, so a caller can show it
+    at once and keep what an interrupt (KeyboardInterrupt propagates) must not lose.
+    """
     from gpugrad import backend
 
     backend.seed(seed)
@@ -68,6 +72,8 @@ def train(dataset, layers=3, hidden=256, epochs=20, batch=32, lr=0.1, momentum=0
             "test accuracy": accuracy(model, dataset.test_x, dataset.test_y, device),
             "seconds": time.perf_counter() - t0,
         })
+        if on_epoch is not None:
+            on_epoch(model, history[-1])
     return model, history
 
 

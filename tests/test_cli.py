@@ -117,3 +117,117 @@ def test_selftest_runs_the_bundled_tests_on_the_device_and_says_what_failed(tmp_
     assert result["tests"]["passed"] == 1 and result["tests"]["failed"] == 1
     assert "test_on_the_cpu" in result["tests"]["failures"][0]
     assert "tests      FAIL  1 passed, 1 failed" in printed and "verdict    FAIL" in printed
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--epochs", "0"], "argument --epochs: must be at least 1, got 0"),
+    (["train", "--batch", "0"], "argument --batch: must be at least 1, got 0"),
+    (["train", "--hidden", "0"], "argument --hidden: must be at least 1, got 0"),
+    (["train", "--lr", "nan"], "argument --lr: must be a finite number > 0, got nan"),
+    (["train", "--momentum", "1"], "argument --momentum: must be a finite number >= 0 and < 1"),
+    (["train", "--weight-decay", "-1"], "argument --weight-decay: must be a finite number >= 0"),
+    (["train", "--epochs", "two"], "argument --epochs: expected an integer, got 'two'"),
+    (["train", "--save", "/nonexistent-dir/m.npz"], "argument --save: the directory /nonexistent-dir does not exist"),
+    (["train", "--json", "/nonexistent-dir/h.json"], "argument --json: the directory /nonexistent-dir does not exist"),
+    (["train", "--plot", "/nonexistent-dir/c.png"], "argument --plot: the directory /nonexistent-dir does not exist"),
+    (["train", "--plot", "curves.txt"], "argument --plot: curves.txt: the file name must end in one of"),
+    (["memory", "--h", "0"], "argument --h: must be at least 1, got 0"),
+    (["memory", "--batch", "0"], "argument --batch: batch sizes are comma-separated integers >= 1"),
+    (["memory", "--batch", "64,,8"], "argument --batch: batch sizes are comma-separated integers >= 1"),
+    (["memory", "--layers", "1"], "argument --layers: must be at least 2, got 1"),
+    (["memory", "--lam", "-0.1"], "argument --lam: must be a finite number >= 0"),
+    (["rnn-grads", "--steps", "0"], "argument --steps: must be at least 2, got 0"),
+    (["rnn-grads", "--steps", "1"], "argument --steps: must be at least 2, got 1"),
+    (["rnn-grads", "--hidden", "0"], "argument --hidden: must be at least 1, got 0"),
+    (["bench", "--json", "/nonexistent-dir/b.json"], "argument --json: the directory /nonexistent-dir does not exist"),
+    (["info", "--json", "/nonexistent-dir/i.json"], "argument --json: the directory /nonexistent-dir does not exist"),
+    (["selftest", "--json", "/nonexistent-dir/s.json"], "argument --json: the directory /nonexistent-dir does not exist"),
+])
+def test_every_command_checks_its_arguments_before_any_work(argv, message, capsys, monkeypatch):
+    from gpugrad import training
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the command started work before checking its arguments")
+
+    for name in ("train", "load_dataset", "rnn_gradient_norms"):
+        monkeypatch.setattr(training, name, must_not_run)
+    monkeypatch.setattr(gg.memory, "experiment", must_not_run)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"gpugrad {argv[0]}: error: {message}" in err and "usage:" in err, err
+    assert "Traceback" not in err
+
+
+def test_train_interrupted_keeps_the_finished_epochs_and_their_parameters(tmp_path, capsys,
+                                                                          monkeypatch):
+    """Ctrl-C in epoch 2: epoch 1's line was printed as it finished, the table and JSON keep
+    it, and --save writes exactly epoch 1's parameters (equal to a one-epoch run's)."""
+    common = ["train", "--dataset", "digits", "--layers", "2", "--batch", "256", "--seed", "3"]
+    one_epoch = tmp_path / "one.npz"
+    assert cli.main(common + ["--epochs", "1", "--save", str(one_epoch)]) == 0
+    capsys.readouterr()
+    steps_per_epoch = -(-1438 // 256)
+    calls = []
+    real_step = gg.optim.SGD.step
+
+    def step_then_interrupt(self):
+        calls.append(1)
+        if len(calls) == steps_per_epoch + 2:  # in the middle of epoch 2
+            raise KeyboardInterrupt
+        return real_step(self)
+
+    monkeypatch.setattr(gg.optim.SGD, "step", step_then_interrupt)
+    saved, history = tmp_path / "interrupted.npz", tmp_path / "h.json"
+    code = cli.main(common + ["--epochs", "5", "--save", str(saved), "--json", str(history)])
+    out = capsys.readouterr().out
+    assert code == 130
+    assert "interrupted during epoch 2: keeping the 1 finished epoch(s)" in out
+    assert out.index("    1  ") < out.index("interrupted during epoch 2")
+    record = json.loads(history.read_text())
+    assert record["interrupted"] and [h["epoch"] for h in record["history"]] == [1]
+    kept, reference = gg.load(saved), gg.load(one_epoch)
+    assert list(kept) == list(reference)
+    for name in kept:
+        assert (kept[name].numpy() == reference[name].numpy()).all()
+
+
+def test_train_prints_each_epoch_as_it_finishes_into_a_pipe(tmp_path):
+    """Not a TTY: the lines still come as the epochs end (flushed), before the process exits."""
+    script = ("import sys, gpugrad.training as t\n"
+              "real = t.train\n"
+              "def slow(*a, on_epoch, **k):\n"
+              "    def told(model, entry):\n"
+              "        on_epoch(model, entry)\n"
+              "        sys.stderr.write('EPOCH-END\\n'); sys.stderr.flush()\n"
+              "        if entry['epoch'] == 1: sys.stdin.readline()  # wait for the reader\n"
+              "    return real(*a, on_epoch=told, **k)\n"
+              "t.train = slow\n"
+              "from gpugrad import cli\n"
+              "cli.main(['train', '--layers', '2', '--epochs', '2', '--batch', '512'])\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        while "EPOCH-END" not in proc.stderr.readline():
+            assert proc.poll() is None, proc.stderr.read()
+        # the process now waits inside epoch 1's callback: its line must already be readable
+        lines = []
+        while not any(line.startswith("    1  ") for line in lines):
+            lines.append(proc.stdout.readline())
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.wait(timeout=120) == 0
+    finally:
+        proc.kill()
+
+
+def test_a_keyboard_interrupt_in_any_command_ends_without_a_traceback(capsys, monkeypatch):
+    from gpugrad import training
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "rnn_gradient_norms", interrupted)
+    assert cli.main(["rnn-grads"]) == 130
+    assert "gpugrad rnn-grads: interrupted" in capsys.readouterr().err
