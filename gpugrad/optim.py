@@ -5,6 +5,9 @@ trained here and there with the same data and seed follows the same trajectory. 
 update is one fused kernel (kernels/sgd.cu) per parameter.
 """
 
+import math
+import numbers
+
 import numpy as np
 
 from gpugrad import autograd
@@ -19,13 +22,25 @@ def kernels_ready(*arrays):
         a.dtype == first.dtype and a.shape == first.shape and a.flags.c_contiguous for a in arrays)
 
 
+def _checked(who, name, value, low, high=None, low_open=False):
+    """A hyperparameter as a float, refused by name (as PyTorch does) if NaN, infinite or out
+    of [low, high) (or (low, high) with low_open)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{who}: {name} must be a real number, got {value!r}")
+    value = float(value)
+    bad_low = value <= low if low_open else value < low
+    if not math.isfinite(value) or bad_low or (high is not None and value >= high):
+        interval = f"{'(' if low_open else '['}{low}, {high if high is not None else 'inf'})"
+        raise ValueError(f"{who}: {name} must be finite and in {interval}, got {value}")
+    return value
+
+
 class Optimizer:
     def __init__(self, params, lr):
         self.params = list(params)
         if not self.params:
             raise ValueError(f"{type(self).__name__}: no parameters to optimize")
-        if lr <= 0:
-            raise ValueError(f"{type(self).__name__}: lr must be positive, got {lr}")
+        lr = _checked(type(self).__name__, "lr", lr, 0, low_open=True)
         for i, p in enumerate(self.params):
             if p.grad_req == "null":
                 raise ValueError(f"{type(self).__name__}: parameter {i} does not receive a "
@@ -47,7 +62,8 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr, momentum=0.0, weight_decay=0.0):
         super().__init__(params, lr)
-        self.momentum, self.weight_decay = momentum, weight_decay
+        self.momentum = _checked("SGD", "momentum", momentum, 0)
+        self.weight_decay = _checked("SGD", "weight_decay", weight_decay, 0)
 
     def step(self):
         backend.bake(self, "lr", "momentum", "weight_decay")
@@ -81,8 +97,12 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(params, lr)
-        self.beta1, self.beta2 = betas
-        self.eps, self.weight_decay = eps, weight_decay
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise TypeError(f"Adam: betas must be a pair (beta1, beta2), got {betas!r}")
+        self.beta1 = _checked("Adam", "betas[0]", betas[0], 0, 1)
+        self.beta2 = _checked("Adam", "betas[1]", betas[1], 0, 1)
+        self.eps = _checked("Adam", "eps", eps, 0)
+        self.weight_decay = _checked("Adam", "weight_decay", weight_decay, 0)
 
     def step(self):
         backend.bake(self, "lr", "beta1", "beta2", "eps", "weight_decay")

@@ -151,7 +151,9 @@ class Tensor:
         return self.to(f"cuda:{index}")
 
     def astype(self, dtype):
-        return ops.astype(self, dtype=backend.as_dtype(dtype))
+        dtype = backend.as_dtype(dtype)
+        _check_numeric(dtype, self)
+        return ops.astype(self, dtype=dtype)
 
     def copy(self):
         return ops.copy(self)
@@ -376,11 +378,16 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
         src_device, arr = backend.device_of_array(data), data
     else:
         src_device = None
-        arr = np.asarray(_host_list(data))
+        try:
+            arr = np.asarray(_host_list(data))
+        except ValueError as e:
+            raise ValueError(f"cannot make a tensor from {type(data).__name__}: its nested "
+                             f"lists have unequal lengths ({e})") from None
         if arr.dtype == object:
             raise TypeError(f"cannot make a tensor from {type(data).__name__}: {data!r:.80}")
         if dtype is None and arr.dtype.kind in "iuf":
             dtype = backend.get_default_dtype()
+    _check_numeric(arr.dtype if dtype is None else dtype, data)
     dev = backend.canonical_device(device) if device is not None else (
         src_device or backend.default_device())
     be = backend.get(dev)
@@ -395,6 +402,17 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
 
 
 array = tensor
+
+
+def _check_numeric(dtype, data):
+    """Tensors hold booleans, integers or real floats: every rule and kernel assumes real
+    arithmetic (the sigmoid of a complex number would come out as a wrong real number)."""
+    if dtype.kind not in "biuf":
+        what = {"c": "complex numbers", "O": "Python objects", "U": "strings", "S": "bytes",
+                "M": "dates", "m": "time spans", "V": "structured records"}.get(dtype.kind, "")
+        raise TypeError(f"cannot make a tensor of dtype {dtype}{f' ({what})' if what else ''}: "
+                        f"gpugrad tensors hold booleans, integers and real floating-point "
+                        f"numbers (got {type(data).__name__})")
 
 
 def _host_list(data):
@@ -488,6 +506,7 @@ def randn(*shape, dtype=None, device=None, requires_grad=False):
 def from_dlpack(obj):
     """A tensor sharing memory with any DLPack exporter (PyTorch, JAX, NumPy, CuPy)."""
     arr = backend.from_dlpack(obj)
+    _check_numeric(arr.dtype, obj)
     return wrap(arr, backend.device_of_array(arr))
 
 

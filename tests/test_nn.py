@@ -182,8 +182,24 @@ def test_optimizer_refuses_bad_input():
         gg.optim.SGD([], lr=0.1)
     with pytest.raises(ValueError, match="does not receive a gradient"):
         gg.optim.SGD([gg.ones(2)], lr=0.1)
-    with pytest.raises(ValueError, match="lr must be positive"):
-        gg.optim.Adam(nn.Linear(2, 2).parameters(), lr=0)
+    params = nn.Linear(2, 2).parameters()
+    with pytest.raises(ValueError, match=r"lr must be finite and in \(0, inf\), got 0.0"):
+        gg.optim.Adam(params, lr=0)
+    bad = [(gg.optim.SGD, {"lr": float("nan")}, r"lr must be finite .* got nan"),
+           (gg.optim.SGD, {"lr": float("inf")}, r"lr must be finite .* got inf"),
+           (gg.optim.SGD, {"lr": 0.1, "momentum": -0.5}, r"momentum must be finite and in \[0, inf\)"),
+           (gg.optim.SGD, {"lr": 0.1, "weight_decay": -1e-4}, r"weight_decay must be finite"),
+           (gg.optim.Adam, {"betas": (1.0, 0.999)}, r"betas\[0\] must be finite and in \[0, 1\)"),
+           (gg.optim.Adam, {"betas": (0.9, -0.1)}, r"betas\[1\] must be finite and in \[0, 1\)"),
+           (gg.optim.Adam, {"eps": -1e-8}, r"eps must be finite"),
+           (gg.optim.Adam, {"weight_decay": float("nan")}, r"weight_decay must be finite")]
+    for cls, kwargs, match in bad:
+        with pytest.raises(ValueError, match=match):
+            cls(params, **kwargs)
+    with pytest.raises(TypeError, match="lr must be a real number, got '0.1'"):
+        gg.optim.SGD(params, lr="0.1")
+    with pytest.raises(TypeError, match="betas must be a pair"):
+        gg.optim.Adam(params, betas=0.9)
 
 
 def test_mlp_and_cross_entropy_against_torch():

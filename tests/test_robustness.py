@@ -316,3 +316,34 @@ def test_load_state_dict_is_all_or_nothing(bad):
         np.testing.assert_array_equal(value, before[name])
     with pytest.raises(TypeError, match="expected a dict"):
         model.load_state_dict([("0.weight", np.zeros((5, 3)))])
+
+
+# ---------------------------------------------------------------------------- what a tensor holds
+
+
+@pytest.mark.parametrize("data, what", [
+    (np.array([1 + 2j]), "complex numbers"), ([1j, 2.0], "complex numbers"),
+    (np.array(["x"]), "strings"), (["a", "b"], "strings"),
+    (np.array([{"a": 1}], dtype=object), "Python objects"),
+    (np.array(["2026-11-22"], dtype="datetime64[D]"), "dates"),
+])
+def test_tensors_refuse_what_is_not_a_real_number(data, what):
+    with pytest.raises(TypeError, match=f"dtype .* \\({what}\\): gpugrad tensors hold booleans"):
+        gg.tensor(data)
+
+
+def test_complex_never_sneaks_in_through_ops_dtypes_or_dlpack():
+    x = gg.tensor([1.0, 2.0])
+    with pytest.raises(TypeError, match="complex numbers"):
+        gg.sigmoid(np.array([1j]))  # gave a wrong real number before
+    with pytest.raises(TypeError, match="complex numbers"):
+        x * 1j
+    with pytest.raises(TypeError, match="complex"):
+        x.astype("complex64")
+    with pytest.raises(TypeError, match="complex"):
+        gg.tensor([1.0], dtype=complex)
+    if gg.default_device() == "cpu":
+        with pytest.raises(TypeError, match="complex numbers"):
+            gg.from_dlpack(np.array([1j]))
+    with pytest.raises(ValueError, match="nested lists have unequal lengths"):
+        gg.tensor([[1.0], [1.0, 2.0]])
