@@ -7,7 +7,7 @@ from gpugrad import data, memory, nn, optim  # noqa: E402  # noqa: E402
 from gpugrad.backend import (  # noqa: E402
     DeviceError, default_device, device, get_default_dtype, seed, set_default_dtype,
 )
-from gpugrad.autograd import GraphError, ShapeError, no_grad  # noqa: E402
+from gpugrad.autograd import AnomalyError, GraphError, ShapeError, no_grad  # noqa: E402
 from gpugrad.kernels import fused  # noqa: E402
 from gpugrad.functional import grad, hvp, jacobian, jvp, value_and_grad, vjp  # noqa: E402
 from gpugrad.ops import *  # noqa: E402,F401,F403  (the op functions, OPS, Function)

@@ -6,6 +6,9 @@ reference, so the graph has no cycles and dies with the last tensor that reaches
 """
 
 import contextlib
+import linecache
+import os
+import sys
 import threading
 import weakref
 
@@ -24,6 +27,10 @@ class ShapeError(ValueError):
     """Operand shapes do not fit together."""
 
 
+class AnomalyError(GraphError):
+    """detect_anomaly found a gradient holding NaN or inf."""
+
+
 # ---------------------------------------------------------------------------- recording state
 
 
@@ -32,6 +39,7 @@ class _State(threading.local):
     training = False
     forward_mode = False
     structure_only = None  # a _Structure while gg.checkpoint discovers what fn reaches
+    anomaly = False  # detect_anomaly: note where each op is recorded, check every gradient
 
 
 _state = _State()
@@ -80,6 +88,69 @@ def train_mode():
 def predict_mode():
     """Prediction behaviour (dropout off) inside the block without changing recording."""
     return _scope(_state.recording, False)
+
+
+# ---------------------------------------------------------------------------- anomaly mode
+# Off by default and then free: apply() tests one flag. On, each recorded node notes the user's
+# line that recorded it, and backward checks every gradient a rule returns (a host read each).
+_recorded_at = weakref.WeakKeyDictionary()  # Node -> "file:line in function: code"
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def set_detect_anomaly(mode):
+    """Turn anomaly mode on or off for this thread (PyTorch's torch.autograd.set_detect_anomaly)."""
+    _state.anomaly = bool(mode)
+
+
+def is_anomaly_enabled():
+    return _state.anomaly
+
+
+@contextlib.contextmanager
+def detect_anomaly():
+    """Inside the block, backward raises AnomalyError at the first op whose gradient holds NaN
+    or inf, naming the op, the shapes and the line that recorded it in the forward."""
+    prev = _state.anomaly
+    _state.anomaly = True
+    try:
+        yield
+    finally:
+        _state.anomaly = prev
+
+
+def _user_line():
+    """The innermost stack frame outside gpugrad: the user's line that made the op."""
+    frame = sys._getframe(2)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+    if frame is None:
+        return "an unknown line"
+    code = linecache.getline(frame.f_code.co_filename, frame.f_lineno).strip()
+    return f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}" + (
+        f": {code}" if code else "")
+
+
+def _check_finite(node, g, input_grads):
+    """Raise AnomalyError if a gradient the node's rule returned holds NaN or inf."""
+    for i, gi in enumerate(input_grads):
+        if gi is None:
+            continue
+        backend.forbid_in_graph_step("detect_anomaly (it reads every gradient on the host)",
+                                     backend.HOST_READ_WHY)
+        xp = backend.get(gi.device).xp
+        finite = xp.isfinite(gi.data)
+        if bool(finite.all()):
+            continue
+        n_nan, n_bad = int(xp.isnan(gi.data).sum()), int((~finite).sum())
+        incoming = "finite" if bool(xp.isfinite(g.data).all()) else "not finite either"
+        shapes = ", ".join(str(m[0]) if m is not None else "scalar" for m in node.metas)
+        where = _recorded_at.get(node, "a line recorded outside detect_anomaly()")
+        raise AnomalyError(
+            f"detect_anomaly: the gradient of {node.op.name!r} for its {_input_label(node.op, i)} "
+            f"(shape {gi.shape}, {gi.dtype}) holds {n_nan} NaN and {n_bad - n_nan} inf of "
+            f"{gi.size} values; the gradient coming into {node.op.name!r} (shape {g.shape}) was "
+            f"{incoming}. {node.op.name!r} took inputs of shapes {shapes} and was recorded at "
+            f"{where}")
 
 
 # ---------------------------------------------------------------------------- in-place changes
@@ -356,6 +427,8 @@ def apply(op, inputs, params):
         node = Node(op, parents, xs, arrays, y, y_device, params, aux, keep=structure is None)
         if structure is not None:
             structure.nodes.add(node)
+        if _state.anomaly:
+            _recorded_at[node] = _user_line()
     out = tensor.wrap(y, y_device, node)
     if tangents is not None and floating:
         out._tangent = _tangent_of(op, tangents, xs, out, aux, params)
@@ -524,6 +597,11 @@ def _toposort(roots):
         seen.add(node)
         stack.append((node, True))
         if node.op is not None:
+            if isinstance(node.freed, str):  # freed by a backward that then failed
+                raise GraphError(
+                    f"backward through a graph that an earlier backward freed in part and then "
+                    f"failed ({node.freed}); the ops it had finished, {node.op.name!r} among "
+                    f"them, lost what they saved: run the forward again inside record()")
             if node.freed:
                 raise GraphError(
                     f"backward through a graph that has already been freed (at op "
@@ -573,27 +651,41 @@ def _run(heads, head_grads, retain_graph, create_graph, targets=None):
     found = {}
     leaves = []
     owned = {}  # id -> array: gradients only this backward holds, safe to add into in place
+    freed = []  # nodes this backward freed, told why they are gone if it then fails
     scope = record() if create_graph else pause()
-    with scope:
-        for node in order:
-            g = grads.pop(node, None)
-            if g is None:
-                continue
-            owned.pop(id(g.data), None)
-            if targets is not None:
-                if node in targets:
-                    found[node] = g
-                if node not in expand:
+    anomaly = _state.anomaly
+    node = None
+    try:
+        with scope:
+            for node in order:
+                g = grads.pop(node, None)
+                if g is None:
                     continue
-            elif node.op is None:
-                leaves.append((node, g))
-                continue
-            input_grads = _input_grads(node, g, create_graph)
-            for p, gi in zip(node.parents, input_grads):
-                if gi is not None:
-                    _accumulate(grads, owned, p, gi, g, node, input_grads, create_graph)
-            if not retain_graph:
-                node.free()
+                owned.pop(id(g.data), None)
+                if targets is not None:
+                    if node in targets:
+                        found[node] = g
+                    if node not in expand:
+                        continue
+                elif node.op is None:
+                    leaves.append((node, g))
+                    continue
+                input_grads = _input_grads(node, g, create_graph)
+                if anomaly:
+                    _check_finite(node, g, input_grads)
+                for p, gi in zip(node.parents, input_grads):
+                    if gi is not None:
+                        _accumulate(grads, owned, p, gi, g, node, input_grads, create_graph)
+                if not retain_graph:
+                    node.free()
+                    freed.append(node)
+    except BaseException as e:
+        if freed:
+            at = f" at {node.op.name!r}" if node is not None and node.op is not None else ""
+            reason = f"{type(e).__name__}{at}: {str(e)[:200]}"
+            for n in freed:
+                n.freed = reason
+        raise
     if targets is None:
         _write_leaves(leaves, create_graph, {id(g.data) for g in head_grads})
     return found

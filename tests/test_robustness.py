@@ -347,3 +347,79 @@ def test_complex_never_sneaks_in_through_ops_dtypes_or_dlpack():
             gg.from_dlpack(np.array([1j]))
     with pytest.raises(ValueError, match="nested lists have unequal lengths"):
         gg.tensor([[1.0], [1.0, 2.0]])
+
+
+# ---------------------------------------------------------------------------- anomaly mode
+
+
+def test_detect_anomaly_names_the_first_op_with_a_nan_gradient_and_its_line():
+    x = gg.tensor([4.0, 0.0, 9.0], dtype="float64", requires_grad=True)
+    with gg.autograd.detect_anomaly():
+        assert gg.autograd.is_anomaly_enabled()
+        with gg.autograd.record():
+            y = x * 2
+            root = gg.sqrt(y)  # the gradient of sqrt at 0 is inf
+            loss = (root * 0.5).sum()
+        with pytest.raises(gg.AnomalyError) as info:
+            loss.backward()
+    assert not gg.autograd.is_anomaly_enabled()
+    message = str(info.value)
+    assert "the gradient of 'sqrt' for its input x (shape (3,), float64) holds 0 NaN and 1 inf" \
+        in message
+    assert "coming into 'sqrt' (shape (3,)) was finite" in message
+    assert "test_robustness.py" in message and "root = gg.sqrt(y)" in message
+    # off (the default), the same backward runs through and gives the inf, as before
+    with gg.autograd.record():
+        loss = (gg.sqrt(x * 2) * 0.5).sum()
+    loss.backward()
+    assert np.isinf(host(x.grad)).sum() == 1
+
+
+def test_anomaly_mode_as_a_flag_and_inside_a_graph_of_a_graph():
+    x = gg.tensor([1.0, -1.0], dtype="float64", requires_grad=True)
+    gg.autograd.set_detect_anomaly(True)
+    try:
+        with gg.autograd.record():
+            loss = gg.log(x).sum()  # NaN forward at -1: its gradient 1/x is finite, no anomaly
+            y = (x * x).sum()
+        loss.backward()
+        (g,) = [gg.autograd.grad(y, x, create_graph=True)]
+        with gg.autograd.record():
+            z = gg.sqrt(g - g).sum()  # second order: sqrt(0) again
+        with pytest.raises(gg.AnomalyError, match="'sqrt'"):
+            z.backward()
+    finally:
+        gg.autograd.set_detect_anomaly(False)
+
+
+# ---------------------------------------------------------------------------- a failed backward
+
+
+class _OutOfMemoryInBackward(gg.Function):
+    @staticmethod
+    def forward(ctx, a):
+        return a * 1
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise MemoryError("out of memory allocating 4 GiB")
+
+
+def test_a_backward_that_failed_midway_says_so_on_retry():
+    x = gg.tensor([1.0, 2.0], requires_grad=True)
+    with gg.autograd.record():
+        c = (_OutOfMemoryInBackward.apply(x * 2) * 3).sum()  # frees two nodes, then fails
+    with pytest.raises(MemoryError):
+        c.backward()
+    with pytest.raises(gg.GraphError) as info:
+        c.backward()
+    message = str(info.value)
+    assert "an earlier backward freed in part and then failed (MemoryError at " in message
+    assert "out of memory allocating 4 GiB" in message and "run the forward again" in message
+    assert "retain_graph=True" not in message  # the usual advice would not help here
+    # with retain_graph nothing was freed: after the failure the graph is still whole
+    with gg.autograd.record():
+        d = ((x * 2) * 3).sum()
+    d.backward(retain_graph=True)
+    d.backward()
+    np.testing.assert_array_equal(host(x.grad), [6.0, 6.0])
