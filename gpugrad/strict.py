@@ -488,10 +488,11 @@ def _bias_act_fwd(k, x, bias, y, n, cols, p0, p1):
 
 def _relu_fwd_mask(k, x, y, mask, n, slope):
     from gpugrad import backend
+    from gpugrad.ops import activation as act
 
     x = x[:n]
     y[:n] = np.where(x > 0, x, x * slope) if slope else np.maximum(x, 0)
-    words = backend.pack_mask(np, x > 0)
+    words = backend.pack_mask(np, act.leaky_relu_mask(np, x) if slope else act.relu_mask(np, x))
     mask[: words.size] = words
 
 

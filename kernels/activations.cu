@@ -83,7 +83,8 @@ __global__ void bias_act_fwd(const T* __restrict__ x, const T* __restrict__ bias
   GRID_STRIDE(i, n) { y[i] = op(x[i] + bias[i % cols], p0, p1); }
 }
 
-// relu (slope == 0) or leaky_relu forward that also writes bit i % 32 of mask[i / 32] = x > 0.
+// relu (slope == 0) or leaky_relu forward that also writes bit i % 32 of mask[i / 32]: the
+// header's relu_mask_bit or leaky_relu_mask_bit of x.
 // A warp covers 32 consecutive elements (blockDim and the stride are multiples of 32), so one
 // ballot yields a whole word; the loop runs while the warp's first element is in range so all
 // 32 lanes take part in every ballot.
@@ -95,7 +96,7 @@ __global__ void relu_fwd_mask(const T* __restrict__ x, T* __restrict__ y,
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i - lane < n; i += stride) {
     const bool in = i < n;
     const T v = in ? x[i] : T(0);
-    const bool bit = in && gg::relu_mask_bit(v);
+    const bool bit = in && (slope == T(0) ? gg::relu_mask_bit(v) : gg::leaky_relu_mask_bit(v));
     if (in) y[i] = slope == T(0) ? gg::relu_fwd(v) : gg::leaky_relu_fwd(v, slope);
     const unsigned word = __ballot_sync(0xffffffffu, bit);
     if (lane == 0) mask[i >> 5] = word;

@@ -38,13 +38,16 @@ constexpr double kInvSqrt2Pi = 0.39894228040143267794;  // 1 / sqrt(2 pi)
 constexpr double kSqrt2OverPi = 0.79788456080286535588; // sqrt(2 / pi)
 constexpr double kGeluC = 0.044715;
 
-// relu: y = max(x, 0) (NaN stays NaN); backward from a 1-bit mask of x > 0
+// relu: y = max(x, 0) (NaN stays NaN); backward from a 1-bit mask of !(x <= 0): a NaN input
+// passes its gradient on, as in PyTorch (whose relu backward tests the output y <= 0)
 template <typename T> GG_FN T relu_fwd(T x) { return x < T(0) ? T(0) : x; }
-template <typename T> GG_FN bool relu_mask_bit(T x) { return x > T(0); }
+template <typename T> GG_FN bool relu_mask_bit(T x) { return !(x <= T(0)); }
 template <typename T> GG_FN T relu_bwd_from_mask(T g, bool bit) { return bit ? g : T(0); }
 
-// leaky_relu(slope): same mask as relu
+// leaky_relu(slope): mask x > 0, so a NaN input takes the slope, as in PyTorch (whose
+// leaky_relu backward tests the input x > 0)
 template <typename T> GG_FN T leaky_relu_fwd(T x, T slope) { return x > T(0) ? x : x * slope; }
+template <typename T> GG_FN bool leaky_relu_mask_bit(T x) { return x > T(0); }
 template <typename T> GG_FN T leaky_relu_bwd_from_mask(T g, bool bit, T slope) {
   return bit ? g : g * slope;
 }
@@ -52,7 +55,7 @@ template <typename T> GG_FN T leaky_relu_bwd_from_mask(T g, bool bit, T slope) {
 // elu(alpha >= 0): for x <= 0, dy/dx = alpha e^x = y + alpha
 template <typename T> GG_FN T elu_fwd(T x, T alpha) { return x > T(0) ? x : alpha * expm1_(x); }
 template <typename T> GG_FN T elu_bwd_from_y(T g, T y, T alpha) {
-  return y > T(0) ? g : g * (y + alpha);
+  return y <= T(0) ? g * (y + alpha) : g;  // NaN y: the positive branch, as in PyTorch
 }
 
 // sigmoid: exp of a non-positive number only

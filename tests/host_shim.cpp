@@ -19,6 +19,7 @@ template <typename T, typename F> static void map2(const T* a, const T* b, T* ou
 #define ALL(T, S)                                                                       \
   FWD(relu_fwd, T, S, gg::relu_fwd(v))                                                  \
   FWD(relu_mask_bit, T, S, T(gg::relu_mask_bit(v)))                                     \
+  FWD(leaky_relu_mask_bit, T, S, T(gg::leaky_relu_mask_bit(v)))                         \
   FWD(leaky_relu_fwd, T, S, gg::leaky_relu_fwd(v, T(p0)))                               \
   FWD(elu_fwd, T, S, gg::elu_fwd(v, T(p0)))                                             \
   FWD(sigmoid_fwd, T, S, gg::sigmoid_fwd(v))                                            \

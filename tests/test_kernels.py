@@ -76,7 +76,8 @@ TOL = {np.float32: dict(rtol=1e-5, atol=1e-6), np.float64: dict(rtol=1e-12, atol
 # header function -> (reference on float64 arrays from the CPU op path, p0, p1)
 FORWARD = {
     "relu_fwd": (lambda x: act._relu(np, x), 0, 0),
-    "relu_mask_bit": (lambda x: (x > 0).astype(np.float64), 0, 0),
+    "relu_mask_bit": (lambda x: act.relu_mask(np, x).astype(np.float64), 0, 0),
+    "leaky_relu_mask_bit": (lambda x: act.leaky_relu_mask(np, x).astype(np.float64), 0, 0),
     "leaky_relu_fwd": (lambda x: act._leaky_relu(np, x, negative_slope=0.1), 0.1, 0),
     "elu_fwd": (lambda x: act._elu(np, x, alpha=1.5), 1.5, 0),
     "sigmoid_fwd": (lambda x: act._sigmoid(np, x), 0, 0),

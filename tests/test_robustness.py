@@ -423,3 +423,74 @@ def test_a_backward_that_failed_midway_says_so_on_retry():
     d.backward(retain_graph=True)
     d.backward()
     np.testing.assert_array_equal(host(x.grad), [6.0, 6.0])
+
+
+# ---------------------------------------------------------------------------- NaN routing
+
+NAN = float("nan")
+A = np.array([NAN, 1.0, 2.0, NAN, 3.0])
+B = np.array([1.0, NAN, 2.0, NAN, 1.0])
+
+# op -> (gpugrad, PyTorch name, inputs, expected gradient of sum(op) for each input)
+NAN_CASES = {
+    # the output is NaN where either input is: both inputs get all of g there, as in PyTorch
+    "maximum": (gg.maximum, "maximum", (A, B), ([1, 1, 0.5, 1, 1], [1, 1, 0.5, 1, 0])),
+    "minimum": (gg.minimum, "minimum", (A, B), ([1, 1, 0.5, 1, 0], [1, 1, 0.5, 1, 1])),
+    # a NaN maximum came from the NaN elements: they share g, as in PyTorch's max()
+    "max": (lambda x: x.max(), "max", (A,), ([0.5, 0, 0, 0.5, 0],)),
+    "min": (lambda x: x.min(), "min", (A,), ([0.5, 0, 0, 0.5, 0],)),
+    # relu and elu pass g through a NaN (PyTorch tests their output), leaky_relu gives it the
+    # slope (PyTorch tests its input)
+    "relu": (gg.relu, "relu", (A,), ([1, 1, 1, 1, 1],)),
+    "leaky_relu": (lambda x: gg.leaky_relu(x, 0.1), "leaky_relu", (A,), ([0.1, 1, 1, 0.1, 1],)),
+    "elu": (gg.elu, "elu", (A,), ([1, 1, 1, 1, 1],)),
+}
+
+
+def _torch_op(torch, name):
+    F = torch.nn.functional
+    return {"maximum": torch.maximum, "minimum": torch.minimum, "max": torch.max,
+            "min": torch.min, "relu": torch.relu, "leaky_relu": lambda x: F.leaky_relu(x, 0.1),
+            "elu": F.elu}[name]
+
+
+@pytest.mark.parametrize("name", sorted(NAN_CASES))
+@pytest.mark.parametrize("fused", [True, False])
+def test_nan_routing_of_extremes_and_the_relu_family(name, fused, monkeypatch):
+    if not fused:
+        monkeypatch.setenv("GPUGRAD_FUSED", "0")
+    op, _, inputs, expected = NAN_CASES[name]
+    for dtype in ("float32", "float64"):
+        xs = [gg.tensor(a, dtype=dtype, requires_grad=True) for a in inputs]
+        with gg.autograd.record():
+            y = op(*xs)
+            loss = y.sum()
+        loss.backward()
+        np.testing.assert_array_equal(np.isnan(host(y)), np.isnan(op(*[gg.tensor(a) for a in
+                                                                       inputs]).numpy()))
+        for x, want in zip(xs, expected):
+            np.testing.assert_allclose(host(x.grad), want, rtol=1e-6, err_msg=f"{name} {dtype}")
+
+
+@pytest.mark.parametrize("name", sorted(NAN_CASES))
+def test_nan_routing_matches_pytorch(name):
+    torch = pytest.importorskip("torch", reason=torch_missing)
+    op, _, inputs, _ = NAN_CASES[name]
+    theirs = [torch.tensor(a, requires_grad=True) for a in inputs]
+    _torch_op(torch, name)(*theirs).sum().backward()
+    ours = [gg.tensor(a, dtype="float64", requires_grad=True) for a in inputs]
+    with gg.autograd.record():
+        loss = op(*ours).sum()
+    loss.backward()
+    for o, t in zip(ours, theirs):
+        np.testing.assert_array_equal(host(o.grad), t.grad.numpy())
+
+
+def test_max_along_an_axis_shares_a_nan_like_the_full_max():
+    """Documented difference: PyTorch's amax(dim) gives NaN there (0 / 0 ties); gpugrad routes
+    a NaN result to the NaN elements along the axis, as for the reduction over everything."""
+    x = gg.tensor([[NAN, 1.0], [2.0, 3.0], [NAN, NAN]], dtype="float64", requires_grad=True)
+    with gg.autograd.record():
+        loss = x.max(axis=1).sum()
+    loss.backward()
+    np.testing.assert_array_equal(host(x.grad), [[1, 0], [0, 1], [0.5, 0.5]])

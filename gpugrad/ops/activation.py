@@ -95,12 +95,23 @@ def _relu(xp, x):
     return k(x) if k else xp.maximum(x, 0)  # NaN stays NaN, as in the kernel
 
 
+def relu_mask(xp, x):
+    """Where relu's gradient passes: !(x <= 0), so NaN passes it on, as PyTorch's relu does."""
+    return ~(x <= 0)
+
+
+def leaky_relu_mask(xp, x):
+    """Where leaky_relu's gradient is 1, not the slope: x > 0, so NaN takes the slope, as
+    PyTorch's leaky_relu does."""
+    return x > 0
+
+
 def _relu_saving(xp, x):
     k = _fused("relu_fwd_mask", xp, x)
     if k:
         y, mask = k(x)
         return y, {"mask": mask}
-    return _relu(xp, x), {"mask": backend.pack_mask(xp, x > 0)}
+    return _relu(xp, x), {"mask": backend.pack_mask(xp, relu_mask(xp, x))}
 
 
 def _leaky_relu(xp, x, *, negative_slope=0.01):
@@ -117,7 +128,8 @@ def _leaky_relu_saving(xp, x, *, negative_slope=0.01):
     if k and negative_slope != 0:
         y, mask = k(x, negative_slope)
         return y, {"mask": mask}
-    return _leaky_relu(xp, x, negative_slope=negative_slope), {"mask": backend.pack_mask(xp, x > 0)}
+    mask = leaky_relu_mask(xp, x) if negative_slope != 0 else relu_mask(xp, x)
+    return _leaky_relu(xp, x, negative_slope=negative_slope), {"mask": backend.pack_mask(xp, mask)}
 
 
 def _elu(xp, x, *, alpha=1.0):
@@ -180,7 +192,7 @@ def _relu_backward(xp, g, mask, *, negative_slope=0.0):
 
 def _elu_backward(xp, g, out, *, alpha):
     k = _fused("elu_bwd", xp, g, out)
-    return k(g, out, alpha) if k else xp.where(out > 0, g, g * (out + alpha))
+    return k(g, out, alpha) if k else xp.where(out <= 0, g * (out + alpha), g)  # NaN: g
 
 
 def _gelu_backward(xp, g, x, *, approximate="none"):
@@ -226,7 +238,7 @@ def _silu_second(x):
 def _elu_grad(g, x, y, alpha):
     if alpha >= 0:
         return elu_backward(g, y, alpha=alpha)
-    return ew.where(x > 0, g, g * alpha * ew.exp(x))  # a negative alpha needs x, not y
+    return ew.where(x <= 0, g * alpha * ew.exp(x), g)  # a negative alpha needs x, not y
 
 
 def _softmax(xp, x, *, axis=-1):

@@ -12,6 +12,18 @@ def _masked(cond, g):
     return where(cond, g, 0.0)
 
 
+def _extreme_partial(g, wins, a, b):
+    """maximum/minimum: g where this input wins, half of g on a tie, and all of g to both
+    inputs where either is NaN (the output is NaN then; PyTorch routes it the same way)."""
+    return _masked(wins, g) + _masked(a == b, g * 0.5) + _masked(_unordered(a, b), g)
+
+
+def _unordered(a, b):
+    """Where a and b do not compare (either is NaN)."""
+    nan_a = a != a
+    return nan_a | (b != b) if isinstance(b, tensor.Tensor) else nan_a
+
+
 def _log_base(a):
     """log(a) for the exponent's gradient, with a == 0 giving 0 (the term is 0 there)."""
     if isinstance(a, (int, float)):
@@ -51,11 +63,11 @@ power    = defelementwise("power",    lambda xp, a, b: a ** b,      save="a b",
                           partials=(lambda g, a, b, y: g * b * a ** (b - 1),
                                     lambda g, a, b, y: g * a ** b * _log_base(a)))
 maximum  = defelementwise("maximum",  lambda xp, a, b: xp.maximum(a, b), save="a b",
-                          partials=(lambda g, a, b, y: _masked(a > b, g) + _masked(a == b, g * 0.5),
-                                    lambda g, a, b, y: _masked(b > a, g) + _masked(a == b, g * 0.5)))
+                          partials=(lambda g, a, b, y: _extreme_partial(g, a > b, a, b),
+                                    lambda g, a, b, y: _extreme_partial(g, b > a, a, b)))
 minimum  = defelementwise("minimum",  lambda xp, a, b: xp.minimum(a, b), save="a b",
-                          partials=(lambda g, a, b, y: _masked(a < b, g) + _masked(a == b, g * 0.5),
-                                    lambda g, a, b, y: _masked(b < a, g) + _masked(a == b, g * 0.5)))
+                          partials=(lambda g, a, b, y: _extreme_partial(g, a < b, a, b),
+                                    lambda g, a, b, y: _extreme_partial(g, b < a, a, b)))
 where_   = defelementwise("where",    _where,                       save="",
                           partials=(lambda g, a, b, y, cond: _masked(cond, g),
                                     lambda g, a, b, y, cond: _masked(~cond, g)))

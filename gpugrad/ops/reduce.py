@@ -65,15 +65,22 @@ def _softmax_of(x, axis):
     return e / sum(e, axis=axis, keepdims=True)
 
 
+def _attains(x, y, axis):
+    """Elements of x that attain the extreme y: equal to it, or NaN where y is NaN (a NaN
+    result came from them; PyTorch's max() over all elements routes it so too)."""
+    kept = _keep(y, x, axis)
+    return (x == kept) | ((x != x) & (kept != kept))
+
+
 def _extreme_grad(g, x, y, axis):
     """max/min: the gradient is shared equally among all elements that attain the extreme."""
-    hit = x == _keep(y, x, axis)
+    hit = _attains(x, y, axis)
     count = sum(hit.astype(x.dtype), axis=axis, keepdims=True)
     return ew.where(hit, _keep(g, x, axis) / count, 0.0)
 
 
 def _extreme_jvp(ts, x, y, axis, keepdims):
-    hit = x == _keep(y, x, axis)
+    hit = _attains(x, y, axis)
     count = sum(hit.astype(x.dtype), axis=axis, keepdims=keepdims)
     return sum(ew.where(hit, ts[0], 0.0), axis=axis, keepdims=keepdims) / count
 
