@@ -18,8 +18,39 @@ from gpugrad import backend, kernels
 # ---------------------------------------------------------------------------- timing
 
 
-def median_seconds(fn, device, warmup=3, min_repeats=15, min_seconds=0.05, max_repeats=500):
-    """Median wall time of fn() on device; CUDA events per repeat on a GPU."""
+# A measurement whose median is more than this many times its fastest repeat (or blocks whose
+# medians differ by as much) caught a machine busy for part of it: it is taken again, and if it
+# stays so it is flagged and no ratio is printed from it (a shared machine once made every
+# PyTorch kernel row read about 8 ms, and the ratio beside it 0.004).
+UNSTABLE_FACTOR = 3.0
+
+
+class Timing:
+    """The repeats of one measurement: median and fastest seconds, and whether it is stable."""
+
+    def __init__(self, times, attempts=1):
+        self.times = times
+        self.median = statistics.median(times)
+        self.fastest = min(times)
+        self.attempts = attempts
+
+    @property
+    def spread(self):
+        """median / fastest repeat (1.0: every repeat alike)."""
+        return self.median / self.fastest if self.fastest > 0 else float("inf")
+
+    @property
+    def stable(self):
+        return self.spread <= UNSTABLE_FACTOR
+
+    def note(self):
+        return None if self.stable else (
+            f"unstable: median {self.spread:.1f}x its fastest repeat after {self.attempts} "
+            f"attempts; no ratio")
+
+
+def repeat_times(fn, device, warmup=3, min_repeats=15, min_seconds=0.05, max_repeats=500):
+    """Seconds of each repeat of fn() on device after warm-up; CUDA events per repeat on a GPU."""
     be = backend.get(device)
     for _ in range(warmup):
         fn()
@@ -32,7 +63,7 @@ def median_seconds(fn, device, warmup=3, min_repeats=15, min_seconds=0.05, max_r
             t0 = time.perf_counter()
             fn()
             times.append(time.perf_counter() - t0)
-        return statistics.median(times)
+        return times
     cp = be.xp
     with be.active:
         events = [(cp.cuda.Event(), cp.cuda.Event()) for _ in range(max(min_repeats, 50))]
@@ -41,26 +72,50 @@ def median_seconds(fn, device, warmup=3, min_repeats=15, min_seconds=0.05, max_r
             fn()
             end.record()
         events[-1][1].synchronize()
-        times = [cp.cuda.get_elapsed_time(s, e) / 1e3 for s, e in events]
-    return statistics.median(times)
+        return [cp.cuda.get_elapsed_time(s, e) / 1e3 for s, e in events]
+
+
+def timing(fn, device, attempts=3, **repeat_kwargs):
+    """A Timing of fn(), taken again (up to `attempts` in all) while it is unstable; the most
+    stable attempt is kept."""
+    best = None
+    for attempt in range(1, attempts + 1):
+        t = Timing(repeat_times(fn, device, **repeat_kwargs), attempt)
+        if best is None or t.spread < best.spread:
+            best = t
+        if t.stable:
+            break
+    best.attempts = attempt
+    return best
 
 
 def alternating_blocks(cases, device, blocks=3, min_seconds=0.2):
-    """{impl: [median seconds per block]}: each case timed in a block of its own (warm-up, then
-    median_seconds), the cases taking turns block after block, so that the drift of a shared
-    machine falls on all of them alike and ratios can be taken block by block. Blocks, not
-    single calls, take turns: NumPy's and PyTorch's thread pools spin for a while after their
-    work, and calls interleaved one by one would time each library against the other's spin."""
+    """({impl: [median seconds per block]}, {impls whose timing was unstable}): each case timed
+    in a block of its own (warm-up, then timing()), the cases taking turns block after block, so
+    that the drift of a shared machine falls on all of them alike and ratios can be taken block
+    by block. Blocks, not single calls, take turns: NumPy's and PyTorch's thread pools spin for
+    a while after their work, and calls interleaved one by one would time each library against
+    the other's spin. A case is unstable if a block stayed unstable or its block medians differ
+    by more than UNSTABLE_FACTOR."""
     times = {impl: [] for impl in cases}
+    unstable = set()
     for _ in range(blocks):
         for impl, fn in cases.items():
-            times[impl].append(median_seconds(fn, device, warmup=2, min_repeats=5,
-                                              min_seconds=min_seconds))
-    return times
+            t = timing(fn, device, warmup=2, min_repeats=5, min_seconds=min_seconds)
+            times[impl].append(t.median)
+            if not t.stable:
+                unstable.add(impl)
+    for impl, medians in times.items():
+        if max(medians) > UNSTABLE_FACTOR * min(medians):
+            unstable.add(impl)
+    return times, unstable
 
 
-def median_ratio(times, impl, baseline):
-    """The median over blocks of impl's time / baseline's time in the same block."""
+def median_ratio(times, impl, baseline, unstable=()):
+    """The median over blocks of impl's time / baseline's time in the same block; None if
+    either timing was unstable."""
+    if impl in unstable or baseline in unstable:
+        return None
     return statistics.median(a / b for a, b in zip(times[impl], times[baseline]))
 
 
@@ -169,18 +224,26 @@ def kernels_suite(device, quick=True, progress=None):
     work = [(a, n) for a in ACTIVATION_BACKWARDS for n in sizes]
     for i, (activation, n) in enumerate(work):
         cases, moved, copy_bytes = kernel_cases(activation, n, device)
-        t = {impl: median_seconds(fn, device) for impl, fn in cases.items()}
+        timings = {impl: timing(fn, device) for impl, fn in cases.items()}
+        t = {impl: tm.median for impl, tm in timings.items()}
+        copy_ok = timings["copy"].stable
         copy_gbs = copy_bytes / t["copy"] / 1e9
         for impl in ("gpugrad", "unfused", "torch"):
             if impl not in t:
                 continue
+            ok = timings[impl].stable
             gbs = moved / t[impl] / 1e9
-            rows.append({
+            row = {
                 "suite": "kernels", "activation": activation, "n": n, "impl": impl,
                 "median_us": t[impl] * 1e6, "GB/s": gbs, "copy GB/s": copy_gbs,
-                "% of copy": 100 * gbs / copy_gbs,
-                "gpugrad time / this": (t["gpugrad"] / t[impl]) if impl != "gpugrad" else None,
-            })
+                "% of copy": 100 * gbs / copy_gbs if ok and copy_ok else None,
+                "gpugrad time / this": (t["gpugrad"] / t[impl]) if impl != "gpugrad" and ok
+                and timings["gpugrad"].stable else None,
+            }
+            note = timings[impl].note() or (None if copy_ok else "copy " + timings["copy"].note())
+            if note:
+                row["note"] = note
+            rows.append(row)
         if progress:
             progress(i + 1, len(work), f"{activation} n={n}")
     return rows
@@ -262,6 +325,11 @@ def mlp_step_cases(sizes, batch, device, lam=1e-3, lr=0.01):
     return cases
 
 
+def _unstable_note(impl, unstable):
+    return {"note": f"unstable: blocks differ by more than {UNSTABLE_FACTOR:g}x, or a block's "
+                    f"median by as much from its fastest repeat; no ratio"} if impl in unstable else {}
+
+
 def mlp_suite(device, quick=True, progress=None):
     """Step time, samples/s and gpugrad/torch for the section 4.7 and the deep MLP."""
     batches = [32, 1024] if quick else [32, 128, 512, 1024, 4096]
@@ -269,13 +337,14 @@ def mlp_suite(device, quick=True, progress=None):
     work = [(name, b) for name in MLP_MODELS for b in batches]
     for i, (name, batch) in enumerate(work):
         cases = mlp_step_cases(MLP_MODELS[name], batch, device)
-        times = alternating_blocks(cases, device, blocks=3 if quick else 5)
+        times, unstable = alternating_blocks(cases, device, blocks=3 if quick else 5)
         for impl, secs in times.items():
             secs = statistics.median(secs)
             rows.append({"suite": "mlp", "model": name, "batch": batch, "impl": impl,
                          "median ms": secs * 1e3, "samples/s": batch / secs,
-                         "gpugrad / torch": median_ratio(times, impl, "torch")
-                         if impl != "torch" and "torch" in times else None})
+                         "gpugrad / torch": median_ratio(times, impl, "torch", unstable)
+                         if impl != "torch" and "torch" in times else None,
+                         **_unstable_note(impl, unstable)})
         if progress:
             progress(i + 1, len(work), f"{name} batch {batch}")
     return rows
@@ -332,13 +401,18 @@ def jacobian_suite(device, quick=True, progress=None):
     rows = []
     for i, (m, n) in enumerate(shapes):
         cases = jacobian_cases(m, n, device)
-        t = {k: median_seconds(fn, device, warmup=2, min_repeats=7) for k, fn in cases.items()}
-        for impl, secs in t.items():
+        timings = {k: timing(fn, device, warmup=2, min_repeats=7) for k, fn in cases.items()}
+        for impl, tm in timings.items():
             mode = impl.split()[-1][-3:]
-            base = next((t[k] for k in t if k.startswith("torch") and k.endswith(mode)), None)
-            rows.append({"suite": "jacobian", "shape (m, n)": f"({m}, {n})", "impl": impl,
-                         "median ms": secs * 1e3,
-                         "gpugrad / torch": secs / base if base and impl.startswith("gpugrad") else None})
+            base = next((timings[k] for k in timings
+                         if k.startswith("torch") and k.endswith(mode)), None)
+            ratio_ok = base is not None and impl.startswith("gpugrad") and tm.stable and base.stable
+            row = {"suite": "jacobian", "shape (m, n)": f"({m}, {n})", "impl": impl,
+                   "median ms": tm.median * 1e3,
+                   "gpugrad / torch": tm.median / base.median if ratio_ok else None}
+            if tm.note():
+                row["note"] = tm.note()
+            rows.append(row)
         if progress:
             progress(i + 1, len(shapes), f"jacobian {m}x{n}")
     return rows
@@ -396,14 +470,15 @@ def overhead_suite(device, quick=True, progress=None):
     """Microseconds per op of the framework itself: a chain of tanh on 16 elements."""
     n_ops = 100
     cases = overhead_cases(n_ops, device)
-    times = alternating_blocks(cases, device, blocks=3 if quick else 5, min_seconds=0.1)
+    times, unstable = alternating_blocks(cases, device, blocks=3 if quick else 5, min_seconds=0.1)
     rows = []
     for (impl, mode), secs in times.items():
         base = ("torch", mode)
         rows.append({"suite": "overhead", "mode": mode, "impl": impl,
                      "us per op": statistics.median(secs) / n_ops * 1e6,
-                     "gpugrad / torch": median_ratio(times, (impl, mode), base)
-                     if impl == "gpugrad" and base in times else None})
+                     "gpugrad / torch": median_ratio(times, (impl, mode), base, unstable)
+                     if impl == "gpugrad" and base in times else None,
+                     **_unstable_note((impl, mode), unstable)})
     if progress:
         progress(1, 1, "overhead")
     return rows

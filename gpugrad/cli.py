@@ -175,6 +175,8 @@ def cmd_info(args):
 
 
 def _progress(done, total, what):
+    if not sys.stderr.isatty():  # a log file or a pipe gets no carriage-return animation
+        return
     width = 30
     filled = width * done // total
     sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {what:<28}")

@@ -231,3 +231,40 @@ def test_a_keyboard_interrupt_in_any_command_ends_without_a_traceback(capsys, mo
     monkeypatch.setattr(training, "rnn_gradient_norms", interrupted)
     assert cli.main(["rnn-grads"]) == 130
     assert "gpugrad rnn-grads: interrupted" in capsys.readouterr().err
+
+
+def test_an_unstable_timing_is_taken_again_then_flagged_never_a_ratio(monkeypatch):
+    """A fn that is slow on most calls and fast on a few: the median is far above the fastest
+    repeat, as on a machine busy for part of the measurement."""
+    import itertools
+    import time
+
+    from gpugrad import benchmarks
+
+    pattern = itertools.cycle([0.0, 0.004, 0.004, 0.004])
+
+    def busy():
+        delay = next(pattern)
+        if delay:
+            time.sleep(delay)
+
+    t = benchmarks.timing(busy, "cpu", warmup=0, min_repeats=8, min_seconds=0)
+    assert not t.stable and t.attempts == 3 and t.spread > benchmarks.UNSTABLE_FACTOR
+    assert "unstable: median" in t.note() and "after 3 attempts" in t.note()
+    steady = benchmarks.timing(lambda: time.sleep(0.002), "cpu", warmup=0, min_repeats=5,
+                               min_seconds=0)
+    assert steady.stable and steady.attempts == 1 and steady.note() is None
+    # in a suite: the flagged baseline gets a note and no ratio is printed from it
+    cases = {"gpugrad": lambda: time.sleep(0.002), "torch": busy}
+    times, unstable = benchmarks.alternating_blocks(cases, "cpu", blocks=2, min_seconds=0)
+    assert unstable == {"torch"}
+    assert benchmarks.median_ratio(times, "gpugrad", "torch", unstable) is None
+    assert benchmarks.median_ratio(times, "gpugrad", "gpugrad", unstable) == 1.0
+
+
+def test_bench_draws_its_progress_line_only_on_a_terminal(capsys, monkeypatch):
+    cli._progress(1, 2, "kernels")
+    assert capsys.readouterr().err == ""  # pytest's stderr is not a TTY
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    cli._progress(2, 2, "kernels")
+    assert "\r[" in capsys.readouterr().err
