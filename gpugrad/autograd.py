@@ -329,6 +329,8 @@ def _coerce(op, inputs):
             out.append(None)  # an optional input that is absent (linear without a bias)
         else:
             out.append(tensor.tensor(x, device=device))
+    if not out:
+        raise ValueError(f"{op.name}: needs at least one tensor, got none")
     if not any(isinstance(x, tensor.Tensor) for x in out):
         out[0] = tensor.tensor(out[0])  # only Python scalars: the first gets the default dtype
     return out

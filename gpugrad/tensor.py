@@ -434,34 +434,44 @@ def _made(t, requires_grad):
     return t.attach_grad() if requires_grad else t
 
 
-def _shape_of(shape):
-    if isinstance(shape, numbers.Integral):
-        return (int(shape),)
-    return tuple(int(s) for s in shape)
+def _shape_of(shape, who="shape"):
+    """A shape as a tuple of non-negative ints, refused by name otherwise."""
+    sizes = (shape,) if isinstance(shape, numbers.Integral) or not hasattr(shape, "__iter__") \
+        else tuple(shape)
+    for n in sizes:
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+            raise TypeError(f"{who}: a shape is integers, got {shape!r} (the size {n!r} is a "
+                            f"{type(n).__name__})")
+        if n < 0:
+            raise ValueError(f"{who}: shape {shape!r} has a negative size")
+    return tuple(int(n) for n in sizes)
 
 
 def zeros(shape, dtype=None, device=None, requires_grad=False):
     be, dt = _creation(device, dtype)
     with be.active:
-        return _made(wrap(be.xp.zeros(_shape_of(shape), dt), be.device), requires_grad)
+        return _made(wrap(be.xp.zeros(_shape_of(shape, "zeros"), dt), be.device), requires_grad)
 
 
 def ones(shape, dtype=None, device=None, requires_grad=False):
     be, dt = _creation(device, dtype)
     with be.active:
-        return _made(wrap(be.xp.ones(_shape_of(shape), dt), be.device), requires_grad)
+        return _made(wrap(be.xp.ones(_shape_of(shape, "ones"), dt), be.device), requires_grad)
 
 
 def full(shape, fill_value, dtype=None, device=None, requires_grad=False):
     be, dt = _creation(device, dtype)
+    if not isinstance(fill_value, numbers.Real):
+        raise TypeError(f"full: fill_value {fill_value!r} is not a real number")
     with be.active:
-        return _made(wrap(be.xp.full(_shape_of(shape), fill_value, dt), be.device), requires_grad)
+        return _made(wrap(be.xp.full(_shape_of(shape, "full"), fill_value, dt), be.device),
+                     requires_grad)
 
 
 def empty(shape, dtype=None, device=None, requires_grad=False):
     be, dt = _creation(device, dtype)
     with be.active:
-        return _made(wrap(be.xp.empty(_shape_of(shape), dt), be.device), requires_grad)
+        return _made(wrap(be.xp.empty(_shape_of(shape, "empty"), dt), be.device), requires_grad)
 
 
 def zeros_like(t, dtype=None, requires_grad=False):
@@ -474,6 +484,7 @@ def ones_like(t, dtype=None, requires_grad=False):
 
 def eye(n, m=None, dtype=None, device=None, requires_grad=False):
     be, dt = _creation(device, dtype)
+    n, m = _shape_of((n, n if m is None else m), "eye")
     with be.active:
         return _made(wrap(be.xp.eye(n, m, dtype=dt), be.device), requires_grad)
 
@@ -482,25 +493,31 @@ def arange(start, stop=None, step=1, dtype=None, device=None, requires_grad=Fals
     be, dt = _creation(device, dtype)
     if stop is None:
         start, stop = 0, start
+    for name, v in (("start", start), ("stop", stop), ("step", step)):
+        if not isinstance(v, numbers.Real):
+            raise TypeError(f"arange: {name} {v!r} is not a real number")
+    if step == 0:
+        raise ValueError("arange: step must not be 0")
     with be.active:
         return _made(wrap(be.xp.arange(start, stop, step, dtype=dt), be.device), requires_grad)
 
 
-def _random_shape(shape):
-    return _shape_of(shape[0]) if len(shape) == 1 and not isinstance(
-        shape[0], numbers.Integral) else _shape_of(shape)
+def _random_shape(shape, who):
+    """rand(2, 3) and rand((2, 3)) mean the same."""
+    one_sequence = len(shape) == 1 and hasattr(shape[0], "__iter__")
+    return _shape_of(shape[0] if one_sequence else shape, who)
 
 
 def rand(*shape, dtype=None, device=None, requires_grad=False):
     """Uniform [0, 1) samples; reproducible after gg.seed(n)."""
     be, dt = _creation(device, dtype)
-    return _made(wrap(be.rand(_random_shape(shape), dt), be.device), requires_grad)
+    return _made(wrap(be.rand(_random_shape(shape, "rand"), dt), be.device), requires_grad)
 
 
 def randn(*shape, dtype=None, device=None, requires_grad=False):
     """Standard normal samples; reproducible after gg.seed(n)."""
     be, dt = _creation(device, dtype)
-    return _made(wrap(be.randn(_random_shape(shape), dt), be.device), requires_grad)
+    return _made(wrap(be.randn(_random_shape(shape, "randn"), dt), be.device), requires_grad)
 
 
 def from_dlpack(obj):
