@@ -63,6 +63,25 @@ def _batch_sizes(text):
     return sizes
 
 
+def _device_name(text):
+    """The device's canonical name; whether it is usable here is checked when the command starts."""
+    try:
+        return backend.canonical_device(text)
+    except (ValueError, TypeError) as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _dataset(text):
+    if text == "digits":
+        return text
+    if text.startswith("mnist:"):
+        directory = pathlib.Path(text[len("mnist:"):])
+        if not directory.is_dir():
+            raise argparse.ArgumentTypeError(f"{text}: the directory {directory} does not exist")
+        return text
+    raise argparse.ArgumentTypeError(f"unknown dataset {text!r}: use 'digits' or 'mnist:DIR'")
+
+
 _PLOT_FORMATS = ("png", "svg", "pdf", "jpg", "jpeg")
 
 
@@ -425,7 +444,7 @@ def main(argv=None):
     parser.add_argument("--version", action="version", version=f"gpugrad {gpugrad.__version__}")
     sub = parser.add_subparsers(dest="command")
     info = sub.add_parser("info", help="versions, backends, devices, nvcc")
-    info.add_argument("--device", help="also check that this device is usable")
+    info.add_argument("--device", type=_device_name, help="also check that this device is usable")
     info.add_argument("--json", metavar="FILE", type=_output_file("json"), help="write the report as JSON")
     info.add_argument("--compile", action="store_true",
                       help="without a GPU, check that every kernel compiles with nvcc")
@@ -434,7 +453,7 @@ def main(argv=None):
     from gpugrad import benchmarks
 
     bench.add_argument("suite", nargs="?", default="all", choices=["all", *benchmarks.SUITES])
-    bench.add_argument("--device", help="cpu, cuda or cuda:N (default: the default device)")
+    bench.add_argument("--device", type=_device_name, help="cpu, cuda or cuda:N (default: the default device)")
     size = bench.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", default=True,
                       help="fewer sizes, well under a minute on a 2-core CPU (the default)")
@@ -445,7 +464,7 @@ def main(argv=None):
                        help="draw each suite's ratios")
     bench.set_defaults(func=cmd_bench)
     train = sub.add_parser("train", help="train the lecture's 2-, 3- or 4-layer MLP")
-    train.add_argument("--dataset", default="digits", help="digits or mnist:DIR (default digits)")
+    train.add_argument("--dataset", type=_dataset, default="digits", help="digits or mnist:DIR (default digits)")
     train.add_argument("--layers", type=int, default=3, choices=[2, 3, 4])
     train.add_argument("--hidden", type=_integer(1), default=256)
     train.add_argument("--epochs", type=_integer(1), default=20)
@@ -453,7 +472,7 @@ def main(argv=None):
     train.add_argument("--lr", type=_real(0, low_open=True), default=0.1)
     train.add_argument("--momentum", type=_real(0, 1, high_open=True), default=0.9)
     train.add_argument("--weight-decay", type=_real(0), default=0.0)
-    train.add_argument("--device", help="cpu, cuda or cuda:N (default: the default device)")
+    train.add_argument("--device", type=_device_name, help="cpu, cuda or cuda:N (default: the default device)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--save", metavar="FILE", type=_output_file("state"),
                        help="write the trained parameters (.npz)")
@@ -466,7 +485,7 @@ def main(argv=None):
     grads.add_argument("--steps", type=_integer(2), default=50)
     grads.add_argument("--hidden", type=_integer(1), default=32)
     grads.add_argument("--seed", type=int, default=0)
-    grads.add_argument("--device", help="cpu, cuda or cuda:N (default: the default device)")
+    grads.add_argument("--device", type=_device_name, help="cpu, cuda or cuda:N (default: the default device)")
     grads.add_argument("--plot", metavar="FILE.png", type=_output_file("plot"),
                        help="draw the norms against steps back")
     grads.add_argument("--json", metavar="FILE", type=_output_file("json"), help="write the norms as JSON")
@@ -482,7 +501,7 @@ def main(argv=None):
     mem.add_argument("--activation", default="relu", choices=["relu", "tanh", "sigmoid", "gelu", "silu"])
     mem.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     mem.add_argument("--lam", type=_real(0), default=1e-3, help="the L2 penalty's lambda")
-    mem.add_argument("--device", help="cpu, cuda or cuda:N (default: the default device)")
+    mem.add_argument("--device", type=_device_name, help="cpu, cuda or cuda:N (default: the default device)")
     mem.add_argument("--checkpoint", action="store_true", help="also checkpoint the hidden layers")
     mem.add_argument("--compare-torch", action="store_true", help="what PyTorch saves, beside")
     mem.add_argument("--json", metavar="FILE", type=_output_file("json"))
@@ -491,7 +510,7 @@ def main(argv=None):
 
     check = sub.add_parser("selftest", help="check this install on a device: the bundled tests, "
                                             "the kernels, a short benchmark, one verdict")
-    check.add_argument("--device", help="cpu, cuda, cuda:N or strict (default: the default device)")
+    check.add_argument("--device", type=_device_name, help="cpu, cuda, cuda:N or strict (default: the default device)")
     check.add_argument("--no-bench", action="store_true", help="skip the short benchmark")
     check.add_argument("--json", metavar="FILE", type=_output_file("json"), help="write everything as JSON")
     check.set_defaults(func=cmd_selftest)

@@ -32,8 +32,10 @@ def test_console_entry_point_runs():
 
 
 def test_an_unknown_device_is_a_clear_error(capsys):
-    assert cli.main(["info", "--device", "tpu"]) == 1
-    assert "unknown device 'tpu'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["info", "--device", "tpu"])
+    assert exit_info.value.code == 2
+    assert "gpugrad info: error: argument --device: unknown device 'tpu'" in capsys.readouterr().err
 
 
 def test_readme_lists_every_op_in_the_table():
@@ -142,6 +144,12 @@ def test_selftest_runs_the_bundled_tests_on_the_device_and_says_what_failed(tmp_
     (["bench", "--json", "/nonexistent-dir/b.json"], "argument --json: the directory /nonexistent-dir does not exist"),
     (["info", "--json", "/nonexistent-dir/i.json"], "argument --json: the directory /nonexistent-dir does not exist"),
     (["selftest", "--json", "/nonexistent-dir/s.json"], "argument --json: the directory /nonexistent-dir does not exist"),
+    (["bench", "--device", "tpu"], "argument --device: unknown device 'tpu'"),
+    (["train", "--device", "gpu:x"], "argument --device: unknown device 'gpu:x'"),
+    (["memory", "--device", "npu"], "argument --device: unknown device 'npu'"),
+    (["selftest", "--device", "tpu"], "argument --device: unknown device 'tpu'"),
+    (["train", "--dataset", "cifar"], "argument --dataset: unknown dataset 'cifar'"),
+    (["train", "--dataset", "mnist:/nonexistent-dir"], "argument --dataset: mnist:/nonexistent-dir: the directory"),
 ])
 def test_every_command_checks_its_arguments_before_any_work(argv, message, capsys, monkeypatch):
     from gpugrad import training
