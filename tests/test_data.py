@@ -97,5 +97,7 @@ def test_train_two_and_four_layers_on_mnist_files(tmp_path, layers, capsys):
 
 
 def test_train_reports_a_bad_dataset_clearly(capsys):
-    assert cli.main(["train", "--dataset", "imagenet"]) == 1
-    assert "unknown dataset 'imagenet'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # at parse time, before anything is loaded
+        cli.main(["train", "--dataset", "imagenet"])
+    assert exit_info.value.code == 2
+    assert "argument --dataset: unknown dataset 'imagenet'" in capsys.readouterr().err
