@@ -439,32 +439,44 @@ def cmd_selftest(args):
     return selftest.main(args)
 
 
+def _option_parents():
+    """The options several commands share, declared once (argparse parents)."""
+    device = argparse.ArgumentParser(add_help=False)
+    device.add_argument("--device", type=_device_name,
+                        help="cpu, cuda, cuda:N or strict (default: the default device)")
+    json_file = argparse.ArgumentParser(add_help=False)
+    json_file.add_argument("--json", metavar="FILE", type=_output_file("json"),
+                           help="write the figures as JSON")
+    plot = argparse.ArgumentParser(add_help=False)
+    plot.add_argument("--plot", metavar="FILE.png", type=_output_file("plot"),
+                      help="draw the figures (png, svg, pdf, jpg)")
+    return device, json_file, plot
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="gpugrad", description=gpugrad.__doc__)
     parser.add_argument("--version", action="version", version=f"gpugrad {gpugrad.__version__}")
     sub = parser.add_subparsers(dest="command")
-    info = sub.add_parser("info", help="versions, backends, devices, nvcc")
-    info.add_argument("--device", type=_device_name, help="also check that this device is usable")
-    info.add_argument("--json", metavar="FILE", type=_output_file("json"), help="write the report as JSON")
+    device, json_file, plot = _option_parents()
+    info = sub.add_parser("info", parents=[device, json_file],
+                          help="versions, backends, devices, nvcc (--device: check it is usable)")
     info.add_argument("--compile", action="store_true",
                       help="without a GPU, check that every kernel compiles with nvcc")
     info.set_defaults(func=cmd_info)
-    bench = sub.add_parser("bench", help="time gpugrad beside its baselines (default: all, quick)")
     from gpugrad import benchmarks
 
+    bench = sub.add_parser("bench", parents=[device, json_file, plot],
+                           help="time gpugrad beside its baselines (default: all, quick)")
     bench.add_argument("suite", nargs="?", default="all", choices=["all", *benchmarks.SUITES])
-    bench.add_argument("--device", type=_device_name, help="cpu, cuda or cuda:N (default: the default device)")
     size = bench.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", default=True,
                       help="fewer sizes, well under a minute on a 2-core CPU (the default)")
     size.add_argument("--full", action="store_true", help="every size")
-    bench.add_argument("--json", metavar="FILE", type=_output_file("json"),
-                       help="write the rows and environment as JSON")
-    bench.add_argument("--plot", metavar="FILE.png", type=_output_file("plot"),
-                       help="draw each suite's ratios")
     bench.set_defaults(func=cmd_bench)
-    train = sub.add_parser("train", help="train the lecture's 2-, 3- or 4-layer MLP")
-    train.add_argument("--dataset", type=_dataset, default="digits", help="digits or mnist:DIR (default digits)")
+    train = sub.add_parser("train", parents=[device, json_file, plot],
+                           help="train the lecture's 2-, 3- or 4-layer MLP")
+    train.add_argument("--dataset", type=_dataset, default="digits",
+                       help="digits or mnist:DIR (default digits)")
     train.add_argument("--layers", type=int, default=3, choices=[2, 3, 4])
     train.add_argument("--hidden", type=_integer(1), default=256)
     train.add_argument("--epochs", type=_integer(1), default=20)
@@ -472,25 +484,18 @@ def main(argv=None):
     train.add_argument("--lr", type=_real(0, low_open=True), default=0.1)
     train.add_argument("--momentum", type=_real(0, 1, high_open=True), default=0.9)
     train.add_argument("--weight-decay", type=_real(0), default=0.0)
-    train.add_argument("--device", type=_device_name, help="cpu, cuda or cuda:N (default: the default device)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--save", metavar="FILE", type=_output_file("state"),
                        help="write the trained parameters (.npz)")
-    train.add_argument("--plot", metavar="FILE.png", type=_output_file("plot"),
-                       help="draw the learning curves")
-    train.add_argument("--json", metavar="FILE", type=_output_file("json"),
-                       help="write the per-epoch history as JSON")
     train.set_defaults(func=cmd_train)
-    grads = sub.add_parser("rnn-grads", help="how fast the gradient vanishes back through time")
+    grads = sub.add_parser("rnn-grads", parents=[device, json_file, plot],
+                           help="how fast the gradient vanishes back through time")
     grads.add_argument("--steps", type=_integer(2), default=50)
     grads.add_argument("--hidden", type=_integer(1), default=32)
     grads.add_argument("--seed", type=int, default=0)
-    grads.add_argument("--device", type=_device_name, help="cpu, cuda or cuda:N (default: the default device)")
-    grads.add_argument("--plot", metavar="FILE.png", type=_output_file("plot"),
-                       help="draw the norms against steps back")
-    grads.add_argument("--json", metavar="FILE", type=_output_file("json"), help="write the norms as JSON")
     grads.set_defaults(func=cmd_rnn_grads)
-    mem = sub.add_parser("memory", help="training vs prediction memory, analytic and measured")
+    mem = sub.add_parser("memory", parents=[device, json_file, plot],
+                         help="training vs prediction memory, analytic and measured")
     mem.add_argument("--d", type=_integer(1), default=784)
     mem.add_argument("--h", type=_integer(1), default=256)
     mem.add_argument("--q", type=_integer(1), default=10)
@@ -501,18 +506,13 @@ def main(argv=None):
     mem.add_argument("--activation", default="relu", choices=["relu", "tanh", "sigmoid", "gelu", "silu"])
     mem.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     mem.add_argument("--lam", type=_real(0), default=1e-3, help="the L2 penalty's lambda")
-    mem.add_argument("--device", type=_device_name, help="cpu, cuda or cuda:N (default: the default device)")
     mem.add_argument("--checkpoint", action="store_true", help="also checkpoint the hidden layers")
     mem.add_argument("--compare-torch", action="store_true", help="what PyTorch saves, beside")
-    mem.add_argument("--json", metavar="FILE", type=_output_file("json"))
-    mem.add_argument("--plot", metavar="FILE.png", type=_output_file("plot"))
     mem.set_defaults(func=cmd_memory)
-
-    check = sub.add_parser("selftest", help="check this install on a device: the bundled tests, "
-                                            "the kernels, a short benchmark, one verdict")
-    check.add_argument("--device", type=_device_name, help="cpu, cuda, cuda:N or strict (default: the default device)")
+    check = sub.add_parser("selftest", parents=[device, json_file],
+                           help="check this install on a device: the bundled tests, the kernels, "
+                                "a short benchmark, one verdict")
     check.add_argument("--no-bench", action="store_true", help="skip the short benchmark")
-    check.add_argument("--json", metavar="FILE", type=_output_file("json"), help="write everything as JSON")
     check.set_defaults(func=cmd_selftest)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
