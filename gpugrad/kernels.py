@@ -23,7 +23,6 @@ KERNELS = {
     "act_bwd": ("activations.cu", "act_bwd<{T}, {OP}>"),
     "relu_fwd_mask": ("activations.cu", "relu_fwd_mask<{T}>"),
     "relu_bwd_mask": ("activations.cu", "relu_bwd_mask<{T}>"),
-    "bias_act_fwd": ("activations.cu", "bias_act_fwd<{T}, {OP}>"),
     "softmax_xent_fwd": ("softmax_xent.cu", "softmax_xent_fwd<{T}, {L}>"),
     "softmax_xent_bwd": ("softmax_xent.cu", "softmax_xent_bwd<{T}, {L}>"),
     "sgd_step": ("sgd.cu", "sgd_step<{T}>"),
@@ -87,8 +86,7 @@ def _functors(kname):
     """The activation functors a templated kernel is instantiated with."""
     if kname == "act_bwd":
         return [b for _, b in ACTIVATIONS.values() if b is not None]
-    forwards = [f for f, _ in ACTIVATIONS.values()]
-    return forwards + ["Identity"] if kname == "bias_act_fwd" else forwards
+    return [f for f, _ in ACTIVATIONS.values()]
 
 
 def _name_expressions(kernel_file):
@@ -204,20 +202,6 @@ def _relu_bwd_mask(xp, g, mask, negative_slope=0.0):
     return out.reshape(g.shape)
 
 
-def _bias_act_fwd(xp, x, bias, activation="identity", p0=0.0, p1=0.0):
-    """y = act(x + bias) for x of shape (rows, cols) and bias (cols,), in one pass."""
-    flat, flat_bias = _flat(xp, x, bias)
-    y = xp.empty_like(flat)
-    if flat.size:
-        T = DTYPES[x.dtype.name]
-        op = "Identity" if activation == "identity" else ACTIVATIONS[activation][0]
-        k = _kernel(xp, "bias_act_fwd", T=T, OP=f"{op}<{T}>")
-        k(_grid(flat.size), (_BLOCK,), (flat, flat_bias, y, np.int64(flat.size),
-                                         np.int64(flat_bias.size), _scalar(x.dtype, p0),
-                                         _scalar(x.dtype, p1)))
-    return y.reshape(x.shape)
-
-
 def _softmax_xent_fwd(xp, logits, labels):
     """Per-row loss -log softmax(logits)[label] for logits (N, C), integer labels (N,)."""
     n, c = logits.shape
@@ -259,7 +243,6 @@ LAUNCHERS = {
     **{f"{a}_bwd": _act_bwd(a) for a, (_, b) in ACTIVATIONS.items() if b is not None},
     "relu_fwd_mask": _relu_fwd_mask,
     "relu_bwd_mask": _relu_bwd_mask,
-    "bias_act_fwd": _bias_act_fwd,
     "softmax_xent_fwd": _softmax_xent_fwd,
     "softmax_xent_bwd": _softmax_xent_bwd,
     "sgd_step": _sgd_step,

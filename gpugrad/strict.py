@@ -453,7 +453,6 @@ def _functor(name):
     from gpugrad.ops import activation as act
 
     return {
-        "Identity": lambda x, p0, p1: x,
         "ReluFwd": lambda x, p0, p1: act._relu(np, x),
         "LeakyReluFwd": lambda x, p0, p1: act._leaky_relu(np, x, negative_slope=p0),
         "EluFwd": lambda x, p0, p1: act._elu(np, x, alpha=p0),
@@ -480,10 +479,6 @@ def _act_fwd(k, x, y, n, p0, p1):
 
 def _act_bwd(k, g, saved, dx, n, p0, p1):
     dx[:n] = _functor(k.templates[1])(g[:n], saved[:n], p0, p1)
-
-
-def _bias_act_fwd(k, x, bias, y, n, cols, p0, p1):
-    y[:n] = _functor(k.templates[1])(x[:n] + np.resize(bias[:cols], n), p0, p1)
 
 
 def _relu_fwd_mask(k, x, y, mask, n, slope):
@@ -531,7 +526,7 @@ def _sgd_step(k, param, grad, v, n, lr, momentum, weight_decay):
     param[:n] -= lr * v[:n]
 
 
-_MATH = {"act_fwd": _act_fwd, "act_bwd": _act_bwd, "bias_act_fwd": _bias_act_fwd,
+_MATH = {"act_fwd": _act_fwd, "act_bwd": _act_bwd,
          "relu_fwd_mask": _relu_fwd_mask, "relu_bwd_mask": _relu_bwd_mask,
          "softmax_xent_fwd": _softmax_xent_fwd, "softmax_xent_bwd": _softmax_xent_bwd,
          "sgd_step": _sgd_step}

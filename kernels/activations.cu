@@ -1,6 +1,6 @@
-// Activation kernels: y = act(x), dx = act'(g, saved), relu/leaky_relu with a 1-bit mask, and
-// a bias-add + activation forward for Linear layers. Bytes per element: forward reads x and
-// writes y (2 * sizeof(T)); backward reads g and the saved array, writes dx (3 * sizeof(T));
+// Activation kernels: y = act(x), dx = act'(g, saved), relu/leaky_relu with a 1-bit mask.
+// Bytes per element: forward reads x and writes y (2 * sizeof(T)); backward reads g and the
+// saved array, writes dx (3 * sizeof(T));
 // the mask backward reads g and 1 bit, writes dx. Math and stability: activations.cuh.
 // Called from gpugrad/ops/activation.py through backend.fused() and gpugrad/kernels.py.
 #include "activations.cuh"
@@ -10,7 +10,6 @@
        i += (long long)blockDim.x * gridDim.x)
 
 // Functors: forward takes (x, p0, p1); backward takes (g, saved, p0, p1).
-template <typename T> struct Identity { __device__ T operator()(T x, T, T) const { return x; } };
 template <typename T> struct ReluFwd {
   __device__ T operator()(T x, T, T) const { return gg::relu_fwd(x); }
 };
@@ -73,14 +72,6 @@ __global__ void act_bwd(const T* __restrict__ g, const T* __restrict__ saved, T*
                         long long n, T p0, T p1) {
   Op op;
   GRID_STRIDE(i, n) { dx[i] = op(g[i], saved[i], p0, p1); }
-}
-
-// y = act(x + bias[i % cols]) for a row-major (rows, cols) x
-template <typename T, typename Op>
-__global__ void bias_act_fwd(const T* __restrict__ x, const T* __restrict__ bias,
-                             T* __restrict__ y, long long n, long long cols, T p0, T p1) {
-  Op op;
-  GRID_STRIDE(i, n) { y[i] = op(x[i] + bias[i % cols], p0, p1); }
 }
 
 // relu (slope == 0) or leaky_relu forward that also writes bit i % 32 of mask[i / 32]: the

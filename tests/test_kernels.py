@@ -315,14 +315,6 @@ def test_fused_softmax_cross_entropy_and_sgd(labels_dtype, kdev):
     np.testing.assert_allclose(cp.asnumpy(pc), p - 0.1 * v_ref, rtol=1e-12)
 
 
-@pytest.mark.parametrize("kdev", KERNEL_DEVICES)
-def test_fused_bias_activation(kdev):
-    cp = backend.get(kdev).xp
-    x, b = np.random.default_rng(0).standard_normal((5, 7)), np.random.default_rng(1).standard_normal(7)
-    y = kernels.lookup("bias_act_fwd", cp)(cp.asarray(x), cp.asarray(b), "relu")
-    np.testing.assert_allclose(cp.asnumpy(y), np.maximum(x + b, 0))
-
-
 @pytest.mark.cuda
 def test_every_kernel_compiles_with_nvrtc():
     cp = backend.get("cuda").xp
