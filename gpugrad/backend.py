@@ -512,14 +512,16 @@ def scatter_add(out, key, values):
     return out
 
 
-def fused(name, xp):
-    """The fused CUDA kernel `name` for arrays of namespace xp, or None: on the CPU, with fusion
-    off (GPUGRAD_FUSED=0, gg.fused(False)), or when the kernel is unavailable. The only place
-    ops branch on the device."""
-    if xp is np or not kernels.enabled():
+def fused(name, xp, *arrays):
+    """The fused CUDA kernel `name` for these arrays of namespace xp, or None: on the CPU, with
+    fusion off (GPUGRAD_FUSED=0, gg.fused(False)), when the kernel is unavailable, or when the
+    arrays do not suit it (dtype, shape, contiguity: kernels.suits). The only place ops branch
+    on the device, and the only check of the arrays: the caller falls back to its xp formula."""
+    if xp is np or not kernels.enabled():  # first: the CPU pays one comparison
         return None
     if xp is _cupy or hasattr(xp, "stand_in_kernel"):  # CuPy, or the strict test device
-        return kernels.lookup(name, xp)
+        launch = kernels.lookup(name, xp)
+        return launch if launch is not None and kernels.suits(name, arrays) else None
     return None
 
 

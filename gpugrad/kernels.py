@@ -39,6 +39,42 @@ DTYPES = {"float32": "float", "float64": "double"}
 LABEL_DTYPES = {"int32": "int", "int64": "long long"}
 
 
+# ---------------------------------------------------------------------------- which arrays suit
+
+def _same(arrays):
+    """float32/float64 arrays of one dtype and one shape (0-d included: launchers keep shapes)."""
+    first = arrays[0]
+    return first.dtype.name in DTYPES and all(
+        a.dtype == first.dtype and a.shape == first.shape for a in arrays[1:])
+
+
+def _in_place(arrays):
+    """As _same, and C-contiguous: the kernel writes into them."""
+    return _same(arrays) and all(a.flags.c_contiguous for a in arrays)
+
+
+def _first_float(arrays):
+    """The gradient float32/float64; the packed mask beside it is checked by its op."""
+    return arrays[0].dtype.name in DTYPES
+
+
+def _rows(arrays):
+    """Logits (N, C) float32/float64, integer labels (N,), then (N,) arrays of the logits' dtype."""
+    x, labels, *others = arrays
+    return (x.ndim == 2 and x.dtype.name in DTYPES and labels.dtype.name in LABEL_DTYPES
+            and labels.shape == (x.shape[0],)
+            and all(o.dtype == x.dtype and o.shape == (x.shape[0],) for o in others))
+
+
+def suits(name, arrays):
+    """Whether a fused op's kernel takes these arrays (the one check, made by backend.fused)."""
+    return not arrays or _REQUIRES.get(name, _same)(arrays)
+
+
+_REQUIRES = {"relu_bwd_mask": _first_float, "softmax_xent_fwd": _rows,
+             "softmax_xent_bwd": _rows, "sgd_step": _in_place}
+
+
 def source_dir():
     """Where the .cu sources are: inside the installed package, else the source tree."""
     for d in (_HERE / "_kernels", _HERE.parent / "kernels"):
@@ -148,7 +184,18 @@ def _scalar(dtype, value):
 
 # ---------------------------------------------------------------------------- launchers
 # Each takes the array namespace first (CuPy, or the strict test device's) and returns arrays
-# of its inputs' shapes.
+# of its inputs' shapes. Every kernel takes its arrays, then n as int64, then its scalars.
+
+
+def _launch(xp, kname, n, arrays, scalars=(), dtype=None, grid=None, **fmt):
+    """Run kernel kname over n elements (nothing for n = 0): T is dtype's C type; a scalar that
+    is not already a NumPy scalar is passed in dtype, as the kernel's T parameters are."""
+    if not n:
+        return
+    dtype = dtype or arrays[0].dtype
+    k = _kernel(xp, kname, T=DTYPES[dtype.name], **fmt)
+    typed = tuple(v if isinstance(v, np.generic) else _scalar(dtype, v) for v in scalars)
+    k(grid or _grid(n), (_BLOCK,), (*arrays, np.int64(n), *typed))
 
 
 def _act_fwd(activation):
@@ -157,11 +204,7 @@ def _act_fwd(activation):
     def launch(xp, x, p0=0.0, p1=0.0):
         (flat,) = _flat(xp, x)
         y = xp.empty_like(flat)
-        if flat.size:
-            T = DTYPES[x.dtype.name]
-            k = _kernel(xp, "act_fwd", T=T, OP=f"{op}<{T}>")
-            k(_grid(flat.size), (_BLOCK,), (flat, y, np.int64(flat.size), _scalar(x.dtype, p0),
-                                             _scalar(x.dtype, p1)))
+        _launch(xp, "act_fwd", flat.size, (flat, y), (p0, p1), OP=f"{op}<{DTYPES[x.dtype.name]}>")
         return y.reshape(x.shape)
     return launch
 
@@ -171,13 +214,10 @@ def _act_bwd(activation):
 
     def launch(xp, g, saved, p0=0.0, p1=0.0):
         flat_g, flat_saved = _flat(xp, g, saved)
-        out = xp.empty_like(flat_g)
-        if flat_g.size:
-            T = DTYPES[g.dtype.name]
-            k = _kernel(xp, "act_bwd", T=T, OP=f"{op}<{T}>")
-            k(_grid(flat_g.size), (_BLOCK,), (flat_g, flat_saved, out, np.int64(flat_g.size),
-                                               _scalar(g.dtype, p0), _scalar(g.dtype, p1)))
-        return out.reshape(g.shape)
+        dx = xp.empty_like(flat_g)
+        _launch(xp, "act_bwd", flat_g.size, (flat_g, flat_saved, dx), (p0, p1),
+                OP=f"{op}<{DTYPES[g.dtype.name]}>")
+        return dx.reshape(g.shape)
     return launch
 
 
@@ -185,21 +225,15 @@ def _relu_fwd_mask(xp, x, negative_slope=0.0):
     (flat,) = _flat(xp, x)
     y = xp.empty_like(flat)
     mask = xp.zeros((flat.size + 31) // 32, np.uint32)
-    if flat.size:
-        k = _kernel(xp, "relu_fwd_mask", T=DTYPES[x.dtype.name])
-        k(_grid(flat.size), (_BLOCK,), (flat, y, mask, np.int64(flat.size),
-                                         _scalar(x.dtype, negative_slope)))
+    _launch(xp, "relu_fwd_mask", flat.size, (flat, y, mask), (negative_slope,))
     return y.reshape(x.shape), mask
 
 
 def _relu_bwd_mask(xp, g, mask, negative_slope=0.0):
     flat_g, mask = _flat(xp, g, mask)
-    out = xp.empty_like(flat_g)
-    if flat_g.size:
-        k = _kernel(xp, "relu_bwd_mask", T=DTYPES[g.dtype.name])
-        k(_grid(flat_g.size), (_BLOCK,), (flat_g, mask, out, np.int64(flat_g.size),
-                                           _scalar(g.dtype, negative_slope)))
-    return out.reshape(g.shape)
+    dx = xp.empty_like(flat_g)
+    _launch(xp, "relu_bwd_mask", flat_g.size, (flat_g, mask, dx), (negative_slope,))
+    return dx.reshape(g.shape)
 
 
 def _softmax_xent_fwd(xp, logits, labels):
@@ -207,10 +241,8 @@ def _softmax_xent_fwd(xp, logits, labels):
     n, c = logits.shape
     flat, labels = _flat(xp, logits, labels)
     loss = xp.empty(n, logits.dtype)
-    if n:
-        k = _kernel(xp, "softmax_xent_fwd", T=DTYPES[logits.dtype.name],
-                    L=LABEL_DTYPES[labels.dtype.name])
-        k((n,), (_BLOCK,), (flat, labels, loss, np.int64(n), np.int64(c)))
+    _launch(xp, "softmax_xent_fwd", n, (flat, labels, loss), (np.int64(c),), grid=(n,),
+            L=LABEL_DTYPES[labels.dtype.name])
     return loss
 
 
@@ -218,23 +250,17 @@ def _softmax_xent_bwd(xp, logits, labels, g):
     """d loss_i / d logits = (softmax - onehot) * g_i, for a per-row gradient g (N,)."""
     n, c = logits.shape
     flat, labels, g = _flat(xp, logits, labels, g)
-    out = xp.empty_like(flat)
-    if n:
-        k = _kernel(xp, "softmax_xent_bwd", T=DTYPES[logits.dtype.name],
-                    L=LABEL_DTYPES[labels.dtype.name])
-        k((n,), (_BLOCK,), (flat, labels, g, out, np.int64(n), np.int64(c)))
-    return out.reshape(logits.shape)
+    dx = xp.empty_like(flat)
+    _launch(xp, "softmax_xent_bwd", n, (flat, labels, g, dx), (np.int64(c),), grid=(n,),
+            L=LABEL_DTYPES[labels.dtype.name])
+    return dx.reshape(logits.shape)
 
 
 def _sgd_step(xp, param, grad, velocity, lr, momentum=0.0, weight_decay=0.0):
     """In place: v = momentum * v + grad + weight_decay * param; param -= lr * v."""
     if not (param.flags.c_contiguous and grad.flags.c_contiguous and velocity.flags.c_contiguous):
         raise ValueError("sgd_step updates in place: param, grad and velocity must be contiguous")
-    if param.size:
-        k = _kernel(xp, "sgd_step", T=DTYPES[param.dtype.name])
-        k(_grid(param.size), (_BLOCK,), (param, grad, velocity, np.int64(param.size),
-                                          _scalar(param.dtype, lr), _scalar(param.dtype, momentum),
-                                          _scalar(param.dtype, weight_decay)))
+    _launch(xp, "sgd_step", param.size, (param, grad, velocity), (lr, momentum, weight_decay))
     return param
 
 

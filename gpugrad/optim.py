@@ -12,14 +12,6 @@ import numpy as np
 
 from gpugrad import autograd
 from gpugrad import backend
-from gpugrad import kernels
-
-
-def kernels_ready(*arrays):
-    """The fused SGD kernel updates flat buffers in place: one dtype, one shape, contiguous."""
-    first = arrays[0]
-    return first.dtype.name in kernels.DTYPES and all(
-        a.dtype == first.dtype and a.shape == first.shape and a.flags.c_contiguous for a in arrays)
 
 
 def _checked(who, name, value, low, high=None, low_open=False):
@@ -78,8 +70,8 @@ class SGD(Optimizer):
                     v = st.get("velocity")
                     if v is None:
                         v = st["velocity"] = xp.zeros_like(p.data)
-                    fused = backend.fused("sgd_step", xp)
-                    if fused and kernels_ready(p.data, g, v):
+                    fused = backend.fused("sgd_step", xp, p.data, g, v)
+                    if fused:
                         fused(p.data, g, v, self.lr, self.momentum, self.weight_decay)
                         continue
                     v *= self.momentum

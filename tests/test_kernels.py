@@ -332,15 +332,32 @@ def test_relu_backward_from_the_mask_with_non_finite_gradients():
 
 
 def test_the_fused_path_is_taken_only_for_arrays_that_suit_the_kernels():
-    from gpugrad import optim
+    """backend.fused(name, xp, *arrays) is the one gate: the launcher, or None for arrays its
+    kernel does not take (the op then runs its xp formula)."""
+    from gpugrad import strict
+
+    xp = strict.xp
+
+    def gate(name, *arrays):
+        return backend.fused(name, xp, *[xp.asarray(a) for a in arrays]) is not None
 
     f32, f64 = np.ones(4, np.float32), np.ones(4, np.float64)
-    assert act.kernel_ready((f32, f32)) and act.kernel_ready((f64,))
-    assert not act.kernel_ready((f32, f64))            # mixed dtypes: the composition casts
-    assert not act.kernel_ready((f32, np.ones((2, 4), np.float32)))  # broadcasting
-    assert not act.kernel_ready((np.ones(4, np.float16),))  # no half kernels
-    assert optim.kernels_ready(f32, f32, f32) and not optim.kernels_ready(f32, f32[::2].copy()[:1], f32)
-    assert not optim.kernels_ready(np.ones((4, 4), np.float32).T, np.ones((4, 4), np.float32),
-                                   np.ones((4, 4), np.float32))
+    assert gate("sigmoid_bwd", f32, f32) and gate("sigmoid_fwd", f64)
+    assert gate("tanh_fwd", np.float32(2.0))                     # 0-d: the launchers keep shapes
+    assert not gate("sigmoid_bwd", f32, f64)                      # mixed dtypes: the composition casts
+    assert not gate("sigmoid_bwd", f32, np.ones((2, 4), np.float32))  # broadcasting
+    assert not gate("sigmoid_fwd", np.ones(4, np.float16))        # no half kernels
+    assert gate("sgd_step", f32, f32, f32)
+    assert not gate("sgd_step", f32, f32[::2].copy()[:1], f32)
+    assert not kernels.suits("sgd_step", (np.ones((4, 4), np.float32).T,  # updates in place
+                                          np.ones((4, 4), np.float32), np.ones((4, 4), np.float32)))
+    logits, labels = np.ones((3, 5), np.float32), np.zeros(3, np.int64)
+    assert gate("softmax_xent_fwd", logits, labels) and gate("softmax_xent_bwd", logits, labels, f32[:3])
+    assert not gate("softmax_xent_fwd", logits, labels.astype(np.int16))  # no int16 labels
+    assert not gate("softmax_xent_bwd", logits, labels, f64[:3])          # g of another dtype
+    assert gate("relu_bwd_mask", f32, np.zeros(1, np.uint32))
+    assert backend.fused("sigmoid_fwd", np, f32) is None                  # the CPU: never
+    with gg.fused(False):
+        assert not gate("sigmoid_fwd", f32)
     with pytest.raises(ValueError, match="packed uint32 words for 40 elements"):
         gg.relu_backward(gg.ones(40), gg.tensor(np.zeros(1, np.uint32)))

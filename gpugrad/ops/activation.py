@@ -13,7 +13,6 @@ import math
 import numpy as np
 
 from gpugrad import backend
-from gpugrad import kernels
 from gpugrad.ops import elementwise as ew
 from gpugrad.ops import reduce
 from gpugrad.ops.registry import defelementwise, defop, jvp_of_two, no_gradient
@@ -74,24 +73,11 @@ def _softplus_array(xp, x, beta, threshold):
     return xp.where(bx > threshold, x, (xp.maximum(bx, 0) + xp.log1p(xp.exp(-xp.abs(bx)))) / beta)
 
 
-def _fused(name, xp, *arrays):
-    """The kernel `name` if these arrays suit it (one shape, float32 or float64), else None:
-    the xp composition then handles broadcasting and other dtypes."""
-    k = backend.fused(name, xp)  # first: None at once on the CPU (dtype.name is slow)
-    return k if k and kernel_ready(arrays) else None
-
-
-def kernel_ready(arrays):
-    first = arrays[0]
-    return first.dtype.name in kernels.DTYPES and all(
-        a.shape == first.shape and a.dtype == first.dtype for a in arrays[1:])
-
-
 # ---------------------------------------------------------------------------- forwards
 
 
 def _relu(xp, x):
-    k = _fused("relu_fwd", xp, x)
+    k = backend.fused("relu_fwd", xp, x)
     return k(x) if k else xp.maximum(x, 0)  # NaN stays NaN, as in the kernel
 
 
@@ -107,7 +93,7 @@ def leaky_relu_mask(xp, x):
 
 
 def _relu_saving(xp, x):
-    k = _fused("relu_fwd_mask", xp, x)
+    k = backend.fused("relu_fwd_mask", xp, x)
     if k:
         y, mask = k(x)
         return y, {"mask": mask}
@@ -115,7 +101,7 @@ def _relu_saving(xp, x):
 
 
 def _leaky_relu(xp, x, *, negative_slope=0.01):
-    k = _fused("leaky_relu_fwd", xp, x)
+    k = backend.fused("leaky_relu_fwd", xp, x)
     if k:
         return k(x, negative_slope)
     if 0 <= negative_slope <= 1:  # the same values; where() over a random mask is ~10x slower
@@ -124,7 +110,7 @@ def _leaky_relu(xp, x, *, negative_slope=0.01):
 
 
 def _leaky_relu_saving(xp, x, *, negative_slope=0.01):
-    k = _fused("relu_fwd_mask", xp, x)
+    k = backend.fused("relu_fwd_mask", xp, x)
     if k and negative_slope != 0:
         y, mask = k(x, negative_slope)
         return y, {"mask": mask}
@@ -133,34 +119,34 @@ def _leaky_relu_saving(xp, x, *, negative_slope=0.01):
 
 
 def _elu(xp, x, *, alpha=1.0):
-    k = _fused("elu_fwd", xp, x)
+    k = backend.fused("elu_fwd", xp, x)
     return k(x, alpha) if k else xp.where(x > 0, x, alpha * xp.expm1(xp.minimum(x, 0)))
 
 
 def _gelu(xp, x, *, approximate="none"):
-    k = _fused(_check_approximate(approximate) + "_fwd", xp, x)
+    k = backend.fused(_check_approximate(approximate) + "_fwd", xp, x)
     return k(x) if k else _gelu_array(xp, x, approximate)
 
 
 def _silu(xp, x):
-    k = _fused("silu_fwd", xp, x)
+    k = backend.fused("silu_fwd", xp, x)
     return k(x) if k else _silu_array(xp, x)
 
 
 def _softplus(xp, x, *, beta=1.0, threshold=20.0):
     if beta <= 0:
         raise ValueError(f"softplus: beta must be positive, got {beta}")
-    k = _fused("softplus_fwd", xp, x)
+    k = backend.fused("softplus_fwd", xp, x)
     return k(x, beta, threshold) if k else _softplus_array(xp, x, beta, threshold)
 
 
 def _sigmoid(xp, x):
-    k = _fused("sigmoid_fwd", xp, x)
+    k = backend.fused("sigmoid_fwd", xp, x)
     return k(x) if k else _sigmoid_array(xp, x)
 
 
 def _tanh(xp, x):
-    k = _fused("tanh_fwd", xp, x)
+    k = backend.fused("tanh_fwd", xp, x)
     return k(x) if k else xp.tanh(x)
 
 
@@ -172,7 +158,7 @@ def _relu_backward(xp, g, mask, *, negative_slope=0.0):
         raise ValueError(f"relu_backward: the mask must be packed uint32 words for {g.size} "
                          f"elements ({(g.size + 31) // 32} words), got {mask.dtype} of shape "
                          f"{mask.shape}")
-    k = _fused("relu_bwd_mask", xp, g)
+    k = backend.fused("relu_bwd_mask", xp, g)
     if k:
         return k(g, mask, negative_slope)
     bits = backend.unpack_mask(xp, mask, g.shape)
@@ -191,32 +177,32 @@ def _relu_backward(xp, g, mask, *, negative_slope=0.0):
 
 
 def _elu_backward(xp, g, out, *, alpha):
-    k = _fused("elu_bwd", xp, g, out)
+    k = backend.fused("elu_bwd", xp, g, out)
     return k(g, out, alpha) if k else xp.where(out <= 0, g * (out + alpha), g)  # NaN: g
 
 
 def _gelu_backward(xp, g, x, *, approximate="none"):
-    k = _fused(_check_approximate(approximate) + "_bwd", xp, g, x)
+    k = backend.fused(_check_approximate(approximate) + "_bwd", xp, g, x)
     return k(g, x) if k else _gelu_bwd_array(xp, g, x, approximate)
 
 
 def _silu_backward(xp, g, x):
-    k = _fused("silu_bwd", xp, g, x)
+    k = backend.fused("silu_bwd", xp, g, x)
     return k(g, x) if k else _silu_bwd_array(xp, g, x)
 
 
 def _softplus_backward(xp, g, out, *, beta, threshold):
-    k = _fused("softplus_bwd", xp, g, out)
+    k = backend.fused("softplus_bwd", xp, g, out)
     return k(g, out, beta, threshold) if k else xp.where(out * beta > threshold, g, -g * xp.expm1(-beta * out))
 
 
 def _sigmoid_backward(xp, g, out):
-    k = _fused("sigmoid_bwd", xp, g, out)
+    k = backend.fused("sigmoid_bwd", xp, g, out)
     return k(g, out) if k else g * out * (1 - out)
 
 
 def _tanh_backward(xp, g, out):
-    k = _fused("tanh_bwd", xp, g, out)
+    k = backend.fused("tanh_bwd", xp, g, out)
     return k(g, out) if k else g * (1 - out * out)
 
 

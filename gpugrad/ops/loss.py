@@ -6,7 +6,6 @@ op of its own so that second derivatives work through the fused path too.
 """
 
 from gpugrad import backend
-from gpugrad import kernels
 from gpugrad import tensor
 from gpugrad.ops import activation as act
 from gpugrad.ops import reduce
@@ -20,17 +19,8 @@ def _onehot(xp, labels, c, dtype):
     return out
 
 
-def _xent_kernel(name, xp, x, labels, *others):
-    """The fused kernel when the arrays suit it (float32/64 logits, int32/64 labels)."""
-    k = backend.fused(name, xp)  # first: None at once on the CPU (dtype.name is slow)
-    if k and act.kernel_ready((x,)) and labels.dtype.name in kernels.LABEL_DTYPES and all(
-            o.dtype == x.dtype and o.shape == (x.shape[0],) for o in others):
-        return k
-    return None
-
-
 def _xent(xp, x, *, labels):
-    k = _xent_kernel("softmax_xent_fwd", xp, x, labels)
+    k = backend.fused("softmax_xent_fwd", xp, x, labels)
     if k:
         return k(x, labels)
     rows = xp.arange(x.shape[0])
@@ -41,7 +31,7 @@ def _xent(xp, x, *, labels):
 
 
 def _xent_backward(xp, g, x, *, labels):
-    k = _xent_kernel("softmax_xent_bwd", xp, x, labels, g)
+    k = backend.fused("softmax_xent_bwd", xp, x, labels, g)
     if k:
         return k(x, labels, g)
     p = act._softmax(xp, x, axis=1)
