@@ -19,7 +19,7 @@ IMPLS = ["gpugrad", "unfused", "torch", "copy"]
 
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("n", SIZES)
-@pytest.mark.parametrize("activation", sorted(benchmarks.ACTIVATION_BACKWARDS))
+@pytest.mark.parametrize("activation", sorted(benchmarks.activation_backwards()))
 def bench_activation_backward(timed_on_device, activation, n, impl):
     cases, moved, _ = benchmarks.kernel_cases(activation, n, DEVICE)
     if impl not in cases:

@@ -155,24 +155,29 @@ def environment(device):
 
 # ---------------------------------------------------------------------------- kernels suite
 
-# activation -> (backward op in the table, its params, what it saves: "x", "y" or "mask",
-#                PyTorch's backward kernel)
-ACTIVATION_BACKWARDS = {
-    "relu": ("relu_backward", {}, "mask", lambda a, g, x, y: a.threshold_backward(g, y, 0)),
-    "leaky_relu": ("relu_backward", {"negative_slope": 0.01}, "mask",
-                   lambda a, g, x, y: a.leaky_relu_backward(g, x, 0.01, False)),
-    "elu": ("elu_backward", {"alpha": 1.0}, "y", lambda a, g, x, y: a.elu_backward(g, 1.0, 1, 1, True, y)),
-    "gelu": ("gelu_backward", {"approximate": "none"}, "x",
-             lambda a, g, x, y: a.gelu_backward(g, x, approximate="none")),
-    "gelu_tanh": ("gelu_backward", {"approximate": "tanh"}, "x",
-                  lambda a, g, x, y: a.gelu_backward(g, x, approximate="tanh")),
-    "silu": ("silu_backward", {}, "x", lambda a, g, x, y: a.silu_backward(g, x)),
-    "softplus": ("softplus_backward", {"beta": 1.0, "threshold": 20.0}, "y",
-                 lambda a, g, x, y: a.softplus_backward(g, x, 1.0, 20.0)),
-    "sigmoid": ("sigmoid_backward", {}, "y", lambda a, g, x, y: a.sigmoid_backward(g, y)),
-    "tanh": ("tanh_backward", {}, "y", lambda a, g, x, y: a.tanh_backward(g, y)),
+# PyTorch's own backward kernel of an activation kernel (torch.ops.aten), called as
+# fn(aten, g, x, y). An activation without one (softsign: PyTorch composes it) is timed as
+# PyTorch's autograd runs it: the vjp of torch.nn.functional.<name>.
+TORCH_BACKWARDS = {
+    "relu": lambda a, g, x, y: a.threshold_backward(g, y, 0),
+    "leaky_relu": lambda a, g, x, y: a.leaky_relu_backward(g, x, 0.01, False),
+    "elu": lambda a, g, x, y: a.elu_backward(g, 1.0, 1, 1, True, y),
+    "gelu": lambda a, g, x, y: a.gelu_backward(g, x, approximate="none"),
+    "gelu_tanh": lambda a, g, x, y: a.gelu_backward(g, x, approximate="tanh"),
+    "silu": lambda a, g, x, y: a.silu_backward(g, x),
+    "softplus": lambda a, g, x, y: a.softplus_backward(g, x, 1.0, 20.0),
+    "sigmoid": lambda a, g, x, y: a.sigmoid_backward(g, y),
+    "tanh": lambda a, g, x, y: a.tanh_backward(g, y),
 }
-FORWARD_OF = {"gelu_tanh": ("gelu", {"approximate": "tanh"}), "leaky_relu": ("leaky_relu", {"negative_slope": 0.01})}
+
+
+def activation_backwards():
+    """{activation kernel: (its declared activation, the params selecting it)}: every kernel of
+    every declared activation (gpugrad/ops/activation.py), with the declared defaults."""
+    from gpugrad.ops import activation as act
+
+    return {kernel: (a, {**dict(a.params), **fixed})
+            for a in act.ACTIVATIONS.values() for kernel, fixed in act.variant_params(a)}
 
 
 def kernel_cases(activation, n, device):
@@ -184,14 +189,18 @@ def kernel_cases(activation, n, device):
     """
     be = backend.get(device)
     xp = be.xp
-    op_name, params, saved_kind, torch_fn = ACTIVATION_BACKWARDS[activation]
-    op = gpugrad.OPS[op_name]
-    fwd_name, fwd_params = FORWARD_OF.get(activation, (activation, {}))
+    declared, forward_params = activation_backwards()[activation]
+    saved_kind = declared.saves
+    if saved_kind == "mask":  # relu and leaky_relu share the backward from the mask
+        op = gpugrad.OPS["relu_backward"]
+        params = {"negative_slope": forward_params.get("negative_slope", 0.0)}
+    else:
+        op, params = gpugrad.OPS[f"{declared.name}_backward"], forward_params
     rng = np.random.default_rng(n)
     with be.active:
         x = xp.asarray((rng.standard_normal(n) * 3).astype(np.float32))
         g = xp.asarray(rng.standard_normal(n).astype(np.float32))
-        y = gpugrad.OPS[fwd_name].forward(xp, x, **{**gpugrad.OPS[fwd_name].defaults, **fwd_params})
+        y = gpugrad.OPS[declared.name].forward(xp, x, **forward_params)
         saved = {"x": x, "y": y, "mask": backend.pack_mask(xp, x > 0)}[saved_kind]
         dst = xp.empty_like(x)
 
@@ -207,8 +216,13 @@ def kernel_cases(activation, n, device):
     torch = torch_or_none()
     if torch is not None and (not be.is_cuda or torch.cuda.is_available()):
         tg, tx, ty = (torch.from_dlpack(a) for a in (g, x, y))
-        aten = torch.ops.aten
-        cases["torch"] = lambda: torch_fn(aten, tg, tx, ty)
+        torch_fn = TORCH_BACKWARDS.get(activation)
+        if torch_fn is not None:
+            aten = torch.ops.aten
+            cases["torch"] = lambda: torch_fn(aten, tg, tx, ty)
+        else:
+            _, torch_vjp = torch.func.vjp(getattr(torch.nn.functional, declared.name), tx)
+            cases["torch"] = lambda: torch_vjp(tg)
     moved = g.nbytes + saved.nbytes + g.nbytes  # read g and the saved array, write dx, once each
     return cases, moved, 2 * x.nbytes
 
@@ -221,7 +235,7 @@ def kernels_suite(device, quick=True, progress=None):
     else:
         sizes = [2**16, 2**20, 2**24] if quick else [2**16, 2**18, 2**20, 2**22, 2**24, 2**26]
     rows = []
-    work = [(a, n) for a in ACTIVATION_BACKWARDS for n in sizes]
+    work = [(a, n) for a in activation_backwards() for n in sizes]
     for i, (activation, n) in enumerate(work):
         cases, moved, copy_bytes = kernel_cases(activation, n, device)
         timings = {impl: timing(fn, device) for impl, fn in cases.items()}

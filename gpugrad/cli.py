@@ -14,6 +14,7 @@ import numpy as np
 
 import gpugrad
 from gpugrad import backend
+from gpugrad import ops
 
 
 # ---------------------------------------------------------------------------- argument types
@@ -123,7 +124,7 @@ def _kernel_report(cuda_ok, compile_now):
         return {"kernel sources": f"missing: {e}"}
     report = {"kernel sources": f"{src} ({', '.join(kernels.sources())})",
               "fused kernels": "on" if kernels.enabled() else "off (GPUGRAD_FUSED=0)",
-              "fused ops": sorted(kernels.LAUNCHERS)}
+              "fused ops": sorted(kernels.launchers())}
     if cuda_ok:
         results = kernels.check_compiles(backend.get("cuda:0").xp)
         report["kernels compiled (NVRTC)"] = [f"{f}: {'ok' if e is None else e}"
@@ -503,7 +504,7 @@ def main(argv=None):
                      help="comma-separated batch sizes")
     mem.add_argument("--layers", type=_integer(2), default=2,
                      help="weight layers (2: section 4.7's network)")
-    mem.add_argument("--activation", default="relu", choices=["relu", "tanh", "sigmoid", "gelu", "silu"])
+    mem.add_argument("--activation", default="relu", choices=sorted(ops.activation.ACTIVATIONS))
     mem.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     mem.add_argument("--lam", type=_real(0), default=1e-3, help="the L2 penalty's lambda")
     mem.add_argument("--checkpoint", action="store_true", help="also checkpoint the hidden layers")

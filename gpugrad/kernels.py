@@ -27,14 +27,6 @@ KERNELS = {
     "softmax_xent_bwd": ("softmax_xent.cu", "softmax_xent_bwd<{T}, {L}>"),
     "sgd_step": ("sgd.cu", "sgd_step<{T}>"),
 }
-# activation -> the functor names in activations.cu (forward, backward)
-ACTIVATIONS = {
-    "relu": ("ReluFwd", None), "leaky_relu": ("LeakyReluFwd", None),
-    "elu": ("EluFwd", "EluBwdFromY"), "gelu": ("GeluFwd", "GeluBwdFromX"),
-    "gelu_tanh": ("GeluTanhFwd", "GeluTanhBwdFromX"), "silu": ("SiluFwd", "SiluBwdFromX"),
-    "softplus": ("SoftplusFwd", "SoftplusBwdFromY"), "sigmoid": ("SigmoidFwd", "SigmoidBwdFromY"),
-    "tanh": ("TanhFwd", "TanhBwdFromY"),
-}
 DTYPES = {"float32": "float", "float64": "double"}
 LABEL_DTYPES = {"int32": "int", "int64": "long long"}
 
@@ -118,11 +110,21 @@ _modules = {}
 _lock = threading.Lock()
 
 
+def activation_functors():
+    """{activation kernel: (forward functor, backward functor or None)}, from the declarations
+    in gpugrad/ops/activation.py (imported here when first needed: ops imports the backend,
+    which imports this module)."""
+    from gpugrad.ops import activation
+
+    return activation.kernel_functors()
+
+
 def _functors(kname):
     """The activation functors a templated kernel is instantiated with."""
+    pairs = activation_functors().values()
     if kname == "act_bwd":
-        return [b for _, b in ACTIVATIONS.values() if b is not None]
-    return [f for f, _ in ACTIVATIONS.values()]
+        return [b for _, b in pairs if b is not None]
+    return [f for f, _ in pairs]
 
 
 def _name_expressions(kernel_file):
@@ -198,9 +200,7 @@ def _launch(xp, kname, n, arrays, scalars=(), dtype=None, grid=None, **fmt):
     k(grid or _grid(n), (_BLOCK,), (*arrays, np.int64(n), *typed))
 
 
-def _act_fwd(activation):
-    op = ACTIVATIONS[activation][0]
-
+def _act_fwd(op):
     def launch(xp, x, p0=0.0, p1=0.0):
         (flat,) = _flat(xp, x)
         y = xp.empty_like(flat)
@@ -209,9 +209,7 @@ def _act_fwd(activation):
     return launch
 
 
-def _act_bwd(activation):
-    op = ACTIVATIONS[activation][1]
-
+def _act_bwd(op):
     def launch(xp, g, saved, p0=0.0, p1=0.0):
         flat_g, flat_saved = _flat(xp, g, saved)
         dx = xp.empty_like(flat_g)
@@ -264,15 +262,30 @@ def _sgd_step(xp, param, grad, velocity, lr, momentum=0.0, weight_decay=0.0):
     return param
 
 
-LAUNCHERS = {
-    **{f"{a}_fwd": _act_fwd(a) for a in ACTIVATIONS},
-    **{f"{a}_bwd": _act_bwd(a) for a, (_, b) in ACTIVATIONS.items() if b is not None},
+_FIXED_LAUNCHERS = {
     "relu_fwd_mask": _relu_fwd_mask,
     "relu_bwd_mask": _relu_bwd_mask,
     "softmax_xent_fwd": _softmax_xent_fwd,
     "softmax_xent_bwd": _softmax_xent_bwd,
     "sgd_step": _sgd_step,
 }
+
+
+_launchers = None
+
+
+def launchers():
+    """{fused op name: launcher}: the fixed kernels, and <kernel>_fwd / <kernel>_bwd of every
+    declared activation."""
+    global _launchers
+    if _launchers is None:
+        table = dict(_FIXED_LAUNCHERS)
+        for kernel, (forward, backward) in activation_functors().items():
+            table[f"{kernel}_fwd"] = _act_fwd(forward)
+            if backward is not None:
+                table[f"{kernel}_bwd"] = _act_bwd(backward)
+        _launchers = table
+    return _launchers
 
 
 _bound = {}  # (name, id of xp) -> the launcher bound to xp: no new partial on every op
@@ -282,8 +295,8 @@ def lookup(name, xp):
     """The launcher for a fused op name on namespace xp, or None if there is no such kernel."""
     key = (name, id(xp))
     launch = _bound.get(key)
-    if launch is None and name in LAUNCHERS:
-        launch = _bound[key] = functools.partial(LAUNCHERS[name], xp)
+    if launch is None and name in launchers():
+        launch = _bound[key] = functools.partial(launchers()[name], xp)
     return launch
 
 

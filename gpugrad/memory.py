@@ -22,6 +22,7 @@ import numpy as np
 
 from gpugrad import autograd
 from gpugrad import backend
+from gpugrad import ops
 from gpugrad import tensor
 
 
@@ -193,10 +194,6 @@ def compare(model, x, y, loss_fn, optimizer=None):
 
 # ---------------------------------------------------------------------------- section 4.7
 
-_SAVES_INPUT = {"gelu", "silu"}  # activations whose backward keeps z itself
-_SAVES_MASK = {"relu", "leaky_relu"}  # 1 bit per element, packed into uint32 words
-
-
 def mlp_formula(d, h, q, batch, dtype="float32", bias=False, activation="relu",
                 optimizer=None, label_dtype="int64"):
     """Bytes of section 4.7's network, z = W1 x (+ b1), h = phi(z), o = W2 h (+ b2),
@@ -205,8 +202,9 @@ def mlp_formula(d, h, q, batch, dtype="float32", bias=False, activation="relu",
     Training keeps, until backward (each buffer once):
       x       batch * d    the input, for dL/dW1 = dL/dz^T x
       mask    4 * ceil(batch * h / 32) for relu/leaky_relu (1 bit per element of z);
-      z       batch * h    for gelu/silu, whose derivative needs z
+      z       batch * h    for gelu/silu/softsign, whose derivative needs z
               (tanh, sigmoid, elu, softplus keep their output, which is h: no extra bytes)
+    (what each activation keeps is its declaration's `saves`, gpugrad/ops/activation.py)
       h       batch * h    for dL/dW2 = dL/do^T h
       o       batch * q    the logits, for the softmax in the loss's backward
       y       batch        the labels (label_dtype)
@@ -220,9 +218,11 @@ def mlp_formula(d, h, q, batch, dtype="float32", bias=False, activation="relu",
     params = (h * d + q * h + ((h + q) if bias else 0)) * s
     terms = collections.OrderedDict()
     terms["x"] = batch * d * s
-    if activation in _SAVES_MASK:
+    declared = ops.activation.ACTIVATIONS[activation]
+    saves = declared.saved(dict(declared.params))
+    if saves == "mask":
         terms["mask"] = 4 * ((batch * h + 31) // 32)
-    elif activation in _SAVES_INPUT:
+    elif saves == "x":
         terms["z"] = batch * h * s
     terms["h"] = batch * h * s
     terms["o"] = batch * q * s
@@ -352,15 +352,14 @@ def torch_saved_bytes(d, h, q, batch, layers, activation, lam, seed=0):
     parameters apart: (activations, parameters). Needs torch."""
     import torch
 
-    acts = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "sigmoid": torch.nn.Sigmoid,
-            "gelu": torch.nn.GELU, "silu": torch.nn.SiLU}
+    torch_module = getattr(torch.nn, ops.activation.ACTIVATIONS[activation].module)
     torch.manual_seed(seed)
     mods = []
     sizes = [d] + [h] * (layers - 1) + [q]
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         mods.append(torch.nn.Linear(a, b, bias=False))
         if i < len(sizes) - 2:
-            mods.append(acts[activation]())
+            mods.append(torch_module())
     model = torch.nn.Sequential(*mods)
     x = torch.randn(batch, d)
     y = torch.randint(0, q, (batch,))

@@ -449,28 +449,23 @@ class _StandIn:
 
 
 def _functor(name):
-    """The NumPy formula a functor of activations.cu must equal: the CPU op path."""
+    """The NumPy formula a functor of activations.cu must equal: the declared activation's
+    array math (the CPU op path), with the kernel's p0, p1 as its numeric parameters."""
     from gpugrad.ops import activation as act
 
-    return {
-        "ReluFwd": lambda x, p0, p1: act._relu(np, x),
-        "LeakyReluFwd": lambda x, p0, p1: act._leaky_relu(np, x, negative_slope=p0),
-        "EluFwd": lambda x, p0, p1: act._elu(np, x, alpha=p0),
-        "EluBwdFromY": lambda g, y, p0, p1: act._elu_backward(np, g, y, alpha=p0),
-        "GeluFwd": lambda x, p0, p1: act._gelu(np, x),
-        "GeluBwdFromX": lambda g, x, p0, p1: act._gelu_backward(np, g, x),
-        "GeluTanhFwd": lambda x, p0, p1: act._gelu(np, x, approximate="tanh"),
-        "GeluTanhBwdFromX": lambda g, x, p0, p1: act._gelu_backward(np, g, x, approximate="tanh"),
-        "SiluFwd": lambda x, p0, p1: act._silu(np, x),
-        "SiluBwdFromX": lambda g, x, p0, p1: act._silu_backward(np, g, x),
-        "SoftplusFwd": lambda x, p0, p1: act._softplus(np, x, beta=p0, threshold=p1),
-        "SoftplusBwdFromY": lambda g, y, p0, p1: act._softplus_backward(np, g, y, beta=p0,
-                                                                          threshold=p1),
-        "SigmoidFwd": lambda x, p0, p1: act._sigmoid(np, x),
-        "SigmoidBwdFromY": lambda g, y, p0, p1: act._sigmoid_backward(np, g, y),
-        "TanhFwd": lambda x, p0, p1: act._tanh(np, x),
-        "TanhBwdFromY": lambda g, y, p0, p1: act._tanh_backward(np, g, y),
-    }[name]
+    for a in act.ACTIVATIONS.values():
+        for key, (_, stem) in a.kernels.items():
+            fixed = {} if a.variant is None else {a.variant: key}
+            numeric = [p for p, _ in a.params if p != a.variant]
+
+            def params(p0, p1, fixed=fixed, numeric=numeric):
+                return {**fixed, **dict(zip(numeric, (p0, p1)))}
+            if name == f"{stem}Fwd":
+                return lambda x, p0, p1, a=a, params=params: a.forward(np, x, **params(p0, p1))
+            if a.backward is not None and name == f"{stem}BwdFrom{a.saves.upper()}":
+                return lambda g, s, p0, p1, a=a, params=params: a.backward(np, g, s,
+                                                                          **params(p0, p1))
+    raise KeyError(f"no declared activation has the functor {name}")
 
 
 def _act_fwd(k, x, y, n, p0, p1):

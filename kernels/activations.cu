@@ -9,57 +9,26 @@
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (n);      \
        i += (long long)blockDim.x * gridDim.x)
 
-// Functors: forward takes (x, p0, p1); backward takes (g, saved, p0, p1).
-template <typename T> struct ReluFwd {
-  __device__ T operator()(T x, T, T) const { return gg::relu_fwd(x); }
-};
-template <typename T> struct LeakyReluFwd {
-  __device__ T operator()(T x, T slope, T) const { return gg::leaky_relu_fwd(x, slope); }
-};
-template <typename T> struct EluFwd {
-  __device__ T operator()(T x, T alpha, T) const { return gg::elu_fwd(x, alpha); }
-};
-template <typename T> struct EluBwdFromY {
-  __device__ T operator()(T g, T y, T alpha, T) const { return gg::elu_bwd_from_y(g, y, alpha); }
-};
-template <typename T> struct GeluFwd {
-  __device__ T operator()(T x, T, T) const { return gg::gelu_fwd(x); }
-};
-template <typename T> struct GeluBwdFromX {
-  __device__ T operator()(T g, T x, T, T) const { return gg::gelu_bwd_from_x(g, x); }
-};
-template <typename T> struct GeluTanhFwd {
-  __device__ T operator()(T x, T, T) const { return gg::gelu_tanh_fwd(x); }
-};
-template <typename T> struct GeluTanhBwdFromX {
-  __device__ T operator()(T g, T x, T, T) const { return gg::gelu_tanh_bwd_from_x(g, x); }
-};
-template <typename T> struct SiluFwd {
-  __device__ T operator()(T x, T, T) const { return gg::silu_fwd(x); }
-};
-template <typename T> struct SiluBwdFromX {
-  __device__ T operator()(T g, T x, T, T) const { return gg::silu_bwd_from_x(g, x); }
-};
-template <typename T> struct SoftplusFwd {
-  __device__ T operator()(T x, T beta, T thr) const { return gg::softplus_fwd(x, beta, thr); }
-};
-template <typename T> struct SoftplusBwdFromY {
-  __device__ T operator()(T g, T y, T beta, T thr) const {
-    return gg::softplus_bwd_from_y(g, y, beta, thr);
-  }
-};
-template <typename T> struct SigmoidFwd {
-  __device__ T operator()(T x, T, T) const { return gg::sigmoid_fwd(x); }
-};
-template <typename T> struct SigmoidBwdFromY {
-  __device__ T operator()(T g, T y, T, T) const { return gg::sigmoid_bwd_from_y(g, y); }
-};
-template <typename T> struct TanhFwd {
-  __device__ T operator()(T x, T, T) const { return gg::tanh_fwd(x); }
-};
-template <typename T> struct TanhBwdFromY {
-  __device__ T operator()(T g, T y, T, T) const { return gg::tanh_bwd_from_y(g, y); }
-};
+// Functors, from the header's rows: forward takes (x, p0, p1); backward takes (g, s, p0, p1),
+// s being the saved input or output.
+#define GG_FORWARD_FUNCTOR(Functor, name, forward)                               \
+  template <typename T> struct Functor##Fwd {                                    \
+    __device__ T operator()(T x, T p0, T p1) const {                             \
+      (void)p0;                                                                  \
+      (void)p1;                                                                  \
+      return forward;                                                            \
+    }                                                                            \
+  };
+#define GG_FUNCTORS(Functor, name, forward, Saved, backward)                     \
+  GG_FORWARD_FUNCTOR(Functor, name, forward)                                     \
+  template <typename T> struct Functor##BwdFrom##Saved {                         \
+    __device__ T operator()(T g, T s, T p0, T p1) const {                        \
+      (void)p0;                                                                  \
+      (void)p1;                                                                  \
+      return backward;                                                           \
+    }                                                                            \
+  };
+GG_ACTIVATIONS(GG_FUNCTORS, GG_FORWARD_FUNCTOR)
 
 template <typename T, typename Op>
 __global__ void act_fwd(const T* __restrict__ x, T* __restrict__ y, long long n, T p0, T p1) {

@@ -113,4 +113,35 @@ template <typename T> GG_FN T softplus_bwd_from_y(T g, T y, T beta, T threshold)
   return y * beta > threshold ? g : -g * expm1_(-beta * y);
 }
 
+// softsign: y = x / (1 + |x|); dy/dx = 1 / (1 + |x|)^2. Above |x| = 1 as 1 - 1 / (1 + |x|),
+// so that +-inf gives +-1 (x / (1 + |x|) would be inf / inf) and the gradient there 0
+template <typename T> GG_FN T softsign_fwd(T x) {
+  T a = abs_(x);
+  T r = a > T(1) ? T(1) - T(1) / (T(1) + a) : a / (T(1) + a);
+  return x < T(0) ? -r : r;
+}
+template <typename T> GG_FN T softsign_bwd_from_x(T g, T x) {
+  T d = T(1) + abs_(x);
+  return g / (d * d);
+}
+
 }  // namespace gg
+
+// Every activation, one row each, in the order of gpugrad/ops/activation.py's declarations:
+//   ACT(Functor, name, forward expression, X or Y: what backward reads, backward expression)
+//   ACT_MASK(Functor, name, forward expression): relu and leaky_relu, whose backward reads a
+//   1-bit mask (relu_fwd_mask / relu_bwd_mask)
+// Expressions read x (the input), g (the incoming gradient), s (the saved x or y) and the
+// activation's parameters p0, p1. activations.cu makes the kernels' functors from these rows
+// (<Functor>Fwd, <Functor>BwdFrom<X|Y>), and tests/host_shim.cpp the host library.
+#define GG_ACTIVATIONS(ACT, ACT_MASK)                                                            \
+  ACT_MASK(Relu, relu, gg::relu_fwd(x))                                                          \
+  ACT_MASK(LeakyRelu, leaky_relu, gg::leaky_relu_fwd(x, p0))                                     \
+  ACT(Elu, elu, gg::elu_fwd(x, p0), Y, gg::elu_bwd_from_y(g, s, p0))                            \
+  ACT(Gelu, gelu, gg::gelu_fwd(x), X, gg::gelu_bwd_from_x(g, s))                                \
+  ACT(GeluTanh, gelu_tanh, gg::gelu_tanh_fwd(x), X, gg::gelu_tanh_bwd_from_x(g, s))             \
+  ACT(Silu, silu, gg::silu_fwd(x), X, gg::silu_bwd_from_x(g, s))                                \
+  ACT(Softplus, softplus, gg::softplus_fwd(x, p0, p1), Y, gg::softplus_bwd_from_y(g, s, p0, p1)) \
+  ACT(Sigmoid, sigmoid, gg::sigmoid_fwd(x), Y, gg::sigmoid_bwd_from_y(g, s))                    \
+  ACT(Tanh, tanh, gg::tanh_fwd(x), Y, gg::tanh_bwd_from_y(g, s))                                \
+  ACT(Softsign, softsign, gg::softsign_fwd(x), X, gg::softsign_bwd_from_x(g, s))

@@ -16,27 +16,37 @@ template <typename T, typename F> static void map2(const T* a, const T* b, T* ou
   extern "C" void name##_##S(const T* g, const T* s, T* o, long n, double p0, double p1) { \
     (void)p0; (void)p1; map2(g, s, o, n, [=](T gi, T si) { return expr; }); }
 
-#define ALL(T, S)                                                                       \
-  FWD(relu_fwd, T, S, gg::relu_fwd(v))                                                  \
+// per activation row of the header: <name>_fwd_<S> and <name>_bwd_<S>, for T and S defined
+// below (CAT3 expands S before pasting)
+#define CAT3_(a, b, c) a##b##c
+#define CAT3(a, b, c) CAT3_(a, b, c)
+#define SHIM_FWD(Functor, name, forward)                                                        \
+  extern "C" void CAT3(name, _fwd_, S)(const T* x_, T* o, long n, double p0_, double p1_) {    \
+    map1(x_, o, n, [=](T x) { T p0 = T(p0_), p1 = T(p1_); (void)p0; (void)p1; return forward; }); \
+  }
+#define SHIM_ACT(Functor, name, forward, Saved, backward)                                       \
+  SHIM_FWD(Functor, name, forward)                                                              \
+  extern "C" void CAT3(name, _bwd_, S)(const T* g_, const T* s_, T* o, long n, double p0_,     \
+                                       double p1_) {                                           \
+    map2(g_, s_, o, n, [=](T g, T s) { T p0 = T(p0_), p1 = T(p1_); (void)p0; (void)p1; return backward; }); \
+  }
+
+// the mask machinery of relu and leaky_relu
+#define MASKS(T, S)                                                                     \
   FWD(relu_mask_bit, T, S, T(gg::relu_mask_bit(v)))                                     \
   FWD(leaky_relu_mask_bit, T, S, T(gg::leaky_relu_mask_bit(v)))                         \
-  FWD(leaky_relu_fwd, T, S, gg::leaky_relu_fwd(v, T(p0)))                               \
-  FWD(elu_fwd, T, S, gg::elu_fwd(v, T(p0)))                                             \
-  FWD(sigmoid_fwd, T, S, gg::sigmoid_fwd(v))                                            \
-  FWD(tanh_fwd, T, S, gg::tanh_fwd(v))                                                  \
-  FWD(gelu_fwd, T, S, gg::gelu_fwd(v))                                                  \
-  FWD(gelu_tanh_fwd, T, S, gg::gelu_tanh_fwd(v))                                        \
-  FWD(silu_fwd, T, S, gg::silu_fwd(v))                                                  \
-  FWD(softplus_fwd, T, S, gg::softplus_fwd(v, T(p0), T(p1)))                            \
   BWD(relu_bwd_from_mask, T, S, gg::relu_bwd_from_mask(gi, si != T(0)))                 \
-  BWD(leaky_relu_bwd_from_mask, T, S, gg::leaky_relu_bwd_from_mask(gi, si != T(0), T(p0))) \
-  BWD(elu_bwd_from_y, T, S, gg::elu_bwd_from_y(gi, si, T(p0)))                          \
-  BWD(sigmoid_bwd_from_y, T, S, gg::sigmoid_bwd_from_y(gi, si))                         \
-  BWD(tanh_bwd_from_y, T, S, gg::tanh_bwd_from_y(gi, si))                               \
-  BWD(gelu_bwd_from_x, T, S, gg::gelu_bwd_from_x(gi, si))                               \
-  BWD(gelu_tanh_bwd_from_x, T, S, gg::gelu_tanh_bwd_from_x(gi, si))                     \
-  BWD(silu_bwd_from_x, T, S, gg::silu_bwd_from_x(gi, si))                               \
-  BWD(softplus_bwd_from_y, T, S, gg::softplus_bwd_from_y(gi, si, T(p0), T(p1)))
+  BWD(leaky_relu_bwd_from_mask, T, S, gg::leaky_relu_bwd_from_mask(gi, si != T(0), T(p0)))
 
-ALL(float, f32)
-ALL(double, f64)
+MASKS(float, f32)
+MASKS(double, f64)
+#define T float
+#define S f32
+GG_ACTIVATIONS(SHIM_ACT, SHIM_FWD)
+#undef T
+#undef S
+#define T double
+#define S f64
+GG_ACTIVATIONS(SHIM_ACT, SHIM_FWD)
+#undef T
+#undef S

@@ -73,32 +73,39 @@ EDGES = np.array([0.0, -0.0, 1e-30, -1e-30, 1.0, -1.0, 20.0, -20.0, 100.0, -100.
 # float64 to 1e-12 relative
 TOL = {np.float32: dict(rtol=1e-5, atol=1e-6), np.float64: dict(rtol=1e-12, atol=1e-14)}
 
-# header function -> (reference on float64 arrays from the CPU op path, p0, p1)
+# The reference values: the parameters each activation's kernels are tested with (the
+# declared defaults otherwise).
+TEST_PARAMS = {"leaky_relu": {"negative_slope": 0.1}, "elu": {"alpha": 1.5},
+               "softplus": {"beta": 2.0, "threshold": 15.0}}
+
+
+def _declared_kernels():
+    """{kernel name: (its declared activation, the params it is tested with)}."""
+    out = {}
+    for a in act.ACTIVATIONS.values():
+        for kernel, fixed in act.variant_params(a):
+            out[kernel] = (a, {**dict(a.params), **TEST_PARAMS.get(a.name, {}), **fixed})
+    return out
+
+
+def _p(a, params):
+    return (*a.numbers(params), 0.0, 0.0)[:2]
+
+
+DECLARED_KERNELS = _declared_kernels()
+# header function -> (reference on float64 arrays from the declared CPU formula, p0, p1)
 FORWARD = {
-    "relu_fwd": (lambda x: act._relu(np, x), 0, 0),
+    **{f"{k}_fwd": (lambda x, a=a, p=p: a.forward(np, x, **p), *_p(a, p))
+       for k, (a, p) in DECLARED_KERNELS.items()},
     "relu_mask_bit": (lambda x: act.relu_mask(np, x).astype(np.float64), 0, 0),
     "leaky_relu_mask_bit": (lambda x: act.leaky_relu_mask(np, x).astype(np.float64), 0, 0),
-    "leaky_relu_fwd": (lambda x: act._leaky_relu(np, x, negative_slope=0.1), 0.1, 0),
-    "elu_fwd": (lambda x: act._elu(np, x, alpha=1.5), 1.5, 0),
-    "sigmoid_fwd": (lambda x: act._sigmoid(np, x), 0, 0),
-    "tanh_fwd": (lambda x: act._tanh(np, x), 0, 0),
-    "gelu_fwd": (lambda x: act._gelu(np, x), 0, 0),
-    "gelu_tanh_fwd": (lambda x: act._gelu(np, x, approximate="tanh"), 0, 0),
-    "silu_fwd": (lambda x: act._silu(np, x), 0, 0),
-    "softplus_fwd": (lambda x: act._softplus(np, x, beta=2.0, threshold=15.0), 2.0, 15.0),
 }
 BACKWARD = {  # (reference(g, saved), p0, p1, how the saved array is made from x)
+    **{f"{k}_bwd": (lambda g, s, a=a, p=p: a.backward(np, g, s, **p), *_p(a, p),
+                    (lambda x: x) if a.saves == "x" else (lambda x, a=a, p=p: a.forward(np, x, **p)))
+       for k, (a, p) in DECLARED_KERNELS.items() if a.backward is not None},
     "relu_bwd_from_mask": (lambda g, m: np.where(m != 0, g, 0.0), 0, 0, lambda x: (x > 0) * 1.0),
     "leaky_relu_bwd_from_mask": (lambda g, m: np.where(m != 0, g, 0.3 * g), 0.3, 0, lambda x: (x > 0) * 1.0),
-    "elu_bwd_from_y": (lambda g, y: act._elu_backward(np, g, y, alpha=1.5), 1.5, 0,
-                       lambda x: act._elu(np, x, alpha=1.5)),
-    "sigmoid_bwd_from_y": (lambda g, y: act._sigmoid_backward(np, g, y), 0, 0, lambda x: act._sigmoid(np, x)),
-    "tanh_bwd_from_y": (lambda g, y: act._tanh_backward(np, g, y), 0, 0, np.tanh),
-    "gelu_bwd_from_x": (lambda g, x: act._gelu_backward(np, g, x), 0, 0, lambda x: x),
-    "gelu_tanh_bwd_from_x": (lambda g, x: act._gelu_backward(np, g, x, approximate="tanh"), 0, 0, lambda x: x),
-    "silu_bwd_from_x": (lambda g, x: act._silu_backward(np, g, x), 0, 0, lambda x: x),
-    "softplus_bwd_from_y": (lambda g, y: act._softplus_backward(np, g, y, beta=2.0, threshold=15.0), 2.0, 15.0,
-                            lambda x: act._softplus(np, x, beta=2.0, threshold=15.0)),
 }
 
 
@@ -136,13 +143,18 @@ def test_header_backward_matches_numpy(host_lib, name, dtype):
 def test_stable_where_the_true_value_is_finite(host_lib):
     """No inf/NaN out of finite (or infinite with a finite limit) inputs."""
     x = np.array([-np.inf, -1e30, -100.0, 100.0, 1e30])
-    for name in ("gelu_fwd", "gelu_tanh_fwd", "silu_fwd", "sigmoid_fwd", "softplus_fwd", "elu_fwd"):
+    for name in ("gelu_fwd", "gelu_tanh_fwd", "silu_fwd", "sigmoid_fwd", "softplus_fwd", "elu_fwd",
+                 "softsign_fwd"):
         got = _call(host_lib, name, np.float64, x, p0=1.0, p1=20.0)
         assert np.isfinite(got[:3]).all(), (name, got)
     g = np.ones_like(x)
-    for name in ("gelu_bwd_from_x", "gelu_tanh_bwd_from_x", "silu_bwd_from_x"):
+    for name in ("gelu_bwd", "gelu_tanh_bwd", "silu_bwd"):
         got = _call(host_lib, name, np.float64, g, x)
         np.testing.assert_allclose(got, [0, 0, 0, 1, 1], atol=1e-12, err_msg=name)
+    np.testing.assert_allclose(_call(host_lib, "softsign_fwd", np.float64, np.array([-np.inf, np.inf])),
+                               [-1, 1])
+    np.testing.assert_allclose(_call(host_lib, "softsign_bwd", np.float64, g, x),
+                               [0, 1e-60, 1 / 101**2, 1 / 101**2, 1e-60], rtol=1e-12)
 
 
 # ---------------------------------------------------------------- switch, masks, packaging
@@ -172,9 +184,10 @@ def test_gpugrad_fused_environment_variable(monkeypatch):
 
 
 def test_every_activation_has_its_launchers():
-    for name, (fwd, bwd) in kernels.ACTIVATIONS.items():
+    for name, (fwd, bwd) in kernels.activation_functors().items():
         assert kernels.lookup(f"{name}_fwd", np) is not None
         assert bwd is None or kernels.lookup(f"{name}_bwd", np) is not None
+    assert set(kernels.activation_functors()) == set(DECLARED_KERNELS)
 
 
 @pytest.mark.parametrize("n", [1, 31, 32, 33, 1000])
@@ -236,11 +249,9 @@ def test_the_wheel_check_skips_with_its_reason_where_gpugrad_is_not_installed(mo
 
 KERNEL_DEVICES = [pytest.param("cuda:0", marks=pytest.mark.cuda), "strict"]
 SIZES = [0, 1, 31, 1025, 2**20 + 3]
-FUSED_ACTIVATIONS = {
-    "relu": gg.relu, "leaky_relu": lambda t: gg.leaky_relu(t, 0.1), "elu": gg.elu,
-    "gelu": gg.gelu, "gelu_tanh": lambda t: gg.gelu(t, approximate="tanh"), "silu": gg.silu,
-    "softplus": gg.softplus, "sigmoid": gg.sigmoid, "tanh": gg.tanh,
-}
+# every kernel of every declared activation, as its op with the tested parameters
+FUSED_ACTIVATIONS = {k: (lambda t, a=a, p=p: getattr(gg, a.name)(t, **p))
+                     for k, (a, p) in DECLARED_KERNELS.items()}
 
 
 def _fused_and_unfused(f, x_host, dtype, view, kdev):

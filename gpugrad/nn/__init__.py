@@ -2,7 +2,7 @@
 
 from gpugrad.nn import functional, utils
 from gpugrad.nn.modules import (
-    ELU, GELU, MLP, ACTIVATIONS, Dropout, Embedding, LeakyReLU, Linear, Module, Parameter, ReLU,
-    Sequential, SiLU, Sigmoid, Softplus, Tanh,
+    MLP, ACTIVATIONS, Dropout, Embedding, Linear, Module, Parameter, Sequential,
 )
+globals().update({cls.__name__: cls for cls in ACTIVATIONS.values()})  # ReLU, GELU, ...
 from gpugrad.nn.rnn import GRU, LSTM, RNN

@@ -199,23 +199,22 @@ class _Activation(Module):
         return ", ".join(f"{k}={v!r}" for k, v in self.params.items())
 
 
-def _activation(name, fn, **defaults):
+def _activation(declared):
+    """The module class of a declared activation (gpugrad/ops/activation.py): ReLU, GELU, ..."""
+    defaults = dict(declared.params)
+
     def __init__(self, **params):
         _Activation.__init__(self, **{**defaults, **params})
-    return type(name, (_Activation,), {"fn": staticmethod(fn), "__init__": __init__,
-                                       "__doc__": f"Module form of gg.{fn.__name__}."})
+    fn = ops.OPS[declared.name].function
+    cls = type(declared.module, (_Activation,), {"fn": staticmethod(fn), "__init__": __init__,
+                                                 "__doc__": f"Module form of gg.{declared.name}."})
+    cls.__module__ = __name__  # so that pickle finds the class here
+    return cls
 
 
-ReLU = _activation("ReLU", ops.relu)
-LeakyReLU = _activation("LeakyReLU", ops.leaky_relu, negative_slope=0.01)
-ELU = _activation("ELU", ops.elu, alpha=1.0)
-GELU = _activation("GELU", ops.gelu, approximate="none")
-SiLU = _activation("SiLU", ops.silu)
-Softplus = _activation("Softplus", ops.softplus, beta=1.0, threshold=20.0)
-Sigmoid = _activation("Sigmoid", ops.sigmoid)
-Tanh = _activation("Tanh", ops.tanh)
-ACTIVATIONS = {"relu": ReLU, "leaky_relu": LeakyReLU, "elu": ELU, "gelu": GELU, "silu": SiLU,
-               "softplus": Softplus, "sigmoid": Sigmoid, "tanh": Tanh}
+# activation name -> its module class; each class is also a name of this module (gg.nn.ReLU)
+ACTIVATIONS = {name: _activation(a) for name, a in ops.activation.ACTIVATIONS.items()}
+globals().update({cls.__name__: cls for cls in ACTIVATIONS.values()})
 
 
 class MLP(Sequential):

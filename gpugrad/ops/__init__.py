@@ -7,11 +7,8 @@ from gpugrad.ops.elementwise import (
     log1p, sqrt, abs, sin, cos, tan, erf, clip, sign, equal, not_equal, less, less_equal,
     greater, greater_equal, logical_and, logical_or, logical_not, isfinite,
 )
-from gpugrad.ops.activation import (
-    sigmoid, tanh, relu, leaky_relu, elu, gelu, silu, softplus, softmax, log_softmax,
-    relu_backward, elu_backward, gelu_backward, silu_backward, softplus_backward,
-    sigmoid_backward, tanh_backward,
-)
+from gpugrad.ops.activation import softmax, log_softmax
+globals().update(activation.DECLARED)  # the declared activations and their backward ops
 from gpugrad.ops.reduce import sum, mean, max, min, logsumexp, norm, half_sum_squares
 from gpugrad.ops.shape import (
     reshape, transpose, broadcast_to, concatenate, stack, getitem, scatter, take, astype, copy,

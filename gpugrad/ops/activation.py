@@ -1,21 +1,25 @@
-"""Activations, their backward passes as ops of their own, softmax and log_softmax.
+"""Activations, each declared once; their backward passes as ops of their own; softmax and
+log_softmax.
 
-Each activation's forward and backward ask backend.fused() for the CUDA kernel (kernels/
-activations.cu) and fall back to the xp composition below, which computes the same guarded
-formulas (activations.cuh) and saves the same things: relu and leaky_relu a 1-bit mask, sigmoid,
-tanh, elu and softplus their output, gelu and silu their input. The backward of each activation
-is itself an op with rules (Chainer's ReLUGrad2 pattern), so create_graph=True differentiates
-through the fused path too.
+ACTIVATIONS holds one Activation row per activation: its name, its kernels (rows of
+activations.cuh's GG_ACTIVATIONS), what its backward reads, its parameters, its gg.nn module
+and its math on arrays (the CPU path, and the reference the kernels are tested against). The
+ops are made from the rows below; so are the kernel loader's functors, the gg.nn modules, the
+memory formula, the CLI's choices, the benchmark list and the tests' cases. Each forward and
+backward asks backend.fused() for the CUDA kernel and falls back to the xp formula. The
+backward of each activation is itself an op (Chainer's ReLUGrad2 pattern) whose rules come
+from the row's `second`, so create_graph=True differentiates through the fused path too.
 """
 
 import math
+from typing import Callable, NamedTuple
 
 import numpy as np
 
 from gpugrad import backend
 from gpugrad.ops import elementwise as ew
 from gpugrad.ops import reduce
-from gpugrad.ops.registry import defelementwise, defop, jvp_of_two, no_gradient
+from gpugrad.ops.registry import OPS, defelementwise, defop, jvp_of_two, no_gradient
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
@@ -23,14 +27,41 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _GELU_C = 0.044715
 
 
-def _check_approximate(approximate):
-    if approximate not in ("none", "tanh"):
-        raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
-    return "gelu" if approximate == "none" else "gelu_tanh"
+class Activation(NamedTuple):
+    """One activation, declared once."""
+
+    name: str            # gg.<name>, gg.<name>_backward, and its kernels' <kernel>_fwd/_bwd
+    kernels: dict        # variant -> (kernel name, functor stem of its GG_ACTIVATIONS row)
+    saves: str           # what backward reads: "x" (the input), "y" (the output), "mask" (1 bit)
+    params: tuple        # ((name, default), ...): its keyword parameters; numbers go to kernels
+    module: str          # its gg.nn module class (PyTorch's name for it)
+    forward: Callable    # (xp, x, **params) -> y, on arrays
+    backward: Callable = None  # (xp, g, s, **params) -> dx on arrays, s the saved x or y
+    second: Callable = None    # (g, s, **params): d(backward)/ds times g, in Tensor ops
+    variant: str = None  # the parameter that picks the kernel (gelu's approximate)
+    check: Callable = None     # (params) -> None, raising for bad parameters
+    saves_if: Callable = None  # (params) -> "x" or "y" where that depends on them (elu)
+    partial: Callable = None   # the forward's rule where it is not the backward op (elu)
+
+    def kernel(self, params):
+        """The kernel name for these parameters."""
+        key = params[self.variant] if self.variant else None
+        if key not in self.kernels:
+            raise ValueError(f"{self.variant} must be {' or '.join(map(repr, self.kernels))}, "
+                             f"got {key!r}")
+        return self.kernels[key][0]
+
+    def numbers(self, params):
+        """The numeric parameters in order: the kernels' p0, p1."""
+        return tuple(params[p] for p, _ in self.params if p != self.variant)
+
+    def saved(self, params):
+        return self.saves_if(params) if self.saves_if else self.saves
 
 
 # ---------------------------------------------------------------------------- array formulas
 # The xp compositions: the CPU path, and the reference the fused kernels are tested against.
+# They compute the same guarded formulas as activations.cuh.
 
 
 def _sigmoid_array(xp, x):
@@ -73,12 +104,19 @@ def _softplus_array(xp, x, beta, threshold):
     return xp.where(bx > threshold, x, (xp.maximum(bx, 0) + xp.log1p(xp.exp(-xp.abs(bx)))) / beta)
 
 
-# ---------------------------------------------------------------------------- forwards
+def _leaky_relu_array(xp, x, negative_slope):
+    if 0 <= negative_slope <= 1:  # the same values; where() over a random mask is ~10x slower
+        return xp.maximum(x, x * negative_slope)
+    return xp.where(x > 0, x, x * negative_slope)
 
 
-def _relu(xp, x):
-    k = backend.fused("relu_fwd", xp, x)
-    return k(x) if k else xp.maximum(x, 0)  # NaN stays NaN, as in the kernel
+def _softsign_array(xp, x):
+    a = xp.abs(x)
+    # above 1 as 1 - 1/(1 + a), so that inf gives 1; below, a / (1 + a) of min(a, 1) never
+    # sees inf / inf
+    small = xp.minimum(a, 1)
+    r = xp.where(a > 1, 1 - 1 / (1 + a), small / (1 + small))
+    return xp.where(x < 0, -r, r)
 
 
 def relu_mask(xp, x):
@@ -92,68 +130,81 @@ def leaky_relu_mask(xp, x):
     return x > 0
 
 
-def _relu_saving(xp, x):
-    k = backend.fused("relu_fwd_mask", xp, x)
-    if k:
-        y, mask = k(x)
-        return y, {"mask": mask}
-    return _relu(xp, x), {"mask": backend.pack_mask(xp, relu_mask(xp, x))}
+# ---------------------------------------------------------------------------- second derivatives
+# In Tensor ops: the rule of each backward op with respect to what it saved, times g.
 
 
-def _leaky_relu(xp, x, *, negative_slope=0.01):
-    k = backend.fused("leaky_relu_fwd", xp, x)
-    if k:
-        return k(x, negative_slope)
-    if 0 <= negative_slope <= 1:  # the same values; where() over a random mask is ~10x slower
-        return xp.maximum(x, x * negative_slope)
-    return xp.where(x > 0, x, x * negative_slope)
+def _gelu_second(g, x, approximate):
+    if approximate == "tanh":
+        t = OPS["tanh"].function(_SQRT_2_OVER_PI * (x + _GELU_C * x * x * x))
+        du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_C * x * x)
+        d2u = 6 * _SQRT_2_OVER_PI * _GELU_C * x
+        return g * ((1 - t * t) * (du - x * t * du * du + 0.5 * x * d2u))
+    return g * (_INV_SQRT_2PI * ew.exp(-0.5 * (x * x)) * (2 - x * x))
 
 
-def _leaky_relu_saving(xp, x, *, negative_slope=0.01):
-    k = backend.fused("relu_fwd_mask", xp, x)
-    if k and negative_slope != 0:
-        y, mask = k(x, negative_slope)
-        return y, {"mask": mask}
-    mask = leaky_relu_mask(xp, x) if negative_slope != 0 else relu_mask(xp, x)
-    return _leaky_relu(xp, x, negative_slope=negative_slope), {"mask": backend.pack_mask(xp, mask)}
+def _silu_second(g, x):
+    s = OPS["sigmoid"].function(x)
+    return g * (s * (1 - s) * (2 + x * (1 - 2 * s)))
 
 
-def _elu(xp, x, *, alpha=1.0):
-    k = backend.fused("elu_fwd", xp, x)
-    return k(x, alpha) if k else xp.where(x > 0, x, alpha * xp.expm1(xp.minimum(x, 0)))
+def _softsign_second(g, x):
+    d = 1 + ew.abs(x)
+    return -2 * g * ew.sign(x) / (d * d * d)
 
 
-def _gelu(xp, x, *, approximate="none"):
-    k = backend.fused(_check_approximate(approximate) + "_fwd", xp, x)
-    return k(x) if k else _gelu_array(xp, x, approximate)
+def _elu_grad(g, x, y, alpha):
+    if alpha >= 0:
+        return OPS["elu_backward"].function(g, y, alpha=alpha)
+    return ew.where(x <= 0, g * alpha * ew.exp(x), g)  # a negative alpha needs x, not y
 
 
-def _silu(xp, x):
-    k = backend.fused("silu_fwd", xp, x)
-    return k(x) if k else _silu_array(xp, x)
+def _check_softplus(params):
+    if params["beta"] <= 0:
+        raise ValueError(f"softplus: beta must be positive, got {params['beta']}")
 
 
-def _softplus(xp, x, *, beta=1.0, threshold=20.0):
-    if beta <= 0:
-        raise ValueError(f"softplus: beta must be positive, got {beta}")
-    k = backend.fused("softplus_fwd", xp, x)
-    return k(x, beta, threshold) if k else _softplus_array(xp, x, beta, threshold)
+# ---------------------------------------------------------------------------- the declarations
+# Adding an activation: its math in activations.cuh with a GG_ACTIVATIONS row, a row here, and
+# its reference values in the tests (tests/test_ops.py, tests/test_torch.py).
+
+# fmt: off
+ACTIVATIONS = {a.name: a for a in (
+    Activation("relu", {None: ("relu", "Relu")}, "mask", (), "ReLU",
+               forward=lambda xp, x: xp.maximum(x, 0)),  # NaN stays NaN, as in the kernel
+    Activation("leaky_relu", {None: ("leaky_relu", "LeakyRelu")}, "mask", (("negative_slope", 0.01),), "LeakyReLU",
+               forward=_leaky_relu_array),
+    Activation("elu", {None: ("elu", "Elu")}, "y", (("alpha", 1.0),), "ELU",
+               forward=lambda xp, x, alpha: xp.where(x > 0, x, alpha * xp.expm1(xp.minimum(x, 0))),
+               backward=lambda xp, g, out, alpha: xp.where(out <= 0, g * (out + alpha), g),  # NaN: g
+               second=lambda g, out, alpha: ew.where(out > 0, 0.0, g),
+               saves_if=lambda p: "y" if p["alpha"] >= 0 else "x", partial=_elu_grad),
+    Activation("gelu", {"none": ("gelu", "Gelu"), "tanh": ("gelu_tanh", "GeluTanh")}, "x",
+               (("approximate", "none"),), "GELU", variant="approximate",
+               forward=_gelu_array, backward=_gelu_bwd_array, second=_gelu_second),
+    Activation("silu", {None: ("silu", "Silu")}, "x", (), "SiLU",
+               forward=_silu_array, backward=_silu_bwd_array, second=_silu_second),
+    Activation("softplus", {None: ("softplus", "Softplus")}, "y", (("beta", 1.0), ("threshold", 20.0)), "Softplus",
+               forward=_softplus_array, check=_check_softplus,
+               backward=lambda xp, g, out, beta, threshold: xp.where(out * beta > threshold, g, -g * xp.expm1(-beta * out)),
+               second=lambda g, out, beta, threshold: ew.where(out * beta > threshold, 0.0, g * beta * ew.exp(-beta * out))),
+    Activation("sigmoid", {None: ("sigmoid", "Sigmoid")}, "y", (), "Sigmoid",
+               forward=_sigmoid_array, backward=lambda xp, g, out: g * out * (1 - out),
+               second=lambda g, out: g * (1 - 2 * out)),
+    Activation("tanh", {None: ("tanh", "Tanh")}, "y", (), "Tanh",
+               forward=lambda xp, x: xp.tanh(x), backward=lambda xp, g, out: g * (1 - out * out),
+               second=lambda g, out: -2 * g * out),
+    Activation("softsign", {None: ("softsign", "Softsign")}, "x", (), "Softsign",
+               forward=_softsign_array, backward=lambda xp, g, x: g / ((1 + xp.abs(x)) ** 2),
+               second=_softsign_second),
+)}
+# fmt: on
 
 
-def _sigmoid(xp, x):
-    k = backend.fused("sigmoid_fwd", xp, x)
-    return k(x) if k else _sigmoid_array(xp, x)
+# ---------------------------------------------------------------------------- the ops they make
 
 
-def _tanh(xp, x):
-    k = backend.fused("tanh_fwd", xp, x)
-    return k(x) if k else xp.tanh(x)
-
-
-# ---------------------------------------------------------------------------- backwards as ops
-
-
-def _relu_backward(xp, g, mask, *, negative_slope=0.0):
+def _mask_backward(xp, g, mask, *, negative_slope=0.0):
     if mask.ndim != 1 or mask.dtype != np.uint32 or mask.size * 32 < g.size:
         raise ValueError(f"relu_backward: the mask must be packed uint32 words for {g.size} "
                          f"elements ({(g.size + 31) // 32} words), got {mask.dtype} of shape "
@@ -176,55 +227,108 @@ def _relu_backward(xp, g, mask, *, negative_slope=0.0):
     return keep.view(g.dtype)
 
 
-def _elu_backward(xp, g, out, *, alpha):
-    k = backend.fused("elu_bwd", xp, g, out)
-    return k(g, out, alpha) if k else xp.where(out <= 0, g * (out + alpha), g)  # NaN: g
+# The backward of relu and leaky_relu from the mask: linear in g, nothing to differentiate in
+# the (integer) mask.
+# fmt: off
+relu_backward = defop("relu_backward", _mask_backward, save="mask",
+                      vjp=(lambda h, g, mask, y, negative_slope: relu_backward(h, mask, negative_slope=negative_slope), no_gradient),
+                      jvp=lambda ts, g, mask, y, negative_slope: relu_backward(ts[0], mask, negative_slope=negative_slope))
+# fmt: on
 
 
-def _gelu_backward(xp, g, x, *, approximate="none"):
-    k = backend.fused(_check_approximate(approximate) + "_bwd", xp, g, x)
-    return k(g, x) if k else _gelu_bwd_array(xp, g, x, approximate)
+def _forward_of(a):
+    def forward(xp, x, **params):
+        if a.check:
+            a.check(params)
+        k = backend.fused(a.kernel(params) + "_fwd", xp, x)
+        return k(x, *a.numbers(params)) if k else a.forward(xp, x, **params)
+    return forward
 
 
-def _silu_backward(xp, g, x):
-    k = backend.fused("silu_bwd", xp, g, x)
-    return k(g, x) if k else _silu_bwd_array(xp, g, x)
+def _mask_saving_of(a, forward):
+    """The forward that also writes the 1-bit mask: one kernel on a GPU. relu's mask is
+    !(x <= 0), leaky_relu's x > 0; a zero slope takes the CPU formula with leaky_relu's mask."""
+    def forward_saving(xp, x, **params):
+        slope = params.get("negative_slope")
+        k = backend.fused("relu_fwd_mask", xp, x) if slope != 0 else None
+        if k:
+            y, mask = k(x, slope or 0.0)
+            return y, {"mask": mask}
+        bits = relu_mask(xp, x) if slope is None else leaky_relu_mask(xp, x)
+        return forward(xp, x, **params), {"mask": backend.pack_mask(xp, bits)}
+    return forward_saving
 
 
-def _softplus_backward(xp, g, out, *, beta, threshold):
-    k = backend.fused("softplus_bwd", xp, g, out)
-    return k(g, out, beta, threshold) if k else xp.where(out * beta > threshold, g, -g * xp.expm1(-beta * out))
+def _backward_op(a):
+    """<name>_backward(g, x or out): linear in g; in the saved array, the row's `second`."""
+    def run(xp, g, s, params):
+        k = backend.fused(a.kernel(params) + "_bwd", xp, g, s)
+        return k(g, s, *a.numbers(params)) if k else a.backward(xp, g, s, **params)
+
+    if a.saves == "x":
+        def backward(xp, g, x, **params):
+            return run(xp, g, x, params)
+    else:
+        def backward(xp, g, out, **params):
+            return run(xp, g, out, params)
+    s = "x" if a.saves == "x" else "out"
+    name = f"{a.name}_backward"
+
+    def along_g(t, saved, p):  # the op itself: linear in g
+        return OPS[name].function(t, saved, **p)
+
+    return defop(name, backward, save={"g": s, s: f"g {s}"}, params=dict(a.params),
+                 vjp=(lambda h, g, saved, y, **p: along_g(h, saved, p),
+                      lambda h, g, saved, y, **p: a.second(h * g, saved, **p)),
+                 jvp=lambda ts, g, saved, y, **p: jvp_of_two(
+                     ts, lambda t: along_g(t, saved, p), lambda t: a.second(t * g, saved, **p)))
 
 
-def _sigmoid_backward(xp, g, out):
-    k = backend.fused("sigmoid_bwd", xp, g, out)
-    return k(g, out) if k else g * out * (1 - out)
+def _declare(a):
+    """Register the row's op (and its backward op): {name: function}."""
+    forward = _forward_of(a)
+    params = dict(a.params)
+    if a.saves == "mask":
+        partial = (lambda g, x, y, mask, **p:
+                   relu_backward(g, mask, negative_slope=p.get("negative_slope", 0.0)))
+        op = defelementwise(a.name, forward, save="mask", aux=("mask",), params=params,
+                            forward_saving=_mask_saving_of(a, forward), partials=(partial,))
+        return {a.name: op}
+    backward = _backward_op(a)
+    if a.partial is not None:
+        partial = a.partial
+    elif a.saves == "x":
+        def partial(g, x, y, **p):
+            return backward(g, x, **p)
+    else:
+        def partial(g, x, y, **p):
+            return backward(g, y, **p)
+    save = (lambda p: a.saved(p)) if a.saves_if else a.saves
+    op = defelementwise(a.name, forward, save=save, params=params, partials=(partial,))
+    return {a.name: op, f"{a.name}_backward": backward}
 
 
-def _tanh_backward(xp, g, out):
-    k = backend.fused("tanh_bwd", xp, g, out)
-    return k(g, out) if k else g * (1 - out * out)
+DECLARED = {"relu_backward": relu_backward}  # every op the rows made, by name
+for _a in ACTIVATIONS.values():
+    DECLARED.update(_declare(_a))
+del _a
 
 
-def _gelu_second(x, approximate):
-    """d^2 gelu / dx^2, in Tensor ops (the rule of gelu_backward with respect to x)."""
-    if approximate == "tanh":
-        t = tanh(_SQRT_2_OVER_PI * (x + _GELU_C * x * x * x))
-        du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_C * x * x)
-        d2u = 6 * _SQRT_2_OVER_PI * _GELU_C * x
-        return (1 - t * t) * (du - x * t * du * du + 0.5 * x * d2u)
-    return _INV_SQRT_2PI * ew.exp(-0.5 * (x * x)) * (2 - x * x)
+def kernel_functors():
+    """{kernel name: (forward functor, backward functor or None)} for the kernel loader."""
+    out = {}
+    for a in ACTIVATIONS.values():
+        for kernel, stem in a.kernels.values():
+            backward = None if a.saves == "mask" else f"{stem}BwdFrom{a.saves.upper()}"
+            out[kernel] = (f"{stem}Fwd", backward)
+    return out
 
 
-def _silu_second(x):
-    s = sigmoid(x)
-    return s * (1 - s) * (2 + x * (1 - 2 * s))
-
-
-def _elu_grad(g, x, y, alpha):
-    if alpha >= 0:
-        return elu_backward(g, y, alpha=alpha)
-    return ew.where(x <= 0, g * alpha * ew.exp(x), g)  # a negative alpha needs x, not y
+def variant_params(a):
+    """[(kernel name, the params that select it)]: one per kernel of the row."""
+    if a.variant is None:
+        return [(a.kernels[None][0], {})]
+    return [(kernel, {a.variant: key}) for key, (kernel, _) in a.kernels.items()]
 
 
 def _softmax(xp, x, *, axis=-1):
@@ -238,50 +342,6 @@ def _log_softmax(xp, x, *, axis=-1):
 
 
 # fmt: off
-relu       = defelementwise("relu",       _relu,       save="mask", aux=("mask",), forward_saving=_relu_saving,
-                            partials=(lambda g, x, y, mask: relu_backward(g, mask),))
-leaky_relu = defelementwise("leaky_relu", _leaky_relu, save="mask", aux=("mask",), forward_saving=_leaky_relu_saving,
-                            partials=(lambda g, x, y, mask, negative_slope: relu_backward(g, mask, negative_slope=negative_slope),))
-elu        = defelementwise("elu",        _elu,        save=lambda p: "y" if p["alpha"] >= 0 else "x",
-                            partials=(_elu_grad,))
-gelu       = defelementwise("gelu",       _gelu,       save="x",
-                            partials=(lambda g, x, y, approximate: gelu_backward(g, x, approximate=approximate),))
-silu       = defelementwise("silu",       _silu,       save="x", partials=(lambda g, x, y: silu_backward(g, x),))
-softplus   = defelementwise("softplus",   _softplus,   save="y",
-                            partials=(lambda g, x, y, beta, threshold: softplus_backward(g, y, beta=beta, threshold=threshold),))
-sigmoid    = defelementwise("sigmoid",    _sigmoid,    save="y", partials=(lambda g, x, y: sigmoid_backward(g, y),))
-tanh       = defelementwise("tanh",       _tanh,       save="y", partials=(lambda g, x, y: tanh_backward(g, y),))
-
-# The backward passes: linear in g; with respect to the saved array, the next derivative.
-relu_backward     = defop("relu_backward",     _relu_backward,     save="mask",
-                          vjp=(lambda h, g, mask, y, negative_slope: relu_backward(h, mask, negative_slope=negative_slope), no_gradient),
-                          jvp=lambda ts, g, mask, y, negative_slope: relu_backward(ts[0], mask, negative_slope=negative_slope))
-elu_backward      = defop("elu_backward",      _elu_backward,      save={"g": "out", "out": "g out"},
-                          vjp=(lambda h, g, y_, y, alpha: elu_backward(h, y_, alpha=alpha),
-                               lambda h, g, y_, y, alpha: ew.where(y_ > 0, 0.0, h * g)),
-                          jvp=lambda ts, g, y_, y, alpha: jvp_of_two(ts, lambda t: elu_backward(t, y_, alpha=alpha),
-                                                                       lambda t: ew.where(y_ > 0, 0.0, t * g)))
-gelu_backward     = defop("gelu_backward",     _gelu_backward,     save={"g": "x", "x": "g x"},
-                          vjp=(lambda h, g, x, y, approximate: gelu_backward(h, x, approximate=approximate),
-                               lambda h, g, x, y, approximate: h * g * _gelu_second(x, approximate)),
-                          jvp=lambda ts, g, x, y, approximate: jvp_of_two(ts, lambda t: gelu_backward(t, x, approximate=approximate),
-                                                                            lambda t: t * g * _gelu_second(x, approximate)))
-silu_backward     = defop("silu_backward",     _silu_backward,     save={"g": "x", "x": "g x"},
-                          vjp=(lambda h, g, x, y: silu_backward(h, x), lambda h, g, x, y: h * g * _silu_second(x)),
-                          jvp=lambda ts, g, x, y: jvp_of_two(ts, lambda t: silu_backward(t, x), lambda t: t * g * _silu_second(x)))
-softplus_backward = defop("softplus_backward", _softplus_backward, save={"g": "out", "out": "g out"},
-                          vjp=(lambda h, g, y_, y, beta, threshold: softplus_backward(h, y_, beta=beta, threshold=threshold),
-                               lambda h, g, y_, y, beta, threshold: ew.where(y_ * beta > threshold, 0.0, h * g * beta * ew.exp(-beta * y_))),
-                          jvp=lambda ts, g, y_, y, beta, threshold: jvp_of_two(
-                              ts, lambda t: softplus_backward(t, y_, beta=beta, threshold=threshold),
-                              lambda t: ew.where(y_ * beta > threshold, 0.0, t * g * beta * ew.exp(-beta * y_))))
-sigmoid_backward  = defop("sigmoid_backward",  _sigmoid_backward,  save={"g": "out", "out": "g out"},
-                          vjp=(lambda h, g, y_, y: sigmoid_backward(h, y_), lambda h, g, y_, y: h * g * (1 - 2 * y_)),
-                          jvp=lambda ts, g, y_, y: jvp_of_two(ts, lambda t: sigmoid_backward(t, y_), lambda t: t * g * (1 - 2 * y_)))
-tanh_backward     = defop("tanh_backward",     _tanh_backward,     save={"g": "out", "out": "g out"},
-                          vjp=(lambda h, g, y_, y: tanh_backward(h, y_), lambda h, g, y_, y: -2 * h * g * y_),
-                          jvp=lambda ts, g, y_, y: jvp_of_two(ts, lambda t: tanh_backward(t, y_), lambda t: -2 * t * g * y_))
-
 softmax     = defop("softmax",     _softmax,     save="y",
                     vjp=(lambda g, x, y, axis: y * (g - reduce.sum(g * y, axis=axis, keepdims=True)),),
                     jvp=lambda ts, x, y, axis: y * (ts[0] - reduce.sum(ts[0] * y, axis=axis, keepdims=True)))

@@ -31,7 +31,7 @@ class Op:
     )
 
     def __init__(self, name, forward, save, kind, vjp=None, vjp_all=None, jvp=None,
-                 moves_device=False, forward_saving=None, aux=(), optional=()):
+                 moves_device=False, forward_saving=None, aux=(), optional=(), params=None):
         code = forward.__code__
         names = code.co_varnames[: code.co_argcount]
         if not names or names[0] != "xp":
@@ -44,8 +44,11 @@ class Op:
             raise TypeError(f"{name}: an input may not be called y, which names the output")
         if self.variadic and self.inputs:
             raise TypeError(f"{name}: a variadic op takes only *inputs")
-        params = code.co_varnames[code.co_argcount: code.co_argcount + code.co_kwonlyargcount]
-        self.defaults = {p: (forward.__kwdefaults__ or {}).get(p, _REQUIRED) for p in params}
+        if params is not None:  # a forward taking **params (made from a declaration) names them
+            self.defaults = dict(params)
+        else:
+            kwonly = code.co_varnames[code.co_argcount: code.co_argcount + code.co_kwonlyargcount]
+            self.defaults = {p: (forward.__kwdefaults__ or {}).get(p, _REQUIRED) for p in kwonly}
         self.kind = kind
         self.vjp, self.vjp_all, self.jvp = vjp, vjp_all, jvp
         self.moves_device = moves_device
@@ -183,11 +186,11 @@ def _elementwise_jvp(partials):
 
 
 def defelementwise(name, forward, save, partials, forward_saving=None, aux=(), scalar_g=False,
-                   doc=None):
+                   doc=None, params=None):
     """scalar_g=True promises that every partial is broadcasting arithmetic on g, so the engine
     may pass a uniform gradient as 0-d (not for partials that call a backward op or kernel)."""
     op = Op(name, forward, save, "elementwise", vjp=tuple(partials),
-            jvp=_elementwise_jvp(partials), forward_saving=forward_saving, aux=aux)
+            jvp=_elementwise_jvp(partials), forward_saving=forward_saving, aux=aux, params=params)
     op.scalar_g = scalar_g
     return _register(op, doc)
 
@@ -203,9 +206,10 @@ def deflinear(name, forward, vjp=None, vjp_all=None, moves_device=False, doc=Non
     return _register(op, doc)
 
 
-def defop(name, forward, save, jvp, vjp=None, vjp_all=None, optional=(), doc=None):
+def defop(name, forward, save, jvp, vjp=None, vjp_all=None, optional=(), doc=None,
+          params=None):
     return _register(Op(name, forward, save, "general", vjp=vjp, vjp_all=vjp_all, jvp=jvp,
-                        optional=optional), doc)
+                        optional=optional, params=params), doc)
 
 
 def defconstant(name, forward, doc=None):
