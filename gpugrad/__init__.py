@@ -20,4 +20,5 @@ from gpugrad.tensor import (  # noqa: E402
 array = tensor  # MXNet's nd.array
 from gpugrad.testing import GradcheckError, gradcheck  # noqa: E402
 from gpugrad.serialize import load, save  # noqa: E402
-from gpugrad.memory import checkpoint  # noqa: E402
+from gpugrad.recompute import checkpoint  # noqa: E402
+from gpugrad import experiments  # noqa: E402

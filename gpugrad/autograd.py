@@ -464,6 +464,11 @@ class _Structure:
                 self.outside.setdefault(x._node, x)
 
 
+def is_structure_only():
+    """True while a block records structure only (gg.checkpoint's first pass)."""
+    return _state.structure_only is not None
+
+
 @contextlib.contextmanager
 def structure_only():
     """Record the graph's structure but save nothing (gg.checkpoint's first forward)."""
@@ -747,6 +752,13 @@ def _write_leaves(leaves, create_graph, external):
 
 def _same_buffer_kind(old, new):
     return old is not None and old.shape == new.shape and old.dtype == new.dtype and old.device == new.device
+
+
+def gradients(heads, head_grads, targets, create_graph=False):
+    """{node: gradient} of heads (times head_grads, Tensors) at the target nodes; only the part
+    of the graph between them is walked, and it is kept when create_graph. The engine's entry
+    point for code that differentiates a graph it recorded itself (gg.checkpoint)."""
+    return _run(heads, head_grads, create_graph, create_graph, targets=targets)
 
 
 def backward(y, head_grad=None, retain_graph=False, create_graph=False):

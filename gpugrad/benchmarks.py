@@ -372,11 +372,11 @@ SUITES["mlp"] = mlp_suite
 
 def memory_suite(device, quick=True, progress=None):
     """Section 4.7's network: saved activations formula vs measured, and train vs predict peak."""
-    from gpugrad import memory
+    from gpugrad import experiments
 
     batches = [64, 1024] if quick else [1, 64, 256, 1024, 4096]
     rows = []
-    for i, r in enumerate(memory.experiment(784, 256, 10, batches, device=device)):
+    for i, r in enumerate(experiments.experiment(784, 256, 10, batches, device=device)):
         rows.append({"suite": "memory", "batch": r["batch"], "saved (formula)": r["saved (formula)"],
                      "saved (measured)": r["saved (measured)"], "predict peak": r["predict peak"],
                      "train peak": r["train peak"], "train / predict": r["train/predict peak"]})

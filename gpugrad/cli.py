@@ -393,7 +393,7 @@ def cmd_rnn_grads(args):
 
 
 def cmd_memory(args):
-    from gpugrad import memory
+    from gpugrad import experiments
 
     device = _setup(args)
     if args.compare_torch:
@@ -402,7 +402,7 @@ def cmd_memory(args):
         except ImportError:
             raise ValueError("--compare-torch needs PyTorch: pip install torch==2.13.0") from None
     batches = args.batch
-    rows = memory.experiment(args.d, args.h, args.q, batches, layers=args.layers,
+    rows = experiments.experiment(args.d, args.h, args.q, batches, layers=args.layers,
                              activation=args.activation, dtype=args.dtype, device=device,
                              lam=args.lam, with_checkpoint=args.checkpoint,
                              with_torch=args.compare_torch)

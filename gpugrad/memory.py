@@ -15,7 +15,6 @@ Three figures, never mixed up:
 
 import collections
 import contextlib
-import time
 import tracemalloc
 
 import numpy as np
@@ -23,6 +22,7 @@ import numpy as np
 from gpugrad import autograd
 from gpugrad import backend
 from gpugrad import ops
+from gpugrad import recompute
 from gpugrad import tensor
 
 
@@ -240,198 +240,6 @@ def mlp_formula(d, h, q, batch, dtype="float32", bias=False, activation="relu",
     }
 
 
-# ---------------------------------------------------------------------------- checkpointing
-
-
-def _checkpoint_forward(xp, *xs, fn, n_args, result, outside, arg_nodes):
-    return result.pop()  # computed once, in structure-only mode, before the node was made
-
-
-def _checkpoint_vjp(g, *xs, y, fn, n_args, result, outside, arg_nodes):
-    """Recompute fn on fresh leaves and return the gradients of every parent of the node."""
-    create = autograd.is_recording()  # the engine records here exactly when create_graph
-    fresh = []
-    with autograd.record(train_mode=autograd.is_training()):
-        for x in xs[:n_args]:
-            if create and x._node is not None:
-                fresh.append(x)  # with its history, so second derivatives reach the real input
-                continue
-            t = tensor.wrap(x.data, x.device)
-            if x.dtype.kind == "f":
-                t._node = autograd.Leaf(t, "write")
-            fresh.append(t)
-        out = fn(*fresh)
-    # an argument's gradient arrives at its fresh leaf, and at its own node too if fn also
-    # reaches that tensor another way (through a closure); add the two once each
-    targets = {t._node for t in fresh} | set(outside) | set(arg_nodes)
-    targets.discard(None)
-    found = autograd._run([out], [g], retain_graph=create, create_graph=create, targets=targets)
-    grads = []
-    for t, own in zip(fresh, arg_nodes):
-        parts = [found.get(t._node)] + ([found.get(own)] if own is not t._node else [])
-        parts = [p for p in parts if p is not None]
-        grads.append(None if not parts else parts[0] if len(parts) == 1 else parts[0] + parts[1])
-    return grads + [found.get(n) for n in outside]
-
-
-_CHECKPOINT = None
-
-
-def _checkpoint_op():
-    global _CHECKPOINT
-    if _CHECKPOINT is None:
-        from gpugrad.ops.registry import Op
-
-        _CHECKPOINT = Op("checkpoint", _checkpoint_forward,
-                         lambda p: " ".join(str(i) for i in range(p["n_args"])), "general",
-                         vjp_all=_checkpoint_vjp, jvp=None)
-    return _CHECKPOINT
-
-
-def checkpoint(fn, *args):
-    """fn(*args) without keeping fn's intermediates: backward recomputes them.
-
-    Only the arguments are saved; parameters and other tensors fn uses from outside are
-    found by recording fn's structure once (saving nothing) and receive their gradients as
-    usual, identical to a run without checkpoint. fn must be deterministic (no dropout).
-    Outside record() this is fn(*args).
-    """
-    if not autograd.is_recording() or autograd._state.structure_only is not None:
-        return fn(*args)
-    args = [a if isinstance(a, tensor.Tensor) else tensor.tensor(a) for a in args]
-    with autograd.structure_only() as found:
-        out = fn(*args)
-    if not isinstance(out, tensor.Tensor):
-        raise TypeError(f"checkpoint: fn must return one Tensor, got {type(out).__name__}")
-    if out._node is None:
-        return out
-    arg_nodes = [a._node for a in args]
-    outside = [n for n in found.outside if n not in arg_nodes]
-    inputs = list(args) + [found.outside[n] for n in outside]
-    params = {"fn": fn, "n_args": len(args), "result": [out.data], "outside": outside,
-              "arg_nodes": arg_nodes}
-    return autograd.apply(_checkpoint_op(), tuple(inputs), params)
-
-
-# ---------------------------------------------------------------------------- the experiment
-
-
-def mlp_4_7(d, h, q, layers=2, activation="relu", dtype="float32", device=None):
-    """Section 4.7's network (no bias), with layers - 1 hidden layers of width h."""
-    from gpugrad import nn
-
-    sizes = [d] + [h] * (layers - 1) + [q]
-    return nn.MLP(sizes, activation=activation, bias=False, dtype=dtype, device=device)
-
-
-def loss_4_7(model, lam):
-    """J = cross_entropy + lambda/2 * sum of |W|^2 over the model's weights."""
-    from gpugrad.nn import functional as F
-
-    return lambda o, y: F.cross_entropy(o, y) + lam * F.l2_penalty(model.parameters())
-
-
-def checkpointed_forward(model):
-    """model's forward with everything between the first and last Linear checkpointed."""
-    layers = list(model._modules.values())
-
-    def forward(x):
-        h = layers[0](x)
-        middle = layers[1:-1]
-
-        def segment(t):
-            for layer in middle:
-                t = layer(t)
-            return t
-        return layers[-1](checkpoint(segment, h))
-    return forward
-
-
-def torch_saved_bytes(d, h, q, batch, layers, activation, lam, seed=0):
-    """Bytes PyTorch saves for backward for the same model and loss, each storage once,
-    parameters apart: (activations, parameters). Needs torch."""
-    import torch
-
-    torch_module = getattr(torch.nn, ops.activation.ACTIVATIONS[activation].module)
-    torch.manual_seed(seed)
-    mods = []
-    sizes = [d] + [h] * (layers - 1) + [q]
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        mods.append(torch.nn.Linear(a, b, bias=False))
-        if i < len(sizes) - 2:
-            mods.append(torch_module())
-    model = torch.nn.Sequential(*mods)
-    x = torch.randn(batch, d)
-    y = torch.randint(0, q, (batch,))
-    param_ptrs = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    storages = {}
-
-    def pack(t):
-        s = t.untyped_storage()
-        storages[s.data_ptr()] = s.nbytes()
-        return t
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = torch.nn.functional.cross_entropy(model(x), y) + lam / 2 * sum(
-            (p * p).sum() for p in model.parameters())
-    del loss
-    act = sum(n for ptr, n in storages.items() if ptr not in param_ptrs)
-    par = sum(n for ptr, n in storages.items() if ptr in param_ptrs)
-    return act, par
-
-
-def experiment(d, h, q, batches, layers=2, activation="relu", dtype="float32", device=None,
-               lam=1e-3, with_checkpoint=False, with_torch=False, seed=0):
-    """Rows of analytic vs measured, predict vs train, per batch size (gpugrad memory)."""
-    rows = []
-    for batch in batches:
-        backend.seed(seed)
-        model = mlp_4_7(d, h, q, layers, activation, dtype, device)
-        x = tensor.randn(batch, d, dtype=dtype, device=device)
-        y = np.random.default_rng(seed).integers(0, q, batch)
-        loss_fn = loss_4_7(model, lam)
-        r = compare(model, x, y, loss_fn)
-        est = estimate(model, (batch, d), loss_fn, labels=y)["saved activations"]
-        row = {"batch": batch, "parameters": r.train["parameters"],
-               "gradients": r.train["gradients"],
-               "saved (formula)": (mlp_formula(d, h, q, batch, dtype, activation=activation)
-                                   ["saved activations"] if layers == 2 else None),
-               "saved (measured)": r.train["saved activations"],
-               "saved (estimate)": est,
-               "predict peak": r.predict["total peak"], "train peak": r.train["total peak"],
-               "train/predict peak": r.train["total peak"] / r.predict["total peak"],
-               "saved by op": r.by_op}
-        if with_torch:
-            row["saved (torch)"] = torch_saved_bytes(d, h, q, batch, layers, activation, lam, seed)[0]
-        if with_checkpoint:
-            row.update(_checkpoint_row(model, x, y, loss_fn, device))
-        rows.append(row)
-    return rows
-
-
-def _checkpoint_row(model, x, y, loss_fn, device):
-    forward = checkpointed_forward(model)
-    be = backend.get(device)
-
-    def step(fwd):
-        with autograd.record():
-            loss = loss_fn(fwd(x), y)
-        kept = saved(loss, model.parameters()).activations
-        loss.backward()
-        be.synchronize()
-        return kept
-
-    def median_time(fwd, n=5):
-        times = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            step(fwd)
-            times.append(time.perf_counter() - t0)
-        return sorted(times)[n // 2]
-    kept = step(forward)
-    plain_t, ckpt_t = median_time(model), median_time(forward)
-    return {"saved (checkpoint)": kept, "checkpoint step time ratio": ckpt_t / plain_t}
-
-
 # ---------------------------------------------------------------------------- estimating
 
 
@@ -503,7 +311,7 @@ def _segmented_forward(layers, segments, plain_segment=None):
                 for layer in chunk:
                     t = layer(t)
                 return t
-            x = run(x) if k == plain_segment else checkpoint(run, x)
+            x = run(x) if k == plain_segment else recompute.checkpoint(run, x)
             i = end
         for layer in layers[i:]:
             x = layer(x)

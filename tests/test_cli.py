@@ -72,18 +72,30 @@ def test_bench_all_prints_ratios_and_writes_json(tmp_path, capsys):
     kernels = [r for r in rows if r["suite"] == "kernels"]
     assert {r["activation"] for r in kernels} >= {"relu", "sigmoid", "gelu", "tanh"}
     ours = [r for r in kernels if r["impl"] == "gpugrad"]
-    assert ours and all(r["median_us"] > 0 and r["% of copy"] > 0 for r in ours)
+    # a timing flagged unstable (a busy machine) carries a note and no ratio; the rest a ratio
+    assert ours and all(r["median_us"] > 0 and _ratio_or_flagged(r, "% of copy") for r in ours)
     assert all(r["saved (formula)"] == r["saved (measured)"] for r in rows if r["suite"] == "memory")
     try:
         import torch  # noqa: F401
 
         torch_rows = [r for r in kernels if r["impl"] == "torch"]
-        assert len(torch_rows) == len(ours) and all(r["gpugrad time / this"] > 0 for r in torch_rows)
+        assert len(torch_rows) == len(ours)
+        assert all(_ratio_or_flagged(r, "gpugrad time / this", others=ours) for r in torch_rows)
         mlp = [r for r in rows if r["suite"] == "mlp" and r["impl"] == "gpugrad"]
-        assert mlp and all(r["gpugrad / torch"] > 0 for r in mlp)
+        assert mlp and all(_ratio_or_flagged(r, "gpugrad / torch", others=rows) for r in mlp)
     except ImportError:
         assert "PyTorch is not installed" in printed
     assert "% of copy" in printed and "samples/s" in printed
+
+
+def _ratio_or_flagged(row, key, others=()):
+    """A positive ratio, or none because this row or the one it is taken against was flagged
+    unstable (its note says so)."""
+    if row.get(key) is not None:
+        return row[key] > 0 and "note" not in row
+    partners = [o for o in others if o is not row and o.get("note")
+                and all(o.get(k) == row.get(k) for k in ("activation", "n", "model", "batch"))]
+    return "unstable" in row.get("note", "") or bool(partners)
 
 
 def test_readme_tour_runs_as_written(capsys):
@@ -159,7 +171,7 @@ def test_every_command_checks_its_arguments_before_any_work(argv, message, capsy
 
     for name in ("train", "load_dataset", "rnn_gradient_norms"):
         monkeypatch.setattr(training, name, must_not_run)
-    monkeypatch.setattr(gg.memory, "experiment", must_not_run)
+    monkeypatch.setattr(gg.experiments, "experiment", must_not_run)
     with pytest.raises(SystemExit) as exit_info:
         cli.main(argv)
     assert exit_info.value.code == 2

@@ -126,7 +126,7 @@ def test_checkpoint_gives_identical_gradients_and_saves_less(device):
 
 def test_checkpoint_second_order_and_captured_tensors():
     w = gg.tensor([0.3, -1.2, 0.7], dtype="float64")
-    f = lambda x, w: gg.memory.checkpoint(lambda t: gg.sin(t * w) * t, x)  # noqa: E731
+    f = lambda x, w: gg.checkpoint(lambda t: gg.sin(t * w) * t, x)  # noqa: E731
     assert gg.gradcheck(f, [gg.tensor([0.5, 1.0, -2.0], dtype="float64"), w], order=2)
     a = gg.tensor([1.0, 2.0], dtype="float64", requires_grad=True)
     with gg.autograd.record():
@@ -170,10 +170,10 @@ def test_memory_command(tmp_path, capsys):
 
 
 def test_checkpointing_hidden_layers_saves_memory_in_a_deeper_net():
-    model = gg.memory.mlp_4_7(40, 64, 5, layers=4, activation="tanh", dtype="float64")
+    model = gg.experiments.mlp_4_7(40, 64, 5, layers=4, activation="tanh", dtype="float64")
     x, y = gg.randn(32, 40, dtype="float64"), np.arange(32) % 5
-    loss_fn = gg.memory.loss_4_7(model, 1e-3)
-    row = gg.memory._checkpoint_row(model, x, y, loss_fn, "cpu")
+    loss_fn = gg.experiments.loss_4_7(model, 1e-3)
+    row = gg.experiments._checkpoint_row(model, x, y, loss_fn, "cpu")
     plain = gg.memory.compare(model, x, y, loss_fn).train["saved activations"]
     # tanh outputs of the two inner hidden layers and a linear input are recomputed instead
     assert row["saved (checkpoint)"] < plain
@@ -183,8 +183,8 @@ def test_checkpointing_hidden_layers_saves_memory_in_a_deeper_net():
 @pytest.mark.parametrize("layers", [2, 4])
 @pytest.mark.parametrize("batch", [1, 33, 128])
 def test_estimate_equals_the_measured_saved_bytes(batch, layers, activation):
-    model = gg.memory.mlp_4_7(40, 24, 6, layers=layers, activation=activation)
-    loss_fn = gg.memory.loss_4_7(model, 1e-3)
+    model = gg.experiments.mlp_4_7(40, 24, 6, layers=layers, activation=activation)
+    loss_fn = gg.experiments.loss_4_7(model, 1e-3)
     y = np.arange(batch) % 6
     est = gg.memory.estimate(model, (batch, 40), loss_fn, labels=y)
     measured = gg.memory.compare(model, gg.randn(batch, 40), y, loss_fn)
@@ -214,9 +214,9 @@ def test_estimate_works_for_recurrent_models_and_checkpointed_forwards():
     with gg.autograd.record():
         loss = F.cross_entropy(model(x), [0, 1, 2, 0])
     assert est["saved activations"] == gg.memory.saved(loss, model.parameters()).activations
-    mlp = gg.memory.mlp_4_7(30, 16, 4, layers=4, activation="tanh")
-    loss_fn = gg.memory.loss_4_7(mlp, 0.0)
-    ck = gg.memory.estimate(mlp, (8, 30), loss_fn, forward=gg.memory.checkpointed_forward(mlp))
+    mlp = gg.experiments.mlp_4_7(30, 16, 4, layers=4, activation="tanh")
+    loss_fn = gg.experiments.loss_4_7(mlp, 0.0)
+    ck = gg.memory.estimate(mlp, (8, 30), loss_fn, forward=gg.experiments.checkpointed_forward(mlp))
     plain = gg.memory.estimate(mlp, (8, 30), loss_fn)
     assert ck["saved activations"] == plain["saved activations"] - 8 * 16 * 4  # one tanh output
 
@@ -225,10 +225,10 @@ def test_estimate_allocates_no_array_data():
     """A batch whose activations would take gigabytes is estimated in a few KB of arrays."""
     import tracemalloc
 
-    model = gg.memory.mlp_4_7(784, 256, 10)
+    model = gg.experiments.mlp_4_7(784, 256, 10)
     tracemalloc.start()
     try:
-        est = gg.memory.estimate(model, (1_000_000, 784), gg.memory.loss_4_7(model, 1e-3))
+        est = gg.memory.estimate(model, (1_000_000, 784), gg.experiments.loss_4_7(model, 1e-3))
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -238,8 +238,8 @@ def test_estimate_allocates_no_array_data():
 
 def test_fit_checkpoints_to_a_budget_and_keeps_the_gradients():
     gg.seed(9)
-    model = gg.memory.mlp_4_7(20, 32, 5, layers=9, activation="tanh", dtype="float64")
-    loss_fn = gg.memory.loss_4_7(model, 0.0)
+    model = gg.experiments.mlp_4_7(20, 32, 5, layers=9, activation="tanh", dtype="float64")
+    loss_fn = gg.experiments.loss_4_7(model, 0.0)
     x, y = gg.randn(16, 20, dtype="float64"), np.arange(16) % 5
     plain = gg.memory.fit(model, (16, 20), loss_fn, 10**9, labels=y)
     assert plain.segments == [] and plain.saved_bytes == plain.plain_bytes

@@ -1,0 +1,130 @@
+"""Section 4.7's memory experiment (exercise 3), behind `gpugrad memory` and the memory
+benchmark: the network, its loss, PyTorch's saved bytes beside gpugrad's, and the rows of
+formula, estimate and measurement per batch size. The accounting itself is gpugrad/memory.py."""
+
+import time
+
+import numpy as np
+
+from gpugrad import autograd
+from gpugrad import backend
+from gpugrad import memory
+from gpugrad import ops
+from gpugrad import recompute
+from gpugrad import tensor
+
+
+def mlp_4_7(d, h, q, layers=2, activation="relu", dtype="float32", device=None):
+    """Section 4.7's network (no bias), with layers - 1 hidden layers of width h."""
+    from gpugrad import nn
+
+    sizes = [d] + [h] * (layers - 1) + [q]
+    return nn.MLP(sizes, activation=activation, bias=False, dtype=dtype, device=device)
+
+
+def loss_4_7(model, lam):
+    """J = cross_entropy + lambda/2 * sum of |W|^2 over the model's weights."""
+    from gpugrad.nn import functional as F
+
+    return lambda o, y: F.cross_entropy(o, y) + lam * F.l2_penalty(model.parameters())
+
+
+def checkpointed_forward(model):
+    """model's forward with everything between the first and last Linear checkpointed."""
+    layers = list(model._modules.values())
+
+    def forward(x):
+        h = layers[0](x)
+        middle = layers[1:-1]
+
+        def segment(t):
+            for layer in middle:
+                t = layer(t)
+            return t
+        return layers[-1](recompute.checkpoint(segment, h))
+    return forward
+
+
+def torch_saved_bytes(d, h, q, batch, layers, activation, lam, seed=0):
+    """Bytes PyTorch saves for backward for the same model and loss, each storage once,
+    parameters apart: (activations, parameters). Needs torch."""
+    import torch
+
+    torch_module = getattr(torch.nn, ops.activation.ACTIVATIONS[activation].module)
+    torch.manual_seed(seed)
+    mods = []
+    sizes = [d] + [h] * (layers - 1) + [q]
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        mods.append(torch.nn.Linear(a, b, bias=False))
+        if i < len(sizes) - 2:
+            mods.append(torch_module())
+    model = torch.nn.Sequential(*mods)
+    x = torch.randn(batch, d)
+    y = torch.randint(0, q, (batch,))
+    param_ptrs = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    storages = {}
+
+    def pack(t):
+        s = t.untyped_storage()
+        storages[s.data_ptr()] = s.nbytes()
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = torch.nn.functional.cross_entropy(model(x), y) + lam / 2 * sum(
+            (p * p).sum() for p in model.parameters())
+    del loss
+    act = sum(n for ptr, n in storages.items() if ptr not in param_ptrs)
+    par = sum(n for ptr, n in storages.items() if ptr in param_ptrs)
+    return act, par
+
+
+def experiment(d, h, q, batches, layers=2, activation="relu", dtype="float32", device=None,
+               lam=1e-3, with_checkpoint=False, with_torch=False, seed=0):
+    """Rows of analytic vs measured, predict vs train, per batch size (gpugrad memory)."""
+    rows = []
+    for batch in batches:
+        backend.seed(seed)
+        model = mlp_4_7(d, h, q, layers, activation, dtype, device)
+        x = tensor.randn(batch, d, dtype=dtype, device=device)
+        y = np.random.default_rng(seed).integers(0, q, batch)
+        loss_fn = loss_4_7(model, lam)
+        r = memory.compare(model, x, y, loss_fn)
+        est = memory.estimate(model, (batch, d), loss_fn, labels=y)["saved activations"]
+        row = {"batch": batch, "parameters": r.train["parameters"],
+               "gradients": r.train["gradients"],
+               "saved (formula)": (memory.mlp_formula(d, h, q, batch, dtype, activation=activation)
+                                   ["saved activations"] if layers == 2 else None),
+               "saved (measured)": r.train["saved activations"],
+               "saved (estimate)": est,
+               "predict peak": r.predict["total peak"], "train peak": r.train["total peak"],
+               "train/predict peak": r.train["total peak"] / r.predict["total peak"],
+               "saved by op": r.by_op}
+        if with_torch:
+            row["saved (torch)"] = torch_saved_bytes(d, h, q, batch, layers, activation, lam, seed)[0]
+        if with_checkpoint:
+            row.update(_checkpoint_row(model, x, y, loss_fn, device))
+        rows.append(row)
+    return rows
+
+
+def _checkpoint_row(model, x, y, loss_fn, device):
+    forward = checkpointed_forward(model)
+    be = backend.get(device)
+
+    def step(fwd):
+        with autograd.record():
+            loss = loss_fn(fwd(x), y)
+        kept = memory.saved(loss, model.parameters()).activations
+        loss.backward()
+        be.synchronize()
+        return kept
+
+    def median_time(fwd, n=5):
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            step(fwd)
+            times.append(time.perf_counter() - t0)
+        return sorted(times)[n // 2]
+    kept = step(forward)
+    plain_t, ckpt_t = median_time(model), median_time(forward)
+    return {"saved (checkpoint)": kept, "checkpoint step time ratio": ckpt_t / plain_t}
