@@ -11,13 +11,11 @@ from gpugrad.autograd import AnomalyError, GraphError, ShapeError, no_grad  # no
 from gpugrad.kernels import fused  # noqa: E402
 from gpugrad.functional import grad, hvp, jacobian, jvp, value_and_grad, vjp  # noqa: E402
 from gpugrad.ops import *  # noqa: E402,F401,F403  (the op functions, OPS, Function)
-# gg.tensor is the module gpugrad.tensor, which is callable: gg.tensor(data, ...) makes a tensor
-from gpugrad import tensor  # noqa: E402
-from gpugrad.tensor import (  # noqa: E402
-    Tensor, arange, empty, eye, from_dlpack, full, ones, ones_like, rand, randn, zeros, zeros_like,
+from gpugrad import tensors  # noqa: E402
+from gpugrad.tensors import (  # noqa: E402
+    Tensor, arange, array, empty, eye, from_dlpack, full, ones, ones_like, rand, randn, tensor,
+    zeros, zeros_like,
 )
-
-array = tensor  # MXNet's nd.array
 from gpugrad.testing import GradcheckError, gradcheck  # noqa: E402
 from gpugrad.serialize import load, save  # noqa: E402
 from gpugrad.recompute import checkpoint  # noqa: E402

@@ -16,7 +16,7 @@ import numpy as np
 
 from gpugrad import backend
 from gpugrad import ops
-from gpugrad import tensor
+from gpugrad import tensors
 
 
 class GraphError(RuntimeError):
@@ -239,7 +239,7 @@ class Node:
         self.freed = False
         self.epoch = _epoch
         # (shape, dtype, device) per tensor input; None for Python scalars
-        self.metas = [(a.shape, a.dtype, x.device) if isinstance(x, tensor.Tensor) else None
+        self.metas = [(a.shape, a.dtype, x.device) if isinstance(x, tensors.Tensor) else None
                       for x, a in zip(inputs, arrays)]
         self.out_meta = (y.shape, y.dtype, y_device)
         self.saved = {}
@@ -308,7 +308,7 @@ def _coerce(op, inputs):
     """Check devices; turn arrays and lists into tensors on the common device."""
     device = None
     for x in inputs:
-        if isinstance(x, tensor.Tensor):
+        if isinstance(x, tensors.Tensor):
             if device is None:
                 device = x.device
             elif x.device != device:
@@ -319,7 +319,7 @@ def _coerce(op, inputs):
             x.fail()
     out = []
     for i, x in enumerate(inputs):
-        if isinstance(x, tensor.Tensor):
+        if isinstance(x, tensors.Tensor):
             out.append(x)
         elif isinstance(x, (bool, int, float, np.generic)):
             out.append(x)
@@ -328,16 +328,16 @@ def _coerce(op, inputs):
                 raise TypeError(f"{op.name}: input {op.input_name(i)} is None")
             out.append(None)  # an optional input that is absent (linear without a bias)
         else:
-            out.append(tensor.tensor(x, device=device))
+            out.append(tensors.tensor(x, device=device))
     if not out:
         raise ValueError(f"{op.name}: needs at least one tensor, got none")
-    if not any(isinstance(x, tensor.Tensor) for x in out):
-        out[0] = tensor.tensor(out[0])  # only Python scalars: the first gets the default dtype
+    if not any(isinstance(x, tensors.Tensor) for x in out):
+        out[0] = tensors.tensor(out[0])  # only Python scalars: the first gets the default dtype
     return out
 
 
 def _forward_error(op, inputs, e):
-    shapes = [x.shape if isinstance(x, tensor.Tensor) else type(x).__name__ for x in inputs]
+    shapes = [x.shape if isinstance(x, tensors.Tensor) else type(x).__name__ for x in inputs]
     if op.kind == "elementwise" and "broadcast" in str(e):
         listed = " and ".join(str(s) for s in shapes)
         return ShapeError(f"{op.name}: shapes {listed} cannot be broadcast together")
@@ -348,7 +348,7 @@ def _forward_error(op, inputs, e):
         return ValueError(message)
 
 
-_Tensor = None  # tensor.Tensor, bound on first use (tensor imports this module)
+_Tensor = None  # tensors.Tensor, bound on first use (tensor imports this module)
 _SCALARS = (bool, int, float)
 
 
@@ -376,7 +376,7 @@ def apply(op, inputs, params):
     """Run an op's forward; record a Node when recording and an input is in the graph."""
     global _Tensor
     if _Tensor is None:
-        _Tensor = tensor.Tensor
+        _Tensor = tensors.Tensor
     fast = _fast_inputs(inputs)
     if fast is not None:
         xs = inputs
@@ -386,7 +386,7 @@ def apply(op, inputs, params):
         device = None
         arrays = []
         for x in xs:
-            if isinstance(x, tensor.Tensor):
+            if isinstance(x, tensors.Tensor):
                 arrays.append(x.data)
                 device = device or x.device
             else:
@@ -394,12 +394,12 @@ def apply(op, inputs, params):
     be = backend.get(device)
     parents = None
     if _state.recording and op.differentiable:
-        parents = tuple(x._node if isinstance(x, tensor.Tensor) else None for x in xs)
+        parents = tuple(x._node if isinstance(x, tensors.Tensor) else None for x in xs)
         if all(p is None for p in parents):
             parents = None
     tangents = None
     if _state.forward_mode and op.differentiable:
-        tangents = tuple(x._tangent if isinstance(x, tensor.Tensor) else None for x in xs)
+        tangents = tuple(x._tangent if isinstance(x, tensors.Tensor) else None for x in xs)
         if all(t is None for t in tangents):
             tangents = None
     structure = _state.structure_only
@@ -431,7 +431,7 @@ def apply(op, inputs, params):
             structure.nodes.add(node)
         if _state.anomaly:
             _recorded_at[node] = _user_line()
-    out = tensor.wrap(y, y_device, node)
+    out = tensors.wrap(y, y_device, node)
     if tangents is not None and floating:
         out._tangent = _tangent_of(op, tangents, xs, out, aux, params)
     return out
@@ -441,7 +441,7 @@ def _tangent_of(op, ts, xs, y, aux, params):
     """The output's tangent from the op's jvp rule (forward mode)."""
     _state.forward_mode = False  # tangent arithmetic must not carry tangents of its own
     try:
-        extra = {k: tensor.wrap(a, y.device) for k, a in aux.items()} if aux else {}
+        extra = {k: tensors.wrap(a, y.device) for k, a in aux.items()} if aux else {}
         t = op.jvp(ts, *xs, y=y, **extra, **params)
         if t.shape != y.shape:
             t = ops.broadcast_to(t, y.shape)
@@ -460,7 +460,7 @@ class _Structure:
 
     def note_inputs(self, xs):
         for x in xs:
-            if isinstance(x, tensor.Tensor) and x._node is not None and x._node not in self.nodes:
+            if isinstance(x, tensors.Tensor) and x._node is not None and x._node not in self.nodes:
                 self.outside.setdefault(x._node, x)
 
 
@@ -508,17 +508,17 @@ def _rule_inputs(node, create_graph):
         if meta is None:
             args.append(saved[i])
         elif i in saved:
-            args.append(tensor.wrap(saved[i], meta[2], node.parents[i] if create_graph else None))
+            args.append(tensors.wrap(saved[i], meta[2], node.parents[i] if create_graph else None))
         else:
             args.append(Unsaved(op.name, op.input_name(i), meta))
     if "y" in saved:
-        y = tensor.wrap(saved["y"], node.out_meta[2], node if create_graph else None)
+        y = tensors.wrap(saved["y"], node.out_meta[2], node if create_graph else None)
     else:
         y = Unsaved(op.name, "its output y", node.out_meta)
     aux = {}
     for k in op.aux:  # arrays only backward needs (no history: they are not differentiable)
         a = saved.get(k)
-        aux[k] = tensor.wrap(a, node.out_meta[2]) if a is not None else Unsaved(
+        aux[k] = tensors.wrap(a, node.out_meta[2]) if a is not None else Unsaved(
             op.name, k, (None, None, node.out_meta[2]))
     return args, y, aux
 
@@ -543,7 +543,7 @@ def _uniform_as_scalar(g):
     data = g.data
     if g.ndim and g.size > 1 and not any(data.strides):
         xp = backend.get(g.device).xp
-        return tensor.wrap(xp.asarray(data[(0,) * g.ndim]), g.device)
+        return tensors.wrap(xp.asarray(data[(0,) * g.ndim]), g.device)
     return g
 
 
@@ -575,7 +575,7 @@ def _input_grads(node, g, create_graph):
             grads[i] = None
             continue
         shape, dtype, device = node.metas[i]
-        if not isinstance(gi, tensor.Tensor):
+        if not isinstance(gi, tensors.Tensor):
             raise GraphError(f"{op.name}: the gradient rule for {op.input_name(i)} returned "
                              f"{type(gi).__name__}, not a Tensor")
         if gi.shape != shape:
@@ -620,16 +620,16 @@ def _toposort(roots):
 
 
 def _check_head(y, head_grad, who):
-    if not isinstance(y, tensor.Tensor):
+    if not isinstance(y, tensors.Tensor):
         raise TypeError(f"{who}: expected a Tensor, got {type(y).__name__}")
     if y._node is None:
         raise GraphError(
             f"{who}: this tensor has no graph: it was not computed inside autograd.record() "
             f"from a tensor with attach_grad() (or requires_grad=True)")
     if head_grad is None:
-        return tensor.wrap(backend.get(y.device).xp.ones(y.shape, y.dtype), y.device)
-    if not isinstance(head_grad, tensor.Tensor):
-        head_grad = tensor.tensor(head_grad, dtype=y.dtype, device=y.device)
+        return tensors.wrap(backend.get(y.device).xp.ones(y.shape, y.dtype), y.device)
+    if not isinstance(head_grad, tensors.Tensor):
+        head_grad = tensors.tensor(head_grad, dtype=y.dtype, device=y.device)
     if head_grad.shape != y.shape:
         raise ShapeError(f"{who}: head_grad has shape {head_grad.shape} but the output has "
                          f"shape {y.shape}")
@@ -736,7 +736,7 @@ def _write_leaves(leaves, create_graph, external):
             if id(data) in written or data.base is not None:
                 data = data.copy()
             written.add(id(data))
-            g = tensor.wrap(data, g.device)
+            g = tensors.wrap(data, g.device)
         if leaf.grad_req == "add" and t.grad is not None:
             if create_graph:
                 t.grad = t.grad + g
@@ -776,16 +776,16 @@ def grad(heads, variables, head_grads=None, retain_graph=None, create_graph=Fals
     Variables that the heads do not depend on get zeros. retain_graph defaults to
     create_graph, as in PyTorch.
     """
-    single = isinstance(variables, tensor.Tensor)
-    heads = [heads] if isinstance(heads, tensor.Tensor) else list(heads)
+    single = isinstance(variables, tensors.Tensor)
+    heads = [heads] if isinstance(heads, tensors.Tensor) else list(heads)
     variables = [variables] if single else list(variables)
-    if head_grads is None or isinstance(head_grads, tensor.Tensor):
+    if head_grads is None or isinstance(head_grads, tensors.Tensor):
         head_grads = [head_grads] * len(heads)
     if len(head_grads) != len(heads):
         raise ValueError(f"grad: {len(heads)} heads but {len(head_grads)} head_grads")
     hg = [_check_head(h, g, "grad") for h, g in zip(heads, head_grads)]
     for v in variables:
-        if not isinstance(v, tensor.Tensor) or v._node is None:
+        if not isinstance(v, tensors.Tensor) or v._node is None:
             raise GraphError("grad: every variable must be in the graph (call attach_grad() on "
                              "it, or compute it inside autograd.record())")
     if retain_graph is None:
@@ -794,5 +794,5 @@ def grad(heads, variables, head_grads=None, retain_graph=None, create_graph=Fals
     out = []
     for v in variables:
         g = found.get(v._node)
-        out.append(tensor.zeros_like(v) if g is None else g)
+        out.append(tensors.zeros_like(v) if g is None else g)
     return out[0] if single else out

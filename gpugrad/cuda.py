@@ -12,7 +12,7 @@ import weakref
 
 from gpugrad import autograd
 from gpugrad import backend
-from gpugrad import tensor
+from gpugrad import tensors
 
 GraphStepError = backend.GraphStepError
 
@@ -167,17 +167,17 @@ class GraphedStep:
 
     def _static(self, key, value, be, layout):
         where = _where(key)
-        if isinstance(value, tensor.Tensor):
+        if isinstance(value, tensors.Tensor):
             self._check_data_tensor(where, value)
             layout[key] = ("tensor", value.shape, value.dtype)
             with be.active:
-                return tensor.wrap(be.xp.array(value.data, copy=True), self.device)
+                return tensors.wrap(be.xp.array(value.data, copy=True), self.device)
         if backend.is_backend_array(value):
             layout[key] = ("array", value.shape, value.dtype)
             with be.active:
                 return be.xp.array(be.asarray(value), copy=True)
         if isinstance(value, (list, tuple, dict)) and any(
-                isinstance(v, tensor.Tensor) or backend.is_backend_array(v)
+                isinstance(v, tensors.Tensor) or backend.is_backend_array(v)
                 for v in (value.values() if isinstance(value, dict) else value)):
             raise TypeError(f"gg.cuda.graph: {where} is a {type(value).__name__} holding "
                             f"arrays; pass each tensor or array as an argument of its own")
@@ -202,7 +202,7 @@ class GraphedStep:
                                          f"graph: make another gg.cuda.graph for it")
                 continue
             if kind == "tensor":
-                if not isinstance(value, tensor.Tensor):
+                if not isinstance(value, tensors.Tensor):
                     raise TypeError(f"gg.cuda.graph: {where} was a Tensor at capture, now a "
                                     f"{type(value).__name__}")
                 self._check_data_tensor(where, value)
@@ -246,7 +246,7 @@ class GraphedStep:
 def _device_of(values):
     """The device of the first Tensor (or CuPy array) among the arguments, else the default."""
     for v in values:
-        if isinstance(v, tensor.Tensor):
+        if isinstance(v, tensors.Tensor):
             return v.device
     for v in values:
         dev = backend.device_of_array(v) if backend.is_backend_array(v) else None

@@ -11,7 +11,7 @@ from gpugrad import backend
 from gpugrad import memory
 from gpugrad import ops
 from gpugrad import recompute
-from gpugrad import tensor
+from gpugrad import tensors
 
 
 def mlp_4_7(d, h, q, layers=2, activation="relu", dtype="float32", device=None):
@@ -84,7 +84,7 @@ def experiment(d, h, q, batches, layers=2, activation="relu", dtype="float32", d
     for batch in batches:
         backend.seed(seed)
         model = mlp_4_7(d, h, q, layers, activation, dtype, device)
-        x = tensor.randn(batch, d, dtype=dtype, device=device)
+        x = tensors.randn(batch, d, dtype=dtype, device=device)
         y = np.random.default_rng(seed).integers(0, q, batch)
         loss_fn = loss_4_7(model, lam)
         r = memory.compare(model, x, y, loss_fn)

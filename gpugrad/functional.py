@@ -8,17 +8,17 @@ import numbers
 
 from gpugrad import autograd
 from gpugrad import ops
-from gpugrad import tensor
+from gpugrad import tensors
 
 
 def _track(x):
     """A tensor whose node autograd.grad can target: x itself if it is in the graph already."""
-    x = x if isinstance(x, tensor.Tensor) else tensor.tensor(x)
+    x = x if isinstance(x, tensors.Tensor) else tensors.tensor(x)
     if x._node is not None:
         return x
     if x.dtype.kind != "f":
         raise TypeError(f"cannot differentiate with respect to a tensor of dtype {x.dtype}")
-    t = tensor.wrap(x.data, x.device)
+    t = tensors.wrap(x.data, x.device)
     t._node = autograd.Leaf(t, "write")
     return t
 
@@ -42,11 +42,11 @@ def value_and_grad(f, argnums=0):
             args[i] = _track(args[i])
         with autograd.record(train_mode=autograd.is_training()):
             y = f(*args)
-        if not isinstance(y, tensor.Tensor) or y.size != 1:
+        if not isinstance(y, tensors.Tensor) or y.size != 1:
             shape = getattr(y, "shape", type(y).__name__)
             raise ValueError(f"grad needs f to return a tensor with one element, got {shape}")
         if y._node is None:
-            grads = [tensor.zeros_like(args[i]) for i in nums]
+            grads = [tensors.zeros_like(args[i]) for i in nums]
         else:
             grads = autograd.grad(y, [args[i] for i in nums], create_graph=create)
         return y, grads[0] if single else tuple(grads)
@@ -70,7 +70,7 @@ def vjp(f, *primals):
 
     def vjp_fn(cotangent):
         if y._node is None:
-            return tuple(tensor.zeros_like(x) for x in xs)
+            return tuple(tensors.zeros_like(x) for x in xs)
         return tuple(autograd.grad(y, xs, head_grads=cotangent, retain_graph=True,
                                    create_graph=autograd.is_recording()))
     return y, vjp_fn
@@ -78,21 +78,21 @@ def vjp(f, *primals):
 
 def jvp(f, primals, tangents):
     """(f(*primals), J @ tangents), computed in forward mode alongside f."""
-    primals = [p if isinstance(p, tensor.Tensor) else tensor.tensor(p) for p in primals]
+    primals = [p if isinstance(p, tensors.Tensor) else tensors.tensor(p) for p in primals]
     if len(tangents) != len(primals):
         raise ValueError(f"jvp: {len(primals)} primals but {len(tangents)} tangents")
     xs = []
     for p, t in zip(primals, tangents):
-        t = t if isinstance(t, tensor.Tensor) else tensor.tensor(t, dtype=p.dtype, device=p.device)
+        t = t if isinstance(t, tensors.Tensor) else tensors.tensor(t, dtype=p.dtype, device=p.device)
         if t.shape != p.shape:
             raise autograd.ShapeError(f"jvp: tangent of shape {t.shape} for a primal of shape "
                                       f"{p.shape}")
-        x = tensor.wrap(p.data, p.device, p._node)
+        x = tensors.wrap(p.data, p.device, p._node)
         x._tangent = t
         xs.append(x)
     with autograd.forward_mode():
         y = f(*xs)
-    t = y._tangent if y._tangent is not None else tensor.zeros_like(y)
+    t = y._tangent if y._tangent is not None else tensors.zeros_like(y)
     y._tangent = None
     return y, t
 
@@ -103,18 +103,18 @@ def jacobian(f, mode="rev"):
         raise ValueError(f"mode must be 'rev' or 'fwd', got {mode!r}")
 
     def jacobian_f(x):
-        x = x if isinstance(x, tensor.Tensor) else tensor.tensor(x)
+        x = x if isinstance(x, tensors.Tensor) else tensors.tensor(x)
         if mode == "rev":
             y, vjp_fn = vjp(f, x)
             rows = []
             for i in range(y.size):
-                e = tensor.zeros(y.size, dtype=y.dtype, device=y.device)
+                e = tensors.zeros(y.size, dtype=y.dtype, device=y.device)
                 e.data[i] = 1
                 rows.append(vjp_fn(ops.reshape(e, y.shape))[0])
             return ops.reshape(ops.stack(rows), y.shape + x.shape)
         cols = []
         for j in range(x.size):
-            e = tensor.zeros(x.size, dtype=x.dtype, device=x.device)
+            e = tensors.zeros(x.size, dtype=x.dtype, device=x.device)
             e.data[j] = 1
             y, t = jvp(f, (x,), (ops.reshape(e, x.shape),))
             cols.append(t)
@@ -124,5 +124,5 @@ def jacobian(f, mode="rev"):
 
 def hvp(f, x, v):
     """The Hessian of scalar f at x times v (reverse over reverse)."""
-    v = v if isinstance(v, tensor.Tensor) else tensor.tensor(v)
+    v = v if isinstance(v, tensors.Tensor) else tensors.tensor(v)
     return grad(lambda x: ops.sum(grad(f)(x) * v))(x)

@@ -110,13 +110,21 @@ _modules = {}
 _lock = threading.Lock()
 
 
-def activation_functors():
-    """{activation kernel: (forward functor, backward functor or None)}, from the declarations
-    in gpugrad/ops/activation.py (imported here when first needed: ops imports the backend,
-    which imports this module)."""
-    from gpugrad.ops import activation
+_activation_functors = {}  # kernel -> (forward functor, backward functor or None)
+_launchers = None  # built on first use from the fixed launchers and the declared activations
 
-    return activation.kernel_functors()
+
+def declare_activation(kernel, forward, backward):
+    """Called by gpugrad/ops/activation.py for each declared activation's kernel: the functor
+    names its GG_ACTIVATIONS row makes in activations.cu."""
+    global _launchers
+    _activation_functors[kernel] = (forward, backward)
+    _launchers = None
+
+
+def activation_functors():
+    """{activation kernel: (forward functor, backward functor or None)}, as declared."""
+    return dict(_activation_functors)
 
 
 def _functors(kname):
@@ -269,9 +277,6 @@ _FIXED_LAUNCHERS = {
     "softmax_xent_bwd": _softmax_xent_bwd,
     "sgd_step": _sgd_step,
 }
-
-
-_launchers = None
 
 
 def launchers():

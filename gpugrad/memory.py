@@ -23,7 +23,7 @@ from gpugrad import autograd
 from gpugrad import backend
 from gpugrad import ops
 from gpugrad import recompute
-from gpugrad import tensor
+from gpugrad import tensors
 
 
 # ---------------------------------------------------------------------------- saved arrays
@@ -60,7 +60,7 @@ def saved(outputs, params=()):
     (a buffer counted under the first op, in backward order, that saved it); and a list of
     (op, name, shape, dtype, bytes, is_parameter) per distinct buffer.
     """
-    outputs = [outputs] if isinstance(outputs, tensor.Tensor) else list(outputs)
+    outputs = [outputs] if isinstance(outputs, tensors.Tensor) else list(outputs)
     roots = [t._node for t in outputs if t._node is not None]
     param_roots = {id(_root(p.data)) for p in params}
     seen = set()
@@ -170,7 +170,7 @@ def compare(model, x, y, loss_fn, optimizer=None):
     param_bytes = sum(p.data.nbytes for p in params)
     for p in params:
         p.grad = None  # gradients are training's, measured below
-    live_before = param_bytes + (x.data.nbytes if isinstance(x, tensor.Tensor) else 0)
+    live_before = param_bytes + (x.data.nbytes if isinstance(x, tensors.Tensor) else 0)
     with track(device) as pred:
         with autograd.pause():
             model(x)  # prediction: the forward pass only
@@ -279,7 +279,7 @@ def estimate(model, input_shape, loss_fn, labels=None, optimizer=None, forward=N
     if labels is None:
         labels = np.zeros(input_shape[0], np.int64)
     with _on_meta(params):
-        x = tensor.zeros(tuple(input_shape), dtype=dtype, device="meta")
+        x = tensors.zeros(tuple(input_shape), dtype=dtype, device="meta")
         with autograd.record():
             loss = loss_fn((forward or model)(x), labels)
         report = saved(loss, params)

@@ -3,7 +3,7 @@ backward. Built on autograd's public entry points: structure-only recording, to 
 function reaches, and autograd.gradients, to differentiate the recomputation."""
 
 from gpugrad import autograd
-from gpugrad import tensor
+from gpugrad import tensors
 
 
 def _checkpoint_forward(xp, *xs, fn, n_args, result, outside, arg_nodes):
@@ -19,7 +19,7 @@ def _checkpoint_vjp(g, *xs, y, fn, n_args, result, outside, arg_nodes):
             if create and x._node is not None:
                 fresh.append(x)  # with its history, so second derivatives reach the real input
                 continue
-            t = tensor.wrap(x.data, x.device)
+            t = tensors.wrap(x.data, x.device)
             if x.dtype.kind == "f":
                 t._node = autograd.Leaf(t, "write")
             fresh.append(t)
@@ -61,10 +61,10 @@ def checkpoint(fn, *args):
     """
     if not autograd.is_recording() or autograd.is_structure_only():
         return fn(*args)
-    args = [a if isinstance(a, tensor.Tensor) else tensor.tensor(a) for a in args]
+    args = [a if isinstance(a, tensors.Tensor) else tensors.tensor(a) for a in args]
     with autograd.structure_only() as found:
         out = fn(*args)
-    if not isinstance(out, tensor.Tensor):
+    if not isinstance(out, tensors.Tensor):
         raise TypeError(f"checkpoint: fn must return one Tensor, got {type(out).__name__}")
     if out._node is None:
         return out

@@ -16,7 +16,7 @@ import zlib
 
 import numpy as np
 
-from gpugrad import tensor
+from gpugrad import tensors
 
 MANIFEST = "__gpugrad_state__"
 FORMAT, VERSION = "gpugrad-state", 1
@@ -82,7 +82,7 @@ def load(path, device=None):
                     raise StateFileError(
                         f"gg.load: {path}: array {name!r} has shape {arr.shape} and dtype "
                         f"{arr.dtype} but the manifest says {shape} and {dtype}")
-                out[name] = tensor.tensor(arr, device=device)
+                out[name] = tensors.tensor(arr, device=device)
             return out
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error) as e:
         raise StateFileError(f"gg.load: {path} is not a readable gpugrad state file (.npz): "
@@ -102,7 +102,7 @@ def _host_arrays(obj):
         if name == MANIFEST or "/" in name or not name:
             raise ValueError(f"gg.save: {name!r} cannot be a key (empty, has '/', or is the "
                              f"manifest's name)")
-        arr = value.numpy() if isinstance(value, tensor.Tensor) else np.asarray(value)
+        arr = value.numpy() if isinstance(value, tensors.Tensor) else np.asarray(value)
         if arr.dtype.kind not in "biuf":
             raise TypeError(f"gg.save: {name!r} has dtype {arr.dtype}; only boolean, integer "
                             f"and floating-point arrays are stored")

@@ -5,7 +5,7 @@ import numpy as np
 from gpugrad import autograd
 from gpugrad import functional
 from gpugrad import ops
-from gpugrad import tensor
+from gpugrad import tensors
 
 
 class GradcheckError(AssertionError):
@@ -23,10 +23,10 @@ def _vjp_as_function(f, cotangent):
 def _float64_inputs(inputs):
     xs = []
     for i, x in enumerate(inputs):
-        x = x if isinstance(x, tensor.Tensor) else tensor.tensor(x, dtype="float64")
+        x = x if isinstance(x, tensors.Tensor) else tensors.tensor(x, dtype="float64")
         if x.dtype.kind != "f":
             raise TypeError(f"gradcheck: input {i} has dtype {x.dtype}; inputs must be floating")
-        xs.append(tensor.tensor(x, dtype="float64"))  # a copy, so perturbing it is safe
+        xs.append(tensors.tensor(x, dtype="float64"))  # a copy, so perturbing it is safe
     return xs
 
 
@@ -76,19 +76,19 @@ def gradcheck(f, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, order=1, forward=True, 
     if order == 2:
         with autograd.pause():
             y0 = f(*xs)
-        u1 = tensor.tensor(rng.standard_normal(y0.shape), dtype="float64", device=y0.device)
+        u1 = tensors.tensor(rng.standard_normal(y0.shape), dtype="float64", device=y0.device)
         return gradcheck(_vjp_as_function(f, u1), xs, eps, atol, rtol, order=1, forward=False,
                          seed=seed + 1)
     y, vjp_fn = functional.vjp(f, *xs)
-    if not isinstance(y, tensor.Tensor):
+    if not isinstance(y, tensors.Tensor):
         raise TypeError(f"gradcheck: f must return a Tensor, got {type(y).__name__}")
-    u = tensor.tensor(rng.standard_normal(y.shape), dtype=y.dtype, device=y.device)
+    u = tensors.tensor(rng.standard_normal(y.shape), dtype=y.dtype, device=y.device)
     analytic = [g.numpy() for g in vjp_fn(u)]
     numeric = _numeric_vjp(f, xs, u, eps)
     for i, (a, n) in enumerate(zip(analytic, numeric)):
         _compare(f"reverse mode, input {i}", a, n, atol, rtol)
     if forward:
-        vs = [tensor.tensor(rng.standard_normal(x.shape), dtype="float64", device=x.device)
+        vs = [tensors.tensor(rng.standard_normal(x.shape), dtype="float64", device=x.device)
               for x in xs]
         _, t = functional.jvp(f, xs, vs)
         fwd = float((t * u).sum().item())

@@ -9,7 +9,7 @@ from gpugrad import autograd
 from gpugrad import data
 from gpugrad import nn
 from gpugrad import optim
-from gpugrad import tensor
+from gpugrad import tensors
 
 
 def build_mlp(layers, n_in, hidden, n_out, device=None):
@@ -32,7 +32,7 @@ def load_dataset(spec):
 def accuracy(model, x, y, device, batch=2048):
     correct = 0
     for start in range(0, len(x), batch):  # prediction: outside record(), nothing is kept
-        logits = model(tensor(x[start:start + batch], device=device))
+        logits = model(tensors.tensor(x[start:start + batch], device=device))
         correct += int((logits.numpy().argmax(axis=1) == y[start:start + batch]).sum())
     return correct / max(len(x), 1)
 
@@ -58,7 +58,7 @@ def train(dataset, layers=3, hidden=256, epochs=20, batch=32, lr=0.1, momentum=0
         batches = data.batches(dataset.train_x, dataset.train_y, batch, seed=seed * 1000 + epoch)
         n_batches = (len(dataset.train_x) + batch - 1) // batch
         for xb, yb in (progress(batches, n_batches, epoch) if progress else batches):
-            x = tensor(xb, device=device)
+            x = tensors.tensor(xb, device=device)
             with autograd.record():
                 logits = model(x)
                 loss = nn.functional.cross_entropy(logits, yb)
@@ -85,7 +85,7 @@ def rnn_gradient_norms(steps=50, hidden=32, input_size=8, classes=10, seed=0, de
     from gpugrad import backend
 
     backend.seed(seed)
-    x = tensor.randn(steps, 1, input_size, device=device)
+    x = tensors.randn(steps, 1, input_size, device=device)
     target = [int(np.random.default_rng(seed).integers(classes))]
     readout = nn.Linear(hidden, classes, device=device)
     models = {

@@ -207,7 +207,7 @@ def test_shape_mismatch_names_both_shapes(device):
 
 def test_tensors_on_different_devices_do_not_mix():
     a = gg.ones(3, device="cpu")
-    b = gg.tensor.wrap(np.ones(3), "cuda:0")  # a tensor that claims another device
+    b = gg.tensors.wrap(np.ones(3), "cuda:0")  # a tensor that claims another device
     with pytest.raises(gg.DeviceError, match="add: tensors are on different devices, 'cpu' and 'cuda:0'"):
         a + b
 

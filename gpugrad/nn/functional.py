@@ -3,7 +3,7 @@
 from gpugrad import autograd
 from gpugrad import backend
 from gpugrad import ops
-from gpugrad import tensor
+from gpugrad import tensors
 from gpugrad.ops import loss as _loss
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -29,7 +29,7 @@ def cross_entropy(logits, labels, reduction="mean"):
 
 def mse_loss(prediction, target, reduction="mean"):
     """Mean (or summed) squared error; shapes must match exactly."""
-    target = target if isinstance(target, tensor.Tensor) else tensor.tensor(
+    target = target if isinstance(target, tensors.Tensor) else tensors.tensor(
         target, dtype=prediction.dtype, device=prediction.device)
     if prediction.shape != target.shape:
         raise autograd.ShapeError(f"mse_loss: prediction has shape {prediction.shape} but the "
@@ -64,5 +64,5 @@ def dropout(x, p=0.5, training=None):
     be = backend.get(x.device)
     keep = be.rand(x.shape, x.dtype) >= p
     with be.active:
-        scale = tensor.wrap(keep.astype(x.dtype) / (1 - p), x.device)
+        scale = tensors.wrap(keep.astype(x.dtype) / (1 - p), x.device)
     return x * scale

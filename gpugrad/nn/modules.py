@@ -9,11 +9,11 @@ import numpy as np
 from gpugrad import autograd
 from gpugrad import backend
 from gpugrad import ops
-from gpugrad import tensor
+from gpugrad import tensors
 from gpugrad.nn import functional as F
 
 
-class Parameter(tensor.Tensor):
+class Parameter(tensors.Tensor):
     """A tensor that is a model's parameter: it receives a gradient (grad_req 'write')."""
 
     __slots__ = ()
@@ -89,7 +89,7 @@ class Module:
         dev = backend.canonical_device(device)
         for p in self.parameters():
             if p.device != dev:
-                moved = tensor.tensor(p, device=dev)
+                moved = tensors.tensor(p, device=dev)
                 p.data, p.device = moved.data, dev
                 p.attach_grad(p.grad_req)
         return self
@@ -117,7 +117,7 @@ class Module:
             if name not in own:
                 continue
             p = own[name]
-            arr = value.numpy() if isinstance(value, tensor.Tensor) else np.asarray(value)
+            arr = value.numpy() if isinstance(value, tensors.Tensor) else np.asarray(value)
             if arr.shape != p.shape:
                 raise ValueError(f"load_state_dict: {name} has shape {arr.shape} in the state but "
                                  f"{p.shape} in the model; no parameter was changed")
@@ -141,7 +141,7 @@ class Module:
 
 
 def _uniform(shape, bound, dtype, device):
-    return (tensor.rand(*shape, dtype=dtype, device=device) * 2 - 1) * bound
+    return (tensors.rand(*shape, dtype=dtype, device=device) * 2 - 1) * bound
 
 
 class Linear(Module):
@@ -240,7 +240,7 @@ class Embedding(Module):
     def __init__(self, num_embeddings, embedding_dim, dtype=None, device=None):
         super().__init__()
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
-        self.weight = Parameter(tensor.randn(num_embeddings, embedding_dim, dtype=dtype, device=device))
+        self.weight = Parameter(tensors.randn(num_embeddings, embedding_dim, dtype=dtype, device=device))
 
     def forward(self, indices):
         idx = ops.shape.index_array(indices, self.weight.device)

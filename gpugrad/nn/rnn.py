@@ -13,13 +13,13 @@ Truncated backpropagation through time, both ways:
 import math
 
 from gpugrad import ops
-from gpugrad import tensor
+from gpugrad import tensors
 from gpugrad.nn import functional as F
 from gpugrad.nn.modules import Module, Parameter
 
 
 def _uniform(shape, bound, dtype, device):
-    return (tensor.rand(*shape, dtype=dtype, device=device) * 2 - 1) * bound
+    return (tensors.rand(*shape, dtype=dtype, device=device) * 2 - 1) * bound
 
 
 def _detach(state):
@@ -50,7 +50,7 @@ class _Recurrent(Module):
         return F.linear(x, self.weight_ih, self.bias_ih) + F.linear(h, self.weight_hh, self.bias_hh)
 
     def initial_state(self, batch, like):
-        zeros = tensor.zeros((batch, self.hidden_size), dtype=like.dtype, device=like.device)
+        zeros = tensors.zeros((batch, self.hidden_size), dtype=like.dtype, device=like.device)
         return (zeros,) * self.state_size
 
     def _check(self, x, state):

@@ -4,7 +4,7 @@ import math
 
 from gpugrad import autograd
 from gpugrad import backend
-from gpugrad import tensor
+from gpugrad import tensors
 
 
 def clip_grad_norm(params, max_norm):
@@ -45,4 +45,4 @@ def _clip_on_device(grads, max_norm):
         for g in grads:
             g.data *= scale.astype(g.dtype)
             autograd.changed_in_place(g.data)
-    return tensor.wrap(xp.asarray(total), device)
+    return tensors.wrap(xp.asarray(total), device)

@@ -17,6 +17,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from gpugrad import backend
+from gpugrad import kernels
 from gpugrad.ops import elementwise as ew
 from gpugrad.ops import reduce
 from gpugrad.ops.registry import OPS, defelementwise, defop, jvp_of_two, no_gradient
@@ -314,14 +315,12 @@ for _a in ACTIVATIONS.values():
 del _a
 
 
-def kernel_functors():
-    """{kernel name: (forward functor, backward functor or None)} for the kernel loader."""
-    out = {}
-    for a in ACTIVATIONS.values():
-        for kernel, stem in a.kernels.values():
-            backward = None if a.saves == "mask" else f"{stem}BwdFrom{a.saves.upper()}"
-            out[kernel] = (f"{stem}Fwd", backward)
-    return out
+# the kernel loader learns each kernel's functors (the names activations.cu makes from the row)
+for _a in ACTIVATIONS.values():
+    for _kernel, _stem in _a.kernels.values():
+        kernels.declare_activation(_kernel, f"{_stem}Fwd",
+                                   None if _a.saves == "mask" else f"{_stem}BwdFrom{_a.saves.upper()}")
+del _a, _kernel, _stem
 
 
 def variant_params(a):

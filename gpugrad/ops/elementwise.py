@@ -3,7 +3,7 @@
 import math
 
 from gpugrad import backend
-from gpugrad import tensor
+from gpugrad import tensors
 from gpugrad.ops.registry import defconstant, defelementwise
 
 
@@ -21,7 +21,7 @@ def _extreme_partial(g, wins, a, b):
 def _unordered(a, b):
     """Where a and b do not compare (either is NaN)."""
     nan_a = a != a
-    return nan_a | (b != b) if isinstance(b, tensor.Tensor) else nan_a
+    return nan_a | (b != b) if isinstance(b, tensors.Tensor) else nan_a
 
 
 def _log_base(a):
@@ -111,15 +111,15 @@ isfinite      = defconstant("isfinite",      lambda xp, x: xp.isfinite(x))
 
 def where(cond, a, b):
     """Elementwise `a` where cond is true, else `b`; cond gets no gradient."""
-    if isinstance(cond, tensor.Tensor):
+    if isinstance(cond, tensors.Tensor):
         cond = cond.data
     elif not backend.is_backend_array(cond):
-        cond = tensor.tensor(cond, dtype=bool, device=_device_of(a, b)).data
+        cond = tensors.tensor(cond, dtype=bool, device=_device_of(a, b)).data
     return where_(a, b, cond=cond)
 
 
 def _device_of(*xs):
     for x in xs:
-        if isinstance(x, tensor.Tensor):
+        if isinstance(x, tensors.Tensor):
             return x.device
     return None

@@ -7,7 +7,7 @@ ctx.saved_tensors as Tensors: inputs and the output with their history, anything
 constant.
 """
 
-from gpugrad import tensor
+from gpugrad import tensors
 from gpugrad import autograd
 from gpugrad.ops.registry import Op
 
@@ -22,7 +22,7 @@ class FunctionCtx:
 
     def save_for_backward(self, *arrays):
         """Keep these arrays (inputs, the output, or anything else) for backward."""
-        self.arrays = tuple(a.data if isinstance(a, tensor.Tensor) else a for a in arrays)
+        self.arrays = tuple(a.data if isinstance(a, tensors.Tensor) else a for a in arrays)
 
 
 class Function:
@@ -53,7 +53,7 @@ def _function_op(cls):
     def forward(xp, *xs, ctx):
         ctx.xp = xp
         y = cls.forward(ctx, *xs)
-        y = y.data if isinstance(y, tensor.Tensor) else xp.asarray(y)
+        y = y.data if isinstance(y, tensors.Tensor) else xp.asarray(y)
         keys = []
         for a in ctx.arrays:  # which saved arrays are inputs or the output, by identity
             hit = next((i for i, x in enumerate(xs) if x is a), None)
@@ -79,7 +79,7 @@ def _function_op(cls):
             raise TypeError(f"{name} defines no jvp(ctx, *tangents), so forward mode cannot "
                             f"pass through it")
         ctx.saved_tensors = tuple(_saved(k, xs, y, y) for k in ctx.saved_keys)
-        ts = [t if t is not None else tensor.zeros_like(x) for t, x in zip(ts, xs)]
+        ts = [t if t is not None else tensors.zeros_like(x) for t, x in zip(ts, xs)]
         return _as_tensor(cls.jvp(ctx, *ts), y)
 
     op = Op(name, forward, save, "function", vjp_all=vjp_all, jvp=jvp)
@@ -93,9 +93,9 @@ def _apply(op, inputs, ctx):
 
 def _saved(key, xs, y, like):
     if isinstance(key, tuple):
-        return tensor.wrap(key[1], like.device)
+        return tensors.wrap(key[1], like.device)
     return y if key == "y" else xs[key]
 
 
 def _as_tensor(a, like):
-    return a if isinstance(a, tensor.Tensor) else tensor.wrap(a, like.device)
+    return a if isinstance(a, tensors.Tensor) else tensors.wrap(a, like.device)

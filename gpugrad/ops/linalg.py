@@ -2,7 +2,7 @@
 
 from gpugrad import autograd
 from gpugrad import backend
-from gpugrad import tensor
+from gpugrad import tensors
 from gpugrad.ops import elementwise as ew
 from gpugrad.ops import shape as sh
 from gpugrad.ops.registry import defop
@@ -109,8 +109,8 @@ def linear(x, w, b=None):
 
 def dot(a, b):
     """NumPy's dot for operands up to 2-D (and any a with a 1-D or 2-D b); scalars multiply."""
-    a = a if isinstance(a, tensor.Tensor) else tensor.tensor(a)
-    b = b if isinstance(b, tensor.Tensor) else tensor.tensor(b, device=a.device)
+    a = a if isinstance(a, tensors.Tensor) else tensors.tensor(a)
+    b = b if isinstance(b, tensors.Tensor) else tensors.tensor(b, device=a.device)
     if a.ndim == 0 or b.ndim == 0:
         return ew.multiply(a, b)
     if b.ndim > 2:

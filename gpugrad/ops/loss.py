@@ -6,7 +6,7 @@ op of its own so that second derivatives work through the fused path too.
 """
 
 from gpugrad import backend
-from gpugrad import tensor
+from gpugrad import tensors
 from gpugrad.ops import activation as act
 from gpugrad.ops import reduce
 from gpugrad.ops import shape as sh
@@ -52,7 +52,7 @@ def _labels_in_range(xp, labels, c):
 def _onehot_tensor(x, labels):
     be = backend.get(x.device)
     with be.active:
-        return tensor.wrap(_onehot(be.xp, labels, x.shape[1], x.dtype), x.device)
+        return tensors.wrap(_onehot(be.xp, labels, x.shape[1], x.dtype), x.device)
 
 
 def _xent_backward_grad_g(h, g, x, y, labels):
@@ -83,8 +83,8 @@ def check_labels(logits, labels):
     """Integer labels (N,) within [0, C) for logits (N, C), as a backend array."""
     if logits.ndim != 2:
         raise ValueError(f"cross_entropy: logits must be (N, C), got shape {logits.shape}")
-    arr = labels.data if isinstance(labels, tensor.Tensor) else backend.get(logits.device).asarray(labels)
-    if isinstance(labels, tensor.Tensor) and labels.device != logits.device:
+    arr = labels.data if isinstance(labels, tensors.Tensor) else backend.get(logits.device).asarray(labels)
+    if isinstance(labels, tensors.Tensor) and labels.device != logits.device:
         raise backend.DeviceError(f"cross_entropy: labels are on {labels.device!r} but logits "
                                   f"on {logits.device!r}")
     if arr.dtype.kind not in "iu":

@@ -17,7 +17,7 @@ returning either. Inputs that are not saved reach the rules as placeholders that
 import inspect
 
 from gpugrad import autograd
-from gpugrad import tensor
+from gpugrad import tensors
 
 OPS = {}
 CONSTANTS = {}  # ops without a gradient (comparisons, sign): their results never require grad
@@ -196,7 +196,7 @@ def defelementwise(name, forward, save, partials, forward_saving=None, aux=(), s
 
 
 def _linear_jvp(ts, *xs, y, _op=None, **params):
-    args = [t if t is not None else tensor.zeros_like(x) for t, x in zip(ts, xs)]
+    args = [t if t is not None else tensors.zeros_like(x) for t, x in zip(ts, xs)]
     return _op.function(args, **params) if _op.variadic else _op.function(*args, **params)
 
 

@@ -5,7 +5,7 @@ import numbers
 import numpy as np
 
 from gpugrad import backend
-from gpugrad import tensor
+from gpugrad import tensors
 from gpugrad.ops.registry import deflinear
 
 
@@ -16,7 +16,7 @@ def _is_basic(key):
 
 def index_array(obj, device):
     """An index given as Tensor, list or array -> a backend integer/bool array on `device`."""
-    if isinstance(obj, tensor.Tensor):
+    if isinstance(obj, tensors.Tensor):
         if obj.device != device:
             raise backend.DeviceError(f"index tensor is on {obj.device!r} but the indexed "
                                       f"tensor is on {device!r}")

@@ -4,8 +4,6 @@ Arithmetic and methods delegate to the op table in gpugrad.ops; creation functio
 """
 
 import numbers
-import sys
-import types
 
 import numpy as np
 
@@ -525,14 +523,3 @@ def from_dlpack(obj):
     arr = backend.from_dlpack(obj)
     _check_numeric(arr.dtype, obj)
     return wrap(arr, backend.device_of_array(arr))
-
-
-class _CallableModule(types.ModuleType):
-    """gg.tensor is this module, and calling it makes a tensor, so `from gpugrad import tensor`
-    names the same thing wherever and whenever it runs (no function shadowing the module)."""
-
-    def __call__(self, data, dtype=None, device=None, requires_grad=False):
-        return tensor(data, dtype=dtype, device=device, requires_grad=requires_grad)
-
-
-sys.modules[__name__].__class__ = _CallableModule
