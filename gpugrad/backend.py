@@ -112,6 +112,15 @@ def cuda_available():
     return _probe_cupy() is not None
 
 
+def cupy_version():
+    """CuPy's version if it imports (whether or not CUDA is usable), else None."""
+    try:
+        import cupy
+    except ImportError:
+        return None
+    return cupy.__version__
+
+
 def cuda_unavailable_reason():
     """Why cuda_available() is False, or None when it is True."""
     _probe_cupy()

@@ -144,12 +144,7 @@ def _kernel_report(cuda_ok, compile_now):
 
 def info_report(compile_kernels=False):
     """Versions, backends and devices, as a dict (what `gpugrad info` prints)."""
-    try:
-        import cupy
-
-        cupy_version = cupy.__version__
-    except ImportError:
-        cupy_version = None
+    cupy_version = backend.cupy_version()
     nvcc = shutil.which("nvcc")
     cuda_ok = gpugrad.cuda.is_available()
     devices = ["cpu"]

@@ -1,0 +1,452 @@
+"""Recording: the recording state, the graph's nodes, and applying an op (forward mode too).
+
+A recorded op leaves a Node holding its input nodes, the arrays its declaration saves, and the
+shapes of everything else. A leaf (attach_grad) has a Leaf node holding its tensor only by weak
+reference, so the graph has no cycles and dies with the last tensor that reaches it. The
+reverse-mode engine that walks these nodes is gpugrad/autograd.py, which also hands on the
+public names of this module (gg.autograd.record, ...).
+"""
+
+import contextlib
+import linecache
+import os
+import sys
+import threading
+import weakref
+
+import numpy as np
+
+from gpugrad import backend
+from gpugrad import ops
+from gpugrad import tensors
+
+
+class GraphError(RuntimeError):
+    """backward() was asked for something the graph cannot give."""
+
+
+class ShapeError(ValueError):
+    """Operand shapes do not fit together."""
+
+
+class AnomalyError(GraphError):
+    """detect_anomaly found a gradient holding NaN or inf."""
+
+
+# ---------------------------------------------------------------------------- recording state
+
+
+class _State(threading.local):
+    recording = False
+    training = False
+    forward_mode = False
+    structure_only = None  # a _Structure while gg.checkpoint discovers what fn reaches
+    anomaly = False  # detect_anomaly: note where each op is recorded, check every gradient
+
+
+_state = _State()
+
+
+def is_recording():
+    """True inside record() (and not inside pause()/no_grad())."""
+    return _state.recording
+
+
+def is_training():
+    """True when layers such as dropout should behave as in training."""
+    return _state.training
+
+
+@contextlib.contextmanager
+def _scope(recording, training):
+    prev = _state.recording, _state.training
+    _state.recording, _state.training = recording, training
+    try:
+        yield
+    finally:
+        _state.recording, _state.training = prev
+
+
+def record(train_mode=True):
+    """Record operations for backward inside the block (MXNet's autograd.record)."""
+    return _scope(True, train_mode)
+
+
+def pause(train_mode=False):
+    """Stop recording inside the block."""
+    return _scope(False, train_mode)
+
+
+def no_grad():
+    """Stop recording inside the block, keeping the training mode."""
+    return _scope(False, _state.training)
+
+
+def train_mode():
+    """Training behaviour (dropout on) inside the block without changing recording."""
+    return _scope(_state.recording, True)
+
+
+def predict_mode():
+    """Prediction behaviour (dropout off) inside the block without changing recording."""
+    return _scope(_state.recording, False)
+
+
+# ---------------------------------------------------------------------------- anomaly mode
+# Off by default and then free: apply() tests one flag. On, each recorded node notes the user's
+# line that recorded it, and backward checks every gradient a rule returns (a host read each).
+_recorded_at = weakref.WeakKeyDictionary()  # Node -> "file:line in function: code"
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def set_detect_anomaly(mode):
+    """Turn anomaly mode on or off for this thread (PyTorch's torch.autograd.set_detect_anomaly)."""
+    _state.anomaly = bool(mode)
+
+
+def is_anomaly_enabled():
+    return _state.anomaly
+
+
+@contextlib.contextmanager
+def detect_anomaly():
+    """Inside the block, backward raises AnomalyError at the first op whose gradient holds NaN
+    or inf, naming the op, the shapes and the line that recorded it in the forward."""
+    prev = _state.anomaly
+    _state.anomaly = True
+    try:
+        yield
+    finally:
+        _state.anomaly = prev
+
+
+def _user_line():
+    """The innermost stack frame outside gpugrad: the user's line that made the op."""
+    frame = sys._getframe(2)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+    if frame is None:
+        return "an unknown line"
+    code = linecache.getline(frame.f_code.co_filename, frame.f_lineno).strip()
+    return f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}" + (
+        f": {code}" if code else "")
+
+
+# ---------------------------------------------------------------------------- in-place changes
+# A saved array changed in place before backward would give a silently wrong gradient, so each
+# in-place change through gpugrad (Tensor.__setitem__, optimizer updates, load_state_dict,
+# gradient writes) advances a global epoch and notes it against the array's base. A node
+# remembers the epoch it was recorded at: at backward, an unchanged epoch (the common case)
+# costs one comparison, and otherwise its saved arrays are looked up. Writes through .data
+# itself bypass this, as in PyTorch.
+_epoch = 0
+_changed = {}  # id(base array) -> (weak reference to it, epoch of its last in-place change)
+
+
+def _base(arr):
+    """The array owning arr's memory, so that a change through any view counts."""
+    base = getattr(arr, "base", None)
+    while base is not None and hasattr(base, "shape"):
+        arr, base = base, getattr(base, "base", None)
+    return arr
+
+
+def changed_in_place(arr):
+    """Note that arr (a backend array; every view of its memory) was changed in place."""
+    global _epoch
+    root = _base(arr)
+    key = id(root)
+    entry = _changed.get(key)
+    if entry is None or entry[0]() is not root:
+        try:
+            ref = weakref.ref(root, lambda r, key=key: _changed.pop(key, None)
+                              if _changed.get(key, (None,))[0] is r else None)
+        except TypeError:  # no weak references (a meta array): nothing saved can alias it
+            return
+    else:
+        ref = entry[0]
+    _epoch += 1
+    _changed[key] = (ref, _epoch)
+
+
+# ---------------------------------------------------------------------------- the graph
+
+
+class Leaf:
+    """The node of a tensor that receives a gradient (attach_grad)."""
+
+    __slots__ = ("ref", "grad_req", "__weakref__")
+    op = None
+
+    def __init__(self, t, grad_req):
+        self.ref = weakref.ref(t)
+        self.grad_req = grad_req
+
+
+class Node:
+    """One recorded op: its input nodes, what it saved, and the metadata of the rest."""
+
+    __slots__ = ("op", "parents", "metas", "saved", "params", "out_meta", "freed", "epoch",
+                 "__weakref__")
+
+    def __init__(self, op, parents, inputs, arrays, y, y_device, params, aux=None, keep=True):
+        self.op = op
+        self.parents = parents
+        self.params = params
+        self.freed = False
+        self.epoch = _epoch
+        # (shape, dtype, device) per tensor input; None for Python scalars
+        self.metas = [(a.shape, a.dtype, x.device) if isinstance(x, tensors.Tensor) else None
+                      for x, a in zip(inputs, arrays)]
+        self.out_meta = (y.shape, y.dtype, y_device)
+        self.saved = {}
+        if not keep:  # structure only (gg.checkpoint's discovery pass)
+            return
+        save_for = op.save_for(params)
+        saved = {}
+        for i, p in enumerate(parents):
+            if p is not None:
+                for k in save_for[None if op.variadic else i]:
+                    if k == "self":
+                        saved[i] = arrays[i]
+                    else:
+                        saved[k] = y if k == "y" else (aux[k] if isinstance(k, str) else arrays[k])
+            elif self.metas[i] is None:
+                saved[i] = arrays[i]  # scalars are free and every rule may use them
+        self.saved = saved
+
+    def free(self):
+        self.saved = None
+        self.params = None
+        self.freed = True
+
+    def __repr__(self):
+        return f"<Node {self.op.name}{' (freed)' if self.freed else ''}>"
+
+
+class Unsaved:
+    """Stands in for an input an op did not save: shape, dtype and device only."""
+
+    __slots__ = ("shape", "dtype", "device", "_op_name", "_what")
+
+    def __init__(self, op_name, what, meta):
+        self.shape, self.dtype, self.device = meta
+        self._op_name, self._what = op_name, what  # the message is built only if it fails
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    @property
+    def size(self):
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def fail(self):
+        raise GraphError(f"{self._op_name} did not save {self._what}: its rule needs it, so "
+                         f"add it to the op's save=")
+
+    def __getattr__(self, name):
+        self.fail()
+
+
+def _unsaved_operator(self, *args):
+    self.fail()
+
+
+for _name in ("add", "sub", "mul", "truediv", "pow", "matmul", "neg", "gt", "lt", "ge", "le",
+              "radd", "rsub", "rmul", "rtruediv", "rpow", "rmatmul", "getitem", "array"):
+    setattr(Unsaved, f"__{_name}__", _unsaved_operator)
+
+
+# ---------------------------------------------------------------------------- applying an op
+
+
+def _coerce(op, inputs):
+    """Check devices; turn arrays and lists into tensors on the common device."""
+    device = None
+    for x in inputs:
+        if isinstance(x, tensors.Tensor):
+            if device is None:
+                device = x.device
+            elif x.device != device:
+                raise backend.DeviceError(
+                    f"{op.name}: tensors are on different devices, {device!r} and {x.device!r}; "
+                    f"move one with .to(device)")
+        elif isinstance(x, Unsaved):
+            x.fail()
+    out = []
+    for i, x in enumerate(inputs):
+        if isinstance(x, tensors.Tensor):
+            out.append(x)
+        elif isinstance(x, (bool, int, float, np.generic)):
+            out.append(x)
+        elif x is None:
+            if i not in op.optional:
+                raise TypeError(f"{op.name}: input {op.input_name(i)} is None")
+            out.append(None)  # an optional input that is absent (linear without a bias)
+        else:
+            out.append(tensors.tensor(x, device=device))
+    if not out:
+        raise ValueError(f"{op.name}: needs at least one tensor, got none")
+    if not any(isinstance(x, tensors.Tensor) for x in out):
+        out[0] = tensors.tensor(out[0])  # only Python scalars: the first gets the default dtype
+    return out
+
+
+def _forward_error(op, inputs, e):
+    shapes = [x.shape if isinstance(x, tensors.Tensor) else type(x).__name__ for x in inputs]
+    if op.kind == "elementwise" and "broadcast" in str(e):
+        listed = " and ".join(str(s) for s in shapes)
+        return ShapeError(f"{op.name}: shapes {listed} cannot be broadcast together")
+    message = f"{op.name}: {e} (input shapes {', '.join(map(str, shapes))})"
+    try:
+        return type(e)(message)
+    except TypeError:  # an exception type whose constructor wants more than a message
+        return ValueError(message)
+
+
+_Tensor = None  # tensors.Tensor, bound on first use (tensor imports this module)
+_SCALARS = (bool, int, float)
+
+
+def _fast_inputs(inputs):
+    """(arrays, device) when every input is a Tensor on one device or a Python scalar, else
+    None: the common case in one pass; _coerce handles the rest."""
+    device = None
+    arrays = []
+    for x in inputs:
+        cls = type(x)
+        if cls is _Tensor:
+            if device is None:
+                device = x.device
+            elif x.device != device:
+                return None
+            arrays.append(x.data)
+        elif cls in _SCALARS:
+            arrays.append(x)
+        else:
+            return None
+    return (arrays, device) if device is not None else None
+
+
+def apply(op, inputs, params):
+    """Run an op's forward; record a Node when recording and an input is in the graph."""
+    global _Tensor
+    if _Tensor is None:
+        _Tensor = tensors.Tensor
+    fast = _fast_inputs(inputs)
+    if fast is not None:
+        xs = inputs
+        arrays, device = fast
+    else:
+        xs = _coerce(op, inputs)
+        device = None
+        arrays = []
+        for x in xs:
+            if isinstance(x, tensors.Tensor):
+                arrays.append(x.data)
+                device = device or x.device
+            else:
+                arrays.append(x)
+    be = backend.get(device)
+    parents = None
+    if _state.recording and op.differentiable:
+        parents = tuple(x._node if isinstance(x, tensors.Tensor) else None for x in xs)
+        if all(p is None for p in parents):
+            parents = None
+    tangents = None
+    if _state.forward_mode and op.differentiable:
+        tangents = tuple(x._tangent if isinstance(x, tensors.Tensor) else None for x in xs)
+        if all(t is None for t in tangents):
+            tangents = None
+    structure = _state.structure_only
+    if structure is not None and parents is not None:
+        structure.note_inputs(xs)
+    aux = None
+    try:
+        if op.forward_saving is not None and structure is None and (
+                parents is not None or tangents is not None):
+            with be.active:
+                y, aux = op.forward_saving(be.xp, *arrays, **params)
+        elif be.is_cpu:  # no device to make current
+            y = op.forward(np, *arrays, **params)
+        else:
+            with be.active:
+                y = op.forward(be.xp, *arrays, **params)
+    except ShapeError:
+        raise
+    except (ValueError, IndexError, TypeError) as e:
+        raise _forward_error(op, xs, e) from e
+    if be.is_cpu and type(y) is not np.ndarray and not backend.is_backend_array(y):
+        y = np.asarray(y)  # NumPy reductions return scalars (to_device returns a device array)
+    y_device = backend.device_of_array(y) if op.moves_device else device
+    floating = y.dtype.kind == "f"
+    node = None
+    if parents is not None and floating:
+        node = Node(op, parents, xs, arrays, y, y_device, params, aux, keep=structure is None)
+        if structure is not None:
+            structure.nodes.add(node)
+        if _state.anomaly:
+            _recorded_at[node] = _user_line()
+    out = tensors.wrap(y, y_device, node)
+    if tangents is not None and floating:
+        out._tangent = _tangent_of(op, tangents, xs, out, aux, params)
+    return out
+
+
+def _tangent_of(op, ts, xs, y, aux, params):
+    """The output's tangent from the op's jvp rule (forward mode)."""
+    _state.forward_mode = False  # tangent arithmetic must not carry tangents of its own
+    try:
+        extra = {k: tensors.wrap(a, y.device) for k, a in aux.items()} if aux else {}
+        t = op.jvp(ts, *xs, y=y, **extra, **params)
+        if t.shape != y.shape:
+            t = ops.broadcast_to(t, y.shape)
+        return t if t.dtype == y.dtype else t.astype(y.dtype)
+    finally:
+        _state.forward_mode = True
+
+
+class _Structure:
+    """What a block recorded in structure-only mode reached from outside it: tensors whose
+    nodes were made before the block (its inputs, parameters, captured intermediates)."""
+
+    def __init__(self):
+        self.nodes = set()
+        self.outside = {}  # node -> a tensor holding it, in first-use order
+
+    def note_inputs(self, xs):
+        for x in xs:
+            if isinstance(x, tensors.Tensor) and x._node is not None and x._node not in self.nodes:
+                self.outside.setdefault(x._node, x)
+
+
+def is_structure_only():
+    """True while a block records structure only (gg.checkpoint's first pass)."""
+    return _state.structure_only is not None
+
+
+@contextlib.contextmanager
+def structure_only():
+    """Record the graph's structure but save nothing (gg.checkpoint's first forward)."""
+    if _state.structure_only is not None:
+        raise RuntimeError("structure-only recording does not nest")
+    found = _Structure()
+    _state.structure_only = found
+    try:
+        with record(train_mode=_state.training):
+            yield found
+    finally:
+        _state.structure_only = None
+
+
+@contextlib.contextmanager
+def forward_mode():
+    """Propagate tangents (Tensor._tangent) through ops inside the block."""
+    if _state.forward_mode:
+        raise RuntimeError("nested forward mode (gg.jvp inside gg.jvp) is not supported")
+    _state.forward_mode = True
+    try:
+        yield
+    finally:
+        _state.forward_mode = False
