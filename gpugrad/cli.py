@@ -7,13 +7,13 @@ import os
 import pathlib
 import platform
 import shutil
-import subprocess
 import sys
 
 import numpy as np
 
 import gpugrad
 from gpugrad import backend
+from gpugrad import kernels
 from gpugrad import ops
 
 
@@ -105,43 +105,6 @@ def _output_file(kind):
     return parse
 
 
-def _nvcc_version(path):
-    try:
-        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return f"unusable ({e})"
-    lines = [ln for ln in out.stdout.splitlines() if "release" in ln]
-    return lines[-1].strip() if lines else out.stdout.strip()[-80:]
-
-
-def _kernel_report(cuda_ok, compile_now):
-    """Where the CUDA sources are and whether they compile (RawModule on a GPU, else nvcc)."""
-    from gpugrad import kernels
-
-    try:
-        src = kernels.source_dir()
-    except FileNotFoundError as e:
-        return {"kernel sources": f"missing: {e}"}
-    report = {"kernel sources": f"{src} ({', '.join(kernels.sources())})",
-              "fused kernels": "on" if kernels.enabled() else "off (GPUGRAD_FUSED=0)",
-              "fused ops": sorted(kernels.launchers())}
-    if cuda_ok:
-        results = kernels.check_compiles(backend.get("cuda:0").xp)
-        report["kernels compiled (NVRTC)"] = [f"{f}: {'ok' if e is None else e}"
-                                              for f, e in results.items()]
-    elif compile_now and shutil.which("nvcc"):
-        results = []
-        for f in kernels.sources():
-            out = subprocess.run(["nvcc", "-std=c++17", "-ptx", "-arch=sm_90", f"-I{src}",
-                                  str(src / f), "-o", "/dev/null"], capture_output=True, text=True)
-            results.append(f"{f}: {'ok' if out.returncode == 0 else out.stderr.strip()[:200]}")
-        report["kernels compiled (nvcc -ptx sm_90)"] = results
-    else:
-        report["kernels compiled"] = ("not yet: they compile on first use on a CUDA device"
-                                      + ("" if cuda_ok else "; --compile checks them with nvcc"))
-    return report
-
-
 def info_report(compile_kernels=False):
     """Versions, backends and devices, as a dict (what `gpugrad info` prints)."""
     cupy_version = backend.cupy_version()
@@ -163,9 +126,9 @@ def info_report(compile_kernels=False):
         "devices": devices,
         "default device": backend.default_device(),
         "default dtype": str(backend.get_default_dtype()),
-        "nvcc": f"{nvcc}: {_nvcc_version(nvcc)}" if nvcc else "not found",
+        "nvcc": f"{nvcc}: {kernels.nvcc_version(nvcc)}" if nvcc else "not found",
         "differentiable ops": len(gpugrad.OPS),
-        **_kernel_report(cuda_ok, compile_kernels),
+        **kernels.compile_report(backend.get("cuda:0").xp if cuda_ok else None, compile_kernels),
     }
 
 

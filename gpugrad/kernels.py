@@ -10,6 +10,8 @@ import contextlib
 import functools
 import os
 import pathlib
+import shutil
+import subprocess
 import threading
 
 import numpy as np
@@ -303,6 +305,43 @@ def lookup(name, xp):
     if launch is None and name in launchers():
         launch = _bound[key] = functools.partial(launchers()[name], xp)
     return launch
+
+
+def nvcc_version(path):
+    """The release line of `nvcc --version` at path."""
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"unusable ({e})"
+    lines = [ln for ln in out.stdout.splitlines() if "release" in ln]
+    return lines[-1].strip() if lines else out.stdout.strip()[-80:]
+
+
+def compile_report(cp=None, compile_now=False):
+    """Where the CUDA sources are and whether they compile: NVRTC through CuPy's namespace cp
+    on a GPU, else (compile_now) nvcc -ptx when it is on the PATH (gpugrad info, selftest)."""
+    try:
+        src = source_dir()
+    except FileNotFoundError as e:
+        return {"kernel sources": f"missing: {e}"}
+    report = {"kernel sources": f"{src} ({', '.join(sources())})",
+              "fused kernels": "on" if enabled() else "off (GPUGRAD_FUSED=0)",
+              "fused ops": sorted(launchers())}
+    if cp is not None:
+        results = check_compiles(cp)
+        report["kernels compiled (NVRTC)"] = [f"{f}: {'ok' if e is None else e}"
+                                              for f, e in results.items()]
+    elif compile_now and shutil.which("nvcc"):
+        results = []
+        for f in sources():
+            out = subprocess.run(["nvcc", "-std=c++17", "-ptx", "-arch=sm_90", f"-I{src}",
+                                  str(src / f), "-o", "/dev/null"], capture_output=True, text=True)
+            results.append(f"{f}: {'ok' if out.returncode == 0 else out.stderr.strip()[:200]}")
+        report["kernels compiled (nvcc -ptx sm_90)"] = results
+    else:
+        report["kernels compiled"] = "not yet: they compile on first use on a CUDA device" + (
+            "" if cp is not None else "; --compile checks them with nvcc")
+    return report
 
 
 def check_compiles(cp):

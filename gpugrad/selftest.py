@@ -71,7 +71,7 @@ def _junit_summary(path, seconds, returncode):
 
 def check_kernels(device):
     """Compile every kernel source: NVRTC on a CUDA device, else nvcc -ptx when it is here."""
-    from gpugrad import cli, kernels
+    from gpugrad import kernels
 
     be = backend.get(device)
     if be.capture == "cuda":
@@ -79,7 +79,7 @@ def check_kernels(device):
             results = kernels.check_compiles(be.xp)
         how = "NVRTC on the device"
     else:
-        report = cli._kernel_report(False, compile_now=True)
+        report = kernels.compile_report(None, compile_now=True)
         lines = report.get("kernels compiled (nvcc -ptx sm_90)")
         if lines is None:
             return {"status": "not run", "why": "no GPU and no nvcc to compile the kernels"}
