@@ -11,11 +11,12 @@ from gpugrad import graph
 from gpugrad import ops
 from gpugrad import tensors
 from gpugrad.graph import (  # noqa: F401  (gg.autograd's public names, and the graph's types)
-    AnomalyError, GraphError, Leaf, Node, ShapeError, Unsaved, apply, changed_in_place,
+    AnomalyError, GraphError, Leaf, Node, ShapeError, Unsaved, changed_in_place,
     detect_anomaly, forward_mode, is_anomaly_enabled, is_recording, is_structure_only,
     is_training, no_grad, pause, predict_mode, record, set_detect_anomaly, structure_only,
     train_mode,
 )
+from gpugrad.ops.registry import apply  # noqa: F401  (gg.autograd.apply: run an op)
 
 
 # ---------------------------------------------------------------------------- checks
@@ -367,3 +368,11 @@ def grad(heads, variables, head_grads=None, retain_graph=None, create_graph=Fals
         g = found.get(v._node)
         out.append(tensors.zeros_like(v) if g is None else g)
     return out[0] if single else out
+
+
+def _tensor_backward(self, head_grad=None, retain_graph=False, create_graph=False):
+    """Accumulate d(self)/d(leaf) * head_grad into each leaf's .grad (see API.md)."""
+    backward(self, head_grad, retain_graph, create_graph)
+
+
+tensors.Tensor.backward = _tensor_backward  # the type (tensors.py) sits below the engine

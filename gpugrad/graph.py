@@ -16,9 +16,6 @@ import weakref
 
 import numpy as np
 
-from gpugrad import backend
-from gpugrad import ops
-from gpugrad import tensors
 
 
 class GraphError(RuntimeError):
@@ -189,15 +186,15 @@ class Node:
     __slots__ = ("op", "parents", "metas", "saved", "params", "out_meta", "freed", "epoch",
                  "__weakref__")
 
-    def __init__(self, op, parents, inputs, arrays, y, y_device, params, aux=None, keep=True):
+    def __init__(self, op, parents, devices, arrays, y, y_device, params, aux=None, keep=True):
         self.op = op
         self.parents = parents
         self.params = params
         self.freed = False
         self.epoch = _epoch
-        # (shape, dtype, device) per tensor input; None for Python scalars
-        self.metas = [(a.shape, a.dtype, x.device) if isinstance(x, tensors.Tensor) else None
-                      for x, a in zip(inputs, arrays)]
+        # (shape, dtype, device) per tensor input; None for Python scalars (device None)
+        self.metas = [(a.shape, a.dtype, d) if d is not None else None
+                      for d, a in zip(devices, arrays)]
         self.out_meta = (y.shape, y.dtype, y_device)
         self.saved = {}
         if not keep:  # structure only (gg.checkpoint's discovery pass)
@@ -258,155 +255,6 @@ for _name in ("add", "sub", "mul", "truediv", "pow", "matmul", "neg", "gt", "lt"
     setattr(Unsaved, f"__{_name}__", _unsaved_operator)
 
 
-# ---------------------------------------------------------------------------- applying an op
-
-
-def _coerce(op, inputs):
-    """Check devices; turn arrays and lists into tensors on the common device."""
-    device = None
-    for x in inputs:
-        if isinstance(x, tensors.Tensor):
-            if device is None:
-                device = x.device
-            elif x.device != device:
-                raise backend.DeviceError(
-                    f"{op.name}: tensors are on different devices, {device!r} and {x.device!r}; "
-                    f"move one with .to(device)")
-        elif isinstance(x, Unsaved):
-            x.fail()
-    out = []
-    for i, x in enumerate(inputs):
-        if isinstance(x, tensors.Tensor):
-            out.append(x)
-        elif isinstance(x, (bool, int, float, np.generic)):
-            out.append(x)
-        elif x is None:
-            if i not in op.optional:
-                raise TypeError(f"{op.name}: input {op.input_name(i)} is None")
-            out.append(None)  # an optional input that is absent (linear without a bias)
-        else:
-            out.append(tensors.tensor(x, device=device))
-    if not out:
-        raise ValueError(f"{op.name}: needs at least one tensor, got none")
-    if not any(isinstance(x, tensors.Tensor) for x in out):
-        out[0] = tensors.tensor(out[0])  # only Python scalars: the first gets the default dtype
-    return out
-
-
-def _forward_error(op, inputs, e):
-    shapes = [x.shape if isinstance(x, tensors.Tensor) else type(x).__name__ for x in inputs]
-    if op.kind == "elementwise" and "broadcast" in str(e):
-        listed = " and ".join(str(s) for s in shapes)
-        return ShapeError(f"{op.name}: shapes {listed} cannot be broadcast together")
-    message = f"{op.name}: {e} (input shapes {', '.join(map(str, shapes))})"
-    try:
-        return type(e)(message)
-    except TypeError:  # an exception type whose constructor wants more than a message
-        return ValueError(message)
-
-
-_Tensor = None  # tensors.Tensor, bound on first use (tensor imports this module)
-_SCALARS = (bool, int, float)
-
-
-def _fast_inputs(inputs):
-    """(arrays, device) when every input is a Tensor on one device or a Python scalar, else
-    None: the common case in one pass; _coerce handles the rest."""
-    device = None
-    arrays = []
-    for x in inputs:
-        cls = type(x)
-        if cls is _Tensor:
-            if device is None:
-                device = x.device
-            elif x.device != device:
-                return None
-            arrays.append(x.data)
-        elif cls in _SCALARS:
-            arrays.append(x)
-        else:
-            return None
-    return (arrays, device) if device is not None else None
-
-
-def apply(op, inputs, params):
-    """Run an op's forward; record a Node when recording and an input is in the graph."""
-    global _Tensor
-    if _Tensor is None:
-        _Tensor = tensors.Tensor
-    fast = _fast_inputs(inputs)
-    if fast is not None:
-        xs = inputs
-        arrays, device = fast
-    else:
-        xs = _coerce(op, inputs)
-        device = None
-        arrays = []
-        for x in xs:
-            if isinstance(x, tensors.Tensor):
-                arrays.append(x.data)
-                device = device or x.device
-            else:
-                arrays.append(x)
-    be = backend.get(device)
-    parents = None
-    if _state.recording and op.differentiable:
-        parents = tuple(x._node if isinstance(x, tensors.Tensor) else None for x in xs)
-        if all(p is None for p in parents):
-            parents = None
-    tangents = None
-    if _state.forward_mode and op.differentiable:
-        tangents = tuple(x._tangent if isinstance(x, tensors.Tensor) else None for x in xs)
-        if all(t is None for t in tangents):
-            tangents = None
-    structure = _state.structure_only
-    if structure is not None and parents is not None:
-        structure.note_inputs(xs)
-    aux = None
-    try:
-        if op.forward_saving is not None and structure is None and (
-                parents is not None or tangents is not None):
-            with be.active:
-                y, aux = op.forward_saving(be.xp, *arrays, **params)
-        elif be.is_cpu:  # no device to make current
-            y = op.forward(np, *arrays, **params)
-        else:
-            with be.active:
-                y = op.forward(be.xp, *arrays, **params)
-    except ShapeError:
-        raise
-    except (ValueError, IndexError, TypeError) as e:
-        raise _forward_error(op, xs, e) from e
-    if be.is_cpu and type(y) is not np.ndarray and not backend.is_backend_array(y):
-        y = np.asarray(y)  # NumPy reductions return scalars (to_device returns a device array)
-    y_device = backend.device_of_array(y) if op.moves_device else device
-    floating = y.dtype.kind == "f"
-    node = None
-    if parents is not None and floating:
-        node = Node(op, parents, xs, arrays, y, y_device, params, aux, keep=structure is None)
-        if structure is not None:
-            structure.nodes.add(node)
-        if _state.anomaly:
-            _recorded_at[node] = _user_line()
-    out = tensors.wrap(y, y_device, node)
-    if tangents is not None and floating:
-        out._tangent = _tangent_of(op, tangents, xs, out, aux, params)
-    return out
-
-
-def _tangent_of(op, ts, xs, y, aux, params):
-    """The output's tangent from the op's jvp rule (forward mode)."""
-    _state.forward_mode = False  # tangent arithmetic must not carry tangents of its own
-    try:
-        extra = {k: tensors.wrap(a, y.device) for k, a in aux.items()} if aux else {}
-        t = op.jvp(ts, *xs, y=y, **extra, **params)
-        if t.shape != y.shape:
-            t = ops.broadcast_to(t, y.shape)
-        return t if t.dtype == y.dtype else t.astype(y.dtype)
-    finally:
-        _state.forward_mode = True
-
-
 class _Structure:
     """What a block recorded in structure-only mode reached from outside it: tensors whose
     nodes were made before the block (its inputs, parameters, captured intermediates)."""
@@ -417,8 +265,9 @@ class _Structure:
 
     def note_inputs(self, xs):
         for x in xs:
-            if isinstance(x, tensors.Tensor) and x._node is not None and x._node not in self.nodes:
-                self.outside.setdefault(x._node, x)
+            node = getattr(x, "_node", None)  # a Tensor's node (this module knows no Tensor)
+            if node is not None and node not in self.nodes:
+                self.outside.setdefault(node, x)
 
 
 def is_structure_only():

@@ -1,15 +1,17 @@
-"""Tensor: a backend array, its device, and the graph node that made it.
+"""Tensor: a backend array, its device, and the graph node that made it; the creation
+functions.
 
-Arithmetic and methods delegate to the op table in gpugrad.ops; creation functions live here.
+The type knows no op: its operators and array methods (+, @, reshape, sum, to, ...) are the
+op table's, installed by gpugrad/ops/methods.py, and backward() is the engine's (autograd.py).
+So this module sits below both, and nothing here imports them.
 """
 
 import numbers
 
 import numpy as np
 
-from gpugrad import autograd
 from gpugrad import backend
-from gpugrad import ops
+from gpugrad import graph
 
 GRAD_REQS = ("write", "add", "null")
 
@@ -45,10 +47,6 @@ class Tensor:
         return self.data.size
 
     @property
-    def T(self):
-        return ops.transpose(self)
-
-    @property
     def grad_req(self):
         node = self._node
         return node.grad_req if node is not None and node.op is None else "null"
@@ -77,7 +75,7 @@ class Tensor:
         if self.dtype.kind != "f":
             raise TypeError(f"attach_grad: only floating-point tensors can receive gradients, "
                             f"this one has dtype {self.dtype}")
-        self._node = autograd.Leaf(self, grad_req)
+        self._node = graph.Leaf(self, grad_req)
         self.grad = wrap(backend.get(self.device).xp.zeros_like(self.data), self.device)
         return self
 
@@ -85,15 +83,11 @@ class Tensor:
         """Set .grad to zeros (in place)."""
         if self.grad is not None:
             self.grad.data[...] = 0
-            autograd.changed_in_place(self.grad.data)
+            graph.changed_in_place(self.grad.data)
 
     def detach(self):
         """A tensor sharing this one's data, with no history."""
         return wrap(self.data, self.device)
-
-    def backward(self, head_grad=None, retain_graph=False, create_graph=False):
-        """Accumulate d(self)/d(leaf) * head_grad into each leaf's .grad (see API.md)."""
-        autograd.backward(self, head_grad, retain_graph, create_graph)
 
     # ------------------------------------------------------------------ copies and pickling
     def __deepcopy__(self, memo):
@@ -115,7 +109,7 @@ class Tensor:
 
     def _check_copyable(self, who):
         if not self.is_leaf:
-            raise autograd.GraphError(
+            raise graph.GraphError(
                 f"{who}: this tensor was computed inside record() and holds a graph, which "
                 f"cannot be copied; copy tensor.detach() (leaves and parameters copy as in "
                 f"PyTorch)")
@@ -137,24 +131,11 @@ class Tensor:
     def tolist(self):
         return self.numpy().tolist()
 
-    def to(self, device):
-        """This tensor on another device (differentiable; itself if already there)."""
-        dev = backend.canonical_device(device)
-        return self if dev == self.device else ops.to_device(self, device=dev)
-
     def cpu(self):
         return self.to("cpu")
 
     def cuda(self, index=0):
         return self.to(f"cuda:{index}")
-
-    def astype(self, dtype):
-        dtype = backend.as_dtype(dtype)
-        _check_numeric(dtype, self)
-        return ops.astype(self, dtype=dtype)
-
-    def copy(self):
-        return ops.copy(self)
 
     def __array__(self, dtype=None, copy=None):
         if self.device != "cpu":
@@ -168,37 +149,6 @@ class Tensor:
     def __dlpack_device__(self):
         return self.data.__dlpack_device__()
 
-    # ------------------------------------------------------------------ shape and reductions
-    def reshape(self, *shape):
-        return ops.reshape(self, _shape_arg(shape))
-
-    def transpose(self, *axes):
-        return ops.transpose(self, axes=_shape_arg(axes) if axes else None)
-
-    def sum(self, axis=None, keepdims=False):
-        return ops.sum(self, axis=axis, keepdims=keepdims)
-
-    def mean(self, axis=None, keepdims=False):
-        return ops.mean(self, axis=axis, keepdims=keepdims)
-
-    def max(self, axis=None, keepdims=False):
-        return ops.max(self, axis=axis, keepdims=keepdims)
-
-    def min(self, axis=None, keepdims=False):
-        return ops.min(self, axis=axis, keepdims=keepdims)
-
-    def __getitem__(self, key):
-        return ops.getitem(self, key)
-
-    def __setitem__(self, key, value):
-        if self._node is not None and self._node.op is not None:
-            raise autograd.GraphError("in-place assignment to a tensor computed inside record() "
-                                      "would corrupt the gradients of the graph that saved it")
-        if isinstance(value, Tensor):
-            value = value.data
-        self.data[ops.shape.index_key(key, self.device)] = value
-        autograd.changed_in_place(self.data)
-
     def __len__(self):
         if self.ndim == 0:
             raise TypeError("len() of a 0-d tensor")
@@ -207,79 +157,6 @@ class Tensor:
     def __iter__(self):
         for i in range(len(self)):
             yield self[i]
-
-    # ------------------------------------------------------------------ operators
-    def __add__(self, other):
-        return ops.add(self, other)
-
-    def __radd__(self, other):
-        return ops.add(other, self)
-
-    def __sub__(self, other):
-        return ops.subtract(self, other)
-
-    def __rsub__(self, other):
-        return ops.subtract(other, self)
-
-    def __mul__(self, other):
-        return ops.multiply(self, other)
-
-    def __rmul__(self, other):
-        return ops.multiply(other, self)
-
-    def __truediv__(self, other):
-        return ops.divide(self, other)
-
-    def __rtruediv__(self, other):
-        return ops.divide(other, self)
-
-    def __pow__(self, other):
-        return ops.power(self, other)
-
-    def __rpow__(self, other):
-        return ops.power(other, self)
-
-    def __matmul__(self, other):
-        return ops.matmul(self, other)
-
-    def __rmatmul__(self, other):
-        return ops.matmul(other, self)
-
-    def __neg__(self):
-        return ops.negative(self)
-
-    def __pos__(self):
-        return self
-
-    def __abs__(self):
-        return ops.abs(self)
-
-    def __eq__(self, other):
-        return ops.equal(self, other)
-
-    def __ne__(self, other):
-        return ops.not_equal(self, other)
-
-    def __lt__(self, other):
-        return ops.less(self, other)
-
-    def __le__(self, other):
-        return ops.less_equal(self, other)
-
-    def __gt__(self, other):
-        return ops.greater(self, other)
-
-    def __ge__(self, other):
-        return ops.greater_equal(self, other)
-
-    def __and__(self, other):
-        return ops.logical_and(self, other)
-
-    def __or__(self, other):
-        return ops.logical_or(self, other)
-
-    def __invert__(self):
-        return ops.logical_not(self)
 
     __hash__ = object.__hash__
 
@@ -325,13 +202,6 @@ def _forbid_host_read(what):
                                  backend.HOST_READ_WHY)
 
 
-def _shape_arg(args):
-    """reshape(2, 3) and reshape((2, 3)) mean the same."""
-    if len(args) == 1 and not isinstance(args[0], numbers.Integral):
-        return tuple(args[0])
-    return tuple(args)
-
-
 def wrap(data, device, node=None):
     """A Tensor around a backend array, without copying or checking (internal fast path)."""
     t = object.__new__(Tensor)
@@ -344,7 +214,7 @@ def _leaf_like(cls, data, device, grad_req, grad):
     t = object.__new__(cls)
     t.data, t.device, t._node, t.grad, t._tangent = data, device, None, None, None
     if grad_req != "null":
-        t._node = autograd.Leaf(t, grad_req)
+        t._node = graph.Leaf(t, grad_req)
         t.grad = wrap(grad, device) if grad is not None else None
     return t
 
@@ -385,7 +255,7 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
             raise TypeError(f"cannot make a tensor from {type(data).__name__}: {data!r:.80}")
         if dtype is None and arr.dtype.kind in "iuf":
             dtype = backend.get_default_dtype()
-    _check_numeric(arr.dtype if dtype is None else dtype, data)
+    check_numeric(arr.dtype if dtype is None else dtype, data)
     dev = backend.canonical_device(device) if device is not None else (
         src_device or backend.default_device())
     be = backend.get(dev)
@@ -402,7 +272,7 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
 array = tensor
 
 
-def _check_numeric(dtype, data):
+def check_numeric(dtype, data):
     """Tensors hold booleans, integers or real floats: every rule and kernel assumes real
     arithmetic (the sigmoid of a complex number would come out as a wrong real number)."""
     if dtype.kind not in "biuf":
@@ -521,5 +391,5 @@ def randn(*shape, dtype=None, device=None, requires_grad=False):
 def from_dlpack(obj):
     """A tensor sharing memory with any DLPack exporter (PyTorch, JAX, NumPy, CuPy)."""
     arr = backend.from_dlpack(obj)
-    _check_numeric(arr.dtype, obj)
+    check_numeric(arr.dtype, obj)
     return wrap(arr, backend.device_of_array(arr))

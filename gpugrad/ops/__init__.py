@@ -1,6 +1,7 @@
 """The table of differentiable ops: `OPS` maps each name to its declaration."""
 
 from gpugrad.ops import activation, elementwise, function, linalg, loss, reduce, shape
+from gpugrad.ops import methods  # noqa: F401  (installs Tensor's operators and methods)
 from gpugrad.ops.registry import CONSTANTS, OPS
 from gpugrad.ops.elementwise import (
     add, subtract, multiply, divide, power, square, maximum, minimum, where, negative, exp, expm1, log,

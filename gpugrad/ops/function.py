@@ -8,7 +8,7 @@ constant.
 """
 
 from gpugrad import tensors
-from gpugrad import autograd
+from gpugrad.ops import registry
 from gpugrad.ops.registry import Op
 
 
@@ -88,7 +88,7 @@ def _function_op(cls):
 
 
 def _apply(op, inputs, ctx):
-    return autograd.apply(op, tuple(inputs), {"ctx": ctx})
+    return registry.apply(op, tuple(inputs), {"ctx": ctx})
 
 
 def _saved(key, xs, y, like):

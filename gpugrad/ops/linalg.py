@@ -1,6 +1,6 @@
 """Matrix products with NumPy's matmul semantics (1-D operands and batch broadcasting)."""
 
-from gpugrad import autograd
+from gpugrad import graph
 from gpugrad import backend
 from gpugrad import tensors
 from gpugrad.ops import elementwise as ew
@@ -10,12 +10,12 @@ from gpugrad.ops.registry import defop
 
 def _matmul(xp, a, b):
     if a.ndim == 0 or b.ndim == 0:
-        raise autograd.ShapeError(f"matmul: operands must be at least 1-D, got shapes "
+        raise graph.ShapeError(f"matmul: operands must be at least 1-D, got shapes "
                                   f"{a.shape} and {b.shape} (use multiply for scalars)")
     k_a = a.shape[-1]
     k_b = b.shape[0] if b.ndim == 1 else b.shape[-2]
     if k_a != k_b:
-        raise autograd.ShapeError(
+        raise graph.ShapeError(
             f"matmul: shapes {a.shape} and {b.shape} are not aligned: {k_a} (last dim of a) "
             f"!= {k_b} ({'dim 0' if b.ndim == 1 else 'second-to-last dim'} of b)")
     return backend.matmul(xp, a, b)
@@ -65,7 +65,7 @@ matmul = defop("matmul", _matmul, save={"a": "b", "b": "a"},
 
 def _linear(xp, x, w, b):
     if x.shape[-1] != w.shape[1]:
-        raise autograd.ShapeError(f"linear: input has {x.shape[-1]} features (shape {x.shape}) "
+        raise graph.ShapeError(f"linear: input has {x.shape[-1]} features (shape {x.shape}) "
                                   f"but the weight expects {w.shape[1]} (shape {w.shape})")
     y = backend.matmul(xp, x, w.T)
     if b is not None:
@@ -114,7 +114,7 @@ def dot(a, b):
     if a.ndim == 0 or b.ndim == 0:
         return ew.multiply(a, b)
     if b.ndim > 2:
-        raise autograd.ShapeError(
+        raise graph.ShapeError(
             f"dot: b has shape {b.shape}; NumPy's N-D dot (b.ndim > 2) is not supported, "
             f"use gg.matmul for batched products")
     return matmul(a, b)

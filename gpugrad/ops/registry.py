@@ -1,4 +1,5 @@
-"""The registry of differentiable ops and the three ways to declare one.
+"""The registry of differentiable ops, the three ways to declare one, and apply(), which runs
+one (recording a graph node when autograd records).
 
 A declaration names the op, gives its forward as `lambda xp, <inputs>, *, <params>: ...`
 (written once for NumPy and CuPy), says what it saves for backward, and gives its rules:
@@ -16,7 +17,10 @@ returning either. Inputs that are not saved reach the rules as placeholders that
 
 import inspect
 
-from gpugrad import autograd
+import numpy as np
+
+from gpugrad import backend
+from gpugrad import graph
 from gpugrad import tensors
 
 OPS = {}
@@ -144,7 +148,7 @@ def _register(op, doc):
         def function(inputs, *extra, **params):
             if extra:
                 params = positional_params(extra, params)
-            return autograd.apply(op, tuple(inputs), op.bind(params))
+            return apply(op, tuple(inputs), op.bind(params))
     else:
         def function(*inputs, **params):
             if len(inputs) != n:
@@ -152,7 +156,7 @@ def _register(op, doc):
                     raise TypeError(f"{op.name}() takes {n} input(s) ({', '.join(op.inputs)}), "
                                     f"got {len(inputs)}")
                 inputs, params = inputs[:n], positional_params(inputs[n:], params)
-            return autograd.apply(op, inputs, op.bind(params))
+            return apply(op, inputs, op.bind(params))
     function.__name__ = function.__qualname__ = op.name
     function.__doc__ = doc
     function.op = op
@@ -214,3 +218,154 @@ def defop(name, forward, save, jvp, vjp=None, vjp_all=None, optional=(), doc=Non
 
 def defconstant(name, forward, doc=None):
     return _register(Op(name, forward, "", "constant"), doc)
+
+
+# ---------------------------------------------------------------------------- applying an op
+
+
+def _coerce(op, inputs):
+    """Check devices; turn arrays and lists into tensors on the common device."""
+    device = None
+    for x in inputs:
+        if isinstance(x, tensors.Tensor):
+            if device is None:
+                device = x.device
+            elif x.device != device:
+                raise backend.DeviceError(
+                    f"{op.name}: tensors are on different devices, {device!r} and {x.device!r}; "
+                    f"move one with .to(device)")
+        elif isinstance(x, graph.Unsaved):
+            x.fail()
+    out = []
+    for i, x in enumerate(inputs):
+        if isinstance(x, tensors.Tensor):
+            out.append(x)
+        elif isinstance(x, (bool, int, float, np.generic)):
+            out.append(x)
+        elif x is None:
+            if i not in op.optional:
+                raise TypeError(f"{op.name}: input {op.input_name(i)} is None")
+            out.append(None)  # an optional input that is absent (linear without a bias)
+        else:
+            out.append(tensors.tensor(x, device=device))
+    if not out:
+        raise ValueError(f"{op.name}: needs at least one tensor, got none")
+    if not any(isinstance(x, tensors.Tensor) for x in out):
+        out[0] = tensors.tensor(out[0])  # only Python scalars: the first gets the default dtype
+    return out
+
+
+def _forward_error(op, inputs, e):
+    shapes = [x.shape if isinstance(x, tensors.Tensor) else type(x).__name__ for x in inputs]
+    if op.kind == "elementwise" and "broadcast" in str(e):
+        listed = " and ".join(str(s) for s in shapes)
+        return graph.ShapeError(f"{op.name}: shapes {listed} cannot be broadcast together")
+    message = f"{op.name}: {e} (input shapes {', '.join(map(str, shapes))})"
+    try:
+        return type(e)(message)
+    except TypeError:  # an exception type whose constructor wants more than a message
+        return ValueError(message)
+
+
+_Tensor = None  # tensors.Tensor, bound on first use
+_SCALARS = (bool, int, float)
+
+
+def _fast_inputs(inputs):
+    """(arrays, device) when every input is a Tensor on one device or a Python scalar, else
+    None: the common case in one pass; _coerce handles the rest."""
+    device = None
+    arrays = []
+    for x in inputs:
+        cls = type(x)
+        if cls is _Tensor:
+            if device is None:
+                device = x.device
+            elif x.device != device:
+                return None
+            arrays.append(x.data)
+        elif cls in _SCALARS:
+            arrays.append(x)
+        else:
+            return None
+    return (arrays, device) if device is not None else None
+
+
+def apply(op, inputs, params):
+    """Run an op's forward; record a graph.Node when recording and an input is in the graph."""
+    global _Tensor
+    if _Tensor is None:
+        _Tensor = tensors.Tensor
+    fast = _fast_inputs(inputs)
+    if fast is not None:
+        xs = inputs
+        arrays, device = fast
+    else:
+        xs = _coerce(op, inputs)
+        device = None
+        arrays = []
+        for x in xs:
+            if isinstance(x, tensors.Tensor):
+                arrays.append(x.data)
+                device = device or x.device
+            else:
+                arrays.append(x)
+    be = backend.get(device)
+    parents = None
+    if graph._state.recording and op.differentiable:
+        parents = tuple(x._node if isinstance(x, tensors.Tensor) else None for x in xs)
+        if all(p is None for p in parents):
+            parents = None
+    tangents = None
+    if graph._state.forward_mode and op.differentiable:
+        tangents = tuple(x._tangent if isinstance(x, tensors.Tensor) else None for x in xs)
+        if all(t is None for t in tangents):
+            tangents = None
+    structure = graph._state.structure_only
+    if structure is not None and parents is not None:
+        structure.note_inputs(xs)
+    aux = None
+    try:
+        if op.forward_saving is not None and structure is None and (
+                parents is not None or tangents is not None):
+            with be.active:
+                y, aux = op.forward_saving(be.xp, *arrays, **params)
+        elif be.is_cpu:  # no device to make current
+            y = op.forward(np, *arrays, **params)
+        else:
+            with be.active:
+                y = op.forward(be.xp, *arrays, **params)
+    except graph.ShapeError:
+        raise
+    except (ValueError, IndexError, TypeError) as e:
+        raise _forward_error(op, xs, e) from e
+    if be.is_cpu and type(y) is not np.ndarray and not backend.is_backend_array(y):
+        y = np.asarray(y)  # NumPy reductions return scalars (to_device returns a device array)
+    y_device = backend.device_of_array(y) if op.moves_device else device
+    floating = y.dtype.kind == "f"
+    node = None
+    if parents is not None and floating:
+        devices = [x.device if isinstance(x, tensors.Tensor) else None for x in xs]
+        node = graph.Node(op, parents, devices, arrays, y, y_device, params, aux,
+                          keep=structure is None)
+        if structure is not None:
+            structure.nodes.add(node)
+        if graph._state.anomaly:
+            graph._recorded_at[node] = graph._user_line()
+    out = tensors.wrap(y, y_device, node)
+    if tangents is not None and floating:
+        out._tangent = _tangent_of(op, tangents, xs, out, aux, params)
+    return out
+
+
+def _tangent_of(op, ts, xs, y, aux, params):
+    """The output's tangent from the op's jvp rule (forward mode)."""
+    graph._state.forward_mode = False  # tangent arithmetic must not carry tangents of its own
+    try:
+        extra = {k: tensors.wrap(a, y.device) for k, a in aux.items()} if aux else {}
+        t = op.jvp(ts, *xs, y=y, **extra, **params)
+        if t.shape != y.shape:
+            t = OPS["broadcast_to"].function(t, y.shape)
+        return t if t.dtype == y.dtype else t.astype(y.dtype)
+    finally:
+        graph._state.forward_mode = True
