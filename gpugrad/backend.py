@@ -15,67 +15,16 @@ import threading
 import numpy as np
 
 from gpugrad import kernels
+# the graphed-step state and its errors live in graphstep.py, below the backends that check
+# them; they are handed on from here (backend.capturing(), backend.DeviceError, ...)
+from gpugrad.graphstep import (  # noqa: F401
+    HOST_READ_WHY, RANDOM_WHY, DeviceError, GraphStepError, bake, capturing,
+    forbid_in_graph_step, graph_step, in_graph_step,
+)
 
 _INSTALL_HINT = (
     "pip install 'gpugrad[cuda13]' (CUDA 13) or 'gpugrad[cuda12]' (CUDA 12)"
 )
-
-
-class DeviceError(RuntimeError):
-    """A device was asked for that cannot be used here, or devices were mixed."""
-
-
-class GraphStepError(RuntimeError):
-    """A graphed step (gg.cuda.graph) did something a captured CUDA graph cannot replay
-    faithfully: read values on the host, drew random numbers, changed a baked-in setting."""
-
-
-# ---------------------------------------------------------------------------- graphed steps
-
-_graph_state = threading.local()
-
-
-@contextlib.contextmanager
-def graph_step(capturing=False, baked=None):
-    """Mark the code inside as a graphed step (gpugrad/cuda.py), on any device, so that what a
-    CUDA graph cannot hold fails here too; `capturing` when a CUDA stream is capturing it;
-    `baked` a list that bake() fills."""
-    before = getattr(_graph_state, "mode", None), getattr(_graph_state, "baked", None)
-    _graph_state.mode, _graph_state.baked = "capturing" if capturing else "step", baked
-    try:
-        yield
-    finally:
-        _graph_state.mode, _graph_state.baked = before
-
-
-def in_graph_step():
-    return getattr(_graph_state, "mode", None) is not None
-
-
-def capturing():
-    """True while a CUDA stream captures a graphed step: host-side checks of device values
-    (label ranges, say) cannot run, and the kernels mark bad values with NaN instead."""
-    return getattr(_graph_state, "mode", None) == "capturing"
-
-
-def forbid_in_graph_step(what, why):
-    if getattr(_graph_state, "mode", None) is not None:
-        raise GraphStepError(f"{what} inside a graphed step (gg.cuda.graph): {why}")
-
-
-def bake(owner, *names):
-    """Note, while a graphed step is being recorded, the settings of `owner` (an optimizer's
-    learning rate, say) that the step reads on the host: the graph holds their values, so
-    gg.cuda.graph refuses to replay once they change."""
-    baked = getattr(_graph_state, "baked", None)
-    if baked is not None:
-        baked.extend((owner, name, getattr(owner, name)) for name in names)
-
-
-HOST_READ_WHY = ("a captured graph cannot wait for the GPU mid-step; return the tensor from the "
-                  "step and read it after the call")
-RANDOM_WHY = ("a captured graph replays the same random numbers on every call; draw them "
-               "outside the step and pass them in as an argument")
 
 
 # ---------------------------------------------------------------------------- CuPy probing
@@ -555,25 +504,3 @@ def vdot(xp, a, b):
     return xp.vdot(a.reshape(-1), b.reshape(-1))
 
 
-def pack_mask(xp, cond):
-    """A boolean array -> uint32 words, element i at bit i % 32 of word i // 32 (as the CUDA
-    kernels write it), so a mask costs 1 bit per element on either backend."""
-    flat = cond.reshape(-1)
-    if xp is np:
-        packed = np.packbits(flat, bitorder="little")
-        words = np.zeros((flat.size + 31) // 32, np.uint32)
-        words.view(np.uint8)[: packed.size] = packed
-        return words
-    padded = xp.zeros(((flat.size + 31) // 32) * 32, xp.uint32)
-    padded[: flat.size] = flat
-    return (padded.reshape(-1, 32) << xp.arange(32, dtype=xp.uint32)).sum(axis=1, dtype=xp.uint32)
-
-
-def unpack_mask(xp, words, shape):
-    """pack_mask's inverse: uint32 words -> a boolean array of `shape`."""
-    n = int(np.prod(shape, dtype=np.int64))
-    if xp is np:
-        bits = np.unpackbits(words.view(np.uint8), count=n, bitorder="little")
-    else:
-        bits = ((words[:, None] >> xp.arange(32, dtype=xp.uint32)) & 1).reshape(-1)[:n]
-    return bits.reshape(shape).view(bool) if xp is np else bits.reshape(shape).astype(bool)

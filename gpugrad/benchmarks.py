@@ -201,7 +201,7 @@ def kernel_cases(activation, n, device):
         x = xp.asarray((rng.standard_normal(n) * 3).astype(np.float32))
         g = xp.asarray(rng.standard_normal(n).astype(np.float32))
         y = gpugrad.OPS[declared.name].forward(xp, x, **forward_params)
-        saved = {"x": x, "y": y, "mask": backend.pack_mask(xp, x > 0)}[saved_kind]
+        saved = {"x": x, "y": y, "mask": kernels.pack_mask(xp, x > 0)}[saved_kind]
         dst = xp.empty_like(x)
 
     def run(on):

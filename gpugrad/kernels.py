@@ -82,6 +82,33 @@ def sources():
     return sorted(p.name for p in source_dir().glob("*.cu"))
 
 
+# ---------------------------------------------------------------------------- 1-bit masks
+
+
+def pack_mask(xp, cond):
+    """A boolean array -> uint32 words, element i at bit i % 32 of word i // 32 (as the CUDA
+    kernels write it), so a mask costs 1 bit per element on either backend."""
+    flat = cond.reshape(-1)
+    if xp is np:
+        packed = np.packbits(flat, bitorder="little")
+        words = np.zeros((flat.size + 31) // 32, np.uint32)
+        words.view(np.uint8)[: packed.size] = packed
+        return words
+    padded = xp.zeros(((flat.size + 31) // 32) * 32, xp.uint32)
+    padded[: flat.size] = flat
+    return (padded.reshape(-1, 32) << xp.arange(32, dtype=xp.uint32)).sum(axis=1, dtype=xp.uint32)
+
+
+def unpack_mask(xp, words, shape):
+    """pack_mask's inverse: uint32 words -> a boolean array of `shape`."""
+    n = int(np.prod(shape, dtype=np.int64))
+    if xp is np:
+        bits = np.unpackbits(words.view(np.uint8), count=n, bitorder="little")
+    else:
+        bits = ((words[:, None] >> xp.arange(32, dtype=xp.uint32)) & 1).reshape(-1)[:n]
+    return bits.reshape(shape).view(bool) if xp is np else bits.reshape(shape).astype(bool)
+
+
 # ---------------------------------------------------------------------------- the switch
 
 _local = threading.local()
@@ -112,21 +139,38 @@ _modules = {}
 _lock = threading.Lock()
 
 
-_activation_functors = {}  # kernel -> (forward functor, backward functor or None)
+class DeclaredKernel:
+    """What gpugrad/ops/activation.py declares of one activation kernel: the functor names its
+    GG_ACTIVATIONS row makes in activations.cu, and the same math on arrays (the reference the
+    strict test device's stand-ins compute): forward(xp, x, p0, p1), backward(xp, g, s, p0, p1),
+    and for relu and leaky_relu the 1-bit mask(xp, x)."""
+
+    __slots__ = ("forward_functor", "backward_functor", "forward", "backward", "mask")
+
+    def __init__(self, forward_functor, backward_functor, forward, backward=None, mask=None):
+        self.forward_functor, self.backward_functor = forward_functor, backward_functor
+        self.forward, self.backward, self.mask = forward, backward, mask
+
+
+_activations = {}  # kernel name -> DeclaredKernel
 _launchers = None  # built on first use from the fixed launchers and the declared activations
 
 
-def declare_activation(kernel, forward, backward):
-    """Called by gpugrad/ops/activation.py for each declared activation's kernel: the functor
-    names its GG_ACTIVATIONS row makes in activations.cu."""
+def declare_activation(kernel, declared):
+    """Called by gpugrad/ops/activation.py for each kernel of each declared activation."""
     global _launchers
-    _activation_functors[kernel] = (forward, backward)
+    _activations[kernel] = declared
     _launchers = None
+
+
+def declared_activations():
+    """{activation kernel: DeclaredKernel}, as declared."""
+    return dict(_activations)
 
 
 def activation_functors():
     """{activation kernel: (forward functor, backward functor or None)}, as declared."""
-    return dict(_activation_functors)
+    return {k: (d.forward_functor, d.backward_functor) for k, d in _activations.items()}
 
 
 def _functors(kname):

@@ -25,15 +25,16 @@ import weakref
 
 import numpy as np
 
+from gpugrad import graphstep
+from gpugrad import kernels
+
 DEVICE = "strict"
 IMPLICIT = ("Implicit conversion to a NumPy array is not allowed on the strict test device "
             "(as in CuPy). Please use `.get()` to construct a NumPy array explicitly.")
 
 
 def _capturing():
-    from gpugrad import backend
-
-    return backend.capturing()
+    return graphstep.capturing()
 
 
 # ---------------------------------------------------------------------------- device memory
@@ -381,8 +382,6 @@ _CTYPES = {"float": np.float32, "double": np.float64, "int": np.int32, "long lon
 @functools.lru_cache(maxsize=None)
 def _signatures(source):
     """{kernel: [(C type, is pointer), ...]} read from a .cu file's __global__ declarations."""
-    from gpugrad import kernels
-
     text = (kernels.source_dir() / source).read_text()
     out = {}
     for name, params in re.findall(r"__global__\s+void\s+(\w+)\s*\(([^)]*)\)", text):
@@ -451,20 +450,11 @@ class _StandIn:
 def _functor(name):
     """The NumPy formula a functor of activations.cu must equal: the declared activation's
     array math (the CPU op path), with the kernel's p0, p1 as its numeric parameters."""
-    from gpugrad.ops import activation as act
-
-    for a in act.ACTIVATIONS.values():
-        for key, (_, stem) in a.kernels.items():
-            fixed = {} if a.variant is None else {a.variant: key}
-            numeric = [p for p, _ in a.params if p != a.variant]
-
-            def params(p0, p1, fixed=fixed, numeric=numeric):
-                return {**fixed, **dict(zip(numeric, (p0, p1)))}
-            if name == f"{stem}Fwd":
-                return lambda x, p0, p1, a=a, params=params: a.forward(np, x, **params(p0, p1))
-            if a.backward is not None and name == f"{stem}BwdFrom{a.saves.upper()}":
-                return lambda g, s, p0, p1, a=a, params=params: a.backward(np, g, s,
-                                                                          **params(p0, p1))
+    for declared in kernels.declared_activations().values():
+        if name == declared.forward_functor:
+            return lambda x, p0, p1: declared.forward(np, x, p0, p1)
+        if name == declared.backward_functor:
+            return lambda g, s, p0, p1: declared.backward(np, g, s, p0, p1)
     raise KeyError(f"no declared activation has the functor {name}")
 
 
@@ -477,19 +467,15 @@ def _act_bwd(k, g, saved, dx, n, p0, p1):
 
 
 def _relu_fwd_mask(k, x, y, mask, n, slope):
-    from gpugrad import backend
-    from gpugrad.ops import activation as act
-
+    declared = kernels.declared_activations()["leaky_relu" if slope else "relu"]
     x = x[:n]
-    y[:n] = np.where(x > 0, x, x * slope) if slope else np.maximum(x, 0)
-    words = backend.pack_mask(np, act.leaky_relu_mask(np, x) if slope else act.relu_mask(np, x))
+    y[:n] = declared.forward(np, x, slope)
+    words = kernels.pack_mask(np, declared.mask(np, x))
     mask[: words.size] = words
 
 
 def _relu_bwd_mask(k, g, mask, dx, n, slope):
-    from gpugrad import backend
-
-    bit = backend.unpack_mask(np, mask, (n,))
+    bit = kernels.unpack_mask(np, mask, (n,))
     dx[:n] = np.where(bit, g[:n], g[:n] * slope if slope else 0)
 
 

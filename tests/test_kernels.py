@@ -194,11 +194,11 @@ def test_every_activation_has_its_launchers():
 def test_mask_packs_one_bit_per_element(n, device):
     xp = backend.get(device).xp
     bits = np.random.default_rng(n).random(n) > 0.5
-    words = backend.pack_mask(xp, xp.asarray(bits))
+    words = kernels.pack_mask(xp, xp.asarray(bits))
     assert words.dtype == np.uint32 and words.nbytes == 4 * ((n + 31) // 32)
     expected = sum(int(b) << i for i, b in enumerate(bits[:32]))
     assert int(words[0]) == expected  # element i at bit i of word i // 32, as the kernel writes
-    assert np.array_equal(host(backend.unpack_mask(xp, words, (n,))), bits)
+    assert np.array_equal(host(kernels.unpack_mask(xp, words, (n,))), bits)
 
 
 def test_relu_saves_a_mask_not_its_input(device):
@@ -335,7 +335,7 @@ def test_every_kernel_compiles_with_nvrtc():
 def test_relu_backward_from_the_mask_with_non_finite_gradients():
     """A dead unit passes 0 even for an infinite gradient (as the kernel and PyTorch do)."""
     x = np.array([1.0, -1.0, 2.0, -2.0], np.float32)
-    mask = gg.tensor(backend.pack_mask(np, x > 0))
+    mask = gg.tensor(kernels.pack_mask(np, x > 0))
     g = gg.tensor(np.array([np.inf, np.inf, np.nan, 1.0], np.float32))
     np.testing.assert_array_equal(host(gg.relu_backward(g, mask)), [np.inf, 0, np.nan, 0])
     np.testing.assert_array_equal(host(gg.relu_backward(g, mask, negative_slope=0.5)),

@@ -42,7 +42,7 @@ MASK_BITS = R.random(64) > 0.5
 def _mask(g):
     """A fixed random 1-bit mask (packed as the relu forward packs it) for g's elements."""
     bits = MASK_BITS[: g.size].reshape(g.shape)
-    return gg.tensor(gg.backend.pack_mask(np, bits), device=g.device)
+    return gg.tensor(gg.kernels.pack_mask(np, bits), device=g.device)
 
 
 def _labels(x):

@@ -213,7 +213,7 @@ def _mask_backward(xp, g, mask, *, negative_slope=0.0):
     k = backend.fused("relu_bwd_mask", xp, g)
     if k:
         return k(g, mask, negative_slope)
-    bits = backend.unpack_mask(xp, mask, g.shape)
+    bits = kernels.unpack_mask(xp, mask, g.shape)
     if negative_slope:  # multiplying is ~8x faster than where() on a random mask
         scale = bits.astype(g.dtype)
         scale *= 1 - negative_slope
@@ -256,7 +256,7 @@ def _mask_saving_of(a, forward):
             y, mask = k(x, slope or 0.0)
             return y, {"mask": mask}
         bits = relu_mask(xp, x) if slope is None else leaky_relu_mask(xp, x)
-        return forward(xp, x, **params), {"mask": backend.pack_mask(xp, bits)}
+        return forward(xp, x, **params), {"mask": kernels.pack_mask(xp, bits)}
     return forward_saving
 
 
@@ -315,12 +315,29 @@ for _a in ACTIVATIONS.values():
 del _a
 
 
-# the kernel loader learns each kernel's functors (the names activations.cu makes from the row)
+def _declare_kernels(a):
+    """Tell the kernel loader each kernel of the row: the functor names activations.cu makes
+    from its GG_ACTIVATIONS row, and the row's math with the kernels' p0, p1 as parameters."""
+    numeric = [p for p, _ in a.params if p != a.variant]
+    for key, (kernel, stem) in a.kernels.items():
+        fixed = {} if a.variant is None else {a.variant: key}
+
+        def params(p0, p1, fixed=fixed):
+            return {**fixed, **dict(zip(numeric, (p0, p1)))}
+        mask = None
+        if a.saves == "mask":
+            mask = relu_mask if "negative_slope" not in dict(a.params) else leaky_relu_mask
+        kernels.declare_activation(kernel, kernels.DeclaredKernel(
+            f"{stem}Fwd", None if a.saves == "mask" else f"{stem}BwdFrom{a.saves.upper()}",
+            forward=lambda xp, x, p0=0.0, p1=0.0, params=params: a.forward(xp, x, **params(p0, p1)),
+            backward=None if a.backward is None else (
+                lambda xp, g, s, p0=0.0, p1=0.0, params=params: a.backward(xp, g, s, **params(p0, p1))),
+            mask=mask))
+
+
 for _a in ACTIVATIONS.values():
-    for _kernel, _stem in _a.kernels.values():
-        kernels.declare_activation(_kernel, f"{_stem}Fwd",
-                                   None if _a.saves == "mask" else f"{_stem}BwdFrom{_a.saves.upper()}")
-del _a, _kernel, _stem
+    _declare_kernels(_a)
+del _a
 
 
 def variant_params(a):

@@ -1,0 +1,67 @@
+"""Graphed steps (gg.cuda.graph): the state every capture check reads, in one place.
+
+A step run under graph_step() must keep what a captured CUDA graph can replay: no host reads
+of device values, no random numbers, no change to a setting it baked in. Every check in gpugrad
+asks here (in_graph_step, capturing, forbid_in_graph_step, bake); backend.py hands the same
+names on. The two errors of devices and graphed steps live here too, below every backend.
+"""
+
+import contextlib
+import threading
+
+
+class DeviceError(RuntimeError):
+    """A device was asked for that cannot be used here, or devices were mixed."""
+
+
+class GraphStepError(RuntimeError):
+    """A graphed step (gg.cuda.graph) did something a captured CUDA graph cannot replay
+    faithfully: read values on the host, drew random numbers, changed a baked-in setting."""
+
+
+# ---------------------------------------------------------------------------- graphed steps
+
+_graph_state = threading.local()
+
+
+@contextlib.contextmanager
+def graph_step(capturing=False, baked=None):
+    """Mark the code inside as a graphed step (gpugrad/cuda.py), on any device, so that what a
+    CUDA graph cannot hold fails here too; `capturing` when a CUDA stream is capturing it;
+    `baked` a list that bake() fills."""
+    before = getattr(_graph_state, "mode", None), getattr(_graph_state, "baked", None)
+    _graph_state.mode, _graph_state.baked = "capturing" if capturing else "step", baked
+    try:
+        yield
+    finally:
+        _graph_state.mode, _graph_state.baked = before
+
+
+def in_graph_step():
+    return getattr(_graph_state, "mode", None) is not None
+
+
+def capturing():
+    """True while a CUDA stream captures a graphed step: host-side checks of device values
+    (label ranges, say) cannot run, and the kernels mark bad values with NaN instead."""
+    return getattr(_graph_state, "mode", None) == "capturing"
+
+
+def forbid_in_graph_step(what, why):
+    if getattr(_graph_state, "mode", None) is not None:
+        raise GraphStepError(f"{what} inside a graphed step (gg.cuda.graph): {why}")
+
+
+def bake(owner, *names):
+    """Note, while a graphed step is being recorded, the settings of `owner` (an optimizer's
+    learning rate, say) that the step reads on the host: the graph holds their values, so
+    gg.cuda.graph refuses to replay once they change."""
+    baked = getattr(_graph_state, "baked", None)
+    if baked is not None:
+        baked.extend((owner, name, getattr(owner, name)) for name in names)
+
+
+HOST_READ_WHY = ("a captured graph cannot wait for the GPU mid-step; return the tensor from the "
+                  "step and read it after the call")
+RANDOM_WHY = ("a captured graph replays the same random numbers on every call; draw them "
+               "outside the step and pass them in as an argument")
