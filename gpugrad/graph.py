@@ -1,10 +1,11 @@
-"""Recording: the recording state, the graph's nodes, and applying an op (forward mode too).
+"""Recording: its state (record, pause, forward mode, structure-only, anomaly mode), the
+graph's nodes, and the tracking of in-place changes.
 
 A recorded op leaves a Node holding its input nodes, the arrays its declaration saves, and the
 shapes of everything else. A leaf (attach_grad) has a Leaf node holding its tensor only by weak
-reference, so the graph has no cycles and dies with the last tensor that reaches it. The
-reverse-mode engine that walks these nodes is gpugrad/autograd.py, which also hands on the
-public names of this module (gg.autograd.record, ...).
+reference, so the graph has no cycles and dies with the last tensor that reaches it. This
+module knows no Tensor and no op: ops/registry.py's apply() makes the nodes, and autograd.py's
+engine walks them (autograd.py also hands on this module's public names: gg.autograd.record).
 """
 
 import contextlib
