@@ -88,8 +88,15 @@ def _rule_inputs(node, create_graph):
     else:
         y = Unsaved(op.name, "its output y", node.out_meta)
     aux = {}
+    remade = None
     for k in op.aux:  # arrays only backward needs (no history: they are not differentiable)
         a = saved.get(k)
+        if a is None and op.aux_from_output is not None and "y" in saved:
+            if remade is None:  # dropped for the output a consumer keeps: made again from it
+                be = backend.get(node.out_meta[2])
+                with be.active:
+                    remade = op.aux_from_output[1](be.xp, saved["y"], **node.params)
+            a = remade[k]
         aux[k] = tensors.wrap(a, node.out_meta[2]) if a is not None else Unsaved(
             op.name, k, (None, None, node.out_meta[2]))
     return args, y, aux
@@ -256,6 +263,7 @@ def _run(heads, head_grads, retain_graph, create_graph, targets=None):
                     if gi is not None:
                         _accumulate(grads, owned, p, gi, g, node, input_grads, create_graph)
                 if not retain_graph:
+                    _remake_from_output(node)
                     node.free()
                     freed.append(node)
     except BaseException as e:
@@ -268,6 +276,22 @@ def _run(heads, head_grads, retain_graph, create_graph, targets=None):
     if targets is None:
         _write_leaves(leaves, create_graph, {id(g.data) for g in head_grads})
     return found
+
+
+def _remake_from_output(node):
+    """Before a node frees the output of a parent that dropped its own arrays for it (relu's
+    mask: registry._share_saved_outputs), the parent makes them again from it, so that from
+    here to its own backward it keeps 1 bit per element, not the output."""
+    for i, p in enumerate(node.parents):
+        if p is None or p.op is None or p.op.aux_from_output is None or p.freed:
+            continue
+        y = p.saved.get("y")
+        if y is None or node.saved.get(i) is not y or any(k in p.saved for k in p.op.aux):
+            continue
+        be = backend.get(p.out_meta[2])
+        with be.active:
+            p.saved.update(p.op.aux_from_output[1](be.xp, y, **p.params))
+        del p.saved["y"]
 
 
 def _exclusive(gi, g, node, input_grads):

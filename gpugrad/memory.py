@@ -201,8 +201,9 @@ def mlp_formula(d, h, q, batch, dtype="float32", bias=False, activation="relu",
 
     Training keeps, until backward (each buffer once):
       x       batch * d    the input, for dL/dW1 = dL/dz^T x
-      mask    4 * ceil(batch * h / 32) for relu/leaky_relu (1 bit per element of z);
       z       batch * h    for gelu/silu/softsign, whose derivative needs z
+              (relu and leaky_relu keep nothing more: the next layer keeps h, and their
+              backward reads its mask, h > 0, from h; alone they would keep a 1-bit mask)
               (tanh, sigmoid, elu, softplus keep their output, which is h: no extra bytes)
     (what each activation keeps is its declaration's `saves`, gpugrad/ops/activation.py)
       h       batch * h    for dL/dW2 = dL/do^T h
@@ -220,9 +221,7 @@ def mlp_formula(d, h, q, batch, dtype="float32", bias=False, activation="relu",
     terms["x"] = batch * d * s
     declared = ops.activation.ACTIVATIONS[activation]
     saves = declared.saved(dict(declared.params))
-    if saves == "mask":
-        terms["mask"] = 4 * ((batch * h + 31) // 32)
-    elif saves == "x":
+    if saves == "x":  # a "mask" is read from h, which the next layer keeps: nothing more
         terms["z"] = batch * h * s
     terms["h"] = batch * h * s
     terms["o"] = batch * q * s

@@ -260,6 +260,17 @@ def _mask_saving_of(a, forward):
     return forward_saving
 
 
+def _mask_from_output(a):
+    """relu's mask from its output, for when the next op keeps that output anyway: !(y <= 0)
+    equals !(x <= 0) for y = max(x, 0), NaN included; leaky_relu's x > 0 equals y > 0 for a
+    slope >= 0 (a negative slope flips the sign of y, so its mask stays)."""
+    if "negative_slope" not in dict(a.params):
+        return (lambda p: True,
+                lambda xp, y: {"mask": kernels.pack_mask(xp, relu_mask(xp, y))})
+    return (lambda p: p["negative_slope"] >= 0,
+            lambda xp, y, negative_slope: {"mask": kernels.pack_mask(xp, leaky_relu_mask(xp, y))})
+
+
 def _backward_op(a):
     """<name>_backward(g, x or out): linear in g; in the saved array, the row's `second`."""
     def run(xp, g, s, params):
@@ -293,7 +304,8 @@ def _declare(a):
         partial = (lambda g, x, y, mask, **p:
                    relu_backward(g, mask, negative_slope=p.get("negative_slope", 0.0)))
         op = defelementwise(a.name, forward, save="mask", aux=("mask",), params=params,
-                            forward_saving=_mask_saving_of(a, forward), partials=(partial,))
+                            forward_saving=_mask_saving_of(a, forward), partials=(partial,),
+                            aux_from_output=_mask_from_output(a))
         return {a.name: op}
     backward = _backward_op(a)
     if a.partial is not None:

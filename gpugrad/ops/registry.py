@@ -31,7 +31,7 @@ class Op:
     __slots__ = (
         "name", "forward", "inputs", "variadic", "defaults", "save", "dynamic_save",
         "vjp", "vjp_all", "jvp", "kind", "moves_device", "function", "differentiable",
-        "aux", "forward_saving", "optional", "scalar_g",
+        "aux", "forward_saving", "optional", "scalar_g", "aux_from_output",
     )
 
     def __init__(self, name, forward, save, kind, vjp=None, vjp_all=None, jvp=None,
@@ -60,6 +60,10 @@ class Op:
         # forward_saving(xp, ...) -> (y, {name: array}) also computes arrays that only backward
         # needs (a packed mask); it runs instead of forward when the result is recorded
         self.forward_saving, self.aux = forward_saving, tuple(aux)
+        # aux_from_output: (can(params), remake(xp, y, **params) -> {name: array}): the aux
+        # arrays can be made again from the output y, so they are dropped once a consumer
+        # saves y anyway (relu's mask, when the next layer keeps relu's output)
+        self.aux_from_output = None
         self.optional = frozenset(self.inputs.index(n) for n in optional)  # may be None
         # the partials are broadcasting arithmetic, so a uniform gradient may arrive as 0-d
         self.scalar_g = False
@@ -190,12 +194,13 @@ def _elementwise_jvp(partials):
 
 
 def defelementwise(name, forward, save, partials, forward_saving=None, aux=(), scalar_g=False,
-                   doc=None, params=None):
+                   doc=None, params=None, aux_from_output=None):
     """scalar_g=True promises that every partial is broadcasting arithmetic on g, so the engine
     may pass a uniform gradient as 0-d (not for partials that call a backward op or kernel)."""
     op = Op(name, forward, save, "elementwise", vjp=tuple(partials),
             jvp=_elementwise_jvp(partials), forward_saving=forward_saving, aux=aux, params=params)
     op.scalar_g = scalar_g
+    op.aux_from_output = aux_from_output
     return _register(op, doc)
 
 
@@ -350,12 +355,29 @@ def apply(op, inputs, params):
                           keep=structure is None)
         if structure is not None:
             structure.nodes.add(node)
+        else:
+            _share_saved_outputs(node, xs)
         if graph._state.anomaly:
             graph._recorded_at[node] = graph._user_line()
     out = tensors.wrap(y, y_device, node)
     if tangents is not None and floating:
         out._tangent = _tangent_of(op, tangents, xs, out, aux, params)
     return out
+
+
+def _share_saved_outputs(node, xs):
+    """Where this node saved an input that is a parent's output, and that parent kept arrays
+    it can make again from its output (relu's mask), the parent reads the output this node
+    keeps anyway instead: one buffer saved, not two."""
+    for i, p in enumerate(node.parents):
+        if (p is None or p.op is None or p.op.aux_from_output is None or i not in node.saved
+                or xs[i]._node is not p or p.freed or "y" in p.saved):
+            continue
+        can, _ = p.op.aux_from_output
+        if can(p.params) and all(k in p.saved for k in p.op.aux):
+            p.saved["y"] = node.saved[i]  # xs[i] is p's output tensor: this is its y
+            for k in p.op.aux:
+                del p.saved[k]
 
 
 def _tangent_of(op, ts, xs, y, aux, params):
