@@ -314,6 +314,21 @@ def mlp_step_cases(sizes, batch, device, lam=1e-3, lr=0.01):
     cases = {"gpugrad": ours}
     if be.is_cuda:  # the same step captured once and replayed (on the CPU it would run eagerly)
         cases["gpugrad graph"] = gpugrad.cuda.graph(ours)
+    # the step's matrix products alone (forward, and the two of each layer's backward), in the
+    # array library and in PyTorch: the gap between them is the floor under gpugrad / torch
+    weights_host = [p.numpy() for p in params]
+    acts_host = [rng.standard_normal((batch, n)).astype(np.float32) for n in sizes]
+    with be.active:
+        weights, acts = ([be.xp.asarray(a) for a in arrays] for arrays in (weights_host, acts_host))
+
+    def products(xp_matmul, ws, hs):
+        def run():
+            for w, h_in, h_out in zip(ws, hs[:-1], hs[1:]):
+                xp_matmul(h_in, w.T)   # forward
+                xp_matmul(h_out, w)    # gradient of the layer's input
+                xp_matmul(h_out.T, h_in)  # gradient of the weight
+        return run
+    cases[f"{array_library(device)} matmuls"] = products(be.xp.matmul, weights, acts)
     torch = torch_or_none()
     if torch is not None and (not be.is_cuda or torch.cuda.is_available()):
         dev = "cpu" if not be.is_cuda else "cuda"
@@ -328,6 +343,9 @@ def mlp_step_cases(sizes, batch, device, lam=1e-3, lr=0.01):
                 tp.copy_(torch.from_numpy(p.numpy()))
         topt = torch.optim.SGD(tmodel.parameters(), lr=lr)
         tx, ty = torch.from_numpy(x_host).to(dev), torch.from_numpy(y_host).to(dev)
+        cases["torch matmuls"] = products(
+            torch.matmul, *([torch.from_numpy(a).to(dev) for a in arrays]
+                            for arrays in (weights_host, acts_host)))
 
         def theirs():
             topt.zero_grad(set_to_none=True)
@@ -354,10 +372,12 @@ def mlp_suite(device, quick=True, progress=None):
         times, unstable = alternating_blocks(cases, device, blocks=3 if quick else 5)
         for impl, secs in times.items():
             secs = statistics.median(secs)
+            # the products' row is compared with PyTorch's products, the step with its step
+            base = "torch matmuls" if impl.endswith(" matmuls") else "torch"
             rows.append({"suite": "mlp", "model": name, "batch": batch, "impl": impl,
                          "median ms": secs * 1e3, "samples/s": batch / secs,
-                         "gpugrad / torch": median_ratio(times, impl, "torch", unstable)
-                         if impl != "torch" and "torch" in times else None,
+                         "gpugrad / torch": median_ratio(times, impl, base, unstable)
+                         if not impl.startswith("torch") and base in times else None,
                          **_unstable_note(impl, unstable)})
         if progress:
             progress(i + 1, len(work), f"{name} batch {batch}")
@@ -461,10 +481,17 @@ def overhead_cases(n_ops, device):
             y = chain(x, gpugrad.tanh).sum()
         y.backward()
 
-    cases = {("gpugrad", "no grad"): plain, ("gpugrad", "record"): record,
-             ("gpugrad", "record + backward"): backward}
-    torch = torch_or_none()
     be = backend.get(device)
+    raw = x.data
+
+    def array_calls():  # the array library's own per-call cost: the floor under every op
+        with be.active:
+            chain(raw, be.xp.tanh)
+
+    cases = {("gpugrad", "no grad"): plain, ("gpugrad", "record"): record,
+             ("gpugrad", "record + backward"): backward,
+             (array_library(device), "no grad"): array_calls}
+    torch = torch_or_none()
     if torch is not None and (not be.is_cuda or torch.cuda.is_available()):
         tx = torch.tensor(x_host, device="cpu" if not be.is_cuda else "cuda", requires_grad=True)
 
@@ -480,16 +507,25 @@ def overhead_cases(n_ops, device):
     return cases
 
 
+def array_library(device):
+    """The name of the device's array library, as the overhead suite labels its row."""
+    be = backend.get(device)
+    return "numpy" if be.xp is np else "cupy" if be.is_cuda else f"{be.name} xp"
+
+
 def overhead_suite(device, quick=True, progress=None):
-    """Microseconds per op of the framework itself: a chain of tanh on 16 elements."""
+    """Microseconds per op of the framework itself: a chain of tanh on 16 elements, beside the
+    array library's own call (the floor) and PyTorch's."""
     n_ops = 100
     cases = overhead_cases(n_ops, device)
     times, unstable = alternating_blocks(cases, device, blocks=3 if quick else 5, min_seconds=0.1)
+    floor = statistics.median(times[(array_library(device), "no grad")]) / n_ops * 1e6
     rows = []
     for (impl, mode), secs in times.items():
         base = ("torch", mode)
-        rows.append({"suite": "overhead", "mode": mode, "impl": impl,
-                     "us per op": statistics.median(secs) / n_ops * 1e6,
+        us = statistics.median(secs) / n_ops * 1e6
+        rows.append({"suite": "overhead", "mode": mode, "impl": impl, "us per op": us,
+                     "us over the array call": us - floor if impl == "gpugrad" else None,
                      "gpugrad / torch": median_ratio(times, (impl, mode), base, unstable)
                      if impl == "gpugrad" and base in times else None,
                      **_unstable_note((impl, mode), unstable)})
