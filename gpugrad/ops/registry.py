@@ -356,7 +356,10 @@ def apply(op, inputs, params):
         if structure is not None:
             structure.nodes.add(node)
         else:
-            _share_saved_outputs(node, xs)
+            for p in parents:  # the common case (no parent can share) costs this loop only
+                if p is not None and p.op is not None and p.op.aux_from_output is not None:
+                    _share_saved_outputs(node, xs)
+                    break
         if graph._state.anomaly:
             graph._recorded_at[node] = graph._user_line()
     out = tensors.wrap(y, y_device, node)
