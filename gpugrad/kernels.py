@@ -214,13 +214,24 @@ def module(kernel_file, cp):
     return mod
 
 
+_functions = {}  # (namespace, device, kernel, template arguments) -> the compiled function
+
+
 def _kernel(xp, kname, **fmt):
-    """The compiled kernel (CuPy), or on the strict test device its NumPy stand-in."""
-    file, pattern = KERNELS[kname]
-    expression = pattern.format(**fmt)
-    if hasattr(xp, "stand_in_kernel"):
-        return xp.stand_in_kernel(file, expression)
-    return module(file, xp).get_function(expression)
+    """The compiled kernel (CuPy), or on the strict test device its NumPy stand-in; looked up
+    once per namespace, device, kernel and template arguments, then taken from a dict."""
+    device = xp.cuda.runtime.getDevice() if hasattr(xp, "cuda") else 0
+    key = (id(xp), device, kname, *fmt.values())
+    function = _functions.get(key)
+    if function is None:
+        file, pattern = KERNELS[kname]
+        expression = pattern.format(**fmt)
+        if hasattr(xp, "stand_in_kernel"):
+            function = xp.stand_in_kernel(file, expression)
+        else:
+            function = module(file, xp).get_function(expression)
+        _functions[key] = function
+    return function
 
 
 def _grid(n):

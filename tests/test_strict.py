@@ -115,3 +115,20 @@ def test_strict_device_counts_its_allocations():
         b = a.reshape(16, 16)  # a view allocates nothing
         del a, b
     assert out.peak == 256 * 8 and out.current == 0
+
+
+def test_a_kernel_is_looked_up_once_per_dtype_then_taken_from_the_cache(monkeypatch):
+    made = []
+    real = xp.stand_in_kernel
+
+    def counting(source, expression):
+        made.append(expression)
+        return real(source, expression)
+
+    monkeypatch.setattr(kernels, "_functions", {})
+    monkeypatch.setattr(xp, "stand_in_kernel", counting)
+    for dtype in ("float32", "float32", "float64", "float32"):
+        x = gg.tensor([0.5, -1.0], dtype=dtype, device="strict")
+        with gg.fused(True):
+            gg.sigmoid(x)
+    assert made == ["act_fwd<float, SigmoidFwd<float>>", "act_fwd<double, SigmoidFwd<double>>"]
