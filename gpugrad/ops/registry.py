@@ -310,23 +310,24 @@ def apply(op, inputs, params):
         device = None
         arrays = []
         for x in xs:
-            if isinstance(x, tensors.Tensor):
+            if isinstance(x, _Tensor):
                 arrays.append(x.data)
                 device = device or x.device
             else:
                 arrays.append(x)
     be = backend.get(device)
+    state = graph._state  # one lookup of the thread's recording state
     parents = None
-    if graph._state.recording and op.differentiable:
-        parents = tuple(x._node if isinstance(x, tensors.Tensor) else None for x in xs)
+    if state.recording and op.differentiable:
+        parents = tuple(x._node if isinstance(x, _Tensor) else None for x in xs)
         if all(p is None for p in parents):
             parents = None
     tangents = None
-    if graph._state.forward_mode and op.differentiable:
-        tangents = tuple(x._tangent if isinstance(x, tensors.Tensor) else None for x in xs)
+    if state.forward_mode and op.differentiable:
+        tangents = tuple(x._tangent if isinstance(x, _Tensor) else None for x in xs)
         if all(t is None for t in tangents):
             tangents = None
-    structure = graph._state.structure_only
+    structure = state.structure_only
     if structure is not None and parents is not None:
         structure.note_inputs(xs)
     aux = None
@@ -350,7 +351,7 @@ def apply(op, inputs, params):
     floating = y.dtype.kind == "f"
     node = None
     if parents is not None and floating:
-        devices = [x.device if isinstance(x, tensors.Tensor) else None for x in xs]
+        devices = [x.device if isinstance(x, _Tensor) else None for x in xs]
         node = graph.Node(op, parents, devices, arrays, y, y_device, params, aux,
                           keep=structure is None)
         if structure is not None:
@@ -360,7 +361,7 @@ def apply(op, inputs, params):
                 if p is not None and p.op is not None and p.op.aux_from_output is not None:
                     _share_saved_outputs(node, xs)
                     break
-        if graph._state.anomaly:
+        if state.anomaly:
             graph._recorded_at[node] = graph._user_line()
     out = tensors.wrap(y, y_device, node)
     if tangents is not None and floating:
