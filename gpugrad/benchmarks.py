@@ -362,6 +362,27 @@ def _unstable_note(impl, unstable):
                     f"median by as much from its fastest repeat; no ratio"} if impl in unstable else {}
 
 
+def ops_per_step(step):
+    """How many ops (registry.apply calls: each one or more array-library calls on the device)
+    one call of step() runs, forward, backward and update together."""
+    from gpugrad.ops import registry
+
+    count = 0
+    real = registry.apply
+
+    def counting(op, inputs, params):
+        nonlocal count
+        count += 1
+        return real(op, inputs, params)
+
+    registry.apply = counting  # the op functions look apply up at call time
+    try:
+        step()
+    finally:
+        registry.apply = real
+    return count
+
+
 def mlp_suite(device, quick=True, progress=None):
     """Step time, samples/s and gpugrad/torch for the section 4.7 and the deep MLP."""
     batches = [32, 1024] if quick else [32, 128, 512, 1024, 4096]
@@ -369,6 +390,7 @@ def mlp_suite(device, quick=True, progress=None):
     work = [(name, b) for name in MLP_MODELS for b in batches]
     for i, (name, batch) in enumerate(work):
         cases = mlp_step_cases(MLP_MODELS[name], batch, device)
+        ops = ops_per_step(cases["gpugrad"])
         times, unstable = alternating_blocks(cases, device, blocks=3 if quick else 5)
         for impl, secs in times.items():
             secs = statistics.median(secs)
@@ -376,6 +398,7 @@ def mlp_suite(device, quick=True, progress=None):
             base = "torch matmuls" if impl.endswith(" matmuls") else "torch"
             rows.append({"suite": "mlp", "model": name, "batch": batch, "impl": impl,
                          "median ms": secs * 1e3, "samples/s": batch / secs,
+                         "ops per step": ops if impl == "gpugrad" else None,
                          "gpugrad / torch": median_ratio(times, impl, base, unstable)
                          if not impl.startswith("torch") and base in times else None,
                          **_unstable_note(impl, unstable)})

@@ -220,3 +220,15 @@ def test_mlp_and_cross_entropy_against_torch():
     np.testing.assert_allclose(loss.item(), tl.item(), rtol=1e-6)
     for p, tp in zip(m.parameters(), tm.parameters()):
         np.testing.assert_allclose(host(p.grad), tp.grad.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_the_ops_per_4_7_training_step_cannot_grow_unnoticed(device):
+    """Each op is at least one call into the array library (a kernel launch on a GPU, where a
+    captured step's replay costs about its kernel count): the 4.7 step (784-256-10, no bias,
+    cross-entropy + L2, backward, SGD) runs 25 today. Lower it here when a change removes ops."""
+    from gpugrad import benchmarks
+
+    step = benchmarks.mlp_step_cases([784, 256, 10], 32, device)["gpugrad"]
+    assert benchmarks.ops_per_step(step) == benchmarks.ops_per_step(step) <= 25
+    deep = benchmarks.mlp_step_cases([784, 1024, 1024, 1024, 10], 32, device)["gpugrad"]
+    assert benchmarks.ops_per_step(deep) <= 43
