@@ -263,7 +263,10 @@ def _run(heads, head_grads, retain_graph, create_graph, targets=None):
                     if gi is not None:
                         _accumulate(grads, owned, p, gi, g, node, input_grads, create_graph)
                 if not retain_graph:
-                    _remake_from_output(node)
+                    for p in node.parents:  # the common case (no parent shares) costs this loop
+                        if p is not None and p.op is not None and p.op.aux_from_output is not None:
+                            _remake_from_output(node)
+                            break
                     node.free()
                     freed.append(node)
     except BaseException as e:

@@ -447,6 +447,7 @@ class _StandIn:
         _MATH[self.name](self, *values)
 
 
+@functools.lru_cache(maxsize=None)  # every launch asks; the declarations are made at import
 def _functor(name):
     """The NumPy formula a functor of activations.cu must equal: the declared activation's
     array math (the CPU op path), with the kernel's p0, p1 as its numeric parameters."""
