@@ -218,13 +218,13 @@ class StrictArray:
         return self._a.__index__()
 
     def __getitem__(self, key):
-        return _wrap(self._a[_index(key)])
+        return _wrap(self._a[_index(key, self._a.shape)])
 
     def __setitem__(self, key, value):
         if isinstance(value, np.ndarray) and not (isinstance(key, slice) and key == slice(None)):
             raise TypeError("a NumPy array can be assigned into a device array only whole "
                             "(a[:] = host), as in CuPy; move it to the device first")
-        self._a[_index(key)] = value._a if isinstance(value, StrictArray) else value
+        self._a[_index(key, self._a.shape)] = value._a if isinstance(value, StrictArray) else value
 
     def __getattr__(self, name):
         """Array methods (reshape, astype, sum, ...): NumPy's, on device arrays."""
@@ -241,11 +241,26 @@ class StrictArray:
         return _call(func, func.__name__, args, kwargs)
 
 
-def _index(key):
-    """Index arrays may live on the device or, as CuPy allows, on the host."""
-    if isinstance(key, tuple):
-        return tuple(k._a if isinstance(k, StrictArray) else k for k in key)
-    return key._a if isinstance(key, StrictArray) else key
+def _index(key, shape):
+    """Index arrays may live on the device or, as CuPy allows, on the host. An integer index
+    array out of its axis's range wraps around, as in CuPy (NumPy raises)."""
+    key = tuple(k._a if isinstance(k, StrictArray) else k for k in
+                (key if isinstance(key, tuple) else (key,)))
+    spans = [0 if k is None or k is Ellipsis else
+             np.ndim(k) if isinstance(k, np.ndarray) and k.dtype == bool else 1 for k in key]
+    out, axis = [], 0
+    for k, span in zip(key, spans):
+        if isinstance(k, (np.ndarray, list)) and np.asarray(k).dtype.kind in "iu" \
+                and axis < len(shape) and shape[axis]:
+            k = np.asarray(k) % shape[axis]
+        out.append(k)
+        axis += len(shape) - sum(spans) if k is Ellipsis else span
+    return tuple(out)
+
+
+def _take(a, indices, axis=None, **kwargs):
+    """CuPy's take wraps an index out of range around (NumPy raises)."""
+    return np.take(a, indices, axis=axis, mode="wrap", **kwargs)
 
 
 def _operator(ufunc, reflected=False, inplace=False):
@@ -292,7 +307,7 @@ class Namespace(types.SimpleNamespace):
         return capsule.array
 
     def __getattr__(self, name):
-        attr = getattr(np, name)
+        attr = _take if name == "take" else getattr(np, name)
         if isinstance(attr, types.ModuleType):
             return _Submodule(attr)
         if callable(attr) and not isinstance(attr, type):
@@ -345,7 +360,7 @@ xp = Namespace()
 
 def scatter_add(out, key, values):
     """out[key] += values with repeated indices accumulated (CuPy's add.at)."""
-    np.add.at(out._a, _index(key), _operand(values))
+    np.add.at(out._a, _index(key, out._a.shape), _operand(values))
 
 
 def _column_major(x, op, rows, cols, ld):

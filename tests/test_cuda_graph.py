@@ -268,6 +268,26 @@ def test_inside_a_capture_bad_labels_and_indices_become_nan_not_errors():
         F.cross_entropy(logits, np.array([0, 9, -1]))  # outside a capture: checked
 
 
+def test_inside_a_graphed_step_device_indices_are_refused_and_host_indices_checked():
+    """CuPy wraps an index out of range around, and a graphed step cannot read device indices
+    to check them: indexing with them is refused there; host indices are checked as always
+    (while the step runs eagerly; a capture refuses copying them to the device)."""
+    from gpugrad import backend
+
+    x = gg.tensor(np.arange(6.0).reshape(2, 3))
+    for mode in (False, True):
+        with backend.graph_step(capturing=mode):
+            with pytest.raises(gg.cuda.GraphStepError, match="indexing with a device tensor of indices"):
+                x[:, gg.tensor(np.array([0, 2]))]
+            with pytest.raises(gg.cuda.GraphStepError, match="take with a device tensor of indices"):
+                gg.take(x, gg.tensor(np.array([1])), axis=0)
+            if not mode:  # a capture cannot copy host indices to the device at all
+                picked = x[:, [0, 2]]
+                with pytest.raises(IndexError, match="index 3 is out of bounds for axis 1 with size 3"):
+                    x[:, [0, 3]]
+    np.testing.assert_array_equal(host(picked), [[0, 2], [3, 5]])
+
+
 @pytest.mark.cuda
 def test_cuda_graph_memory_outlives_a_dropped_graph():
     """Gradients and optimizer state allocated in a graph's pool stay valid after the graph is

@@ -243,17 +243,18 @@ class Embedding(Module):
         self.weight = Parameter(tensors.randn(num_embeddings, embedding_dim, dtype=dtype, device=device))
 
     def forward(self, indices):
-        idx = ops.shape.index_array(indices, self.weight.device)
         n = self.num_embeddings
-        if backend.capturing():  # the indices cannot be read: bad ones give rows of NaN
+        if backend.in_graph_step():  # the indices cannot be read: bad ones give rows of NaN
+            idx = ops.shape.index_array(indices, self.weight.device)
             xp = backend.get(self.weight.device).xp
             valid = (idx >= 0) & (idx < n)
-            rows = ops.take(self.weight, xp.clip(idx, 0, n - 1), axis=0)
+            rows = ops.shape.take_in_range(self.weight, xp.clip(idx, 0, n - 1), axis=0)
             return ops.where(valid[..., None], rows, float("nan"))
+        idx = ops.shape.index_array(indices, self.weight.device)
         if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
             raise IndexError(f"Embedding: indices must lie in [0, {n}), got "
                              f"min {int(idx.min())}, max {int(idx.max())}")
-        return ops.take(self.weight, idx, axis=0)
+        return ops.shape.take_in_range(self.weight, idx, axis=0)
 
     def extra_repr(self):
         return f"{self.num_embeddings}, {self.embedding_dim}"

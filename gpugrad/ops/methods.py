@@ -50,7 +50,7 @@ def setitem(self, key, value):
                                "would corrupt the gradients of the graph that saved it")
     if isinstance(value, tensors.Tensor):
         value = value.data
-    self.data[shape.index_key(key, self.device)] = value
+    self.data[shape.index_key(key, self.device, self.shape)] = value
     graph.changed_in_place(self.data)
 
 

@@ -14,34 +14,71 @@ def _is_basic(key):
                for k in key)
 
 
-def index_array(obj, device):
-    """An index given as Tensor, list or array -> a backend integer/bool array on `device`."""
+def index_array(obj, device, *, size=None, axis=None, what="index"):
+    """An index given as Tensor, list or array -> a backend integer/bool array on `device`.
+
+    With `size`, integer indices are checked to lie in [-size, size) of `axis` (None: the
+    flattened tensor): NumPy raises for one outside, CuPy wraps it around without a word.
+    """
+    if device == "meta":  # shapes only: there are no values to check
+        size = None
     if isinstance(obj, tensors.Tensor):
         if obj.device != device:
             raise backend.DeviceError(f"index tensor is on {obj.device!r} but the indexed "
                                       f"tensor is on {device!r}")
-        arr = obj.data
+        arr = host = obj.data
+        on_host = False  # a tensor stands for device data even on the CPU: same rules everywhere
+    elif backend.is_backend_array(obj) and backend.device_of_array(obj) != "cpu":
+        arr, host, on_host = backend.get(device).asarray(obj), obj, False
     else:
-        arr = backend.get(device).asarray(obj)
+        host = np.asarray(obj)
+        if host.dtype.kind not in "iub":  # before the move: refuse what cannot be an index
+            raise IndexError(f"indices must be integers or booleans, got dtype {host.dtype}")
+        if size is not None and host.dtype.kind != "b":
+            _check_range(host, size, axis, what, on_host=True)
+        return backend.get(device).asarray(host)
     if arr.dtype.kind not in "iub":
         raise IndexError(f"indices must be integers or booleans, got dtype {arr.dtype}")
+    if size is not None and arr.dtype.kind != "b":
+        _check_range(host, size, axis, what, on_host=on_host)
     return arr
 
 
-def index_key(key, device):
-    """Normalise an indexing key: a tuple of ints, slices, None, Ellipsis and index arrays.
+def _check_range(indices, size, axis, what, on_host):
+    """Raise NumPy's IndexError for an index outside [-size, size). Device indices cost a read
+    of the device, which a graphed step cannot do: there they are refused."""
+    if not indices.size:
+        return
+    if not on_host:
+        backend.forbid_in_graph_step(
+            f"{what} with a device tensor of indices",
+            "their range cannot be checked without reading the GPU, and CuPy wraps an index "
+            "out of range around silently; index outside the step, or use nn.Embedding, "
+            "which marks an index out of range with a row of NaN")
+    low, high = int(indices.min()), int(indices.max())
+    if low < -size or high >= size:
+        where = "the flattened tensor" if axis is None else f"axis {axis}"
+        raise IndexError(f"{what}: index {high if high >= size else low} is out of bounds "
+                         f"for {where} with size {size}")
+
+
+def index_key(key, device, shape):
+    """Normalise an indexing key of a tensor of `shape`: a tuple of ints, slices, None,
+    Ellipsis and index arrays, every integer array checked to lie within its axis.
 
     Boolean masks become their nonzero() index arrays, so scatter-add can handle every key.
     """
     key = key if isinstance(key, tuple) else (key,)
+    axes = _axes_indexed(key, len(shape))
     out = []
-    for k in key:
+    for k, axis in zip(key, axes):
         if k is None or k is Ellipsis or isinstance(k, slice):
             out.append(k)
         elif isinstance(k, numbers.Integral) and not isinstance(k, bool):
             out.append(int(k))
         else:
-            arr = index_array(k, device)
+            size = shape[axis] if axis is not None and axis < len(shape) else None
+            arr = index_array(k, device, size=size, axis=axis, what="indexing")
             if arr.dtype.kind == "b":
                 out.extend(arr.nonzero())
             elif arr.ndim == 0:
@@ -49,6 +86,29 @@ def index_key(key, device):
             else:
                 out.append(arr)
     return tuple(out)
+
+
+def _axes_indexed(key, ndim):
+    """The axis each entry of a key indexes first (None for None and Ellipsis); a boolean
+    mask spans as many axes as it has dimensions."""
+    def span(k):
+        if k is None or k is Ellipsis:
+            return 0
+        if isinstance(k, (slice, numbers.Integral)):
+            return 1
+        return max(getattr(k, "ndim", np.ndim(k)), 1) if _dtype_kind(k) == "b" else 1
+
+    taken = sum(span(k) for k in key)
+    axes, axis = [], 0
+    for k in key:
+        axes.append(None if k is None or k is Ellipsis else axis)
+        axis += ndim - taken if k is Ellipsis else span(k)
+    return axes
+
+
+def _dtype_kind(k):
+    dtype = getattr(k, "dtype", None)
+    return np.dtype(dtype if dtype is not None else np.asarray(k).dtype).kind
 
 
 def _scatter(xp, g, *, key, shape):
@@ -105,12 +165,23 @@ def _transpose_grad(g, x, y, axes):
 def _stack_forward(xp, *xs, axis=0):
     if not xs:
         raise ValueError("stack needs at least one tensor")
+    if any(x.shape != xs[0].shape for x in xs):  # checked here: NumPy and CuPy word it apart
+        raise ValueError("all input arrays must have the same shape")
     return xp.stack(xs, axis=axis)
 
 
 def _concatenate_forward(xp, *xs, axis=0):
     if not xs:
         raise ValueError("concatenate needs at least one tensor")
+    ndim = xs[0].ndim
+    if ndim == 0 or any(x.ndim != ndim for x in xs):
+        raise ValueError("the inputs must have one number of dimensions, at least 1")
+    ax = _normal_axis(axis, ndim)
+    for x in xs:
+        for d in range(ndim):
+            if d != ax and x.shape[d] != xs[0].shape[d]:
+                raise ValueError(f"the inputs differ along dimension {d} ({xs[0].shape[d]} "
+                                 f"and {x.shape[d]}); only the axis {ax} may differ")
     return xp.concatenate(xs, axis=axis)
 
 
@@ -139,9 +210,17 @@ to_device    = deflinear("to_device",    _to_device, moves_device=True,
 
 def getitem(x, key):
     """x[key] with NumPy's basic and advanced indexing; repeated indices accumulate gradient."""
-    return _getitem(x, key=index_key(key, x.device))
+    return _getitem(x, key=index_key(key, x.device, x.shape))
+
+
+def take_in_range(x, indices, axis=None):
+    """take() for backend indices that the caller has checked or clipped to the axis."""
+    return _take(x, indices=indices, axis=axis)
 
 
 def take(x, indices, axis=None):
     """Elements of x at `indices` along `axis` (flattened when None), as numpy.take."""
-    return _take(x, indices=index_array(indices, x.device), axis=axis)
+    size = x.size if axis is None else x.shape[_normal_axis(axis, x.ndim)]
+    named_axis = 0 if axis is None and x.ndim <= 1 else None if axis is None else axis % x.ndim
+    return _take(x, indices=index_array(indices, x.device, size=size, axis=named_axis,
+                                        what="take"), axis=axis)
