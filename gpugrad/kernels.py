@@ -31,6 +31,9 @@ KERNELS = {
 }
 DTYPES = {"float32": "float", "float64": "double"}
 LABEL_DTYPES = {"int32": "int", "int64": "long long"}
+# the same, keyed by dtype: every launch looks these up, and NumPy's dtype.name is slow
+_CTYPE = {np.dtype(name): ctype for name, ctype in DTYPES.items()}
+_LABEL_CTYPE = {np.dtype(name): ctype for name, ctype in LABEL_DTYPES.items()}
 
 
 # ---------------------------------------------------------------------------- which arrays suit
@@ -38,7 +41,7 @@ LABEL_DTYPES = {"int32": "int", "int64": "long long"}
 def _same(arrays):
     """float32/float64 arrays of one dtype and one shape (0-d included: launchers keep shapes)."""
     first = arrays[0]
-    return first.dtype.name in DTYPES and all(
+    return first.dtype in _CTYPE and all(
         a.dtype == first.dtype and a.shape == first.shape for a in arrays[1:])
 
 
@@ -49,13 +52,13 @@ def _in_place(arrays):
 
 def _first_float(arrays):
     """The gradient float32/float64; the packed mask beside it is checked by its op."""
-    return arrays[0].dtype.name in DTYPES
+    return arrays[0].dtype in _CTYPE
 
 
 def _rows(arrays):
     """Logits (N, C) float32/float64, integer labels (N,), then (N,) arrays of the logits' dtype."""
     x, labels, *others = arrays
-    return (x.ndim == 2 and x.dtype.name in DTYPES and labels.dtype.name in LABEL_DTYPES
+    return (x.ndim == 2 and x.dtype in _CTYPE and labels.dtype in _LABEL_CTYPE
             and labels.shape == (x.shape[0],)
             and all(o.dtype == x.dtype and o.shape == (x.shape[0],) for o in others))
 
@@ -214,109 +217,119 @@ def module(kernel_file, cp):
     return mod
 
 
-_functions = {}  # (namespace, device, kernel, template arguments) -> the compiled function
+_functions = {}  # (namespace, device, kernel, template arguments) -> (function, blocks cap)
+_WAVES = 2  # grid-stride kernels get this many full waves of resident blocks, then loop
 
 
 def _kernel(xp, kname, **fmt):
-    """The compiled kernel (CuPy), or on the strict test device its NumPy stand-in; looked up
-    once per namespace, device, kernel and template arguments, then taken from a dict."""
+    """(the compiled kernel (CuPy), or on the strict test device its NumPy stand-in; the most
+    blocks worth launching on the device): looked up once per namespace, device, kernel and
+    template arguments, then taken from a dict."""
     device = xp.cuda.runtime.getDevice() if hasattr(xp, "cuda") else 0
     key = (id(xp), device, kname, *fmt.values())
-    function = _functions.get(key)
-    if function is None:
+    found = _functions.get(key)
+    if found is None:
         file, pattern = KERNELS[kname]
         expression = pattern.format(**fmt)
         if hasattr(xp, "stand_in_kernel"):
-            function = xp.stand_in_kernel(file, expression)
+            found = (xp.stand_in_kernel(file, expression), 65535 * 4)
         else:
-            function = module(file, xp).get_function(expression)
-        _functions[key] = function
-    return function
-
-
-def _grid(n):
-    return (min(max((n + _BLOCK - 1) // _BLOCK, 1), 65535 * 4),)
+            props = xp.cuda.runtime.getDeviceProperties(device)
+            resident = props["multiProcessorCount"] * (props["maxThreadsPerMultiProcessor"] // _BLOCK)
+            found = (module(file, xp).get_function(expression), resident * _WAVES)
+        _functions[key] = found
+    return found
 
 
 def _flat(xp, *arrays):
-    """Contiguous 1-D views (or copies) of the arrays, as the kernels index them. Results are
-    made from these and reshaped to the input's shape: ascontiguousarray alone turns 0-d into
-    (1,)."""
-    return [xp.ascontiguousarray(a).reshape(-1) for a in arrays]
-
-
-def _scalar(dtype, value):
-    return np.dtype(dtype).type(value)
+    """C-contiguous arrays, as the kernels index them (flat): the array itself when it is one
+    (a kernel reads no shape), else a contiguous copy of the same shape."""
+    return [a if a.flags.c_contiguous else xp.ascontiguousarray(a) for a in arrays]
 
 
 # ---------------------------------------------------------------------------- launchers
 # Each takes the array namespace first (CuPy, or the strict test device's) and returns arrays
 # of its inputs' shapes. Every kernel takes its arrays, then n as int64, then its scalars.
+# Outputs come from xp.empty(shape, dtype): CuPy's empty_like spends ~6 us in Python.
 
 
-def _launch(xp, kname, n, arrays, scalars=(), dtype=None, grid=None, **fmt):
+def _launch(xp, kname, n, arrays, scalars=(), dtype=None, grid=None, per_thread=1, **fmt):
     """Run kernel kname over n elements (nothing for n = 0): T is dtype's C type; a scalar that
-    is not already a NumPy scalar is passed in dtype, as the kernel's T parameters are."""
+    is not already a NumPy scalar is passed in dtype, as the kernel's T parameters are. Without
+    a grid, one thread per `per_thread` elements up to the device's cap, then they loop."""
     if not n:
         return
     dtype = dtype or arrays[0].dtype
-    k = _kernel(xp, kname, T=DTYPES[dtype.name], **fmt)
-    typed = tuple(v if isinstance(v, np.generic) else _scalar(dtype, v) for v in scalars)
-    k(grid or _grid(n), (_BLOCK,), (*arrays, np.int64(n), *typed))
+    k, most_blocks = _kernel(xp, kname, T=_CTYPE[dtype], **fmt)
+    typed = tuple(v if isinstance(v, np.generic) else dtype.type(v) for v in scalars)
+    if grid is None:
+        grid = (min(max(-(-n // (per_thread * _BLOCK)), 1), most_blocks),)
+    k(grid, (_BLOCK,), (*arrays, np.int64(n), *typed))
+
+
+def _vector(dtype):
+    """Elements per 16-byte vector, as the activation kernels load them."""
+    return 16 // dtype.itemsize
 
 
 def _act_fwd(op):
+    functors = {dtype: f"{op}<{ctype}>" for dtype, ctype in _CTYPE.items()}
+
     def launch(xp, x, p0=0.0, p1=0.0):
-        (flat,) = _flat(xp, x)
-        y = xp.empty_like(flat)
-        _launch(xp, "act_fwd", flat.size, (flat, y), (p0, p1), OP=f"{op}<{DTYPES[x.dtype.name]}>")
-        return y.reshape(x.shape)
+        (x,) = _flat(xp, x)
+        y = xp.empty(x.shape, x.dtype)
+        _launch(xp, "act_fwd", x.size, (x, y), (p0, p1), per_thread=_vector(x.dtype),
+                OP=functors[x.dtype])
+        return y
     return launch
 
 
 def _act_bwd(op):
+    functors = {dtype: f"{op}<{ctype}>" for dtype, ctype in _CTYPE.items()}
+
     def launch(xp, g, saved, p0=0.0, p1=0.0):
-        flat_g, flat_saved = _flat(xp, g, saved)
-        dx = xp.empty_like(flat_g)
-        _launch(xp, "act_bwd", flat_g.size, (flat_g, flat_saved, dx), (p0, p1),
-                OP=f"{op}<{DTYPES[g.dtype.name]}>")
-        return dx.reshape(g.shape)
+        g, saved = _flat(xp, g, saved)
+        dx = xp.empty(g.shape, g.dtype)
+        _launch(xp, "act_bwd", g.size, (g, saved, dx), (p0, p1), per_thread=_vector(g.dtype),
+                OP=functors[g.dtype])
+        return dx
     return launch
 
 
 def _relu_fwd_mask(xp, x, negative_slope=0.0):
-    (flat,) = _flat(xp, x)
-    y = xp.empty_like(flat)
-    mask = xp.zeros((flat.size + 31) // 32, np.uint32)
-    _launch(xp, "relu_fwd_mask", flat.size, (flat, y, mask), (negative_slope,))
-    return y.reshape(x.shape), mask
+    (x,) = _flat(xp, x)
+    y = xp.empty(x.shape, x.dtype)
+    mask = xp.zeros((x.size + 31) // 32, np.uint32)
+    _launch(xp, "relu_fwd_mask", x.size, (x, y, mask), (negative_slope,))
+    return y, mask
 
 
 def _relu_bwd_mask(xp, g, mask, negative_slope=0.0):
-    flat_g, mask = _flat(xp, g, mask)
-    dx = xp.empty_like(flat_g)
-    _launch(xp, "relu_bwd_mask", flat_g.size, (flat_g, mask, dx), (negative_slope,))
-    return dx.reshape(g.shape)
+    g, mask = _flat(xp, g, mask)
+    dx = xp.empty(g.shape, g.dtype)
+    _launch(xp, "relu_bwd_mask", g.size, (g, mask, dx), (negative_slope,),
+            per_thread=_vector(g.dtype))
+    return dx
 
 
 def _softmax_xent_fwd(xp, logits, labels):
     """Per-row loss -log softmax(logits)[label] for logits (N, C), integer labels (N,)."""
     n, c = logits.shape
-    flat, labels = _flat(xp, logits, labels)
+    logits, labels = _flat(xp, logits, labels)
     loss = xp.empty(n, logits.dtype)
-    _launch(xp, "softmax_xent_fwd", n, (flat, labels, loss), (np.int64(c),), grid=(n,),
-            L=LABEL_DTYPES[labels.dtype.name])
+    _launch(xp, "softmax_xent_fwd", n, (logits, labels, loss), (np.int64(c),), grid=(n,),
+            L=_LABEL_CTYPE[labels.dtype])
     return loss
 
 
 def _softmax_xent_bwd(xp, logits, labels, g):
     """d loss_i / d logits = (softmax - onehot) * g_i, for a per-row gradient g (N,)."""
     n, c = logits.shape
-    flat, labels, g = _flat(xp, logits, labels, g)
-    dx = xp.empty_like(flat)
-    _launch(xp, "softmax_xent_bwd", n, (flat, labels, g, dx), (np.int64(c),), grid=(n,),
-            L=LABEL_DTYPES[labels.dtype.name])
-    return dx.reshape(logits.shape)
+    logits, labels, g = _flat(xp, logits, labels, g)
+    dx = xp.empty(logits.shape, logits.dtype)
+    _launch(xp, "softmax_xent_bwd", n, (logits, labels, g, dx), (np.int64(c),), grid=(n,),
+            L=_LABEL_CTYPE[labels.dtype])
+    return dx
 
 
 def _sgd_step(xp, param, grad, velocity, lr, momentum=0.0, weight_decay=0.0):

@@ -30,24 +30,67 @@
   };
 GG_ACTIVATIONS(GG_FUNCTORS, GG_FORWARD_FUNCTOR)
 
+// 16-byte vectors: 4 floats or 2 doubles per load and store, so each thread moves whole
+// 128-bit words as PyTorch's elementwise kernels do. The vector loop runs when every pointer is
+// 16-byte aligned (CuPy allocates at 256 bytes; a view with an offset may not be), then the
+// scalar loop takes the tail (and, unaligned, everything). The launcher sizes the grid to the
+// device, so a thread loops over several vectors.
+template <typename T> struct Vec;
+template <> struct Vec<float> { using type = float4; };
+template <> struct Vec<double> { using type = double2; };
+
+template <typename T, typename V> __device__ __forceinline__ T& lane(V& v, int k) {
+  return reinterpret_cast<T*>(&v)[k];
+}
+
+__device__ __forceinline__ bool aligned16(const void* p) {
+  return (reinterpret_cast<unsigned long long>(p) & 15ull) == 0;
+}
+
 template <typename T, typename Op>
 __global__ void act_fwd(const T* __restrict__ x, T* __restrict__ y, long long n, T p0, T p1) {
+  using V = typename Vec<T>::type;
+  constexpr int W = 16 / sizeof(T);
   Op op;
-  GRID_STRIDE(i, n) { y[i] = op(x[i], p0, p1); }
+  long long done = 0;
+  if (aligned16(x) && aligned16(y)) {
+    const long long nv = n / W;
+    GRID_STRIDE(v, nv) {
+      V xv = reinterpret_cast<const V*>(x)[v], yv;
+#pragma unroll
+      for (int k = 0; k < W; ++k) lane<T>(yv, k) = op(lane<T>(xv, k), p0, p1);
+      reinterpret_cast<V*>(y)[v] = yv;
+    }
+    done = nv * W;
+  }
+  GRID_STRIDE(j, n - done) { y[done + j] = op(x[done + j], p0, p1); }
 }
 
 template <typename T, typename Op>
 __global__ void act_bwd(const T* __restrict__ g, const T* __restrict__ saved, T* __restrict__ dx,
                         long long n, T p0, T p1) {
+  using V = typename Vec<T>::type;
+  constexpr int W = 16 / sizeof(T);
   Op op;
-  GRID_STRIDE(i, n) { dx[i] = op(g[i], saved[i], p0, p1); }
+  long long done = 0;
+  if (aligned16(g) && aligned16(saved) && aligned16(dx)) {
+    const long long nv = n / W;
+    GRID_STRIDE(v, nv) {
+      V gv = reinterpret_cast<const V*>(g)[v], sv = reinterpret_cast<const V*>(saved)[v], dv;
+#pragma unroll
+      for (int k = 0; k < W; ++k) lane<T>(dv, k) = op(lane<T>(gv, k), lane<T>(sv, k), p0, p1);
+      reinterpret_cast<V*>(dx)[v] = dv;
+    }
+    done = nv * W;
+  }
+  GRID_STRIDE(j, n - done) { dx[done + j] = op(g[done + j], saved[done + j], p0, p1); }
 }
 
 // relu (slope == 0) or leaky_relu forward that also writes bit i % 32 of mask[i / 32]: the
 // header's relu_mask_bit or leaky_relu_mask_bit of x.
 // A warp covers 32 consecutive elements (blockDim and the stride are multiples of 32), so one
 // ballot yields a whole word; the loop runs while the warp's first element is in range so all
-// 32 lanes take part in every ballot.
+// 32 lanes take part in every ballot. (Scalar: the masks' backward is the hot path.)
 template <typename T>
 __global__ void relu_fwd_mask(const T* __restrict__ x, T* __restrict__ y,
                               unsigned int* __restrict__ mask, long long n, T slope) {
@@ -64,11 +107,31 @@ __global__ void relu_fwd_mask(const T* __restrict__ x, T* __restrict__ y,
 }
 
 template <typename T>
+__device__ __forceinline__ T relu_bwd_bit(T g, bool bit, T slope) {
+  return slope == T(0) ? gg::relu_bwd_from_mask(g, bit) : gg::leaky_relu_bwd_from_mask(g, bit, slope);
+}
+
+// A vector's W elements start at a multiple of W, and W divides 32: their bits share one word.
+template <typename T>
 __global__ void relu_bwd_mask(const T* __restrict__ g, const unsigned int* __restrict__ mask,
                               T* __restrict__ dx, long long n, T slope) {
-  GRID_STRIDE(i, n) {
-    const bool bit = (mask[i >> 5] >> (i & 31)) & 1u;
-    dx[i] = slope == T(0) ? gg::relu_bwd_from_mask(g[i], bit)
-                          : gg::leaky_relu_bwd_from_mask(g[i], bit, slope);
+  using V = typename Vec<T>::type;
+  constexpr int W = 16 / sizeof(T);
+  long long done = 0;
+  if (aligned16(g) && aligned16(dx)) {
+    const long long nv = n / W;
+    GRID_STRIDE(v, nv) {
+      const long long i = v * W;
+      const unsigned word = mask[i >> 5] >> (i & 31);
+      V gv = reinterpret_cast<const V*>(g)[v], dv;
+#pragma unroll
+      for (int k = 0; k < W; ++k) lane<T>(dv, k) = relu_bwd_bit(lane<T>(gv, k), (word >> k) & 1u, slope);
+      reinterpret_cast<V*>(dx)[v] = dv;
+    }
+    done = nv * W;
+  }
+  GRID_STRIDE(j, n - done) {
+    const long long i = done + j;
+    dx[i] = relu_bwd_bit(g[i], (mask[i >> 5] >> (i & 31)) & 1u, slope);
   }
 }
