@@ -6,6 +6,7 @@ on CUDA each repeat is timed with CUDA events around the region.
 """
 
 import datetime
+import functools
 import platform
 import statistics
 import time
@@ -50,13 +51,23 @@ class Timing:
 
 
 def repeat_times(fn, device, warmup=3, min_repeats=15, min_seconds=0.05, max_repeats=500):
-    """Seconds of each repeat of fn() on device after warm-up; CUDA events per repeat on a GPU."""
+    """Seconds of each repeat of fn() on device after warm-up; CUDA events per repeat on a GPU.
+    fn runs inside the device's context, so a case need not enter it on every call."""
     be = backend.get(device)
-    for _ in range(warmup):
-        fn()
-    be.synchronize()
-    times = []
-    if not be.is_cuda:
+    with be.active:
+        for _ in range(warmup):
+            fn()
+        be.synchronize()
+        if be.is_cuda:
+            cp = be.xp
+            events = [(cp.cuda.Event(), cp.cuda.Event()) for _ in range(max(min_repeats, 50))]
+            for start, end in events:
+                start.record()
+                fn()
+                end.record()
+            events[-1][1].synchronize()
+            return [cp.cuda.get_elapsed_time(s, e) / 1e3 for s, e in events]
+        times = []
         start_all = time.perf_counter()
         while len(times) < min_repeats or (time.perf_counter() - start_all < min_seconds
                                            and len(times) < max_repeats):
@@ -64,15 +75,6 @@ def repeat_times(fn, device, warmup=3, min_repeats=15, min_seconds=0.05, max_rep
             fn()
             times.append(time.perf_counter() - t0)
         return times
-    cp = be.xp
-    with be.active:
-        events = [(cp.cuda.Event(), cp.cuda.Event()) for _ in range(max(min_repeats, 50))]
-        for start, end in events:
-            start.record()
-            fn()
-            end.record()
-        events[-1][1].synchronize()
-        return [cp.cuda.get_elapsed_time(s, e) / 1e3 for s, e in events]
 
 
 def timing(fn, device, attempts=3, **repeat_kwargs):
@@ -183,7 +185,7 @@ def activation_backwards():
 def kernel_cases(activation, n, device):
     """{impl: callable} for one activation backward on n float32 elements, plus bytes moved.
 
-    impls: "gpugrad" (fused on CUDA, the NumPy composition on the CPU), "unfused" (CUDA only:
+    impls: "gpugrad" (fused on CUDA, the NumPy composition on the CPU), "unfused" (not on NumPy:
     the CuPy composition), "torch" (PyTorch's own backward kernel, when installed for this
     device) and "copy" (a device-to-device copy of n elements, the bandwidth yardstick).
     """
@@ -205,16 +207,21 @@ def kernel_cases(activation, n, device):
         dst = xp.empty_like(x)
 
     def run(on):
+        if on == kernels.enabled():  # the op as a backward pass calls it: no switch per call
+            return functools.partial(op.forward, xp, g, saved, **params)
+
         def call():
-            with kernels.fused(on), be.active:
+            with kernels.fused(on):
                 return op.forward(xp, g, saved, **params)
         return call
 
+    # repeat_times runs every case inside the device's context
     cases = {"gpugrad": run(True), "copy": lambda: xp.copyto(dst, x)}
-    if be.is_cuda:
+    if xp is not np:  # a device with fused kernels (CUDA, or the strict device's stand-ins)
         cases["unfused"] = run(False)
     torch = torch_or_none()
-    if torch is not None and (not be.is_cuda or torch.cuda.is_available()):
+    # PyTorch shares NumPy's and CuPy's arrays through DLPack; the strict device's it cannot
+    if torch is not None and (xp is np or (be.is_cuda and torch.cuda.is_available())):
         tg, tx, ty = (torch.from_dlpack(a) for a in (g, x, y))
         torch_fn = TORCH_BACKWARDS.get(activation)
         if torch_fn is not None:
@@ -354,7 +361,67 @@ def mlp_step_cases(sizes, batch, device, lam=1e-3, lr=0.01):
             loss.backward()
             topt.step()
         cases["torch"] = theirs
+        if be.is_cuda:
+            cases["torch graph"] = _torch_graph(torch, theirs, topt)
+    if be.is_cuda:
+        jax_step = _jax_step(weights_host, x_host, y_host, lam, lr)
+        if jax_step is not None:
+            cases["jax jit"] = jax_step
     return cases
+
+
+def _torch_graph(torch, step, opt):
+    """PyTorch's step captured whole into a CUDA graph, as its docs show (warm-up on a side
+    stream, gradients set to None before the capture), replayed per call."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    opt.zero_grad(set_to_none=True)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):  # zero_grad(set_to_none) inside is host-side only
+        step()
+    return graph.replay
+
+
+def _jax_step(weights_host, x_host, y_host, lam, lr):
+    """The same step in JAX, jit-compiled, its matmuls at full float32 precision (JAX's default
+    on a GPU is TF32); each call waits for its result, as CUDA events cannot see JAX's stream.
+    None when JAX or its GPU backend is missing."""
+    import os
+
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # leave CuPy its memory
+    try:
+        import jax
+        import jax.numpy as jnp
+        gpu = jax.devices("gpu")[0]
+    except Exception:  # noqa: BLE001 - not installed, or no GPU backend: no row
+        return None
+
+    def loss_fn(ws, x, y):
+        h = x
+        for i, w in enumerate(ws):
+            h = jnp.matmul(h, w.T, precision="highest")
+            if i < len(ws) - 1:
+                h = jax.nn.relu(h)
+        logp = jax.nn.log_softmax(h, axis=1)
+        xent = -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
+        return xent + lam / 2 * sum(jnp.sum(w * w) for w in ws)
+
+    @functools.partial(jax.jit, donate_argnums=0)
+    def update(ws, x, y):
+        grads = jax.grad(loss_fn)(ws, x, y)
+        return [w - lr * g for w, g in zip(ws, grads)]
+
+    state = [jax.device_put(w, gpu) for w in weights_host]
+    x, y = jax.device_put(x_host, gpu), jax.device_put(y_host.astype(np.int32), gpu)
+
+    def step():
+        state[:] = update(state, x, y)
+        state[0].block_until_ready()
+    return step
 
 
 def _unstable_note(impl, unstable):
@@ -383,6 +450,9 @@ def ops_per_step(step):
     return count
 
 
+_TORCH_COUNTERPART = {"gpugrad graph": "torch graph"}
+
+
 def mlp_suite(device, quick=True, progress=None):
     """Step time, samples/s and gpugrad/torch for the section 4.7 and the deep MLP."""
     batches = [32, 1024] if quick else [32, 128, 512, 1024, 4096]
@@ -394,13 +464,15 @@ def mlp_suite(device, quick=True, progress=None):
         times, unstable = alternating_blocks(cases, device, blocks=3 if quick else 5)
         for impl, secs in times.items():
             secs = statistics.median(secs)
-            # the products' row is compared with PyTorch's products, the step with its step
-            base = "torch matmuls" if impl.endswith(" matmuls") else "torch"
+            # each gpugrad row against its PyTorch counterpart: products with products, the
+            # captured step with PyTorch's CUDA graph, the eager step with the eager step
+            base = ("torch matmuls" if impl.endswith(" matmuls")
+                    else _TORCH_COUNTERPART.get(impl, "torch"))
             rows.append({"suite": "mlp", "model": name, "batch": batch, "impl": impl,
                          "median ms": secs * 1e3, "samples/s": batch / secs,
                          "ops per step": ops if impl == "gpugrad" else None,
                          "gpugrad / torch": median_ratio(times, impl, base, unstable)
-                         if not impl.startswith("torch") and base in times else None,
+                         if not impl.startswith(("torch", "jax")) and base in times else None,
                          **_unstable_note(impl, unstable)})
         if progress:
             progress(i + 1, len(work), f"{name} batch {batch}")

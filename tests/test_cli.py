@@ -54,6 +54,16 @@ def test_info_reports_the_kernels(capsys):
     assert "kernel sources" in out and "activations.cu" in out and "fused kernels" in out
 
 
+def test_bench_kernels_runs_on_the_strict_device(tmp_path):
+    """The launchers run under the benchmark as they will on a GPU (stand-ins for the kernels);
+    PyTorch, which cannot take the strict device's arrays, gets no row there."""
+    out = tmp_path / "k.json"
+    assert cli.main(["bench", "kernels", "--device", "strict", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["impl"] for r in rows} == {"gpugrad", "unfused"}
+    assert all(r["median_us"] > 0 for r in rows)
+
+
 def test_bench_all_prints_ratios_and_writes_json(tmp_path, capsys):
     out, plot = tmp_path / "bench.json", tmp_path / "bench.png"
     assert cli.main(["bench", "--device", "cpu", "--json", str(out), "--plot", str(plot)]) == 0
