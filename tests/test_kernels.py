@@ -254,13 +254,22 @@ FUSED_ACTIVATIONS = {k: (lambda t, a=a, p=p: getattr(gg, a.name)(t, **p))
                      for k, (a, p) in DECLARED_KERNELS.items()}
 
 
+def _address(a):
+    """Where an array's first element lies: CuPy's, NumPy's or the strict device's."""
+    if isinstance(a, np.ndarray):
+        return a.ctypes.data
+    return a._a.ctypes.data if type(a).__name__ == "StrictArray" else a.data.ptr
+
+
 def _fused_and_unfused(f, x_host, dtype, view, kdev):
     results = []
     for on in (True, False):
         with gg.fused(on):
             x = gg.tensor(x_host, dtype=dtype, device=kdev)
-            x = x[::2] if view else x
-            x = gg.tensor(x.data, device=kdev)  # a leaf over a (possibly strided) view
+            # strided: copied to a contiguous buffer; offset: contiguous but one element past
+            # a 16-byte boundary, so the kernels take their scalar loop instead of vectors
+            x = {"whole": x, "strided": x[::2], "offset": x[1:]}[view]
+            x = gg.tensors.wrap(x.data, kdev)  # a leaf over the view itself (tensor() copies)
             x.attach_grad()
             with gg.autograd.record():
                 y = f(x)
@@ -271,12 +280,17 @@ def _fused_and_unfused(f, x_host, dtype, view, kdev):
 
 
 @pytest.mark.parametrize("kdev", KERNEL_DEVICES)
-@pytest.mark.parametrize("view", [False, True])
+@pytest.mark.parametrize("view", ["whole", "strided", "offset"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("n", SIZES)
 @pytest.mark.parametrize("name", sorted(FUSED_ACTIVATIONS))
 def test_fused_matches_unfused(name, n, dtype, view, kdev):
-    x = np.random.default_rng(n).standard_normal(2 * n if view else n) * 3
+    length = {"whole": n, "strided": 2 * n, "offset": n + 1}[view]
+    x = np.random.default_rng(n).standard_normal(length) * 3
+    if view == "offset" and n:
+        with gg.fused(True):
+            leaf = gg.tensor(x, dtype=dtype, device=kdev)[1:]
+        assert _address(leaf.data) % 16 != 0  # the case this view is for
     (yf, gf), (yu, gu) = _fused_and_unfused(FUSED_ACTIVATIONS[name], x, dtype, view, kdev)
     tol = TOL[np.dtype(dtype).type]
     np.testing.assert_allclose(yf, yu, **tol)
