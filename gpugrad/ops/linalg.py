@@ -78,9 +78,10 @@ def _linear_grad_x(g, x, w, b, y):
 
 
 def _linear_grad_w(g, x, w, b, y):
-    # g^T @ x in W's own (out, in) layout, contiguous; batch dims are summed over
-    g2 = sh.reshape(g, (-1, g.shape[-1]))
-    x2 = sh.reshape(x, (-1, x.shape[-1]))
+    # g^T @ x in W's own (out, in) layout, contiguous; batch dims are summed over (flattened
+    # first; a 2-D input, the common case, needs no reshape ops)
+    g2 = g if g.ndim == 2 else sh.reshape(g, (-1, g.shape[-1]))
+    x2 = x if x.ndim == 2 else sh.reshape(x, (-1, x.shape[-1]))
     return matmul(sh.transpose(g2), x2)
 
 

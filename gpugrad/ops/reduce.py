@@ -27,7 +27,10 @@ def _kept_shape(shape, axis):
 
 
 def _keep(g, x, axis):
-    """g reshaped so it broadcasts against x (the reduced axes kept as size 1)."""
+    """g reshaped so it broadcasts against x (the reduced axes kept as size 1); as it is when
+    it already does (a full reduction's 0-d g broadcasts anywhere): no op for nothing."""
+    if axis is None or g.shape == _kept_shape(x.shape, axis):
+        return g
     return sh.reshape(g, _kept_shape(x.shape, axis))
 
 
@@ -122,7 +125,7 @@ half_sum_squares = defop("half_sum_squares", _half_sum_squares, save="self",
 sum  = deflinear("sum",  lambda xp, x, *, axis=None, keepdims=False: xp.sum(x, axis=axis, keepdims=keepdims),
                  vjp=(lambda g, x, y, axis, keepdims: sh.broadcast_to(_keep(g, x, axis), x.shape),))
 mean = deflinear("mean", lambda xp, x, *, axis=None, keepdims=False: xp.mean(x, axis=axis, keepdims=keepdims),
-                 vjp=(lambda g, x, y, axis, keepdims: sh.broadcast_to(_keep(g, x, axis), x.shape) / _count(x, axis),))
+                 vjp=(lambda g, x, y, axis, keepdims: sh.broadcast_to(_keep(g / _count(x, axis), x, axis), x.shape),))
 max  = defop("max",  lambda xp, x, *, axis=None, keepdims=False: xp.max(x, axis=axis, keepdims=keepdims),
              save="x y", vjp=(lambda g, x, y, axis, keepdims: _extreme_grad(g, x, y, axis),), jvp=_extreme_jvp)
 min  = defop("min",  lambda xp, x, *, axis=None, keepdims=False: xp.min(x, axis=axis, keepdims=keepdims),
