@@ -15,7 +15,7 @@ from gpugrad import benchmarks
 DEVICE = gg.default_device()
 
 
-@pytest.mark.parametrize("impl", ["gpugrad", "gpugrad graph", "torch"])
+@pytest.mark.parametrize("impl", ["gpugrad", "gpugrad captured", "torch"])
 @pytest.mark.parametrize("batch", [32, 1024])
 @pytest.mark.parametrize("model", sorted(benchmarks.MLP_MODELS))
 def bench_mlp_step(timed_on_device, model, batch, impl):

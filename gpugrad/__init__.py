@@ -20,3 +20,4 @@ from gpugrad.testing import GradcheckError, gradcheck  # noqa: E402
 from gpugrad.serialize import load, save  # noqa: E402
 from gpugrad.recompute import checkpoint  # noqa: E402
 from gpugrad import experiments  # noqa: E402
+from gpugrad.drawing import graph_of  # noqa: E402

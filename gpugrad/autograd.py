@@ -13,7 +13,7 @@ from gpugrad import tensors
 from gpugrad.graph import (  # noqa: F401  (gg.autograd's public names, and the graph's types)
     AnomalyError, GraphError, Leaf, Node, ShapeError, Unsaved, changed_in_place,
     detect_anomaly, forward_mode, is_anomaly_enabled, is_recording, is_structure_only,
-    is_training, no_grad, pause, predict_mode, record, set_detect_anomaly, structure_only,
+    is_training, no_grad, note_lines, pause, predict_mode, record, set_detect_anomaly, structure_only,
     train_mode,
 )
 from gpugrad.ops.registry import apply  # noqa: F401  (gg.autograd.apply: run an op)

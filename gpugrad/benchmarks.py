@@ -320,7 +320,7 @@ def mlp_step_cases(sizes, batch, device, lam=1e-3, lr=0.01):
 
     cases = {"gpugrad": ours}
     if be.is_cuda:  # the same step captured once and replayed (on the CPU it would run eagerly)
-        cases["gpugrad graph"] = gpugrad.cuda.graph(ours)
+        cases["gpugrad captured"] = gpugrad.cuda.graph(ours)
     # the step's matrix products alone (forward, and the two of each layer's backward), in the
     # array library and in PyTorch: the gap between them is the floor under gpugrad / torch
     weights_host = [p.numpy() for p in params]
@@ -450,7 +450,7 @@ def ops_per_step(step):
     return count
 
 
-_TORCH_COUNTERPART = {"gpugrad graph": "torch graph"}
+_TORCH_COUNTERPART = {"gpugrad captured": "torch graph"}
 
 
 def mlp_suite(device, quick=True, progress=None):

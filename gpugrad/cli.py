@@ -7,6 +7,7 @@ import os
 import pathlib
 import platform
 import shutil
+import statistics
 import sys
 
 import numpy as np
@@ -103,6 +104,21 @@ def _output_file(kind):
         return text
     parse.__name__ = f"{kind} file"
     return parse
+
+
+def _output_dir(text):
+    """A folder to write into: made if missing, refused if a file is there or it cannot be made."""
+    path = pathlib.Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a folder")
+    existing = next(p for p in (path, *path.parents) if p.exists()) if path.parents else path
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise argparse.ArgumentTypeError(f"cannot make or write the folder {text} "
+                                         f"({existing} is not a writable folder)")
+    return text
+
+
+_output_dir.__name__ = "folder"
 
 
 def info_report(compile_kernels=False):
@@ -392,6 +408,83 @@ def cmd_memory(args):
     return 0
 
 
+def cmd_graph(args):
+    import shutil
+
+    from gpugrad import drawing, experiments
+
+    device = _setup(args)
+    sizes = dict(d=args.d, h=args.h, q=args.q, batch=args.batch, bias=args.bias, lam=args.lam,
+                 device=device)
+    J, names, _, _ = experiments.graph_4_7(**sizes)
+    first = drawing.graph_of(J, names)
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = "graph-4.7" + ("-bias" if args.bias else "")
+    title = (f"section 4.7 network{' with a hidden bias' if args.bias else ''}: d={args.d}, "
+             f"h={args.h}, q={args.q}, batch {args.batch}")
+    graphs = [(stem, first, title)]
+    report = None
+    if args.second_order:
+        report = experiments.second_order_4_7(**sizes)
+        graphs.append((stem + "-second-order", report["second"],
+                       "the graph of the gradient (create_graph=True)"))
+    formats = ["dot"] + (["svg"] if shutil.which("dot") else [])
+    written = [str(g.render(out / f"{name}.{fmt}", t)) for name, g, t in graphs for fmt in formats]
+    print(f"{title}, device {device}: {len(first.nodes)} ops, {first.saved_bytes:,} bytes saved")
+    print("\nforward:")
+    print("\n".join("  " + line for line in first.forward_equations()))
+    print("\nbackward:")
+    print("\n".join("  " + line for line in first.backward_equations()))
+    if report is not None:
+        second = report["second"]
+        print("\nexercise 4, second derivatives:")
+        print(f"  graph of J:              {len(report['first'].nodes):3d} ops, "
+              f"{report['first'].saved_bytes:,} bytes saved")
+        print(f"  graph of the gradient:   {len(second.nodes):3d} ops, "
+              f"{second.saved_bytes:,} bytes saved (create_graph=True)")
+        from gpugrad import benchmarks
+
+        secs = {name: statistics.median(benchmarks.repeat_times(step, device))
+                for name, step in report["steps"].items()}
+        ratio = secs["hessian-vector product"] / secs["gradient"]
+        print(f"  one gradient {secs['gradient'] * 1e3:.3f} ms, one Hessian-vector product "
+              f"{secs['hessian-vector product'] * 1e3:.3f} ms: {ratio:.2f}x")
+    print("\nwrote " + ", ".join(written) + ("" if "svg" in formats else
+          " (no SVG: Graphviz's dot program is not on the PATH; apt-get install graphviz)"))
+    if args.json:
+        record = {"args": {k: v for k, v in vars(args).items() if k != "func"},
+                  "ops": len(first.nodes), "saved bytes": first.saved_bytes,
+                  "forward": first.forward_equations(), "backward": first.backward_equations(),
+                  "files": written}
+        if report is not None:
+            record["second order"] = {
+                "ops": len(report["second"].nodes), "saved bytes": report["second"].saved_bytes,
+                "seconds": secs, "hvp / gradient": ratio}
+        with open(args.json, "w") as fh:
+            json.dump(record, fh, indent=2)
+    return 0
+
+
+def cmd_minibatch(args):
+    from gpugrad import benchmarks, training
+
+    device = _setup(args)
+    dataset = training.load_dataset(args.dataset)
+    print(f"{args.dataset}: {len(dataset.train_x)} train, {len(dataset.test_x)} test; "
+          f"{args.layers}-layer MLP, hidden {args.hidden}, {args.epochs} epochs at each batch "
+          f"size, lr {args.lr}, momentum {args.momentum}, device {device}")
+    rows = training.minibatch_sweep(dataset, args.batch, epochs=args.epochs, layers=args.layers,
+                                    hidden=args.hidden, lr=args.lr, momentum=args.momentum,
+                                    device=device, seed=args.seed)
+    print(benchmarks.format_table([{**r, "suite": None} for r in rows]))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"args": {k: v for k, v in vars(args).items() if k != "func"},
+                       "rows": rows}, fh, indent=2)
+    return 0
+
+
 def cmd_selftest(args):
     from gpugrad import selftest
 
@@ -409,14 +502,23 @@ def _option_parents():
     plot = argparse.ArgumentParser(add_help=False)
     plot.add_argument("--plot", metavar="FILE.png", type=_output_file("plot"),
                       help="draw the figures (png, svg, pdf, jpg)")
-    return device, json_file, plot
+    training = argparse.ArgumentParser(add_help=False)
+    training.add_argument("--dataset", type=_dataset, default="digits",
+                          help="digits or mnist:DIR (default digits)")
+    training.add_argument("--layers", type=int, default=3, choices=[2, 3, 4],
+                          help="weight layers: 3 is one hidden layer, section 4.7's network")
+    training.add_argument("--hidden", type=_integer(1), default=256)
+    training.add_argument("--lr", type=_real(0, low_open=True), default=0.1)
+    training.add_argument("--momentum", type=_real(0, 1, high_open=True), default=0.9)
+    training.add_argument("--seed", type=int, default=0)
+    return device, json_file, plot, training
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="gpugrad", description=gpugrad.__doc__)
     parser.add_argument("--version", action="version", version=f"gpugrad {gpugrad.__version__}")
     sub = parser.add_subparsers(dest="command")
-    device, json_file, plot = _option_parents()
+    device, json_file, plot, training = _option_parents()
     info = sub.add_parser("info", parents=[device, json_file],
                           help="versions, backends, devices, nvcc (--device: check it is usable)")
     info.add_argument("--compile", action="store_true",
@@ -432,18 +534,11 @@ def main(argv=None):
                       help="fewer sizes, well under a minute on a 2-core CPU (the default)")
     size.add_argument("--full", action="store_true", help="every size")
     bench.set_defaults(func=cmd_bench)
-    train = sub.add_parser("train", parents=[device, json_file, plot],
+    train = sub.add_parser("train", parents=[device, json_file, plot, training],
                            help="train the lecture's 2-, 3- or 4-layer MLP")
-    train.add_argument("--dataset", type=_dataset, default="digits",
-                       help="digits or mnist:DIR (default digits)")
-    train.add_argument("--layers", type=int, default=3, choices=[2, 3, 4])
-    train.add_argument("--hidden", type=_integer(1), default=256)
     train.add_argument("--epochs", type=_integer(1), default=20)
     train.add_argument("--batch", type=_integer(1), default=32)
-    train.add_argument("--lr", type=_real(0, low_open=True), default=0.1)
-    train.add_argument("--momentum", type=_real(0, 1, high_open=True), default=0.9)
     train.add_argument("--weight-decay", type=_real(0), default=0.0)
-    train.add_argument("--seed", type=int, default=0)
     train.add_argument("--save", metavar="FILE", type=_output_file("state"),
                        help="write the trained parameters (.npz)")
     train.set_defaults(func=cmd_train)
@@ -468,6 +563,27 @@ def main(argv=None):
     mem.add_argument("--checkpoint", action="store_true", help="also checkpoint the hidden layers")
     mem.add_argument("--compare-torch", action="store_true", help="what PyTorch saves, beside")
     mem.set_defaults(func=cmd_memory)
+    draw = sub.add_parser("graph", parents=[device, json_file],
+                          help="draw section 4.7's graph and print its equations (exercises 2, 4)")
+    draw.add_argument("--d", type=_integer(1), default=784)
+    draw.add_argument("--h", type=_integer(1), default=256)
+    draw.add_argument("--q", type=_integer(1), default=10)
+    draw.add_argument("--batch", type=_integer(1), default=1,
+                      help="examples per step (default 1, the book's single x)")
+    draw.add_argument("--lam", type=_real(0), default=1e-3, help="the L2 penalty's lambda")
+    draw.add_argument("--bias", action="store_true",
+                      help="a bias in the hidden layer (exercise 2)")
+    draw.add_argument("--second-order", action="store_true",
+                      help="also the gradient's own graph and a Hessian-vector product's time")
+    draw.add_argument("--out", type=_output_dir, default=".",
+                      help="folder for the .dot (and .svg) files (made if missing)")
+    draw.set_defaults(func=cmd_graph)
+    sweep = sub.add_parser("minibatch", parents=[device, json_file, training],
+                           help="train at several batch sizes: memory, time, accuracy (ex. 5)")
+    sweep.add_argument("--batch", type=_batch_sizes, default="1,8,32,128,512",
+                       help="comma-separated batch sizes")
+    sweep.add_argument("--epochs", type=_integer(1), default=5)
+    sweep.set_defaults(func=cmd_minibatch)
     check = sub.add_parser("selftest", parents=[device, json_file],
                            help="check this install on a device: the bundled tests, the kernels, "
                                 "a short benchmark, one verdict")

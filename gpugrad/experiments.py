@@ -1,6 +1,7 @@
-"""Section 4.7's memory experiment (exercise 3), behind `gpugrad memory` and the memory
-benchmark: the network, its loss, PyTorch's saved bytes beside gpugrad's, and the rows of
-formula, estimate and measurement per batch size. The accounting itself is gpugrad/memory.py."""
+"""Section 4.7's experiments: the memory experiment (exercise 3), behind `gpugrad memory` and
+the memory benchmark (the network, its loss, PyTorch's saved bytes beside gpugrad's, and the
+rows of formula, estimate and measurement per batch size; the accounting itself is
+gpugrad/memory.py), and the recorded graph of exercises 2 and 4 behind `gpugrad graph`."""
 
 import time
 
@@ -128,3 +129,68 @@ def _checkpoint_row(model, x, y, loss_fn, device):
     kept = step(forward)
     plain_t, ckpt_t = median_time(model), median_time(forward)
     return {"saved (checkpoint)": kept, "checkpoint step time ratio": ckpt_t / plain_t}
+
+
+# ---------------------------------------------------------------------------- the 4.7 graph
+
+
+def graph_4_7(d=784, h=256, q=10, batch=1, bias=False, lam=1e-3, device=None, seed=0,
+              dtype=None):
+    """Section 4.7's network and objective J = l(o, y) + lambda/2 (|W1|^2 + |W2|^2), recorded
+    once (with each op's line), with a bias in the hidden layer for exercise 2 (bias=True).
+    Returns (J, names, weights): names {symbol: tensor} for gg.graph_of, weights the tensors
+    the gradient is taken for (W1, b1 when there, W2)."""
+    from gpugrad import nn
+    from gpugrad.nn import functional as F
+
+    backend.seed(seed)
+    hidden = nn.Linear(d, h, bias=bias, dtype=dtype, device=device)
+    out = nn.Linear(h, q, bias=False, dtype=dtype, device=device)
+    rng = np.random.default_rng(seed)
+    x = tensors.tensor(rng.standard_normal((batch, d)), dtype=hidden.weight.dtype, device=device)
+    y = rng.integers(0, q, batch)
+    names = {"W1": hidden.weight, "W2": out.weight, "x": x}
+    if bias:
+        names["b1"] = hidden.bias
+    weights = [hidden.weight] + ([hidden.bias] if bias else []) + [out.weight]
+
+    def objective():
+        # the penalty is on the weights alone, as the book's s = lambda/2 (|W1|^2 + |W2|^2)
+        return F.cross_entropy(out(ops.relu(hidden(x))), y) + lam * F.l2_penalty(
+            [hidden.weight, out.weight])
+
+    with autograd.note_lines(), autograd.record():
+        J = objective()
+    return J, names, weights, objective
+
+
+def second_order_4_7(**kwargs):
+    """Exercise 4: the graphs of J (first order) and of its gradient recorded with
+    create_graph=True (what a second derivative differentiates), and the two steps to time
+    side by side: one gradient, and one Hessian-vector product (reverse over reverse)."""
+    from gpugrad import drawing
+
+    J, names, weights, objective = graph_4_7(**kwargs)
+    first = drawing.graph_of(J, names)
+    grads = autograd.grad(J, weights, create_graph=True)
+    second = drawing.graph_of(grads, names)
+    rng = np.random.default_rng(1)
+    vs = [tensors.tensor(rng.standard_normal(w.shape), dtype=w.dtype, device=J.device)
+          for w in weights]
+
+    def gradient():
+        with autograd.record():
+            j = objective()
+        return autograd.grad(j, weights)
+
+    def hessian_vector():
+        with autograd.record():
+            j = objective()
+            gs = autograd.grad(j, weights, create_graph=True)
+            gv = ops.sum(gs[0] * vs[0])
+            for g, v in zip(gs[1:], vs[1:]):
+                gv = gv + ops.sum(g * v)
+        return autograd.grad(gv, weights)
+
+    return {"first": first, "second": second, "weights": weights, "v": vs,
+            "steps": {"gradient": gradient, "hessian-vector product": hessian_vector}}

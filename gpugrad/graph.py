@@ -40,6 +40,7 @@ class _State(threading.local):
     forward_mode = False
     structure_only = None  # a _Structure while gg.checkpoint discovers what fn reaches
     anomaly = False  # detect_anomaly: note where each op is recorded, check every gradient
+    note_lines = 0  # inside note_lines() or detect_anomaly(): remember each op's user line
 
 
 _state = _State()
@@ -99,7 +100,20 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 def set_detect_anomaly(mode):
     """Turn anomaly mode on or off for this thread (PyTorch's torch.autograd.set_detect_anomaly)."""
+    if bool(mode) != _state.anomaly:
+        _state.note_lines += 1 if mode else -1
     _state.anomaly = bool(mode)
+
+
+@contextlib.contextmanager
+def note_lines():
+    """Inside the block, each recorded op remembers the user's line that recorded it (what
+    gg.graph_of shows and detect_anomaly reports), at the cost of a look at the stack per op."""
+    _state.note_lines += 1
+    try:
+        yield
+    finally:
+        _state.note_lines -= 1
 
 
 def is_anomaly_enabled():
@@ -111,11 +125,11 @@ def detect_anomaly():
     """Inside the block, backward raises AnomalyError at the first op whose gradient holds NaN
     or inf, naming the op, the shapes and the line that recorded it in the forward."""
     prev = _state.anomaly
-    _state.anomaly = True
+    set_detect_anomaly(True)
     try:
         yield
     finally:
-        _state.anomaly = prev
+        set_detect_anomaly(prev)
 
 
 def _user_line():

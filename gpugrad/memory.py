@@ -62,27 +62,39 @@ def saved(outputs, params=()):
     """
     outputs = [outputs] if isinstance(outputs, tensors.Tensor) else list(outputs)
     roots = [t._node for t in outputs if t._node is not None]
-    param_roots = {id(_root(p.data)) for p in params}
-    seen = set()
     by_op = collections.Counter()
     buffers = []
     act = par = 0
+    for node, counted in saved_by_node(roots, params).items():
+        for name, shape, dtype, nbytes, is_param in counted:
+            buffers.append((node.op.name, name, shape, dtype, nbytes, is_param))
+            if is_param:
+                par += nbytes
+            else:
+                act += nbytes
+                by_op[node.op.name] += nbytes
+    return SavedReport(act, par, dict(by_op), buffers)
+
+
+def saved_by_node(roots, params=()):
+    """{node: [(name, shape, dtype, bytes, is_parameter), ...]} for the graph behind the nodes
+    `roots`, in backward order: each distinct buffer once, under the first node that keeps it
+    (the one ledger behind saved() and gg.graph_of's saved bytes)."""
+    param_roots = {id(_root(p.data)) for p in params}
+    seen = set()
+    out = {}
     for node in autograd._toposort(roots):
         if node.op is None:
             continue
+        counted = out.setdefault(node, [])
         for name, arr in _node_arrays(node):
             root = _root(arr)
             if id(root) in seen:
                 continue
             seen.add(id(root))
-            is_param = id(root) in param_roots
-            buffers.append((node.op.name, name, root.shape, str(root.dtype), root.nbytes, is_param))
-            if is_param:
-                par += root.nbytes
-            else:
-                act += root.nbytes
-                by_op[node.op.name] += root.nbytes
-    return SavedReport(act, par, dict(by_op), buffers)
+            counted.append((name, root.shape, str(root.dtype), root.nbytes,
+                            id(root) in param_roots))
+    return out
 
 
 # ---------------------------------------------------------------------------- allocator

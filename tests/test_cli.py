@@ -171,6 +171,10 @@ def test_selftest_runs_the_bundled_tests_on_the_device_and_says_what_failed(tmp_
     (["memory", "--device", "npu"], "argument --device: unknown device 'npu'"),
     (["selftest", "--device", "tpu"], "argument --device: unknown device 'tpu'"),
     (["train", "--dataset", "cifar"], "argument --dataset: unknown dataset 'cifar'"),
+    (["graph", "--batch", "0"], "argument --batch: must be at least 1, got 0"),
+    (["graph", "--out", "/etc/passwd"], "argument --out: /etc/passwd is a file, not a folder"),
+    (["graph", "--out", "/etc/passwd/figs"], "argument --out: cannot make or write the folder"),
+    (["graph", "--device", "tpu"], "argument --device: unknown device 'tpu'"),
     (["train", "--dataset", "mnist:/nonexistent-dir"], "argument --dataset: mnist:/nonexistent-dir: the directory"),
 ])
 def test_every_command_checks_its_arguments_before_any_work(argv, message, capsys, monkeypatch):
@@ -298,3 +302,21 @@ def test_bench_draws_its_progress_line_only_on_a_terminal(capsys, monkeypatch):
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     cli._progress(2, 2, "kernels")
     assert "\r[" in capsys.readouterr().err
+
+
+def test_minibatch_sweep_trains_at_each_batch_size(tmp_path, capsys):
+    """Exercise 5's minibatch half: one row per batch size, the saved bytes measured per step
+    and growing with the batch, fewer updates per epoch for larger batches."""
+    out = tmp_path / "m.json"
+    assert cli.main(["minibatch", "--batch", "4,64", "--epochs", "1", "--hidden", "16",
+                     "--json", str(out)]) == 0
+    assert "updates per epoch" in capsys.readouterr().out
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["batch"] for r in rows] == [4, 64]
+    assert rows[0]["updates per epoch"] == -(-1438 // 4) and rows[1]["updates per epoch"] == 23
+    # 64 -> 16 -> 10 (train's 3 layers, one hidden): the first linear keeps x, the second h,
+    # the loss its logits and labels, all float32 but the int64 labels
+    for r in rows:
+        assert r["saved bytes per step"] == r["batch"] * ((64 + 16 + 10) * 4 + 8)
+    assert rows[1]["saved bytes per step"] > rows[0]["saved bytes per step"]
+    assert all(0 < r["test accuracy"] <= 1 and r["us per sample"] > 0 for r in rows)

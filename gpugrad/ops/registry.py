@@ -361,7 +361,7 @@ def apply(op, inputs, params):
                 if p is not None and p.op is not None and p.op.aux_from_output is not None:
                     _share_saved_outputs(node, xs)
                     break
-        if state.anomaly:
+        if state.note_lines:
             graph._recorded_at[node] = graph._user_line()
     out = tensors.wrap(y, y_device, node)
     if tangents is not None and floating:
