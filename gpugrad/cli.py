@@ -236,6 +236,14 @@ def cmd_train(args):
     from gpugrad import training
 
     device = _setup(args)
+    if args.distributed:  # under mpirun: rank 0 speaks and writes files, the others train
+        from gpugrad import distributed
+
+        rank, size = distributed.init()
+        if rank != 0:
+            sys.stdout = open(os.devnull, "w")
+            args.save = args.json = args.plot = None
+        print(f"data parallel: {size} rank(s) (gg.distributed over MPI)")
     dataset = training.load_dataset(args.dataset)
     print(f"{args.dataset}: {len(dataset.train_x)} train, {len(dataset.test_x)} test, "
           f"{dataset.train_x.shape[1]} features; {args.layers}-layer MLP, hidden {args.hidden}, "
@@ -267,7 +275,7 @@ def cmd_train(args):
             dataset, layers=args.layers, hidden=args.hidden, epochs=args.epochs,
             batch=args.batch, lr=args.lr, momentum=args.momentum,
             weight_decay=args.weight_decay, device=device, seed=args.seed, progress=progress,
-            on_epoch=on_epoch)
+            on_epoch=on_epoch, distributed=args.distributed)
     except KeyboardInterrupt:
         interrupted = True
         print(f"interrupted during epoch {len(history) + 1}: keeping the {len(history)} "
@@ -539,6 +547,8 @@ def main(argv=None):
     train.add_argument("--epochs", type=_integer(1), default=20)
     train.add_argument("--batch", type=_integer(1), default=32)
     train.add_argument("--weight-decay", type=_real(0), default=0.0)
+    train.add_argument("--distributed", action="store_true",
+                       help="data parallel over the ranks of mpirun (needs the distributed extra)")
     train.add_argument("--save", metavar="FILE", type=_output_file("state"),
                        help="write the trained parameters (.npz)")
     train.set_defaults(func=cmd_train)

@@ -38,11 +38,15 @@ def accuracy(model, x, y, device, batch=2048):
 
 
 def train(dataset, layers=3, hidden=256, epochs=20, batch=32, lr=0.1, momentum=0.9,
-          weight_decay=0.0, device=None, seed=0, progress=None, on_epoch=None):
+          weight_decay=0.0, device=None, seed=0, progress=None, on_epoch=None,
+          distributed=False):
     """Train an MLP; returns (model, history) with one dict per epoch.
 
     on_epoch(model, entry), if given, is called as each epoch finishes, so a caller can show it
     at once and keep what an interrupt (KeyboardInterrupt propagates) must not lose.
+    distributed: data parallel over the ranks mpirun started (gg.distributed): each rank takes
+    its shard of every batch, the gradients are averaged before each update, and the figures
+    are over all ranks.
     """
     from gpugrad import backend
 
@@ -50,6 +54,12 @@ def train(dataset, layers=3, hidden=256, epochs=20, batch=32, lr=0.1, momentum=0
     n_classes = int(max(dataset.train_y.max(), dataset.test_y.max())) + 1
     model = build_mlp(layers, dataset.train_x.shape[1], hidden, n_classes, device=device)
     device = model.parameters()[0].device
+    dist = None
+    if distributed:
+        from gpugrad import distributed as dist
+
+        dist.init()
+        dist.broadcast_parameters(model)
     opt = optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     history = []
     for epoch in range(1, epochs + 1):
@@ -58,14 +68,22 @@ def train(dataset, layers=3, hidden=256, epochs=20, batch=32, lr=0.1, momentum=0
         batches = data.batches(dataset.train_x, dataset.train_y, batch, seed=seed * 1000 + epoch)
         n_batches = (len(dataset.train_x) + batch - 1) // batch
         for xb, yb in (progress(batches, n_batches, epoch) if progress else batches):
+            if dist is not None:
+                part = dist.shard(len(xb))
+                xb, yb = xb[part], yb[part]
             x = tensors.tensor(xb, device=device)
             with autograd.record():
                 logits = model(x)
                 loss = nn.functional.cross_entropy(logits, yb)
             loss.backward()
+            if dist is not None:
+                dist.average_gradients(model)
             opt.step()
             losses.append(loss.item())
             correct += int((logits.numpy().argmax(axis=1) == yb).sum())
+        if dist is not None:  # every rank saw its shards: the epoch's figures are their sums
+            correct = int(dist.sum_over_ranks(correct))
+            losses = [dist.sum_over_ranks(float(np.mean(losses))) / dist.world_size()]
         history.append({
             "epoch": epoch, "loss": float(np.mean(losses)),
             "train accuracy": correct / len(dataset.train_x),

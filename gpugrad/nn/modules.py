@@ -185,6 +185,34 @@ class Sequential(Module):
         return len(self._modules)
 
 
+class ToDevice(Module):
+    """Moves its input to `device`; differentiable, so in backward the gradient goes back to
+    the device the input came from."""
+
+    def __init__(self, device):
+        super().__init__()
+        self.target = backend.canonical_device(device)
+
+    def forward(self, x):
+        return x.to(self.target)
+
+    def __repr__(self):
+        return f"ToDevice({self.target!r})"
+
+
+def pipeline(*stages):
+    """A model split across devices (section 4.7, exercise 5): stages are (module, device)
+    pairs; each module is moved to its device, and a ToDevice before it moves the activations
+    in forward (and their gradients back in backward). Returns a Sequential."""
+    layers = []
+    for i, stage in enumerate(stages):
+        if not (isinstance(stage, tuple) and len(stage) == 2 and isinstance(stage[0], Module)):
+            raise TypeError(f"pipeline: stage {i} must be a (module, device) pair, got {stage!r}")
+        module, device = stage
+        layers += [ToDevice(device), module.to(device)]
+    return Sequential(*layers)
+
+
 class _Activation(Module):
     fn = None
 

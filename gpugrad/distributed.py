@@ -1,0 +1,202 @@
+"""Data-parallel training over MPI (mpi4py): every rank runs the same model on its share of the
+batch, and the gradients are averaged across ranks after backward, so every rank applies the
+same update and the parameters stay equal.
+
+    mpirun -n 2 python train.py        # gg.distributed.init() inside; rank() / world_size()
+
+On "cpu" tensors the collectives run through mpi4py on the arrays themselves. CUDA tensors are
+staged through host memory (a copy each way), with a warning once: the NCCL path
+(cupy.cuda.nccl) is not written yet. Every collective waits at most `timeout` seconds
+(GPUGRAD_DIST_TIMEOUT, default 300) for the other ranks, then raises DistributedError naming
+the collective: a rank that died makes the others fail, not hang.
+"""
+
+import os
+import time
+import warnings
+
+import numpy as np
+
+from gpugrad import backend
+from gpugrad import tensors
+
+_INSTALL = "pip install 'gpugrad[distributed]' (mpi4py and MPICH's wheels from PyPI)"
+_state = {"comm": None, "warned_host_staging": False}
+BUCKET_BYTES = 25 << 20  # gradients go in messages of about this size: few and large
+
+
+class DistributedError(RuntimeError):
+    """A collective could not complete: a rank did not take part in time, or MPI is missing."""
+
+
+def _mpi():
+    try:
+        from mpi4py import MPI
+    except ImportError as e:
+        raise DistributedError(f"gg.distributed needs mpi4py and an MPI library: {_INSTALL} "
+                               f"({e})") from None
+    return MPI
+
+
+def init():
+    """Join the processes mpirun/mpiexec started (a single process is a world of one).
+    Returns (rank, world size)."""
+    if _state["comm"] is None:
+        _state["comm"] = _mpi().COMM_WORLD
+    return rank(), world_size()
+
+
+def _comm():
+    if _state["comm"] is None:
+        raise DistributedError("gg.distributed: call gg.distributed.init() first")
+    return _state["comm"]
+
+
+def rank():
+    return _comm().Get_rank()
+
+
+def world_size():
+    return _comm().Get_size()
+
+
+def timeout():
+    return float(os.environ.get("GPUGRAD_DIST_TIMEOUT", "300"))
+
+
+def _wait(request, what):
+    """Test a non-blocking collective until it completes or the timeout passes."""
+    deadline = time.monotonic() + timeout()
+    pause = 1e-5
+    while not request.Test():
+        if time.monotonic() > deadline:
+            raise DistributedError(
+                f"{what}: the other ranks did not take part within {timeout():g} s (rank "
+                f"{rank()} of {world_size()}); a rank may have died or be stuck "
+                f"(GPUGRAD_DIST_TIMEOUT sets the limit)")
+        time.sleep(pause)
+        pause = min(pause * 2, 1e-3)
+
+
+def _host(t):
+    """(host array, whether it must be copied back to t's device)."""
+    if not isinstance(t, tensors.Tensor):
+        raise TypeError(f"gg.distributed: expected a Tensor, got {type(t).__name__}")
+    if t.device == "cpu":
+        if not t.data.flags.c_contiguous:
+            raise ValueError("gg.distributed: the tensor must be contiguous")
+        return t.data, False
+    if not _state["warned_host_staging"]:
+        warnings.warn(f"gg.distributed: {t.device} tensors are copied through host memory for "
+                      f"MPI (the NCCL path is not written yet)", stacklevel=3)
+        _state["warned_host_staging"] = True
+    return np.ascontiguousarray(t.numpy()), True
+
+
+def _back(t, arr):
+    be = backend.get(t.device)
+    with be.active:
+        t.data[...] = be.asarray(arr)
+
+
+def all_reduce(t, op="sum"):
+    """In place: t becomes the sum (or mean) of t over all ranks. Returns t."""
+    if op not in ("sum", "mean"):
+        raise ValueError(f"all_reduce: op must be 'sum' or 'mean', got {op!r}")
+    MPI = _mpi()
+    arr, copy_back = _host(t)
+    if world_size() > 1:
+        _wait(_comm().Iallreduce(MPI.IN_PLACE, arr, op=MPI.SUM), "all_reduce")
+    if op == "mean":
+        arr /= world_size()
+    if copy_back:
+        _back(t, arr)
+    return t
+
+
+def sum_over_ranks(value):
+    """A Python number summed over all ranks (a count of correct answers, say)."""
+    MPI = _mpi()
+    arr = np.array([value], dtype=np.float64)
+    if world_size() > 1:
+        _wait(_comm().Iallreduce(MPI.IN_PLACE, arr, op=MPI.SUM), "sum_over_ranks")
+    return arr[0].item()
+
+
+def broadcast(t, root=0):
+    """In place: t becomes rank root's t on every rank. Returns t."""
+    if not 0 <= root < world_size():
+        raise ValueError(f"broadcast: root {root} is not a rank of a world of {world_size()}")
+    arr, copy_back = _host(t)
+    if world_size() > 1:
+        _wait(_comm().Ibcast(arr, root=root), "broadcast")
+    if copy_back:
+        _back(t, arr)
+    return t
+
+
+def broadcast_parameters(module, root=0):
+    """Every parameter of module made equal to rank root's (call once, before training)."""
+    for p in module.parameters():
+        broadcast(p, root)
+
+
+def average_gradients(module, bucket_bytes=BUCKET_BYTES):
+    """After backward: every parameter's .grad becomes its mean over the ranks. Gradients of one
+    dtype go in buckets of about bucket_bytes, one all-reduce each, not one per parameter."""
+    params = [p for p in module.parameters() if p.grad is not None]
+    if world_size() == 1 or not params:
+        return
+    MPI = _mpi()
+    by_dtype = {}
+    for p in params:
+        by_dtype.setdefault(np.dtype(p.grad.dtype), []).append(p)
+    for dtype, group in by_dtype.items():
+        bucket, size = [], 0
+        for p in group + [None]:
+            if p is not None:
+                bucket.append(p)
+                size += p.grad.size * dtype.itemsize
+            if bucket and (p is None or size >= bucket_bytes):
+                flat = np.concatenate([_host(q.grad)[0].reshape(-1) for q in bucket])
+                _wait(_comm().Iallreduce(MPI.IN_PLACE, flat, op=MPI.SUM), "average_gradients")
+                flat /= world_size()
+                start = 0
+                for q in bucket:
+                    n = q.grad.size
+                    part = flat[start:start + n].reshape(q.grad.shape)
+                    if q.grad.device == "cpu":
+                        q.grad.data[...] = part
+                    else:
+                        _back(q.grad, part)
+                    start += n
+                bucket, size = [], 0
+
+
+class DataParallel:
+    """module, its parameters made equal to rank 0's; call .average_gradients() after each
+    backward (before the optimizer step). Attribute access and calls go to the module."""
+
+    def __init__(self, module, bucket_bytes=BUCKET_BYTES):
+        init()
+        self.module = module
+        self.bucket_bytes = bucket_bytes
+        broadcast_parameters(module)
+
+    def __call__(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+    def average_gradients(self):
+        average_gradients(self.module, self.bucket_bytes)
+
+    def __getattr__(self, name):
+        return getattr(self.module, name)
+
+
+def shard(n, r=None, size=None):
+    """The slice of n examples that rank r of size ranks takes (contiguous, sizes within one)."""
+    r = rank() if r is None else r
+    size = world_size() if size is None else size
+    base, extra = divmod(n, size)
+    start = r * base + min(r, extra)
+    return slice(start, start + base + (1 if r < extra else 0))
