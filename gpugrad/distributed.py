@@ -4,11 +4,13 @@ same update and the parameters stay equal.
 
     mpirun -n 2 python train.py        # gg.distributed.init() inside; rank() / world_size()
 
-On "cpu" tensors the collectives run through mpi4py on the arrays themselves. CUDA tensors are
-staged through host memory (a copy each way), with a warning once: the NCCL path
-(cupy.cuda.nccl) is not written yet. Every collective waits at most `timeout` seconds
+On "cpu" tensors the collectives run through mpi4py on the arrays themselves. On CUDA tensors
+they run through NCCL (cupy.cuda.nccl: a communicator per process, its id sent over MPI) on
+the current stream; where NCCL cannot be set up, the arrays are staged through host memory for
+MPI, with a warning that says why. Every MPI collective waits at most `timeout` seconds
 (GPUGRAD_DIST_TIMEOUT, default 300) for the other ranks, then raises DistributedError naming
-the collective: a rank that died makes the others fail, not hang.
+the collective: a rank that died makes the others fail, not hang (NCCL's own collectives have
+no such limit).
 """
 
 import os
@@ -78,7 +80,7 @@ def _wait(request, what):
         pause = min(pause * 2, 1e-3)
 
 
-def _host(t):
+def _host(t, why="the NCCL path is for CUDA devices"):
     """(host array, whether it must be copied back to t's device)."""
     if not isinstance(t, tensors.Tensor):
         raise TypeError(f"gg.distributed: expected a Tensor, got {type(t).__name__}")
@@ -88,9 +90,62 @@ def _host(t):
         return t.data, False
     if not _state["warned_host_staging"]:
         warnings.warn(f"gg.distributed: {t.device} tensors are copied through host memory for "
-                      f"MPI (the NCCL path is not written yet)", stacklevel=3)
+                      f"MPI ({why})", stacklevel=3)
         _state["warned_host_staging"] = True
     return np.ascontiguousarray(t.numpy()), True
+
+
+def _nccl(t):
+    """(NCCL communicator, cupy.cuda.nccl) for t's CUDA device, made once per device; None
+    where t is not on CUDA, the world is one process, or NCCL cannot be set up (the reason is
+    kept for the host-staging warning)."""
+    be = backend.get(t.device)
+    if not be.is_cuda or world_size() == 1:
+        return None
+    key = ("nccl", t.device)
+    if key not in _state:
+        found, why = None, None
+        try:
+            from cupy.cuda import nccl
+        except ImportError as e:
+            why = f"NCCL is not available in CuPy: {e}"
+        else:
+            uid = nccl.get_unique_id() if rank() == 0 else None
+            uid = _comm().bcast(uid, root=0)
+            try:
+                with be.active:
+                    found = (nccl.NcclCommunicator(world_size(), uid, rank()), nccl)
+            except Exception as e:  # noqa: BLE001 - any NCCL failure falls back, said why
+                why = f"NCCL could not start: {e}"
+        _state[key] = found
+        _state[("nccl why", t.device)] = why
+    return _state[key]
+
+
+_NCCL_TYPES = {"float16": "NCCL_FLOAT16", "float32": "NCCL_FLOAT32", "float64": "NCCL_FLOAT64",
+               "int32": "NCCL_INT32", "int64": "NCCL_INT64"}
+
+
+def _nccl_call(t, arr, what, root=0):
+    """All-reduce (sum) or broadcast the CUDA array arr of t's device in place through NCCL;
+    False where NCCL is not used (the caller stages through the host)."""
+    found = _nccl(t)
+    if found is None or arr.dtype.name not in _NCCL_TYPES or not arr.flags.c_contiguous:
+        return False
+    comm, nccl = found
+    be = backend.get(t.device)
+    with be.active:
+        stream = be.xp.cuda.get_current_stream().ptr
+        kind = getattr(nccl, _NCCL_TYPES[arr.dtype.name])
+        if what == "all_reduce":
+            comm.allReduce(arr.data.ptr, arr.data.ptr, arr.size, kind, nccl.NCCL_SUM, stream)
+        else:
+            comm.bcast(arr.data.ptr, arr.size, kind, root, stream)
+    return True
+
+
+def _why_host(t):
+    return _state.get(("nccl why", t.device)) or "the NCCL path is for CUDA devices"
 
 
 def _back(t, arr):
@@ -104,7 +159,11 @@ def all_reduce(t, op="sum"):
     if op not in ("sum", "mean"):
         raise ValueError(f"all_reduce: op must be 'sum' or 'mean', got {op!r}")
     MPI = _mpi()
-    arr, copy_back = _host(t)
+    if _nccl_call(t, t.data, "all_reduce"):
+        if op == "mean":
+            t.data /= world_size()
+        return t
+    arr, copy_back = _host(t, _why_host(t))
     if world_size() > 1:
         _wait(_comm().Iallreduce(MPI.IN_PLACE, arr, op=MPI.SUM), "all_reduce")
     if op == "mean":
@@ -127,7 +186,9 @@ def broadcast(t, root=0):
     """In place: t becomes rank root's t on every rank. Returns t."""
     if not 0 <= root < world_size():
         raise ValueError(f"broadcast: root {root} is not a rank of a world of {world_size()}")
-    arr, copy_back = _host(t)
+    if _nccl_call(t, t.data, "broadcast", root):
+        return t
+    arr, copy_back = _host(t, _why_host(t))
     if world_size() > 1:
         _wait(_comm().Ibcast(arr, root=root), "broadcast")
     if copy_back:
@@ -150,27 +211,40 @@ def average_gradients(module, bucket_bytes=BUCKET_BYTES):
     MPI = _mpi()
     by_dtype = {}
     for p in params:
-        by_dtype.setdefault(np.dtype(p.grad.dtype), []).append(p)
-    for dtype, group in by_dtype.items():
+        by_dtype.setdefault((np.dtype(p.grad.dtype), p.grad.device), []).append(p)
+    for (dtype, _), group in by_dtype.items():
         bucket, size = [], 0
         for p in group + [None]:
             if p is not None:
                 bucket.append(p)
                 size += p.grad.size * dtype.itemsize
             if bucket and (p is None or size >= bucket_bytes):
-                flat = np.concatenate([_host(q.grad)[0].reshape(-1) for q in bucket])
-                _wait(_comm().Iallreduce(MPI.IN_PLACE, flat, op=MPI.SUM), "average_gradients")
-                flat /= world_size()
-                start = 0
-                for q in bucket:
-                    n = q.grad.size
-                    part = flat[start:start + n].reshape(q.grad.shape)
-                    if q.grad.device == "cpu":
-                        q.grad.data[...] = part
-                    else:
-                        _back(q.grad, part)
-                    start += n
+                _average_bucket(MPI, bucket)
                 bucket, size = [], 0
+
+
+def _average_bucket(MPI, bucket):
+    """One message for the gradients of a bucket (one dtype, one device): NCCL on a device
+    buffer where it runs, else MPI on a host buffer."""
+    first = bucket[0].grad
+    be = backend.get(first.device)
+    with be.active:
+        if _nccl(first) is not None:
+            flat = be.xp.concatenate([q.grad.data.reshape(-1) for q in bucket])
+            _nccl_call(first, flat, "all_reduce")
+        else:
+            flat = np.concatenate([_host(q.grad, _why_host(first))[0].reshape(-1) for q in bucket])
+            _wait(_comm().Iallreduce(MPI.IN_PLACE, flat, op=MPI.SUM), "average_gradients")
+        flat /= world_size()
+        start = 0
+        for q in bucket:
+            n = q.grad.size
+            part = flat[start:start + n].reshape(q.grad.shape)
+            if q.grad.device == "cpu" or not isinstance(flat, np.ndarray):
+                q.grad.data[...] = part
+            else:
+                _back(q.grad, part)
+            start += n
 
 
 class DataParallel:

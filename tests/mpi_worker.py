@@ -37,7 +37,7 @@ if mode in ("die", "stuck"):
 
 def model_and_optimizer(seed):
     gg.seed(seed)
-    model = gg.nn.MLP([6, 8, 3], dtype="float64", device="cpu")
+    model = gg.nn.MLP([6, 8, 3], dtype="float64")  # on the default device (GPUGRAD_DEVICE)
     return model, gg.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
 
 
@@ -68,7 +68,7 @@ if rank == 0:
     # one process on the whole batch from the same (broadcast) start
     single, single_opt = model_and_optimizer(seed=0)
     for n, p in single.named_parameters():
-        p.data[...] = start[n]
+        p.data[:] = gg.tensor(start[n], device=p.device).data
     for x, y in batches:
         step(single, single_opt, x, y)
         single_opt.step()

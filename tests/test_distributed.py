@@ -36,17 +36,20 @@ def _mpiexec():
     return [found, *flags]
 
 
-def _run(mode, tmp_path, timeout_s="60"):
+def _run(mode, tmp_path, timeout_s="60", device="cpu"):
     out = tmp_path / f"{mode}.json"
-    env = dict(os.environ, GPUGRAD_DIST_TIMEOUT=timeout_s, GPUGRAD_DEVICE="cpu",
+    env = dict(os.environ, GPUGRAD_DIST_TIMEOUT=timeout_s, GPUGRAD_DEVICE=device,
                OPENBLAS_NUM_THREADS="1", PYTHONPATH=str(WORKER.parent.parent))
     proc = subprocess.run([*_mpiexec(), "-n", "2", sys.executable, str(WORKER), mode, str(out)],
                           capture_output=True, text=True, timeout=120, env=env)
     return proc, (json.loads(out.read_text()) if out.exists() else None)
 
 
-def test_two_ranks_on_half_a_batch_each_train_as_one_process_on_the_whole(tmp_path):
-    proc, result = _run("train", tmp_path)
+@pytest.mark.parametrize("rank_device", ["cpu", "strict"])
+def test_two_ranks_on_half_a_batch_each_train_as_one_process_on_the_whole(tmp_path, rank_device):
+    """On the strict test device the gradients are staged through host memory, as a GPU's are
+    where NCCL cannot run."""
+    proc, result = _run("train", tmp_path, device=rank_device)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert result["size"] == 2
     assert result["starts equal"]  # different seeds per rank, made equal by the broadcast
