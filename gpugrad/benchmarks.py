@@ -5,6 +5,7 @@ PyTorch, a device-to-device copy for bandwidth), as the median of many repeats a
 on CUDA each repeat is timed with CUDA events around the region.
 """
 
+import collections
 import datetime
 import functools
 import platform
@@ -453,6 +454,17 @@ def ops_per_step(step):
 _TORCH_COUNTERPART = {"gpugrad captured": "torch graph"}
 
 
+def device_calls_per_step(step):
+    """{call name: count} of the calls one step() makes into the strict test device's array
+    library (functions, array methods, indexing, fused kernels): on CuPy each is at most one
+    kernel launch, a view none, so it bounds a GPU step's kernels from the CPU."""
+    from gpugrad import strict
+
+    before = collections.Counter(strict.calls)
+    step()
+    return strict.calls - before
+
+
 def mlp_suite(device, quick=True, progress=None):
     """Step time, samples/s and gpugrad/torch for the section 4.7 and the deep MLP."""
     batches = [32, 1024] if quick else [32, 128, 512, 1024, 4096]
@@ -461,6 +473,8 @@ def mlp_suite(device, quick=True, progress=None):
     for i, (name, batch) in enumerate(work):
         cases = mlp_step_cases(MLP_MODELS[name], batch, device)
         ops = ops_per_step(cases["gpugrad"])
+        calls = (sum(device_calls_per_step(cases["gpugrad"]).values())
+                 if backend.get(device).name == "strict" else None)
         times, unstable = alternating_blocks(cases, device, blocks=3 if quick else 5)
         for impl, secs in times.items():
             secs = statistics.median(secs)
@@ -471,6 +485,8 @@ def mlp_suite(device, quick=True, progress=None):
             rows.append({"suite": "mlp", "model": name, "batch": batch, "impl": impl,
                          "median ms": secs * 1e3, "samples/s": batch / secs,
                          "ops per step": ops if impl == "gpugrad" else None,
+                         **({"device calls per step": calls if impl == "gpugrad" else None}
+                            if calls is not None else {}),
                          "gpugrad / torch": median_ratio(times, impl, base, unstable)
                          if not impl.startswith(("torch", "jax")) and base in times else None,
                          **_unstable_note(impl, unstable)})

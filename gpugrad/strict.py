@@ -17,6 +17,7 @@ device lets every test body run those paths on the CPU:
 It is for tests (GPUGRAD_DEVICE=strict) and `gpugrad selftest`, not for computing.
 """
 
+import collections
 import contextlib
 import functools
 import re
@@ -129,7 +130,13 @@ def _refuse_blas(name):
                                   f"it too): use the capturable matmul")
 
 
+# every call into the "device" array library, by name (functions, array methods, indexing,
+# kernels): how many calls a step makes, each at most one kernel launch on CuPy (views none)
+calls = collections.Counter()
+
+
 def _call(func, name, args, kwargs):
+    calls[name] += 1
     _refuse_blas(name)
     out = kwargs.get("out")
     args = [_operand(a) for a in args]
@@ -218,12 +225,14 @@ class StrictArray:
         return self._a.__index__()
 
     def __getitem__(self, key):
+        calls["getitem"] += 1
         return _wrap(self._a[_index(key, self._a.shape)])
 
     def __setitem__(self, key, value):
         if isinstance(value, np.ndarray) and not (isinstance(key, slice) and key == slice(None)):
             raise TypeError("a NumPy array can be assigned into a device array only whole "
                             "(a[:] = host), as in CuPy; move it to the device first")
+        calls["setitem"] += 1
         self._a[_index(key, self._a.shape)] = value._a if isinstance(value, StrictArray) else value
 
     def __getattr__(self, name):
@@ -459,6 +468,7 @@ class _StandIn:
                     raise TypeError(f"{self.expression}: argument {i} must be a numpy "
                                     f"{dtype} scalar for C type {ctype}, got {arg!r}")
                 values.append(arg.item())
+        calls[f"kernel {self.name}"] += 1
         _MATH[self.name](self, *values)
 
 

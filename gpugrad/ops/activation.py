@@ -264,11 +264,18 @@ def _mask_from_output(a):
     """relu's mask from its output, for when the next op keeps that output anyway: !(y <= 0)
     equals !(x <= 0) for y = max(x, 0), NaN included; leaky_relu's x > 0 equals y > 0 for a
     slope >= 0 (a negative slope flips the sign of y, so its mask stays)."""
+    def remade(xp, y, slope, bits):
+        # one kernel, where packing takes several; its slope-0 branch is relu's !(y <= 0), so
+        # leaky_relu with a zero slope (its mask is y > 0: NaN gives 0) packs on arrays
+        k = backend.fused("relu_fwd_mask", xp, y) if slope != 0 or bits is relu_mask else None
+        if k:
+            return {"mask": k(y, slope)[1]}
+        return {"mask": kernels.pack_mask(xp, bits(xp, y))}
+
     if "negative_slope" not in dict(a.params):
-        return (lambda p: True,
-                lambda xp, y: {"mask": kernels.pack_mask(xp, relu_mask(xp, y))})
+        return (lambda p: True, lambda xp, y: remade(xp, y, 0.0, relu_mask))
     return (lambda p: p["negative_slope"] >= 0,
-            lambda xp, y, negative_slope: {"mask": kernels.pack_mask(xp, leaky_relu_mask(xp, y))})
+            lambda xp, y, negative_slope: remade(xp, y, negative_slope, leaky_relu_mask))
 
 
 def _backward_op(a):
