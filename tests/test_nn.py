@@ -249,3 +249,22 @@ def test_the_device_calls_per_training_step_cannot_grow_unnoticed():
         assert calls == benchmarks.device_calls_per_step(step)  # the same every step
         assert sum(calls.values()) <= most, calls.most_common()
         assert calls["kernel softmax_xent_fwd"] == calls["kernel softmax_xent_bwd"] == 1
+
+
+def test_host_labels_are_checked_on_the_host_device_labels_on_the_device():
+    """Labels given as host data are range-checked before they move, so the check reads nothing
+    back from the device (a GPU sync per step otherwise); device labels are read to check."""
+    import collections
+
+    from gpugrad import strict
+
+    logits = gg.tensor(np.zeros((3, 4)), device="strict")
+    before = collections.Counter(strict.calls)
+    nn.functional.cross_entropy(logits, np.array([0, 1, 3]))
+    host_calls = strict.calls - before
+    assert host_calls["min"] == host_calls["max"] == 0
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 4\), got min 0, max 4"):
+        nn.functional.cross_entropy(logits, [0, 1, 4])
+    device_labels = gg.tensor(np.array([0, 1, 5]), dtype="int64", device="strict")
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 4\), got min 0, max 5"):
+        nn.functional.cross_entropy(logits, device_labels)

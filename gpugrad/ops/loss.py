@@ -5,6 +5,8 @@ only the logits (the labels are a parameter), and its backward (softmax(x) - one
 op of its own so that second derivatives work through the fused path too.
 """
 
+import numpy as np
+
 from gpugrad import backend
 from gpugrad import tensors
 from gpugrad.ops import activation as act
@@ -83,6 +85,15 @@ def check_labels(logits, labels):
     """Integer labels (N,) within [0, C) for logits (N, C), as a backend array."""
     if logits.ndim != 2:
         raise ValueError(f"cross_entropy: logits must be (N, C), got shape {logits.shape}")
+    on_host = not isinstance(labels, tensors.Tensor) and not (
+        backend.is_backend_array(labels) and backend.device_of_array(labels) != "cpu")
+    if on_host:  # checked here, before the copy: no read of the device afterwards
+        host = np.asarray(labels)
+        if host.dtype.kind in "iu" and host.shape == (logits.shape[0],) and host.size and (
+                int(host.min()) < 0 or int(host.max()) >= logits.shape[1]):
+            raise ValueError(f"cross_entropy: labels must lie in [0, {logits.shape[1]}), got "
+                             f"min {int(host.min())}, max {int(host.max())}")
+        labels = host
     arr = labels.data if isinstance(labels, tensors.Tensor) else backend.get(logits.device).asarray(labels)
     if isinstance(labels, tensors.Tensor) and labels.device != logits.device:
         raise backend.DeviceError(f"cross_entropy: labels are on {labels.device!r} but logits "
@@ -92,7 +103,8 @@ def check_labels(logits, labels):
     if arr.shape != (logits.shape[0],):
         raise ValueError(f"cross_entropy: labels have shape {arr.shape} but logits have "
                          f"{logits.shape[0]} rows")
-    if arr.size and logits.device != "meta" and not backend.capturing() and (int(arr.min()) < 0 or int(arr.max()) >= logits.shape[1]):
+    if (arr.size and not on_host and logits.device != "meta" and not backend.capturing()
+            and (int(arr.min()) < 0 or int(arr.max()) >= logits.shape[1])):
         raise ValueError(f"cross_entropy: labels must lie in [0, {logits.shape[1]}), got "
                          f"min {int(arr.min())}, max {int(arr.max())}")
     return arr
