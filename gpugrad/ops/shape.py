@@ -69,6 +69,9 @@ def index_key(key, device, shape):
     Boolean masks become their nonzero() index arrays, so scatter-add can handle every key.
     """
     key = key if isinstance(key, tuple) else (key,)
+    if _is_basic(key) and not any(isinstance(k, bool) for k in key):
+        # ints, slices, None, Ellipsis: nothing to convert or check
+        return tuple(int(k) if isinstance(k, numbers.Integral) else k for k in key)
     axes = _axes_indexed(key, len(shape))
     out = []
     for k, axis in zip(key, axes):
