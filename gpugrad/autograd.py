@@ -342,9 +342,11 @@ def _write_leaves(leaves, create_graph, external):
             else:
                 t.grad.data += g.data
                 changed_in_place(t.grad.data)
-        elif in_graph_step and not create_graph and _same_buffer_kind(t.grad, g):
-            t.grad.data[...] = g.data  # a captured graph writes where the eager step did
-            changed_in_place(t.grad.data)
+        elif in_graph_step and not create_graph and _same_buffer_kind(t.grad, g) \
+                and t.grad._node is None:
+            # the .grad tensor stays the same object and takes the new array, which nothing
+            # else refers to: a captured graph writes it on every replay, with no copy
+            t.grad.data = g.data
         else:
             t.grad = g
 

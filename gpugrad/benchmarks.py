@@ -321,7 +321,7 @@ def mlp_step_cases(sizes, batch, device, lam=1e-3, lr=0.01):
 
     cases = {"gpugrad": ours}
     if be.is_cuda:  # the same step captured once and replayed (on the CPU it would run eagerly)
-        cases["gpugrad captured"] = gpugrad.cuda.graph(ours)
+        cases["gpugrad captured"] = gpugrad.cuda.graph(ours, device=device)
     # the step's matrix products alone (forward, and the two of each layer's backward), in the
     # array library and in PyTorch: the gap between them is the floor under gpugrad / torch
     weights_host = [p.numpy() for p in params]
@@ -381,10 +381,32 @@ def _torch_graph(torch, step, opt):
             step()
     torch.cuda.current_stream().wait_stream(side)
     opt.zero_grad(set_to_none=True)
-    graph = torch.cuda.CUDAGraph()
+    try:  # kept, so that its nodes can be counted (PyTorch >= 2.6)
+        graph = torch.cuda.CUDAGraph(keep_graph=True)
+    except TypeError:
+        graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):  # zero_grad(set_to_none) inside is host-side only
         step()
-    return graph.replay
+
+    def replay():
+        graph.replay()
+    replay.cuda_graph = graph
+    return replay
+
+
+def kernels_per_step(case):
+    """Work items (kernels, memsets, copies) one replay of a captured step launches: a
+    gg.cuda.graph step, or a PyTorch graph from _torch_graph; None where there is no graph."""
+    from gpugrad import cuda
+
+    if isinstance(case, cuda.GraphedStep):
+        nodes = case.nodes() if case.captured else None
+    else:
+        try:
+            nodes = cuda.graph_nodes(case.cuda_graph.raw_cuda_graph())
+        except (AttributeError, RuntimeError):  # an older PyTorch, or a graph not kept
+            nodes = None
+    return None if nodes is None else sum(nodes.get(k, 0) for k in ("kernel", "memset", "memcpy"))
 
 
 def _jax_step(weights_host, x_host, y_host, lam, lr):
@@ -475,7 +497,11 @@ def mlp_suite(device, quick=True, progress=None):
         ops = ops_per_step(cases["gpugrad"])
         calls = (sum(device_calls_per_step(cases["gpugrad"]).values())
                  if backend.get(device).name == "strict" else None)
+        be_cuda = backend.get(device).is_cuda
         times, unstable = alternating_blocks(cases, device, blocks=3 if quick else 5)
+        # on CUDA, what one replay of each captured step launches, counted in its graph
+        launches = {impl: kernels_per_step(cases[impl])
+                    for impl in ("gpugrad captured", "torch graph") if impl in cases}
         for impl, secs in times.items():
             secs = statistics.median(secs)
             # each gpugrad row against its PyTorch counterpart: products with products, the
@@ -487,6 +513,7 @@ def mlp_suite(device, quick=True, progress=None):
                          "ops per step": ops if impl == "gpugrad" else None,
                          **({"device calls per step": calls if impl == "gpugrad" else None}
                             if calls is not None else {}),
+                         **({"kernels per step": launches.get(impl)} if be_cuda else {}),
                          "gpugrad / torch": median_ratio(times, impl, base, unstable)
                          if not impl.startswith(("torch", "jax")) and base in times else None,
                          **_unstable_note(impl, unstable)})

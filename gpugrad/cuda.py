@@ -8,6 +8,8 @@ is checked on a laptop. On the CPU a graphed step runs eagerly under that same c
 strict test device it runs eagerly as if a CUDA stream were capturing it (gpugrad/strict.py).
 """
 
+import collections
+import ctypes
 import weakref
 
 from gpugrad import autograd
@@ -67,8 +69,9 @@ class GraphedStep:
       the next call fail until recapture().
     - What the step returns is the same objects on every replay, overwritten by the next call:
       copy what you keep. The first call returns its own eager results.
-    - Gradients are written into the existing .grad buffers, so p.grad stays valid after each
-      call, and optimizer state is updated in place.
+    - Each p.grad stays the same Tensor and holds the latest call's gradient (its array is the
+      graph's, swapped in at capture with no copy: keep p.grad, or copy its array), and
+      optimizer state is updated in place.
     - The step's Python code runs twice on the first call (the eager step, then the capture)
       and never on a replay: side effects in Python (counters, lists) do not repeat.
     """
@@ -99,6 +102,16 @@ class GraphedStep:
     def captured(self):
         """True once a CUDA graph holds the step (never on the CPU)."""
         return self._graph is not None
+
+    def nodes(self):
+        """{kind: count} of the nodes of the captured graph ('kernel', 'memset', 'memcpy', ...):
+        the work one replay launches. GraphStepError before a capture (on the CPU, always)."""
+        if self._graph is None:
+            raise GraphStepError(
+                "GraphedStep.nodes: no CUDA graph was captured"
+                + (" yet (call the step once)" if self._layout is None else
+                   f" (on {self.device!r} a graphed step runs eagerly; only CUDA captures)"))
+        return graph_nodes(self._graph.graph)
 
     def __call__(self, *args, **kwargs):
         if self._layout is None:
@@ -241,6 +254,36 @@ class GraphedStep:
                     f"gg.cuda.graph: {type(owner).__name__}.{name} changed from {value!r} to "
                     f"{now!r} since the step was captured, and the graph holds the old value; "
                     f"call .recapture() on the graphed step after changing it")
+
+
+# CUgraphNodeType of the CUDA driver API
+_NODE_KINDS = {0: "kernel", 1: "memcpy", 2: "memset", 3: "host", 4: "child graph", 5: "empty",
+               6: "event wait", 7: "event record", 8: "semaphore signal", 9: "semaphore wait",
+               10: "mem alloc", 11: "mem free", 12: "batch mem op", 13: "conditional"}
+
+
+def graph_nodes(handle):
+    """{kind: count} of the nodes of a CUDA graph (a cudaGraph_t as an int: CuPy's
+    Graph.graph, PyTorch's CUDAGraph.raw_cuda_graph()), read through the driver API."""
+    driver = ctypes.CDLL("libcuda.so.1")
+    count = ctypes.c_size_t(0)
+    _driver_check(driver.cuGraphGetNodes(ctypes.c_void_p(handle), None, ctypes.byref(count)),
+                  "cuGraphGetNodes")
+    nodes = (ctypes.c_void_p * count.value)()
+    _driver_check(driver.cuGraphGetNodes(ctypes.c_void_p(handle), nodes, ctypes.byref(count)),
+                  "cuGraphGetNodes")
+    kinds = collections.Counter()
+    for node in nodes[: count.value]:
+        kind = ctypes.c_int(-1)
+        _driver_check(driver.cuGraphNodeGetType(ctypes.c_void_p(node), ctypes.byref(kind)),
+                      "cuGraphNodeGetType")
+        kinds[_NODE_KINDS.get(kind.value, f"type {kind.value}")] += 1
+    return dict(kinds)
+
+
+def _driver_check(result, call):
+    if result != 0:
+        raise RuntimeError(f"{call} failed with CUresult {result}")
 
 
 def _device_of(values):

@@ -28,6 +28,7 @@ KERNELS = {
     "softmax_xent_fwd": ("softmax_xent.cu", "softmax_xent_fwd<{T}, {L}>"),
     "softmax_xent_bwd": ("softmax_xent.cu", "softmax_xent_bwd<{T}, {L}>"),
     "sgd_step": ("sgd.cu", "sgd_step<{T}>"),
+    "sgd_update": ("sgd.cu", "sgd_update<{T}>"),
 }
 DTYPES = {"float32": "float", "float64": "double"}
 LABEL_DTYPES = {"int32": "int", "int64": "long long"}
@@ -69,7 +70,8 @@ def suits(name, arrays):
 
 
 _REQUIRES = {"relu_bwd_mask": _first_float, "softmax_xent_fwd": _rows,
-             "softmax_xent_bwd": _rows, "sgd_step": _in_place}
+             "softmax_xent_bwd": _rows, "sgd_step": _in_place,
+             "sgd_update": _in_place}
 
 
 def source_dir():
@@ -299,7 +301,7 @@ def _act_bwd(op):
 def _relu_fwd_mask(xp, x, negative_slope=0.0):
     (x,) = _flat(xp, x)
     y = xp.empty(x.shape, x.dtype)
-    mask = xp.zeros((x.size + 31) // 32, np.uint32)
+    mask = xp.empty((x.size + 31) // 32, np.uint32)  # the kernel writes every word
     _launch(xp, "relu_fwd_mask", x.size, (x, y, mask), (negative_slope,))
     return y, mask
 
@@ -323,12 +325,14 @@ def _softmax_xent_fwd(xp, logits, labels):
 
 
 def _softmax_xent_bwd(xp, logits, labels, g):
-    """d loss_i / d logits = (softmax - onehot) * g_i, for a per-row gradient g (N,)."""
+    """d loss_i / d logits = (softmax - onehot) * g_i, for a per-row gradient g (N,). A g
+    broadcast from one value (a mean's gradient) is read with stride 0, not copied out."""
     n, c = logits.shape
-    logits, labels, g = _flat(xp, logits, labels, g)
+    one = n > 1 and g.strides[0] == 0
+    logits, labels, g = _flat(xp, logits, labels, g[:1] if one else g)
     dx = xp.empty(logits.shape, logits.dtype)
-    _launch(xp, "softmax_xent_bwd", n, (logits, labels, g, dx), (np.int64(c),), grid=(n,),
-            L=_LABEL_CTYPE[labels.dtype])
+    _launch(xp, "softmax_xent_bwd", n, (logits, labels, g, dx), (np.int64(c), np.int64(not one)),
+            grid=(n,), L=_LABEL_CTYPE[labels.dtype])
     return dx
 
 
@@ -340,12 +344,21 @@ def _sgd_step(xp, param, grad, velocity, lr, momentum=0.0, weight_decay=0.0):
     return param
 
 
+def _sgd_update(xp, param, grad, lr, weight_decay=0.0):
+    """In place: param -= lr * (grad + weight_decay * param) (SGD without momentum)."""
+    if not (param.flags.c_contiguous and grad.flags.c_contiguous):
+        raise ValueError("sgd_update updates in place: param and grad must be contiguous")
+    _launch(xp, "sgd_update", param.size, (param, grad), (lr, weight_decay))
+    return param
+
+
 _FIXED_LAUNCHERS = {
     "relu_fwd_mask": _relu_fwd_mask,
     "relu_bwd_mask": _relu_bwd_mask,
     "softmax_xent_fwd": _softmax_xent_fwd,
     "softmax_xent_bwd": _softmax_xent_bwd,
     "sgd_step": _sgd_step,
+    "sgd_update": _sgd_update,
 }
 
 

@@ -2,7 +2,7 @@
 
 Both follow PyTorch's update rules exactly (weight decay added to the gradient), so a model
 trained here and there with the same data and seed follows the same trajectory. On CUDA the SGD
-update is one fused kernel (kernels/sgd.cu) per parameter.
+update is one fused kernel (kernels/sgd.cu) per parameter, with or without momentum.
 """
 
 import math
@@ -80,6 +80,10 @@ class SGD(Optimizer):
                         v += self.weight_decay * p.data
                     p.data -= self.lr * v
                 else:
+                    fused = backend.fused("sgd_update", xp, p.data, g)
+                    if fused:
+                        fused(p.data, g, self.lr, self.weight_decay)
+                        continue
                     d = g + self.weight_decay * p.data if self.weight_decay else g
                     p.data -= self.lr * d
 

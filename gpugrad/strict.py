@@ -519,7 +519,11 @@ def _softmax_xent_fwd(k, logits, labels, loss, n, c):
     loss[:n] = np.where(valid, log_sum - (x[np.arange(n), lab] - m[:, 0]), np.nan)
 
 
-def _softmax_xent_bwd(k, logits, labels, g, dx, n, c):
+def _softmax_xent_bwd(k, logits, labels, g, dx, n, c, g_stride):
+    if g_stride not in (0, 1) or g.size < (n if g_stride else 1):
+        raise ValueError(f"{k.expression}: g of {g.size} elements with stride {g_stride} for "
+                         f"{n} rows")
+    g = g[:n] if g_stride else np.broadcast_to(g[:1], (n,))
     x, lab, valid = _rows(logits, labels, n, c)
     m = x.max(axis=1, keepdims=True)
     e = np.exp(x - np.where(np.isfinite(m), m, 0))
@@ -529,11 +533,15 @@ def _softmax_xent_bwd(k, logits, labels, g, dx, n, c):
 
 
 def _sgd_step(k, param, grad, v, n, lr, momentum, weight_decay):
-    v[:n] = momentum * v[:n] + grad[:n] + weight_decay * param[:n]
+    v[:n] = momentum * v[:n] + (grad[:n] + weight_decay * param[:n] if weight_decay else grad[:n])
     param[:n] -= lr * v[:n]
+
+
+def _sgd_update(k, param, grad, n, lr, weight_decay):
+    param[:n] -= lr * (grad[:n] + weight_decay * param[:n] if weight_decay else grad[:n])
 
 
 _MATH = {"act_fwd": _act_fwd, "act_bwd": _act_bwd,
          "relu_fwd_mask": _relu_fwd_mask, "relu_bwd_mask": _relu_bwd_mask,
          "softmax_xent_fwd": _softmax_xent_fwd, "softmax_xent_bwd": _softmax_xent_bwd,
-         "sgd_step": _sgd_step}
+         "sgd_step": _sgd_step, "sgd_update": _sgd_update}

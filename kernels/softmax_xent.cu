@@ -65,14 +65,14 @@ __global__ void softmax_xent_fwd(const T* __restrict__ logits, const L* __restri
 template <typename T, typename L>
 __global__ void softmax_xent_bwd(const T* __restrict__ logits, const L* __restrict__ labels,
                                  const T* __restrict__ g, T* __restrict__ dx, long long n,
-                                 long long c) {
+                                 long long c, long long g_stride) {
   __shared__ T buf[256];
   for (long long r = blockIdx.x; r < n; r += gridDim.x) {
     const T* row = logits + r * c;
     T m, s;
     row_max_and_sum(row, c, buf, m, s);
     const L label = labels[r];
-    const T gr = g[r], inv = T(1) / s;
+    const T gr = g[r * g_stride], inv = T(1) / s;
     for (long long j = threadIdx.x; j < c; j += blockDim.x) {
       const T p = gg::exp_(row[j] - m) * inv;
       dx[r * c + j] = (label < 0 || label >= c) ? nan_<T>() : (p - T(j == label)) * gr;

@@ -55,14 +55,43 @@ def test_graphed_steps_equal_eager_steps(device, optimizer):
     assert graphed.replays == (3 if graphed.captured else 0)
 
 
-def test_gradients_stay_in_their_buffers(device):
-    model, _, step = _model_and_step(device)
+def test_gradients_stay_in_their_tensors(device):
+    """Each p.grad stays the same Tensor and holds the latest call's gradient; once captured,
+    its array is the graph's, written in place by every replay (no copy node in the graph)."""
+    model_a, _, eager = _model_and_step(device)
+    model_b, _, step = _model_and_step(device)
     graphed = gg.cuda.graph(step)
+    first = arrays = None
+    for x, y in _batches(3):
+        eager(gg.tensor(x, device=device), y)
+        graphed(gg.tensor(x, device=device), y)
+        grads = [p.grad for p in model_b.parameters()]
+        first = first or grads
+        assert all(g is f for g, f in zip(grads, first))
+        for pa, pb in zip(model_a.parameters(), model_b.parameters()):
+            np.testing.assert_allclose(host(pb.grad), host(pa.grad), rtol=1e-12, atol=1e-14)
+        if graphed.replays:
+            arrays = arrays or [g.data for g in grads]
+            assert all(g.data is a for g, a in zip(grads, arrays))
+    assert (arrays is not None) == graphed.captured
+
+
+def test_the_nodes_of_a_captured_step(device):
+    """What one replay launches, read from the captured graph: kernels, and no copies (the
+    gradients are the graph's own arrays). Before a capture, and where nothing is captured,
+    the error says why."""
+    _, _, step = _model_and_step(device)
+    graphed = gg.cuda.graph(step)
+    with pytest.raises(gg.cuda.GraphStepError, match=r"call the step once"):
+        graphed.nodes()
     x, y = _batches(1)[0]
     graphed(gg.tensor(x, device=device), y)
-    buffers = [p.grad.data for p in model.parameters()]
-    graphed(gg.tensor(x, device=device), y)
-    assert all(p.grad.data is b for p, b in zip(model.parameters(), buffers))
+    if not graphed.captured:
+        with pytest.raises(gg.cuda.GraphStepError, match=r"runs eagerly; only CUDA captures"):
+            graphed.nodes()
+        return
+    nodes = graphed.nodes()
+    assert nodes.get("kernel", 0) >= 10 and "memcpy" not in nodes, nodes
 
 
 def test_clip_grad_norm_inside_a_graphed_step_clips_on_the_device(device):

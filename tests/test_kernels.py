@@ -340,6 +340,23 @@ def test_fused_softmax_cross_entropy_and_sgd(labels_dtype, kdev):
     np.testing.assert_allclose(cp.asnumpy(pc), p - 0.1 * v_ref, rtol=1e-12)
 
 
+@pytest.mark.parametrize("kdev", KERNEL_DEVICES)
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
+def test_fused_sgd_update_without_momentum(weight_decay, kdev):
+    """param -= lr * (grad + weight_decay * param) in one kernel; with no weight decay an
+    infinite parameter stays infinite (the term is left out, not multiplied by 0)."""
+    cp = backend.get(kdev).xp
+    rng = np.random.default_rng(1)
+    p, gr = rng.standard_normal(1001), rng.standard_normal(1001)
+    p[3] = np.inf
+    pc = cp.asarray(p)
+    kernels.lookup("sgd_update", cp)(pc, cp.asarray(gr), 0.1, weight_decay=weight_decay)
+    with np.errstate(invalid="ignore"):
+        expected = p - 0.1 * (gr + weight_decay * p if weight_decay else gr)
+    np.testing.assert_allclose(cp.asnumpy(pc), expected, rtol=1e-12)
+    assert np.isinf(cp.asnumpy(pc)[3]) == (weight_decay == 0)
+
+
 @pytest.mark.cuda
 def test_every_kernel_compiles_with_nvrtc():
     cp = backend.get("cuda").xp
