@@ -88,17 +88,14 @@ def _rule_inputs(node, create_graph):
     else:
         y = Unsaved(op.name, "its output y", node.out_meta)
     aux = {}
-    remade = None
     for k in op.aux:  # arrays only backward needs (no history: they are not differentiable)
         a = saved.get(k)
-        if a is None and op.aux_from_output is not None and "y" in saved:
-            if remade is None:  # dropped for the output a consumer keeps: made again from it
-                be = backend.get(node.out_meta[2])
-                with be.active:
-                    remade = op.aux_from_output[1](be.xp, saved["y"], **node.params)
-            a = remade[k]
-        aux[k] = tensors.wrap(a, node.out_meta[2]) if a is not None else Unsaved(
-            op.name, k, (None, None, node.out_meta[2]))
+        if a is not None:
+            aux[k] = tensors.wrap(a, node.out_meta[2])
+        elif op.aux_from_output is not None and "y" in saved:
+            aux[k] = None  # dropped for the output a consumer keeps: the rule reads y
+        else:
+            aux[k] = Unsaved(op.name, k, (None, None, node.out_meta[2]))
     return args, y, aux
 
 
@@ -265,7 +262,7 @@ def _run(heads, head_grads, retain_graph, create_graph, targets=None):
                 if not retain_graph:
                     for p in node.parents:  # the common case (no parent shares) costs this loop
                         if p is not None and p.op is not None and p.op.aux_from_output is not None:
-                            _remake_from_output(node)
+                            _remake_from_output(node, grads, expand if targets is not None else None)
                             break
                     node.free()
                     freed.append(node)
@@ -281,12 +278,15 @@ def _run(heads, head_grads, retain_graph, create_graph, targets=None):
     return found
 
 
-def _remake_from_output(node):
+def _remake_from_output(node, pending, expand):
     """Before a node frees the output of a parent that dropped its own arrays for it (relu's
-    mask: registry._share_saved_outputs), the parent makes them again from it, so that from
-    here to its own backward it keeps 1 bit per element, not the output."""
+    mask: registry._share_saved_outputs), a parent whose backward does not run in this pass
+    (a gradient that stops short of it) makes them again from it, so that it keeps 1 bit per
+    element, not the output; one whose backward comes in this pass reads the output there."""
     for i, p in enumerate(node.parents):
         if p is None or p.op is None or p.op.aux_from_output is None or p.freed:
+            continue
+        if p in pending and (expand is None or p in expand):
             continue
         y = p.saved.get("y")
         if y is None or node.saved.get(i) is not y or any(k in p.saved for k in p.op.aux):
@@ -346,6 +346,7 @@ def _write_leaves(leaves, create_graph, external):
                 and t.grad._node is None:
             # the .grad tensor stays the same object and takes the new array, which nothing
             # else refers to: a captured graph writes it on every replay, with no copy
+            backend.swapped_in(t.grad, t.grad.data)
             t.grad.data = g.data
         else:
             t.grad = g

@@ -19,7 +19,7 @@ from gpugrad import kernels
 # them; they are handed on from here (backend.capturing(), backend.DeviceError, ...)
 from gpugrad.graphstep import (  # noqa: F401
     HOST_READ_WHY, RANDOM_WHY, DeviceError, GraphStepError, bake, capturing,
-    forbid_in_graph_step, graph_step, in_graph_step,
+    forbid_in_graph_step, graph_step, in_graph_step, swapped_in,
 )
 
 _INSTALL_HINT = (

@@ -25,16 +25,17 @@ _graph_state = threading.local()
 
 
 @contextlib.contextmanager
-def graph_step(capturing=False, baked=None):
+def graph_step(capturing=False, baked=None, swapped=None):
     """Mark the code inside as a graphed step (gpugrad/cuda.py), on any device, so that what a
     CUDA graph cannot hold fails here too; `capturing` when a CUDA stream is capturing it;
-    `baked` a list that bake() fills."""
-    before = getattr(_graph_state, "mode", None), getattr(_graph_state, "baked", None)
-    _graph_state.mode, _graph_state.baked = "capturing" if capturing else "step", baked
+    `baked` a list that bake() fills, `swapped` one that swapped_in() fills."""
+    before = tuple(getattr(_graph_state, k, None) for k in ("mode", "baked", "swapped"))
+    _graph_state.mode = "capturing" if capturing else "step"
+    _graph_state.baked, _graph_state.swapped = baked, swapped
     try:
         yield
     finally:
-        _graph_state.mode, _graph_state.baked = before
+        _graph_state.mode, _graph_state.baked, _graph_state.swapped = before
 
 
 def in_graph_step():
@@ -59,6 +60,15 @@ def bake(owner, *names):
     baked = getattr(_graph_state, "baked", None)
     if baked is not None:
         baked.extend((owner, name, getattr(owner, name)) for name in names)
+
+
+def swapped_in(tensor, old):
+    """Note that a graphed step gave `tensor` (a .grad) a new array in place of `old`: while a
+    stream captures, the new one is not computed until the first replay, so gg.cuda.graph
+    fills it from `old` (the eager step's values) once the capture ends."""
+    swapped = getattr(_graph_state, "swapped", None)
+    if swapped is not None:
+        swapped.append((tensor, old))
 
 
 HOST_READ_WHY = ("a captured graph cannot wait for the GPU mid-step; return the tensor from the "

@@ -25,6 +25,7 @@ KERNELS = {
     "act_bwd": ("activations.cu", "act_bwd<{T}, {OP}>"),
     "relu_fwd_mask": ("activations.cu", "relu_fwd_mask<{T}>"),
     "relu_bwd_mask": ("activations.cu", "relu_bwd_mask<{T}>"),
+    "relu_bwd_out": ("activations.cu", "relu_bwd_out<{T}>"),
     "softmax_xent_fwd": ("softmax_xent.cu", "softmax_xent_fwd<{T}, {L}>"),
     "softmax_xent_bwd": ("softmax_xent.cu", "softmax_xent_bwd<{T}, {L}>"),
     "sgd_step": ("sgd.cu", "sgd_step<{T}>"),
@@ -314,6 +315,15 @@ def _relu_bwd_mask(xp, g, mask, negative_slope=0.0):
     return dx
 
 
+def _relu_bwd_out(xp, g, y, negative_slope=0.0, leaky=False):
+    """relu's (or, leaky, leaky_relu's) backward with the mask bit taken from the output y."""
+    g, y = _flat(xp, g, y)
+    dx = xp.empty(g.shape, g.dtype)
+    _launch(xp, "relu_bwd_out", g.size, (g, y, dx), (negative_slope, np.int32(leaky)),
+            per_thread=_vector(g.dtype))
+    return dx
+
+
 def _softmax_xent_fwd(xp, logits, labels):
     """Per-row loss -log softmax(logits)[label] for logits (N, C), integer labels (N,)."""
     n, c = logits.shape
@@ -355,6 +365,7 @@ def _sgd_update(xp, param, grad, lr, weight_decay=0.0):
 _FIXED_LAUNCHERS = {
     "relu_fwd_mask": _relu_fwd_mask,
     "relu_bwd_mask": _relu_bwd_mask,
+    "relu_bwd_out": _relu_bwd_out,
     "softmax_xent_fwd": _softmax_xent_fwd,
     "softmax_xent_bwd": _softmax_xent_bwd,
     "sgd_step": _sgd_step,

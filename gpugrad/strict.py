@@ -505,6 +505,11 @@ def _relu_bwd_mask(k, g, mask, dx, n, slope):
     dx[:n] = np.where(bit, g[:n], g[:n] * slope if slope else 0)
 
 
+def _relu_bwd_out(k, g, y, dx, n, slope, leaky):
+    declared = kernels.declared_activations()["leaky_relu" if leaky else "relu"]
+    dx[:n] = np.where(declared.mask(np, y[:n]), g[:n], g[:n] * slope if slope else 0)
+
+
 def _rows(logits, labels, n, c):
     x = logits[: n * c].reshape(n, c)
     valid = (labels[:n] >= 0) & (labels[:n] < c)
@@ -543,5 +548,6 @@ def _sgd_update(k, param, grad, n, lr, weight_decay):
 
 _MATH = {"act_fwd": _act_fwd, "act_bwd": _act_bwd,
          "relu_fwd_mask": _relu_fwd_mask, "relu_bwd_mask": _relu_bwd_mask,
+         "relu_bwd_out": _relu_bwd_out,
          "softmax_xent_fwd": _softmax_xent_fwd, "softmax_xent_bwd": _softmax_xent_bwd,
          "sgd_step": _sgd_step, "sgd_update": _sgd_update}

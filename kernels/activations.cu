@@ -135,3 +135,35 @@ __global__ void relu_bwd_mask(const T* __restrict__ g, const unsigned int* __res
     dx[i] = relu_bwd_bit(g[i], (mask[i >> 5] >> (i & 31)) & 1u, slope);
   }
 }
+
+// relu or leaky_relu backward read from the output y instead of a mask, for when the next op
+// keeps y anyway and the mask was never kept: the bit is the mask's own test applied to y
+// (relu: !(y <= 0); leaky_relu, `leaky` != 0: y > 0), equal to x's for y = relu(x) and for
+// leaky_relu with a slope >= 0. Reads g and y, writes dx (3 * sizeof(T)).
+// Past the bit, as relu_bwd_mask: a zero slope gives +0, even for an infinite g.
+template <typename T>
+__device__ __forceinline__ T relu_bwd_from_output(T g, T y, T slope, int leaky) {
+  return relu_bwd_bit(g, leaky ? gg::leaky_relu_mask_bit(y) : gg::relu_mask_bit(y), slope);
+}
+
+template <typename T>
+__global__ void relu_bwd_out(const T* __restrict__ g, const T* __restrict__ y, T* __restrict__ dx,
+                             long long n, T slope, int leaky) {
+  using V = typename Vec<T>::type;
+  constexpr int W = 16 / sizeof(T);
+  long long done = 0;
+  if (aligned16(g) && aligned16(y) && aligned16(dx)) {
+    const long long nv = n / W;
+    GRID_STRIDE(v, nv) {
+      V gv = reinterpret_cast<const V*>(g)[v], yv = reinterpret_cast<const V*>(y)[v], dv;
+#pragma unroll
+      for (int k = 0; k < W; ++k)
+        lane<T>(dv, k) = relu_bwd_from_output(lane<T>(gv, k), lane<T>(yv, k), slope, leaky);
+      reinterpret_cast<V*>(dx)[v] = dv;
+    }
+    done = nv * W;
+  }
+  GRID_STRIDE(j, n - done) {
+    dx[done + j] = relu_bwd_from_output(g[done + j], y[done + j], slope, leaky);
+  }
+}

@@ -357,6 +357,38 @@ def test_fused_sgd_update_without_momentum(weight_decay, kdev):
     assert np.isinf(cp.asnumpy(pc)[3]) == (weight_decay == 0)
 
 
+@pytest.mark.parametrize("kdev", KERNEL_DEVICES)
+@pytest.mark.parametrize("view", ["whole", "offset"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("slope", [None, 0.0, 0.1])
+def test_relu_backward_from_the_output_equals_the_masks(slope, n, dtype, view, kdev):
+    """relu_bwd_out tests the mask's bit on y = relu(x) (or leaky_relu(x) with a slope >= 0):
+    bitwise what relu_backward gives from the mask of x, fused and unfused, NaN and inf in x
+    and g included, over a view one element off a 16-byte boundary too."""
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal(n + 1) * 3
+    g = rng.standard_normal(n + 1)
+    x[::7], g[::11] = np.nan, np.inf
+    x[::13] = -np.inf
+    start = 1 if view == "offset" else 0
+    leaky = slope is not None
+    results = []
+    for on in (True, False):
+        with gg.fused(on):
+            xt, gt = (gg.tensor(a, dtype=dtype, device=kdev)[start:start + n] for a in (x, g))
+            xt, gt = gg.tensors.wrap(xt.data, kdev), gg.tensors.wrap(gt.data, kdev)
+            y = gg.leaky_relu(xt, negative_slope=slope) if leaky else gg.relu(xt)
+            mask = gg.tensor(kernels.pack_mask(np, (host(xt) > 0) if leaky else ~(host(xt) <= 0)),
+                             device=kdev)
+            from_output = gg.relu_backward_from_output(gt, y, negative_slope=slope or 0.0,
+                                                       leaky=leaky)
+            from_mask = gg.relu_backward(gt, mask, negative_slope=slope or 0.0)
+            results += [host(from_output), host(from_mask)]
+    for other in results[1:]:
+        np.testing.assert_array_equal(results[0], other)
+
+
 @pytest.mark.cuda
 def test_every_kernel_compiles_with_nvrtc():
     cp = backend.get("cuda").xp

@@ -39,6 +39,13 @@ def distinct(*shape):
 MASK_BITS = R.random(64) > 0.5
 
 
+def _output(g, negative):
+    """A fixed relu (negative 0) or leaky_relu output for g's elements, positive where the
+    mask's bits are set."""
+    out = np.where(MASK_BITS[: g.size].reshape(g.shape), 1.5, negative)
+    return gg.tensor(out, dtype=g.dtype, device=g.device)
+
+
 def _mask(g):
     """A fixed random 1-bit mask (packed as the relu forward packs it) for g's elements."""
     bits = MASK_BITS[: g.size].reshape(g.shape)
@@ -86,6 +93,9 @@ CASES = {
     "softsign":     [(gg.softsign, [away(3, 4) * 3])],
     "relu_backward":     [(lambda g: gg.relu_backward(g, _mask(g)), [n(3, 5)]),
                           (lambda g: gg.relu_backward(g, _mask(g), negative_slope=0.1), [n(37)])],
+    "relu_backward_from_output": [
+        (lambda g: gg.relu_backward_from_output(g, _output(g, 0.0)), [n(3, 5)]),
+        (lambda g: gg.relu_backward_from_output(g, _output(g, -0.3), negative_slope=0.1, leaky=True), [n(37)])],
     "elu_backward":      [(lambda g, y: gg.elu_backward(g, y, alpha=1.0), [n(3, 4), away(3, 4)])],
     "gelu_backward":     [(lambda g, x: gg.gelu_backward(g, x), [n(3, 4), n(3, 4)]),
                           (lambda g, x: gg.gelu_backward(g, x, approximate="tanh"), [n(3, 4), n(3, 4)])],

@@ -213,7 +213,20 @@ def _mask_backward(xp, g, mask, *, negative_slope=0.0):
     k = backend.fused("relu_bwd_mask", xp, g)
     if k:
         return k(g, mask, negative_slope)
-    bits = kernels.unpack_mask(xp, mask, g.shape)
+    return _through_bits(xp, g, kernels.unpack_mask(xp, mask, g.shape), negative_slope)
+
+
+def _output_backward(xp, g, out, *, negative_slope=0.0, leaky=False):
+    """relu's (leaky: leaky_relu's) backward with its mask's bits tested on the output."""
+    k = backend.fused("relu_bwd_out", xp, g, out)
+    if k:
+        return k(g, out, negative_slope, leaky)
+    bits = leaky_relu_mask(xp, out) if leaky else relu_mask(xp, out)
+    return _through_bits(xp, g, bits, negative_slope)
+
+
+def _through_bits(xp, g, bits, negative_slope):
+    """g where bits (bool, g's shape) are set, else the slope times g (+0 for relu)."""
     if negative_slope:  # multiplying is ~8x faster than where() on a random mask
         scale = bits.astype(g.dtype)
         scale *= 1 - negative_slope
@@ -234,6 +247,12 @@ def _mask_backward(xp, g, mask, *, negative_slope=0.0):
 relu_backward = defop("relu_backward", _mask_backward, save="mask",
                       vjp=(lambda h, g, mask, y, negative_slope: relu_backward(h, mask, negative_slope=negative_slope), no_gradient),
                       jvp=lambda ts, g, mask, y, negative_slope: relu_backward(ts[0], mask, negative_slope=negative_slope))
+# The same from the output, where the next op keeps it and no mask was kept (relu_backward's
+# twin, so that no mask has to be made again for a backward)
+relu_backward_from_output = defop(
+    "relu_backward_from_output", _output_backward, save="out",
+    vjp=(lambda h, g, out, y, negative_slope, leaky: relu_backward_from_output(h, out, negative_slope=negative_slope, leaky=leaky), no_gradient),
+    jvp=lambda ts, g, out, y, negative_slope, leaky: relu_backward_from_output(ts[0], out, negative_slope=negative_slope, leaky=leaky))
 # fmt: on
 
 
@@ -308,8 +327,13 @@ def _declare(a):
     forward = _forward_of(a)
     params = dict(a.params)
     if a.saves == "mask":
-        partial = (lambda g, x, y, mask, **p:
-                   relu_backward(g, mask, negative_slope=p.get("negative_slope", 0.0)))
+        leaky = "negative_slope" in params
+
+        def partial(g, x, y, mask, **p):  # mask None: dropped for the output, read that
+            slope = p.get("negative_slope", 0.0)
+            if mask is None:
+                return relu_backward_from_output(g, y, negative_slope=slope, leaky=leaky)
+            return relu_backward(g, mask, negative_slope=slope)
         op = defelementwise(a.name, forward, save="mask", aux=("mask",), params=params,
                             forward_saving=_mask_saving_of(a, forward), partials=(partial,),
                             aux_from_output=_mask_from_output(a))
@@ -328,7 +352,7 @@ def _declare(a):
     return {a.name: op, f"{a.name}_backward": backward}
 
 
-DECLARED = {"relu_backward": relu_backward}  # every op the rows made, by name
+DECLARED = {"relu_backward": relu_backward, "relu_backward_from_output": relu_backward_from_output}  # every op the rows made, by name
 for _a in ACTIVATIONS.values():
     DECLARED.update(_declare(_a))
 del _a
