@@ -364,11 +364,57 @@ def mlp_step_cases(sizes, batch, device, lam=1e-3, lr=0.01):
         cases["torch"] = theirs
         if be.is_cuda:
             cases["torch graph"] = _torch_graph(torch, theirs, topt)
-    if be.is_cuda:
+    if be.is_cuda:  # the floor: the same step by hand on CuPy arrays, captured
+        with be.active:
+            floor_weights = [be.xp.asarray(w) for w in weights_host]
+            floor_x, floor_y = be.xp.asarray(x_host), be.xp.asarray(y_host)
+        cases["hand-written captured"] = gpugrad.cuda.graph(
+            hand_written_step(floor_weights, floor_x, floor_y, lam, lr), device=device)
         jax_step = _jax_step(weights_host, x_host, y_host, lam, lr)
         if jax_step is not None:
             cases["jax jit"] = jax_step
     return cases
+
+
+def hand_written_step(weights, x, y, lam, lr):
+    """The same SGD step written by hand on raw arrays of one device (no autograd, no Tensor):
+    the floor under a step built from the same array library and gpugrad's capturable matmul
+    (backend.matmul), which gg.cuda.graph can capture on CUDA. Updates `weights` (arrays,
+    (out, in) each) in place and returns the loss (cross-entropy + lam/2 |W|^2, before the
+    update); x (N, d) and integer labels y (N,) stay fixed."""
+    be = backend.get(backend.device_of_array(x))
+    xp, n = be.xp, x.shape[0]
+    with be.active:
+        rows = xp.arange(n)
+
+    def step():
+        with be.active:
+            hs, h = [x], x
+            for i, w in enumerate(weights):
+                z = backend.matmul(xp, h, w.T)
+                if i < len(weights) - 1:
+                    h = xp.maximum(z, 0)
+                    hs.append(h)
+            shifted = z - z.max(axis=1, keepdims=True)
+            p = xp.exp(shifted)
+            total = p.sum(axis=1, keepdims=True)
+            loss = (xp.log(total[:, 0]) - shifted[rows, y]).mean()
+            for w in weights:
+                loss += lam / 2 * backend.vdot(xp, w, w)
+            p /= total
+            p[rows, y] -= 1
+            dz = p
+            dz /= n  # d mean(cross-entropy) / d logits
+            for i in range(len(weights) - 1, -1, -1):
+                w = weights[i]
+                grad_w = backend.matmul(xp, dz.T, hs[i])
+                if i:
+                    dz = backend.matmul(xp, dz, w)
+                    dz *= hs[i] > 0
+                grad_w += lam * w  # the L2 term's gradient
+                w -= lr * grad_w
+        return loss
+    return step
 
 
 def _torch_graph(torch, step, opt):
@@ -515,7 +561,11 @@ def mlp_suite(device, quick=True, progress=None):
                             if calls is not None else {}),
                          **({"kernels per step": launches.get(impl)} if be_cuda else {}),
                          "gpugrad / torch": median_ratio(times, impl, base, unstable)
-                         if not impl.startswith(("torch", "jax")) and base in times else None,
+                         if not impl.startswith(("torch", "jax", "hand")) and base in times else None,
+                         **({"captured / hand-written": median_ratio(
+                             times, impl, "hand-written captured", unstable)
+                             if impl == "gpugrad captured" else None}
+                            if "hand-written captured" in times else {}),
                          **_unstable_note(impl, unstable)})
         if progress:
             progress(i + 1, len(work), f"{name} batch {batch}")

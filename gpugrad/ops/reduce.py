@@ -112,8 +112,8 @@ def _half_sum_squares(xp, *xs):
     if not xs:
         raise ValueError("half_sum_squares needs at least one tensor")
     dtype = xp.result_type(*xs)
-    total = 0.0
-    for x in xs:  # a dot product: no temporary the size of x
+    total = backend.vdot(xp, xs[0], xs[0])  # dot products: no temporary the size of x
+    for x in xs[1:]:
         total = total + backend.vdot(xp, x, x)
     return xp.asarray(total * 0.5, dtype=dtype)
 
