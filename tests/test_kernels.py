@@ -332,6 +332,11 @@ def test_fused_softmax_cross_entropy_and_sgd(labels_dtype, kdev):
     dx = kernels.lookup("softmax_xent_bwd", cp)(cp.asarray(logits), cp.asarray(labels.astype(labels_dtype)), cp.asarray(g))
     onehot = np.eye(300)[labels]
     np.testing.assert_allclose(cp.asnumpy(dx), (np.exp(logp) - onehot) * g[:, None], rtol=1e-9, atol=1e-12)
+    # a mean's gradient: one value broadcast to every row, read with stride 0 (no copy)
+    one = cp.broadcast_to(cp.asarray(np.float64(0.7)), (37,))
+    assert one.strides == (0,)
+    dx = kernels.lookup("softmax_xent_bwd", cp)(cp.asarray(logits), cp.asarray(labels.astype(labels_dtype)), one)
+    np.testing.assert_allclose(cp.asnumpy(dx), (np.exp(logp) - onehot) * 0.7, rtol=1e-9, atol=1e-12)
     p, gr, v = (rng.standard_normal(1000) for _ in range(3))
     pc, vc = cp.asarray(p), cp.asarray(v)
     kernels.lookup("sgd_step", cp)(pc, cp.asarray(gr), vc, 0.1, momentum=0.9, weight_decay=1e-2)
