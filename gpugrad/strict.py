@@ -12,7 +12,9 @@ device lets every test body run those paths on the CPU:
   signature in kernels/*.cu (array dtypes, contiguity, scalar types) before computing it;
 - while a graphed step "captures", BLAS calls are refused as CuPy refuses cuBLAS during stream
   capture (cupy/cupy issue 6290), so a matmul must go through the capturable path;
-- allocations are counted, so the memory accounting's allocator figures work as on CuPy.
+- allocations are counted, so the memory accounting's allocator figures work as on CuPy;
+- `empty` and `empty_like` return garbage (every bit set), as CuPy's pool recycles memory, so
+  code that reads what it never wrote fails here too.
 
 It is for tests (GPUGRAD_DEVICE=strict) and `gpugrad selftest`, not for computing.
 """
@@ -340,10 +342,30 @@ class Namespace(types.SimpleNamespace):
     def asnumpy(a):
         return a.get() if isinstance(a, StrictArray) else np.asarray(a)
 
+    # CuPy's empty hands back recycled pool memory, NumPy's often fresh zeroed pages: here it
+    # holds garbage (every bit set: NaN, -1), so code that reads what it never wrote fails
+    @staticmethod
+    def empty(shape, dtype=float, order="C"):
+        return _garbage(_call(np.empty, "empty", (shape,), {"dtype": dtype, "order": order}))
+
+    @staticmethod
+    def empty_like(a, dtype=None, order="K", shape=None):
+        return _garbage(_call(np.empty_like, "empty_like", (a,),
+                              {"dtype": dtype, "order": order, "shape": shape}))
+
     @staticmethod
     def stand_in_kernel(source, expression):
         """The NumPy stand-in for one compiled kernel (see `kernels`)."""
         return _StandIn(source, expression)
+
+
+def _garbage(array):
+    a = array._a
+    if a.dtype == bool:
+        a[...] = True
+    elif a.size:
+        a.reshape(-1).view(np.uint8)[...] = 0xFF  # contiguous: reshape is a view
+    return array
 
 
 class _Capsule:

@@ -109,6 +109,15 @@ def test_matmul_inside_a_capture_takes_the_capturable_path():
     np.testing.assert_allclose(host(got), [5.0, 14.0])
 
 
+def test_empty_arrays_hold_garbage_as_cupys_recycled_memory_does():
+    """So that a launcher or op that reads memory it never wrote fails on the CPU too."""
+    xp = strict.xp
+    assert np.isnan(xp.empty((3, 2), np.float32).get()).all()
+    assert (xp.empty_like(xp.asarray(np.zeros(5, np.int64))).get() == -1).all()
+    assert (xp.empty(4, np.uint32).get() == np.iinfo(np.uint32).max).all()
+    assert xp.empty((), np.float64).get().shape == ()
+
+
 def test_strict_device_counts_its_allocations():
     with gg.memory.track("strict") as out:
         a = gg.zeros((256,), dtype="float64", device="strict")
