@@ -160,7 +160,7 @@ class GraphedStep:
                 # the eager step: compiles kernels, sizes the pool, and is the call's result
                 with backend.graph_step():
                     result = self.step(*self._args, **self._kwargs)
-                swapped = []
+                swapped = {}
                 with backend.graph_step(capturing=True, baked=self._baked, swapped=swapped):
                     self._stream.begin_capture()
                     try:
@@ -175,7 +175,7 @@ class GraphedStep:
                             f"host read of a device array, a copy between host and device, or "
                             f"a library call that synchronizes") from e
                     self._graph = self._stream.end_capture()
-                for tensor, eager in swapped:  # the graph's arrays hold nothing until a replay
+                for tensor, eager in swapped.values():  # nothing is in them until a replay
                     tensor.data[...] = eager
             current.wait_event(self._stream.record())
         self._outputs = outputs

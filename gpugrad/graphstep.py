@@ -28,7 +28,7 @@ _graph_state = threading.local()
 def graph_step(capturing=False, baked=None, swapped=None):
     """Mark the code inside as a graphed step (gpugrad/cuda.py), on any device, so that what a
     CUDA graph cannot hold fails here too; `capturing` when a CUDA stream is capturing it;
-    `baked` a list that bake() fills, `swapped` one that swapped_in() fills."""
+    `baked` a list that bake() fills, `swapped` a dict that swapped_in() fills."""
     before = tuple(getattr(_graph_state, k, None) for k in ("mode", "baked", "swapped"))
     _graph_state.mode = "capturing" if capturing else "step"
     _graph_state.baked, _graph_state.swapped = baked, swapped
@@ -65,10 +65,12 @@ def bake(owner, *names):
 def swapped_in(tensor, old):
     """Note that a graphed step gave `tensor` (a .grad) a new array in place of `old`: while a
     stream captures, the new one is not computed until the first replay, so gg.cuda.graph
-    fills it from `old` (the eager step's values) once the capture ends."""
+    fills it from `old` (the eager step's values) once the capture ends. The first swap of a
+    tensor is the one kept: a later one in the same step replaces a captured array, not the
+    eager step's."""
     swapped = getattr(_graph_state, "swapped", None)
     if swapped is not None:
-        swapped.append((tensor, old))
+        swapped.setdefault(id(tensor), (tensor, old))
 
 
 HOST_READ_WHY = ("a captured graph cannot wait for the GPU mid-step; return the tensor from the "

@@ -76,6 +76,45 @@ def test_gradients_stay_in_their_tensors(device):
     assert (arrays is not None) == graphed.captured
 
 
+def test_a_step_with_two_backwards_keeps_the_last_gradient_from_the_first_call_on(device):
+    """Each backward swaps a new array into p.grad; after a CUDA capture each .grad is filled
+    from the eager step's array, not from the capture's first (still empty) one."""
+    steps = []
+    for _ in range(2):
+        gg.seed(0)
+        model = nn.MLP([6, 16, 3], device=device, dtype="float64")
+        opt = optim.SGD(model.parameters(), lr=0.1)
+
+        def step(x, y, model=model, opt=opt):
+            for scale in (2.0, 1.0):  # the second backward's gradient is the one kept
+                with gg.autograd.record():
+                    loss = scale * F.cross_entropy(model(x), y)
+                loss.backward()
+            opt.step()
+            return loss
+        steps.append((model, step))
+    (model_a, eager), (model_b, step) = steps
+    graphed = gg.cuda.graph(step)
+    for x, y in _batches(3):
+        eager(gg.tensor(x, device=device), y)
+        graphed(gg.tensor(x, device=device), y)
+        for pa, pb in zip(model_a.parameters(), model_b.parameters()):
+            np.testing.assert_allclose(host(pb.grad), host(pa.grad), rtol=1e-12, atol=1e-14)
+            np.testing.assert_allclose(host(pb), host(pa), rtol=1e-12, atol=1e-14)
+
+
+def test_only_the_first_swap_of_a_gradient_in_a_capture_is_noted():
+    from gpugrad import graphstep
+
+    t, first, later = gg.tensor([1.0]), np.array([2.0]), np.array([3.0])
+    noted = {}
+    with graphstep.graph_step(capturing=True, swapped=noted):
+        graphstep.swapped_in(t, first)
+        graphstep.swapped_in(t, later)
+    assert list(noted.values()) == [(t, first)]
+    graphstep.swapped_in(t, later)  # outside a capture: nothing to note, nothing fails
+
+
 def test_the_nodes_of_a_captured_step(device):
     """What one replay launches, read from the captured graph: kernels, and no copies (the
     gradients are the graph's own arrays). Before a capture, and where nothing is captured,
