@@ -55,6 +55,47 @@ def test_graphed_steps_equal_eager_steps(device, optimizer):
     assert graphed.replays == (3 if graphed.captured else 0)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("make_optimizer", [
+    lambda ps: optim.SGD(ps, lr=0.1, weight_decay=1e-2),                # one fused update kernel
+    lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=1e-2),  # with velocity
+    lambda ps: optim.Adam(ps, lr=0.01, weight_decay=1e-2),
+], ids=["sgd", "sgd-momentum", "adam"])
+def test_deep_graphed_steps_with_weight_decay_equal_eager_in_both_dtypes(device, dtype,
+                                                                        make_optimizer):
+    """The deep MLP (three relu layers, fused cross-entropy), weight decay in the update, and
+    then prediction alone (a forward under no_grad) graphed too."""
+    models = []
+    for _ in range(2):
+        gg.seed(0)
+        model = nn.MLP([6, 16, 16, 16, 3], device=device, dtype=dtype)
+        opt = make_optimizer(model.parameters())
+
+        def step(x, y, model=model, opt=opt):
+            with gg.autograd.record():
+                loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            return loss
+        models.append((model, step))
+    (model_a, eager), (model_b, step) = models
+    graphed = gg.cuda.graph(step)
+    tol = {"rtol": 1e-4, "atol": 1e-5} if dtype == "float32" else {"rtol": 1e-12, "atol": 1e-14}
+    for x, y in _batches(3):
+        xa = gg.tensor(x, dtype=dtype, device=device)
+        np.testing.assert_allclose(host(graphed(xa, y)), host(eager(xa, y)), **tol)
+    for pa, pb in zip(model_a.parameters(), model_b.parameters()):
+        np.testing.assert_allclose(host(pb), host(pa), **tol)
+
+    def predict(x):
+        with gg.no_grad():
+            return model_b(x)
+    predict_graphed = gg.cuda.graph(predict)
+    for x, _ in _batches(2, seed=1):
+        xb = gg.tensor(x, dtype=dtype, device=device)
+        np.testing.assert_allclose(host(predict_graphed(xb)), host(predict(xb)), **tol)
+
+
 def test_gradients_stay_in_their_tensors(device):
     """Each p.grad stays the same Tensor and holds the latest call's gradient; once captured,
     its array is the graph's, written in place by every replay (no copy node in the graph)."""
