@@ -183,6 +183,12 @@ def activation_backwards():
             for a in act.ACTIVATIONS.values() for kernel, fixed in act.variant_params(a)}
 
 
+# relu's and leaky_relu's backward read from the output, as the networks run it where the next
+# layer keeps that output (relu_backward_from_output): {row name: (activation, its params)}
+FROM_OUTPUT = {"relu from y": ("relu", {}),
+               "leaky_relu from y": ("leaky_relu", {"negative_slope": 0.01, "leaky": True})}
+
+
 def kernel_cases(activation, n, device):
     """{impl: callable} for one activation backward on n float32 elements, plus bytes moved.
 
@@ -192,9 +198,12 @@ def kernel_cases(activation, n, device):
     """
     be = backend.get(device)
     xp = be.xp
-    declared, forward_params = activation_backwards()[activation]
+    base, params = FROM_OUTPUT.get(activation, (activation, None))
+    declared, forward_params = activation_backwards()[base]
     saved_kind = declared.saves
-    if saved_kind == "mask":  # relu and leaky_relu share the backward from the mask
+    if params is not None:
+        op, saved_kind = gpugrad.OPS["relu_backward_from_output"], "y"
+    elif saved_kind == "mask":  # relu and leaky_relu share the backward from the mask
         op = gpugrad.OPS["relu_backward"]
         params = {"negative_slope": forward_params.get("negative_slope", 0.0)}
     else:
@@ -224,7 +233,7 @@ def kernel_cases(activation, n, device):
     # PyTorch shares NumPy's and CuPy's arrays through DLPack; the strict device's it cannot
     if torch is not None and (xp is np or (be.is_cuda and torch.cuda.is_available())):
         tg, tx, ty = (torch.from_dlpack(a) for a in (g, x, y))
-        torch_fn = TORCH_BACKWARDS.get(activation)
+        torch_fn = TORCH_BACKWARDS.get(base)
         if torch_fn is not None:
             aten = torch.ops.aten
             cases["torch"] = lambda: torch_fn(aten, tg, tx, ty)
@@ -243,7 +252,7 @@ def kernels_suite(device, quick=True, progress=None):
     else:
         sizes = [2**16, 2**20, 2**24] if quick else [2**16, 2**18, 2**20, 2**22, 2**24, 2**26]
     rows = []
-    work = [(a, n) for a in activation_backwards() for n in sizes]
+    work = [(a, n) for a in [*activation_backwards(), *FROM_OUTPUT] for n in sizes]
     for i, (activation, n) in enumerate(work):
         cases, moved, copy_bytes = kernel_cases(activation, n, device)
         timings = {impl: timing(fn, device) for impl, fn in cases.items()}
