@@ -33,6 +33,26 @@ def _model_and_step(device, optimizer="sgd", seed=0, clip=None):
     return model, opt, step
 
 
+def _twin_steps(device, sizes, dtype, make_optimizer, scales):
+    """Two equal (model, step) pairs, one to run eagerly and one to graph: each step runs a
+    backward of scale * cross-entropy per scale, then the optimizer."""
+    twins = []
+    for _ in range(2):
+        gg.seed(0)
+        model = nn.MLP(sizes, device=device, dtype=dtype)
+        opt = make_optimizer(model.parameters())
+
+        def step(x, y, model=model, opt=opt):
+            for scale in scales:
+                with gg.autograd.record():
+                    loss = scale * F.cross_entropy(model(x), y)
+                loss.backward()
+            opt.step()
+            return loss
+        twins.append((model, step))
+    return twins
+
+
 def _batches(n, batch=5, seed=0):
     rng = np.random.default_rng(seed)
     return [(rng.standard_normal((batch, 6)), rng.integers(0, 3, batch)) for _ in range(n)]
@@ -65,20 +85,8 @@ def test_deep_graphed_steps_with_weight_decay_equal_eager_in_both_dtypes(device,
                                                                         make_optimizer):
     """The deep MLP (three relu layers, fused cross-entropy), weight decay in the update, and
     then prediction alone (a forward under no_grad) graphed too."""
-    models = []
-    for _ in range(2):
-        gg.seed(0)
-        model = nn.MLP([6, 16, 16, 16, 3], device=device, dtype=dtype)
-        opt = make_optimizer(model.parameters())
-
-        def step(x, y, model=model, opt=opt):
-            with gg.autograd.record():
-                loss = F.cross_entropy(model(x), y)
-            loss.backward()
-            opt.step()
-            return loss
-        models.append((model, step))
-    (model_a, eager), (model_b, step) = models
+    (model_a, eager), (model_b, step) = _twin_steps(device, [6, 16, 16, 16, 3], dtype,
+                                                    make_optimizer, scales=(1.0,))
     graphed = gg.cuda.graph(step)
     tol = {"rtol": 1e-4, "atol": 1e-5} if dtype == "float32" else {"rtol": 1e-12, "atol": 1e-14}
     for x, y in _batches(3):
@@ -120,21 +128,9 @@ def test_gradients_stay_in_their_tensors(device):
 def test_a_step_with_two_backwards_keeps_the_last_gradient_from_the_first_call_on(device):
     """Each backward swaps a new array into p.grad; after a CUDA capture each .grad is filled
     from the eager step's array, not from the capture's first (still empty) one."""
-    steps = []
-    for _ in range(2):
-        gg.seed(0)
-        model = nn.MLP([6, 16, 3], device=device, dtype="float64")
-        opt = optim.SGD(model.parameters(), lr=0.1)
-
-        def step(x, y, model=model, opt=opt):
-            for scale in (2.0, 1.0):  # the second backward's gradient is the one kept
-                with gg.autograd.record():
-                    loss = scale * F.cross_entropy(model(x), y)
-                loss.backward()
-            opt.step()
-            return loss
-        steps.append((model, step))
-    (model_a, eager), (model_b, step) = steps
+    # the second backward's gradient is the one kept
+    (model_a, eager), (model_b, step) = _twin_steps(
+        device, [6, 16, 3], "float64", lambda ps: optim.SGD(ps, lr=0.1), scales=(2.0, 1.0))
     graphed = gg.cuda.graph(step)
     for x, y in _batches(3):
         eager(gg.tensor(x, device=device), y)
