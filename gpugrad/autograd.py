@@ -4,6 +4,8 @@ graph.py's public names, so that gg.autograd.record, gg.autograd.grad and the re
 namespace.
 """
 
+import contextlib
+
 import numpy as np
 
 from gpugrad import backend
@@ -23,18 +25,21 @@ from gpugrad.ops.registry import apply  # noqa: F401  (gg.autograd.apply: run an
 
 
 def _check_finite(node, g, input_grads):
-    """Raise AnomalyError if a gradient the node's rule returned holds NaN or inf."""
+    """Raise AnomalyError if a gradient the node's rule returned holds NaN or inf (gradients
+    as arrays, or as Tensors under create_graph)."""
+    g = _array(g)
     for i, gi in enumerate(input_grads):
         if gi is None:
             continue
         backend.forbid_in_graph_step("detect_anomaly (it reads every gradient on the host)",
                                      backend.HOST_READ_WHY)
-        xp = backend.get(gi.device).xp
-        finite = xp.isfinite(gi.data)
+        gi = _array(gi)
+        xp = backend.get(node.metas[i][2]).xp
+        finite = xp.isfinite(gi)
         if bool(finite.all()):
             continue
-        n_nan, n_bad = int(xp.isnan(gi.data).sum()), int((~finite).sum())
-        incoming = "finite" if bool(xp.isfinite(g.data).all()) else "not finite either"
+        n_nan, n_bad = int(xp.isnan(gi).sum()), int((~finite).sum())
+        incoming = "finite" if bool(xp.isfinite(g).all()) else "not finite either"
         shapes = ", ".join(str(m[0]) if m is not None else "scalar" for m in node.metas)
         where = graph._recorded_at.get(node, "a line recorded outside detect_anomaly()")
         raise AnomalyError(
@@ -43,6 +48,10 @@ def _check_finite(node, g, input_grads):
             f"{gi.size} values; the gradient coming into {node.op.name!r} (shape {g.shape}) was "
             f"{incoming}. {node.op.name!r} took inputs of shapes {shapes} and was recorded at "
             f"{where}")
+
+
+def _array(v):
+    return v.data if isinstance(v, tensors.Tensor) else v
 
 
 def _input_label(op, i):
@@ -70,28 +79,34 @@ def _check_unchanged(node):
 # ---------------------------------------------------------------------------- backward
 
 
-def _rule_inputs(node, create_graph):
-    """Saved arrays back as Tensors (with their history when create_graph), else placeholders."""
+def _as_is(a, device, node=None):
+    return a
+
+
+def _rule_inputs(node, as_tensors, create_graph):
+    """What the node saved, for its rules: as arrays, or as Tensors (with their history when
+    create_graph); placeholders for what it did not save."""
     if node.epoch != graph._epoch:
         _check_unchanged(node)
     op, saved = node.op, node.saved
+    wrap = tensors.wrap if as_tensors else _as_is
     args = []
     for i, meta in enumerate(node.metas):
         if meta is None:
             args.append(saved[i])
         elif i in saved:
-            args.append(tensors.wrap(saved[i], meta[2], node.parents[i] if create_graph else None))
+            args.append(wrap(saved[i], meta[2], node.parents[i] if create_graph else None))
         else:
             args.append(Unsaved(op.name, op.input_name(i), meta))
     if "y" in saved:
-        y = tensors.wrap(saved["y"], node.out_meta[2], node if create_graph else None)
+        y = wrap(saved["y"], node.out_meta[2], node if create_graph else None)
     else:
         y = Unsaved(op.name, "its output y", node.out_meta)
     aux = {}
     for k in op.aux:  # arrays only backward needs (no history: they are not differentiable)
         a = saved.get(k)
         if a is not None:
-            aux[k] = tensors.wrap(a, node.out_meta[2])
+            aux[k] = wrap(a, node.out_meta[2])
         elif op.aux_from_output is not None and "y" in saved:
             aux[k] = None  # dropped for the output a consumer keeps: the rule reads y
         else:
@@ -113,13 +128,11 @@ def unbroadcast(g, shape):
     return ops.reshape(ops.sum(g, axis=axes, keepdims=True), shape)
 
 
-def _uniform_as_scalar(g):
-    """A gradient that is one value broadcast (all strides 0, as sum's backward makes it) as a
-    0-d tensor: elementwise rules then broadcast it instead of materialising it."""
-    data = g.data
-    if g.ndim and g.size > 1 and not any(data.strides):
-        xp = backend.get(g.device).xp
-        return tensors.wrap(xp.asarray(data[(0,) * g.ndim]), g.device)
+def _uniform_as_scalar(g, xp):
+    """A gradient array that is one value broadcast (all strides 0, as sum's backward makes
+    it) as a 0-d array: elementwise rules then broadcast it instead of materialising it."""
+    if g.ndim and g.size > 1 and not any(g.strides):
+        return xp.asarray(g[(0,) * g.ndim])
     return g
 
 
@@ -135,17 +148,84 @@ def _fit_shape(gi, shape, out_shape):
     return unbroadcast(gi, shape)
 
 
-def _input_grads(node, g, create_graph):
-    op = node.op
-    if op.scalar_g and not create_graph:
-        g = _uniform_as_scalar(g)
-    args, y, aux = _rule_inputs(node, create_graph)
-    params = node.params
+def _call_rules(node, g, args, y, aux):
+    op, params = node.op, node.params
     if op.vjp_all is not None:
-        grads = list(op.vjp_all(g, *args, y=y, **aux, **params))
-    else:
-        grads = [None if p is None else rule(g, *args, y=y, **aux, **params)
-                 for p, rule in zip(node.parents, op.vjp)]
+        return list(op.vjp_all(g, *args, y=y, **aux, **params))
+    return [None if p is None else rule(g, *args, y=y, **aux, **params)
+            for p, rule in zip(node.parents, op.vjp)]
+
+
+def _input_grads(node, g, create_graph):
+    """The gradients of the node's inputs: arrays from the rules run on arrays (first order,
+    inside _first_order()), or Tensors from the rules run as recorded ops (create_graph). One
+    table serves both."""
+    if create_graph:
+        return _tensor_grads(node, g, True)
+    if node.op.tensor_rules:  # rules that need Tensors (a gg.Function's backward): arrays out
+        state = graph._state
+        state.raw_rules = False
+        try:
+            grads = _tensor_grads(node, tensors.wrap(g, node.out_meta[2]), False)
+        finally:
+            state.raw_rules = True
+        return [None if gi is None else gi.data for gi in grads]
+    be = backend.get(node.out_meta[2])
+    if be.is_cpu:
+        return _raw_grads(node, g, be)
+    with be.active:  # once for the node's ops, which then need no device switch of their own
+        return _raw_grads(node, g, be)
+
+
+@contextlib.contextmanager
+def _first_order():
+    """The engine's scope at first order: nothing recorded, and the ops that rules call on
+    arrays return arrays (registry._raw_apply)."""
+    state = graph._state
+    outer = state.recording, state.training, state.raw_rules
+    state.recording, state.training, state.raw_rules = False, False, True
+    try:
+        yield
+    finally:
+        state.recording, state.training, state.raw_rules = outer
+
+
+def _raw_grads(node, g, be):
+    """First order: the rules on arrays. The ops they call on arrays run their forward alone:
+    no Tensor, no node, none of the checks the forward already did."""
+    op = node.op
+    if op.scalar_g:
+        g = _uniform_as_scalar(g, be.xp)
+    args, y, aux = _rule_inputs(node, False, False)
+    grads = _call_rules(node, g, args, y, aux)
+    for i, (p, gi) in enumerate(zip(node.parents, grads)):
+        if p is None or gi is None:
+            grads[i] = None
+            continue
+        shape, dtype, _ = node.metas[i]
+        if isinstance(gi, np.generic):  # NumPy's 0-d arithmetic gives scalars
+            gi = np.asarray(gi)
+        elif not backend.is_backend_array(gi):
+            raise GraphError(f"{op.name}: the gradient rule for {op.input_name(i)} returned "
+                             f"{type(gi).__name__}, not an array")
+        if gi.shape != shape:
+            gi = _fit_shape(gi, shape, node.out_meta[0])
+            if gi.shape != shape:
+                raise GraphError(f"{op.name}: gradient for {op.input_name(i)} has shape "
+                                 f"{gi.shape} but the input has shape {shape}")
+        grads[i] = gi if gi.dtype == dtype else _as_array(gi.astype(dtype))
+    return grads
+
+
+def _as_array(a):
+    return np.asarray(a) if isinstance(a, np.generic) else a
+
+
+def _tensor_grads(node, g, create_graph):
+    """The rules as Tensor ops: recorded under create_graph, so the gradients have history."""
+    op = node.op
+    args, y, aux = _rule_inputs(node, True, create_graph)
+    grads = _call_rules(node, g, args, y, aux)
     for i, (p, gi) in enumerate(zip(node.parents, grads)):
         if p is None or gi is None:
             grads[i] = None
@@ -228,14 +308,17 @@ def _run(heads, head_grads, retain_graph, create_graph, targets=None):
             if node.op is not None and any(p in useful for p in node.parents):
                 useful.add(node)
                 expand.add(node)
+    external = {id(g.data) for g in head_grads}  # the caller's arrays: never added into
+    if not create_graph:  # first order: the engine moves arrays, not Tensors
+        head_grads = [g.data for g in head_grads]
     grads = {}
     for node, g in zip(roots, head_grads):
-        grads[node] = grads[node] + g if node in grads else g
+        grads[node] = _as_array(grads[node] + g) if node in grads else g
     found = {}
     leaves = []
     owned = {}  # id -> array: gradients only this backward holds, safe to add into in place
     freed = []  # nodes this backward freed, told why they are gone if it then fails
-    scope = record() if create_graph else pause()
+    scope = record() if create_graph else _first_order()
     anomaly = graph._state.anomaly
     node = None
     try:
@@ -244,7 +327,8 @@ def _run(heads, head_grads, retain_graph, create_graph, targets=None):
                 g = grads.pop(node, None)
                 if g is None:
                     continue
-                owned.pop(id(g.data), None)
+                if not create_graph:
+                    owned.pop(id(g), None)
                 if targets is not None:
                     if node in targets:
                         found[node] = g
@@ -274,7 +358,9 @@ def _run(heads, head_grads, retain_graph, create_graph, targets=None):
                 n.freed = reason
         raise
     if targets is None:
-        _write_leaves(leaves, create_graph, {id(g.data) for g in head_grads})
+        _write_leaves(leaves, create_graph, external)
+    elif not create_graph:
+        found = {n: tensors.wrap(g, backend.device_of_array(g)) for n, g in found.items()}
     return found
 
 
@@ -298,62 +384,59 @@ def _remake_from_output(node, pending, expand):
 
 
 def _exclusive(gi, g, node, input_grads):
-    """Whether a rule's result is a new array nothing else refers to: not a view, not the
-    incoming gradient passed through, not given to two inputs, not from a user's Function."""
-    data = gi.data
-    return (node.op.kind != "function" and getattr(data, "base", None) is None
-            and data is not g.data and (len(input_grads) == 1 or sum(
-                o is not None and o.data is data for o in input_grads) == 1))
+    """Whether a rule's result (an array) is a new array nothing else refers to: not a view,
+    not the incoming gradient passed through, not given to two inputs, not from a user's
+    Function."""
+    return (node.op.kind != "function" and getattr(gi, "base", None) is None
+            and gi is not g and (len(input_grads) == 1 or sum(
+                o is gi for o in input_grads) == 1))
 
 
 def _accumulate(grads, owned, p, gi, g, node, input_grads, create_graph):
-    """grads[p] += gi: in place into an array this backward owns, else a new sum."""
+    """grads[p] += gi: in place into an array this backward owns, else a new sum (arrays at
+    first order, Tensors under create_graph)."""
     prev = grads.get(p)
     if prev is None:
         grads[p] = gi
         if not create_graph and _exclusive(gi, g, node, input_grads):
-            owned[id(gi.data)] = gi.data
-    elif not create_graph and owned.get(id(prev.data)) is prev.data and prev.dtype == gi.dtype:
-        prev.data += gi.data  # first order only: the sum needs no history
+            owned[id(gi)] = gi
+    elif create_graph:
+        grads[p] = prev + gi
+    elif owned.get(id(prev)) is prev and prev.dtype == gi.dtype:
+        prev += gi  # first order only: the sum needs no history
     else:
-        total = prev + gi
+        total = _as_array(prev + gi)
         grads[p] = total
-        if not create_graph:
-            owned[id(total.data)] = total.data
+        owned[id(total)] = total
 
 
 def _write_leaves(leaves, create_graph, external):
-    """Store each leaf's gradient per its grad_req, copying any array that is shared."""
+    """Store each leaf's gradient (an array, or a Tensor under create_graph) per its grad_req,
+    copying any array that is shared."""
     written = set(external)
     in_graph_step = backend.in_graph_step()
     for leaf, g in leaves:
         t = leaf.ref()
         if t is None or leaf.grad_req == "null":
             continue
-        if not create_graph:
-            data = g.data
-            if id(data) in written or data.base is not None:
-                data = data.copy()
-            written.add(id(data))
-            g = tensors.wrap(data, g.device)
-        if leaf.grad_req == "add" and t.grad is not None:
-            if create_graph:
-                t.grad = t.grad + g
-            else:
-                t.grad.data += g.data
-                changed_in_place(t.grad.data)
-        elif in_graph_step and not create_graph and _same_buffer_kind(t.grad, g) \
-                and t.grad._node is None:
+        if create_graph:
+            t.grad = t.grad + g if leaf.grad_req == "add" and t.grad is not None else g
+            continue
+        if id(g) in written or g.base is not None:
+            g = g.copy()
+        written.add(id(g))
+        old = t.grad
+        if leaf.grad_req == "add" and old is not None:
+            old.data += g
+            changed_in_place(old.data)
+        elif (in_graph_step and old is not None and old._node is None and old.shape == g.shape
+              and old.dtype == g.dtype and old.device == t.device):
             # the .grad tensor stays the same object and takes the new array, which nothing
             # else refers to: a captured graph writes it on every replay, with no copy
-            backend.swapped_in(t.grad, t.grad.data)
-            t.grad.data = g.data
+            backend.swapped_in(old, old.data)
+            old.data = g
         else:
-            t.grad = g
-
-
-def _same_buffer_kind(old, new):
-    return old is not None and old.shape == new.shape and old.dtype == new.dtype and old.device == new.device
+            t.grad = tensors.wrap(g, t.device)
 
 
 def gradients(heads, head_grads, targets, create_graph=False):

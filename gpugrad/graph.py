@@ -41,6 +41,7 @@ class _State(threading.local):
     structure_only = None  # a _Structure while gg.checkpoint discovers what fn reaches
     anomaly = False  # detect_anomaly: note where each op is recorded, check every gradient
     note_lines = 0  # inside note_lines() or detect_anomaly(): remember each op's user line
+    raw_rules = False  # the engine runs first-order rules on arrays: ops given arrays return arrays
 
 
 _state = _State()

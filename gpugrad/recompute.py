@@ -48,6 +48,7 @@ def _checkpoint_op():
         _CHECKPOINT = Op("checkpoint", _checkpoint_forward,
                          lambda p: " ".join(str(i) for i in range(p["n_args"])), "general",
                          vjp_all=_checkpoint_vjp, jvp=None)
+        _CHECKPOINT.tensor_rules = True  # its rule records fn again: Tensors at every order
     return _CHECKPOINT
 
 

@@ -240,6 +240,45 @@ def test_a_rule_that_reads_what_was_not_saved_fails_by_name():
         y.backward()
 
 
+def test_a_rule_that_returns_no_array_fails_by_name(device):
+    from gpugrad.ops import registry
+
+    bad = registry.Op("bad_rule", lambda xp, x: x * 2, "", "general",
+                      vjp=(lambda g, x, y: [1.0, 2.0],), jvp=None)
+    x = leaf([1.0, 2.0], device)
+    with gg.autograd.record():
+        y = gg.autograd.apply(bad, (x,), {})
+    with pytest.raises(gg.GraphError, match="bad_rule: the gradient rule for x returned list, not an array"):
+        y.backward(retain_graph=True)
+    with pytest.raises(gg.GraphError, match="bad_rule: the gradient rule for x returned list, not a Tensor"):
+        y.backward(create_graph=True)
+
+
+def test_a_function_backward_runs_on_tensors_at_first_order(device):
+    """The engine runs built-in rules on arrays at first order, where gg ops given arrays return
+    arrays; a gg.Function's backward is user code and keeps the public behaviour: Tensors in,
+    and gg ops on arrays return Tensors."""
+    seen = []
+
+    class Twice(gg.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * 2
+
+        @staticmethod
+        def backward(ctx, g):
+            seen.append((type(g), type(gg.exp(ctx.xp.zeros(2)))))
+            return g * 2
+
+    x = leaf([1.0, 2.0], device)
+    with gg.autograd.record():
+        y = gg.tanh(Twice.apply(x)).sum()
+    y.backward()
+    assert seen == [(gg.Tensor, gg.Tensor)]
+    np.testing.assert_allclose(host(x.grad), 2 * (1 - np.tanh([2.0, 4.0]) ** 2), rtol=1e-12)
+    assert isinstance(gg.exp(np.zeros(2)), gg.Tensor)  # nothing of the backward's mode is left
+
+
 def test_setitem_on_a_recorded_tensor_is_refused(device):
     x = leaf([1.0, 2.0], device)
     with gg.autograd.record():

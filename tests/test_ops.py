@@ -12,6 +12,7 @@ from hypothesis.extra import numpy as hnp
 
 import gpugrad as gg
 from gpugrad.ops import shape as sh
+from conftest import host
 
 R = np.random.default_rng(0)
 
@@ -180,6 +181,49 @@ def test_gradcheck_catches_a_wrong_rule(device):
     x = gg.tensor(n(4), dtype="float64", device=device)
     with pytest.raises(gg.GradcheckError, match="worst element"):
         gg.gradcheck(WrongSquare.apply, [x], forward=False)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name,i,f,xs", CASE_LIST, ids=IDS)
+def test_rules_run_on_arrays_give_the_recorded_rules_gradients_bitwise(name, i, f, xs, dtype,
+                                                                       device, monkeypatch):
+    """At first order the engine runs each rule on arrays (no Tensor, no node); under
+    create_graph it records the same rule as Tensor ops. Both give the same bits, with a random
+    head gradient and with the uniform one sum() hands back (which some rules take as 0-d)."""
+    inputs = [gg.tensor(x, dtype=dtype, device=device) for x in xs]
+    for x in inputs:
+        x.attach_grad()
+    for head in ("random", "through sum"):
+        with gg.autograd.record():
+            y = f(*inputs) if head == "random" else gg.sum(f(*inputs))
+        u = None  # sum's head: grad() makes the ones
+        if head == "random":
+            u = gg.tensor(np.random.default_rng(i).standard_normal(y.shape), dtype=dtype,
+                          device=device)
+        # a head in the graph, so that even a linear op's recorded gradient has history
+        u_leaf = (gg.ones_like(y) if u is None else u.copy()).detach()
+        u_leaf.attach_grad()
+        recorded = gg.autograd.grad(y, inputs, head_grads=u_leaf, retain_graph=True,
+                                    create_graph=True)
+        assert all(r._node is not None for r in recorded), "create_graph recorded nothing"
+        made = {"tensors": 0, "nodes": 0}
+
+        def counting(kind, make):
+            def counted(*args, **kwargs):
+                made[kind] += 1
+                return make(*args, **kwargs)
+            return counted
+
+        with monkeypatch.context() as m:
+            m.setattr(gg.tensors, "wrap", counting("tensors", gg.tensors.wrap))
+            m.setattr(gg.graph, "Node", counting("nodes", gg.graph.Node))
+            on_arrays = gg.autograd.grad(y, inputs, head_grads=u)
+        assert made["nodes"] == 0
+        # the gradients handed back (and the head of ones grad() makes for None), nothing else
+        assert made["tensors"] <= len(inputs) + (u is None)
+        for k, (a, b) in enumerate(zip(on_arrays, recorded)):
+            assert a.dtype == b.dtype and a.shape == b.shape, (head, k)
+            np.testing.assert_array_equal(host(a), host(b), err_msg=f"{head}, input {k}")
 
 
 BINARY = {

@@ -2,6 +2,8 @@
 
 import math
 
+import numpy as np
+
 from gpugrad import backend
 from gpugrad import tensors
 from gpugrad.ops.registry import defconstant, defelementwise
@@ -21,7 +23,7 @@ def _extreme_partial(g, wins, a, b):
 def _unordered(a, b):
     """Where a and b do not compare (either is NaN)."""
     nan_a = a != a
-    return nan_a | (b != b) if isinstance(b, tensors.Tensor) else nan_a
+    return nan_a if isinstance(b, (int, float)) else nan_a | (b != b)
 
 
 def _log_base(a):
@@ -113,6 +115,8 @@ def where(cond, a, b):
     """Elementwise `a` where cond is true, else `b`; cond gets no gradient."""
     if isinstance(cond, tensors.Tensor):
         cond = cond.data
+    elif isinstance(cond, np.generic):  # a comparison of 0-d arrays in a rule run on arrays
+        cond = np.asarray(cond)
     elif not backend.is_backend_array(cond):
         cond = tensors.tensor(cond, dtype=bool, device=_device_of(a, b)).data
     return where_(a, b, cond=cond)

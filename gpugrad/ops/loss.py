@@ -51,14 +51,18 @@ def _labels_in_range(xp, labels, c):
     return (labels >= 0) & (labels < c), xp.clip(labels, 0, c - 1)
 
 
-def _onehot_tensor(x, labels):
+def _onehot_like(x, labels):
+    """The labels' one-hot rows in x's dtype, as x comes: a constant Tensor, or an array (a
+    rule run on arrays)."""
+    if not isinstance(x, tensors.Tensor):
+        return _onehot(backend.get(backend.device_of_array(x)).xp, labels, x.shape[1], x.dtype)
     be = backend.get(x.device)
     with be.active:
         return tensors.wrap(_onehot(be.xp, labels, x.shape[1], x.dtype), x.device)
 
 
 def _xent_backward_grad_g(h, g, x, y, labels):
-    return reduce.sum((act.softmax(x, axis=1) - _onehot_tensor(x, labels)) * h, axis=1)
+    return reduce.sum((act.softmax(x, axis=1) - _onehot_like(x, labels)) * h, axis=1)
 
 
 def _xent_backward_grad_x(h, g, x, y, labels):
@@ -71,7 +75,7 @@ def _xent_backward_grad_x(h, g, x, y, labels):
 softmax_cross_entropy = defop(
     "softmax_cross_entropy", _xent, save="x",
     vjp=(lambda g, x, y, labels: softmax_cross_entropy_backward(g, x, labels=labels),),
-    jvp=lambda ts, x, y, labels: reduce.sum((act.softmax(x, axis=1) - _onehot_tensor(x, labels)) * ts[0], axis=1))
+    jvp=lambda ts, x, y, labels: reduce.sum((act.softmax(x, axis=1) - _onehot_like(x, labels)) * ts[0], axis=1))
 softmax_cross_entropy_backward = defop(
     "softmax_cross_entropy_backward", _xent_backward, save={"g": "x", "x": "g x"},
     vjp=(_xent_backward_grad_g, _xent_backward_grad_x),

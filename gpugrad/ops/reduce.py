@@ -5,7 +5,7 @@ import numbers
 from gpugrad import backend
 from gpugrad.ops import elementwise as ew
 from gpugrad.ops import shape as sh
-from gpugrad.ops.registry import defop, deflinear
+from gpugrad.ops.registry import constant, defop, deflinear
 
 
 def _axes(ndim, axis):
@@ -64,7 +64,7 @@ def _softmax_of(x, axis):
     """softmax(x) along axis, the gradient of logsumexp: shifted by max(x), a constant (no
     gradient flows through a shift softmax does not see), never by logsumexp(x) itself, which
     rounds to max(x) at large |x| and would give exp(0) = 1 for every tied maximum."""
-    e = ew.exp(x - max(x.detach(), axis=axis, keepdims=True))
+    e = ew.exp(x - max(constant(x), axis=axis, keepdims=True))
     return e / sum(e, axis=axis, keepdims=True)
 
 

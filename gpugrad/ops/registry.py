@@ -9,8 +9,11 @@ A declaration names the op, gives its forward as `lambda xp, <inputs>, *, <param
 - deflinear: the vjp; the jvp is the forward applied to the tangent.
 - defop: vjp and jvp.
 
-Rules are called as `rule(g, *inputs, y=y, **params)` with Tensors, so one rule serves first
-order and create_graph=True. `save=` is a string of names ("x y") needed for every input, or a
+Rules are called as `rule(g, *inputs, y=y, **params)`: with arrays at first order, where the
+ops they call on arrays run their forward alone (_raw_apply: no Tensor, no node, no checks),
+and with Tensors under create_graph=True, recorded, so one rule serves both. A rule therefore
+uses only what arrays and Tensors share: operators, .shape/.ndim/.dtype/.T/.astype, and the
+table's functions. `save=` is a string of names ("x y") needed for every input, or a
 dict {input: names} saying what the gradient of that input needs, or a callable of the params
 returning either. Inputs that are not saved reach the rules as placeholders that raise.
 """
@@ -31,7 +34,7 @@ class Op:
     __slots__ = (
         "name", "forward", "inputs", "variadic", "defaults", "save", "dynamic_save",
         "vjp", "vjp_all", "jvp", "kind", "moves_device", "function", "differentiable",
-        "aux", "forward_saving", "optional", "scalar_g", "aux_from_output",
+        "aux", "forward_saving", "optional", "scalar_g", "aux_from_output", "tensor_rules",
     )
 
     def __init__(self, name, forward, save, kind, vjp=None, vjp_all=None, jvp=None,
@@ -57,6 +60,9 @@ class Op:
         self.vjp, self.vjp_all, self.jvp = vjp, vjp_all, jvp
         self.moves_device = moves_device
         self.differentiable = kind != "constant"
+        # rules that need Tensors even at first order (user code: a gg.Function's backward, a
+        # checkpoint's recomputation); every other rule also runs on arrays (registry doc)
+        self.tensor_rules = kind == "function"
         # forward_saving(xp, ...) -> (y, {name: array}) also computes arrays that only backward
         # needs (a packed mask); it runs instead of forward when the result is recorded
         self.forward_saving, self.aux = forward_saving, tuple(aux)
@@ -166,6 +172,12 @@ def _register(op, doc):
     function.op = op
     op.function = function
     return function
+
+
+def constant(x):
+    """x as a constant inside a rule: a Tensor detached (no gradient flows back through it),
+    an array as it is."""
+    return x.detach() if isinstance(x, tensors.Tensor) else x
 
 
 def no_gradient(*args, **kwargs):
@@ -306,6 +318,10 @@ def apply(op, inputs, params):
         xs = inputs
         arrays, device = fast
     else:
+        if graph._state.raw_rules:
+            raw = _raw_apply(op, inputs, params)
+            if raw is not None:
+                return raw
         xs = _coerce(op, inputs)
         device = None
         arrays = []
@@ -367,6 +383,44 @@ def apply(op, inputs, params):
     if tangents is not None and floating:
         out._tangent = _tangent_of(op, tangents, xs, out, aux, params)
     return out
+
+
+def _raw_apply(op, inputs, params):
+    """A rule's op on arrays, run on arrays: the forward alone, no Tensor, no node, no check
+    (the engine's first-order backward: autograd._raw_grads). None where an input is a Tensor
+    or none is an array (the ordinary path takes those)."""
+    be = None
+    for x in inputs:
+        cls = type(x)
+        if cls is np.ndarray:
+            be = be or _CPU
+        elif x is None or cls in _SCALARS or isinstance(x, np.generic):
+            continue
+        elif isinstance(x, tensors.Tensor):
+            return None
+        elif isinstance(x, graph.Unsaved):
+            x.fail()
+        elif be is None:
+            device = backend.device_of_array(x)
+            if device is None:  # not an array (a list): the ordinary path
+                return None
+            be = backend.get(device)
+    if be is None:  # NumPy scalars only, which 0-d arithmetic on the CPU gives
+        if not any(isinstance(x, np.generic) for x in inputs):
+            return None
+        be = _CPU
+    try:
+        y = op.forward(be.xp, *inputs, **params)
+    except graph.ShapeError:
+        raise
+    except (ValueError, IndexError, TypeError) as e:
+        raise _forward_error(op, inputs, e) from e
+    if be.is_cpu and type(y) is not np.ndarray and not backend.is_backend_array(y):
+        y = np.asarray(y)  # as apply() does
+    return y
+
+
+_CPU = backend.get("cpu")
 
 
 def _share_saved_outputs(node, xs):
