@@ -156,7 +156,13 @@ def _call_rules(node, g, args, y, aux):
             for p, rule in zip(node.parents, op.vjp)]
 
 
-def _input_grads(node, g, create_graph):
+def _owned(grads, owned, p):
+    """The gradient pending for node p if it is an array only this backward holds, else None."""
+    prev = grads.get(p)
+    return prev if prev is not None and owned.get(id(prev)) is prev else None
+
+
+def _input_grads(node, g, create_graph, pending=None):
     """The gradients of the node's inputs: arrays from the rules run on arrays (first order,
     inside _first_order()), or Tensors from the rules run as recorded ops (create_graph). One
     table serves both."""
@@ -172,9 +178,9 @@ def _input_grads(node, g, create_graph):
         return [None if gi is None else gi.data for gi in grads]
     be = backend.get(node.out_meta[2])
     if be.is_cpu:
-        return _raw_grads(node, g, be)
+        return _raw_grads(node, g, be, pending)
     with be.active:  # once for the node's ops, which then need no device switch of their own
-        return _raw_grads(node, g, be)
+        return _raw_grads(node, g, be, pending)
 
 
 @contextlib.contextmanager
@@ -190,14 +196,19 @@ def _first_order():
         state.recording, state.training, state.raw_rules = outer
 
 
-def _raw_grads(node, g, be):
+def _raw_grads(node, g, be, pending):
     """First order: the rules on arrays. The ops they call on arrays run their forward alone:
-    no Tensor, no node, none of the checks the forward already did."""
+    no Tensor, no node, none of the checks the forward already did. With `pending` (the
+    gradients the inputs have so far, where this backward alone holds them) an op's vjp_into
+    may add into those in place; it returns None for them."""
     op = node.op
     if op.scalar_g:
         g = _uniform_as_scalar(g, be.xp)
     args, y, aux = _rule_inputs(node, False, False)
-    grads = _call_rules(node, g, args, y, aux)
+    if pending is not None and any(a is not None for a in pending):
+        grads = list(op.vjp_into(pending, g, *args, y=y, **aux, **node.params))
+    else:
+        grads = _call_rules(node, g, args, y, aux)
     for i, (p, gi) in enumerate(zip(node.parents, grads)):
         if p is None or gi is None:
             grads[i] = None
@@ -275,7 +286,27 @@ def _toposort(roots):
     return order
 
 
-def _check_head(y, head_grad, who):
+_SCALAR_ONES = {}  # (device, dtype) -> a 0-d 1: the head of every scalar loss's backward
+
+
+def _ones_head(y, create_graph):
+    """The implicit head gradient, ones. A scalar loss's, at first order, is one 0-d array kept
+    per device and dtype, never written (the engine adds into no array the caller passed in,
+    and copies one before it could escape into a .grad or a result): no fill kernel per step.
+    Under create_graph the head can end up in a .grad, which the caller may change: new ones."""
+    be = backend.get(y.device)
+    if y.shape or create_graph:
+        with be.active:
+            return tensors.wrap(be.xp.ones(y.shape, y.dtype), y.device)
+    key = (y.device, y.dtype)
+    one = _SCALAR_ONES.get(key)
+    if one is None:
+        with be.active:
+            one = _SCALAR_ONES[key] = be.xp.ones((), y.dtype)
+    return tensors.wrap(one, y.device)
+
+
+def _check_head(y, head_grad, who, create_graph):
     if not isinstance(y, tensors.Tensor):
         raise TypeError(f"{who}: expected a Tensor, got {type(y).__name__}")
     if y._node is None:
@@ -283,7 +314,7 @@ def _check_head(y, head_grad, who):
             f"{who}: this tensor has no graph: it was not computed inside autograd.record() "
             f"from a tensor with attach_grad() (or requires_grad=True)")
     if head_grad is None:
-        return tensors.wrap(backend.get(y.device).xp.ones(y.shape, y.dtype), y.device)
+        return _ones_head(y, create_graph)
     if not isinstance(head_grad, tensors.Tensor):
         head_grad = tensors.tensor(head_grad, dtype=y.dtype, device=y.device)
     if head_grad.shape != y.shape:
@@ -337,7 +368,10 @@ def _run(heads, head_grads, retain_graph, create_graph, targets=None):
                 elif node.op is None:
                     leaves.append((node, g))
                     continue
-                input_grads = _input_grads(node, g, create_graph)
+                pending = None
+                if node.op.vjp_into is not None and not create_graph and not anomaly:
+                    pending = [_owned(grads, owned, p) for p in node.parents]
+                input_grads = _input_grads(node, g, create_graph, pending)
                 if anomaly:
                     _check_finite(node, g, input_grads)
                 for p, gi in zip(node.parents, input_grads):
@@ -359,8 +393,9 @@ def _run(heads, head_grads, retain_graph, create_graph, targets=None):
         raise
     if targets is None:
         _write_leaves(leaves, create_graph, external)
-    elif not create_graph:
-        found = {n: tensors.wrap(g, backend.device_of_array(g)) for n, g in found.items()}
+    elif not create_graph:  # a head passed through is the caller's array (or the kept 1)
+        found = {n: tensors.wrap(g.copy() if id(g) in external else g,
+                                 backend.device_of_array(g)) for n, g in found.items()}
     return found
 
 
@@ -451,7 +486,7 @@ def backward(y, head_grad=None, retain_graph=False, create_graph=False):
 
     create_graph=True keeps the graph too: the recorded gradients refer to its saved arrays.
     """
-    g = _check_head(y, head_grad, "backward")
+    g = _check_head(y, head_grad, "backward", create_graph)
     _run([y], [g], retain_graph or create_graph, create_graph)
 
 
@@ -468,7 +503,7 @@ def grad(heads, variables, head_grads=None, retain_graph=None, create_graph=Fals
         head_grads = [head_grads] * len(heads)
     if len(head_grads) != len(heads):
         raise ValueError(f"grad: {len(heads)} heads but {len(head_grads)} head_grads")
-    hg = [_check_head(h, g, "grad") for h, g in zip(heads, head_grads)]
+    hg = [_check_head(h, g, "grad", create_graph) for h, g in zip(heads, head_grads)]
     for v in variables:
         if not isinstance(v, tensors.Tensor) or v._node is None:
             raise GraphError("grad: every variable must be in the graph (call attach_grad() on "

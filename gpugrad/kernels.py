@@ -30,6 +30,7 @@ KERNELS = {
     "softmax_xent_bwd": ("softmax_xent.cu", "softmax_xent_bwd<{T}, {L}>"),
     "sgd_step": ("sgd.cu", "sgd_step<{T}>"),
     "sgd_update": ("sgd.cu", "sgd_update<{T}>"),
+    "add_scaled": ("accumulate.cu", "add_scaled<{T}>"),
 }
 DTYPES = {"float32": "float", "float64": "double"}
 LABEL_DTYPES = {"int32": "int", "int64": "long long"}
@@ -65,6 +66,12 @@ def _rows(arrays):
             and all(o.dtype == x.dtype and o.shape == (x.shape[0],) for o in others))
 
 
+def _scaled(arrays):
+    """acc and x of one float dtype and shape, C-contiguous (acc is written), s 0-d of it."""
+    acc, s, x = arrays
+    return _in_place((acc, x)) and s.shape == () and s.dtype == acc.dtype
+
+
 def suits(name, arrays):
     """Whether a fused op's kernel takes these arrays (the one check, made by backend.fused)."""
     return not arrays or _REQUIRES.get(name, _same)(arrays)
@@ -72,7 +79,7 @@ def suits(name, arrays):
 
 _REQUIRES = {"relu_bwd_mask": _first_float, "softmax_xent_fwd": _rows,
              "softmax_xent_bwd": _rows, "sgd_step": _in_place,
-             "sgd_update": _in_place}
+             "sgd_update": _in_place, "add_scaled": _scaled}
 
 
 def source_dir():
@@ -362,6 +369,14 @@ def _sgd_update(xp, param, grad, lr, weight_decay=0.0):
     return param
 
 
+def _add_scaled(xp, acc, s, x):
+    """In place: acc += s * x, for s a 0-d array on the device (read there, not on the host)."""
+    if not (acc.flags.c_contiguous and x.flags.c_contiguous):
+        raise ValueError("add_scaled adds in place: acc and x must be contiguous")
+    _launch(xp, "add_scaled", acc.size, (acc, s, x))
+    return acc
+
+
 _FIXED_LAUNCHERS = {
     "relu_fwd_mask": _relu_fwd_mask,
     "relu_bwd_mask": _relu_bwd_mask,
@@ -370,6 +385,7 @@ _FIXED_LAUNCHERS = {
     "softmax_xent_bwd": _softmax_xent_bwd,
     "sgd_step": _sgd_step,
     "sgd_update": _sgd_update,
+    "add_scaled": _add_scaled,
 }
 
 

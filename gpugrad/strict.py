@@ -568,8 +568,12 @@ def _sgd_update(k, param, grad, n, lr, weight_decay):
     param[:n] -= lr * (grad[:n] + weight_decay * param[:n] if weight_decay else grad[:n])
 
 
+def _add_scaled(k, acc, s, x, n):
+    acc[:n] += s[0] * x[:n]
+
+
 _MATH = {"act_fwd": _act_fwd, "act_bwd": _act_bwd,
          "relu_fwd_mask": _relu_fwd_mask, "relu_bwd_mask": _relu_bwd_mask,
          "relu_bwd_out": _relu_bwd_out,
          "softmax_xent_fwd": _softmax_xent_fwd, "softmax_xent_bwd": _softmax_xent_bwd,
-         "sgd_step": _sgd_step, "sgd_update": _sgd_update}
+         "sgd_step": _sgd_step, "sgd_update": _sgd_update, "add_scaled": _add_scaled}

@@ -101,6 +101,35 @@ def test_gradients_of_a_shared_leaf_accumulate(device):
     np.testing.assert_allclose(host(x.grad), 2 * np.array([1, 2]) + 1 + np.cos([1, 2]))
 
 
+def test_the_kept_head_of_ones_never_leaks_into_a_gradient(device):
+    """A scalar loss's implicit head gradient is one 0-d array kept per device and dtype (no
+    fill kernel per step); nothing a caller receives may share it, or a change there would
+    change every later backward."""
+    x = leaf(2.0, device)
+    with gg.autograd.record():
+        y = x * 1.0
+    y.backward()
+    x.grad.data[...] = 7.0  # the caller's gradient array, changed in place
+    x.zero_grad()
+    for make in (lambda: x, lambda: x + 0.0):  # the head reaches the leaf as it is
+        x.grad = None
+        with gg.autograd.record():
+            y = make()
+        y.backward(retain_graph=True)
+        np.testing.assert_array_equal(host(x.grad), 1.0)
+        x.grad.data[...] = 5.0
+        (g,) = gg.autograd.grad(y, [x], retain_graph=True)
+        np.testing.assert_array_equal(host(g), 1.0)
+        g.data[...] = 3.0
+        y.backward(create_graph=True)
+        x.grad.data[...] = 9.0
+    w = leaf([1.0, 2.0], device)
+    with gg.autograd.record():
+        z = (w * w).sum()
+    z.backward()
+    np.testing.assert_array_equal(host(w.grad), [2.0, 4.0])  # still a head of 1
+
+
 def test_second_backward_needs_retain_graph(device):
     x = leaf([1.0, 2.0], device)
     with gg.autograd.record():

@@ -363,6 +363,27 @@ def test_fused_sgd_update_without_momentum(weight_decay, kdev):
 
 
 @pytest.mark.parametrize("kdev", KERNEL_DEVICES)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("n", SIZES)
+def test_add_scaled_is_the_multiply_and_add_to_the_bit(n, dtype, kdev):
+    """acc += s * x with s a 0-d device array, in one kernel: each step rounded as the
+    composition rounds it (no fused multiply-add), inf and NaN included."""
+    cp = backend.get(kdev).xp
+    rng = np.random.default_rng(n)
+    acc, x = (rng.standard_normal(n).astype(dtype) * 7 for _ in range(2))
+    if n > 3:
+        acc[0], x[1], x[2] = np.inf, np.nan, -np.inf
+    s = np.asarray(0.3, dtype=dtype)
+    with np.errstate(invalid="ignore"):
+        expected = acc + s * x
+    acc_dev = cp.asarray(acc)
+    assert kernels.suits("add_scaled", (acc_dev, cp.asarray(s), cp.asarray(x)))
+    kernels.lookup("add_scaled", cp)(acc_dev, cp.asarray(s), cp.asarray(x))
+    np.testing.assert_array_equal(cp.asnumpy(acc_dev), expected)
+    assert not kernels.suits("add_scaled", (acc_dev, cp.asarray(s.astype("float16")), cp.asarray(x)))
+
+
+@pytest.mark.parametrize("kdev", KERNEL_DEVICES)
 @pytest.mark.parametrize("view", ["whole", "offset"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("n", SIZES)

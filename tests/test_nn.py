@@ -264,16 +264,18 @@ def test_the_hand_written_floor_step_is_the_same_step(device):
 
 def test_the_device_calls_per_training_step_cannot_grow_unnoticed():
     """Calls into the device's array library (on the strict test device, which counts them;
-    each at most one kernel launch on CuPy): 41 per 4.7 step and 73 per deep step today (53 and
+    each at most one kernel launch on CuPy): 38 per 4.7 step and 68 per deep step today (53 and
     105 before relu's mask, dropped for the output the next layer keeps, was made again by the
     mask kernel instead of seven array calls; 47 and 87 before SGD without momentum became one
     kernel per parameter and the mean's gradient reached the cross-entropy kernel unbroadcast;
     45 and 83 before relu's backward read that output in one kernel, with no mask made again;
-    42 and 74 before the L2 term's sum of squares started from its first dot product, not 0.0).
-    Lower these when a change removes calls."""
+    42 and 74 before the L2 term's sum of squares started from its first dot product, not 0.0;
+    41 and 73 before the L2 term's gradient was added into each weight's gradient in one
+    kernel; 39 and 69 before the scalar loss's head gradient, ones, was kept instead of filled
+    on every backward). Lower these when a change removes calls."""
     from gpugrad import benchmarks
 
-    for sizes, most in (([784, 256, 10], 41), ([784, 1024, 1024, 1024, 10], 73)):
+    for sizes, most in (([784, 256, 10], 38), ([784, 1024, 1024, 1024, 10], 68)):
         step = benchmarks.mlp_step_cases(sizes, 32, "strict")["gpugrad"]
         step()  # the first step also makes the optimizer's state
         calls = benchmarks.device_calls_per_step(step)
@@ -281,6 +283,8 @@ def test_the_device_calls_per_training_step_cannot_grow_unnoticed():
         assert sum(calls.values()) <= most, calls.most_common()
         assert calls["kernel softmax_xent_fwd"] == calls["kernel softmax_xent_bwd"] == 1
         assert calls["kernel sgd_update"] == len(sizes) - 1  # one per weight
+        assert calls["kernel add_scaled"] == len(sizes) - 1  # the L2 gradient, added in
+        assert not calls["ones"]  # the loss's head gradient is kept, not filled each step
         assert calls["kernel relu_bwd_out"] == len(sizes) - 2 and not calls["kernel relu_bwd_mask"]
 
 

@@ -134,7 +134,10 @@ CASES = {
     "linear":       [(lambda x, w, b: gg.linear(x, w, b), [n(4, 3), n(5, 3), n(5)]),
                      (lambda x, w: gg.linear(x, w), [n(2, 4, 3), n(5, 3)]),
                      (lambda x, w: gg.linear(x, w), [n(3), n(2, 3)])],
-    "half_sum_squares": [(lambda a, b: gg.half_sum_squares([a, b]), [n(3, 4), n(5)])],
+    "half_sum_squares": [(lambda a, b: gg.half_sum_squares([a, b]), [n(3, 4), n(5)]),
+                         # a gradient before its own, as a weight has from its layer: its
+                         # rule adds into that one (vjp_into)
+                         (lambda a, b: gg.sum(a * b) + gg.half_sum_squares([a, b]), [n(3, 4), n(3, 4)])],
     "square":       [(gg.square, [n(3, 4)])],
     "matmul":       [(lambda a, b: a @ b, [n(3, 4), n(4, 2)]), (lambda a, b: a @ b, [n(2, 1, 3, 4), n(5, 4, 2)]),
                      (lambda a, b: a @ b, [n(4), n(2, 4, 3)]), (lambda a, b: a @ b, [n(2, 3, 4), n(4)]),
@@ -224,6 +227,29 @@ def test_rules_run_on_arrays_give_the_recorded_rules_gradients_bitwise(name, i, 
         for k, (a, b) in enumerate(zip(on_arrays, recorded)):
             assert a.dtype == b.dtype and a.shape == b.shape, (head, k)
             np.testing.assert_array_equal(host(a), host(b), err_msg=f"{head}, input {k}")
+
+
+def test_the_l2_gradient_is_added_into_the_pending_gradient(device, monkeypatch):
+    """half_sum_squares' rule adds g * w into the gradient w already has (its layer's), in
+    place, where the engine alone holds that array: the same values, one pass fewer."""
+    op = gg.OPS["half_sum_squares"]
+    added = []
+    real = op.vjp_into
+
+    def counting(pending, g, *xs, y):
+        out = real(pending, g, *xs, y=y)
+        added.extend(o is None for o in out)
+        return out
+
+    monkeypatch.setattr(op, "vjp_into", counting)
+    w = gg.tensor(n(3, 4), device=device)
+    v = gg.tensor(n(3, 4), device=device)
+    w.attach_grad()
+    with gg.autograd.record():
+        loss = gg.sum(w * v) + 0.5 * gg.half_sum_squares([w])
+    loss.backward()
+    assert added == [True]
+    np.testing.assert_allclose(host(w.grad), host(v) + 0.5 * host(w), rtol=1e-6)
 
 
 BINARY = {

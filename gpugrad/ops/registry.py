@@ -35,6 +35,7 @@ class Op:
         "name", "forward", "inputs", "variadic", "defaults", "save", "dynamic_save",
         "vjp", "vjp_all", "jvp", "kind", "moves_device", "function", "differentiable",
         "aux", "forward_saving", "optional", "scalar_g", "aux_from_output", "tensor_rules",
+        "vjp_into",
     )
 
     def __init__(self, name, forward, save, kind, vjp=None, vjp_all=None, jvp=None,
@@ -63,6 +64,11 @@ class Op:
         # rules that need Tensors even at first order (user code: a gg.Function's backward, a
         # checkpoint's recomputation); every other rule also runs on arrays (registry doc)
         self.tensor_rules = kind == "function"
+        # vjp_into(pending, g, *inputs, y, **params): vjp_all's gradients, except that where
+        # pending[i] is an array the engine alone holds as input i's gradient so far, the rule
+        # may add its gradient into it in place (one fused kernel) and return None for it.
+        # First order only; it must give pending[i] the bits pending[i] + vjp_all(...)[i] has.
+        self.vjp_into = None
         # forward_saving(xp, ...) -> (y, {name: array}) also computes arrays that only backward
         # needs (a packed mask); it runs instead of forward when the result is recorded
         self.forward_saving, self.aux = forward_saving, tuple(aux)
@@ -228,9 +234,11 @@ def deflinear(name, forward, vjp=None, vjp_all=None, moves_device=False, doc=Non
 
 
 def defop(name, forward, save, jvp, vjp=None, vjp_all=None, optional=(), doc=None,
-          params=None):
-    return _register(Op(name, forward, save, "general", vjp=vjp, vjp_all=vjp_all, jvp=jvp,
-                        optional=optional, params=params), doc)
+          params=None, vjp_into=None):
+    op = Op(name, forward, save, "general", vjp=vjp, vjp_all=vjp_all, jvp=jvp,
+            optional=optional, params=params)
+    op.vjp_into = vjp_into
+    return _register(op, doc)
 
 
 def defconstant(name, forward, doc=None):
