@@ -497,10 +497,28 @@ def matmul(xp, a, b):
     return xp.matmul(a, b)
 
 
-def vdot(xp, a, b):
-    """The dot product of two arrays' elements (flattened), capturable like matmul."""
-    if xp is not np and in_graph_step():
-        return matmul(xp, a.reshape(1, -1), b.reshape(-1, 1)).reshape(())
-    return xp.vdot(a.reshape(-1), b.reshape(-1))
+def sum_of_squares(xp, arrays, scale=1.0):
+    """scale * the sum of the squares of every element of every array, as a 0-d array of their
+    result dtype: dot products, so no temporary the size of an array. Inside a graphed step on
+    a device whose matmul a graph can capture, each array's x . x is added into one output by
+    the gemm itself (alpha = scale, beta = 1): no kernel for the sum or the scaling."""
+    dtype = xp.result_type(*arrays)
+    be = get(device_of_array(arrays[0])) if xp is not np and in_graph_step() else None
+    if be is not None and be.gemm is not None and all(a.dtype == dtype for a in arrays):
+        from gpugrad import cublas
+
+        total = None
+        for a in arrays:
+            flat = a.reshape(-1)
+            total = cublas.matmul(xp, flat.reshape(1, -1), flat.reshape(-1, 1), be.gemm,
+                                  alpha=scale, into=total)
+        return total.reshape(())
+    total = None
+    for a in arrays:
+        flat = a.reshape(-1)
+        dot = xp.vdot(flat, flat) if be is None else matmul(
+            xp, flat.reshape(1, -1), flat.reshape(-1, 1)).reshape(())
+        total = dot if total is None else total + dot
+    return xp.asarray(total if scale == 1.0 else total * scale, dtype=dtype)
 
 

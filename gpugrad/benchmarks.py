@@ -408,8 +408,7 @@ def hand_written_step(weights, x, y, lam, lr):
             p = xp.exp(shifted)
             total = p.sum(axis=1, keepdims=True)
             loss = (xp.log(total[:, 0]) - shifted[rows, y]).mean()
-            for w in weights:
-                loss += lam / 2 * backend.vdot(xp, w, w)
+            loss += backend.sum_of_squares(xp, weights, lam / 2)
             p /= total
             p[rows, y] -= 1
             dz = p

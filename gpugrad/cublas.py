@@ -44,24 +44,35 @@ def _operand(xp, x):
     return x, OP_N, max(1, x.shape[1])
 
 
-def matmul(xp, a, b, gemm):
-    """a @ b for 1-D or 2-D operands through `gemm` (the device's cuBLAS-style gemm)."""
+def matmul(xp, a, b, gemm, alpha=1.0, into=None):
+    """alpha * (a @ b) for 1-D or 2-D operands through `gemm` (the device's cuBLAS-style gemm),
+    as a new array, or added into `into` (C-contiguous, the product's size and dtype) by gemm's
+    beta = 1: no kernel of its own for the scaling or the sum."""
     check_operands(a, b)
     out_shape = a.shape[:-1] + b.shape[1:]
     a2 = a.reshape(1, -1) if a.ndim == 1 else a
     b2 = b.reshape(-1, 1) if b.ndim == 1 else b
     m, k = a2.shape
     n = b2.shape[1]
-    c = xp.empty((m, n), a.dtype)
+    if into is None:
+        c, beta = xp.empty((m, n), a.dtype), 0.0
+    else:
+        if into.dtype != a.dtype or into.size != m * n or not into.flags.c_contiguous:
+            raise ValueError(f"matmul: cannot add a {m}x{n} {a.dtype} product into an array of "
+                             f"shape {into.shape} and dtype {into.dtype}")
+        c, beta = into.reshape(m, n), 1.0
     if m and n:
         if k == 0:
-            c[...] = 0
+            if into is None:
+                c[...] = 0
         else:
             # C^T (n x m) = B^T (n x k) @ A^T (k x m), all column-major
             bt, op_b, ld_b = _operand(xp, b2)
             at, op_a, ld_a = _operand(xp, a2)
-            gemm(c.dtype, op_b, op_a, n, m, k, bt, ld_b, at, ld_a, c, max(1, n))
-    return c.reshape(out_shape)
+            gemm(c.dtype, op_b, op_a, n, m, k, bt, ld_b, at, ld_a, c, max(1, n), alpha, beta)
+    # the array itself where it has the product's shape: a new array, not a view of one, so
+    # that backward may add into it in place as into the result of any other matmul
+    return c if into is None and c.shape == out_shape else c.reshape(out_shape)
 
 
 # ---------------------------------------------------------------------------- CuPy (ctypes)
@@ -131,13 +142,14 @@ def _handle(cp):
     return entry[0]
 
 
-def cupy_gemm(cp, dtype, op_a, op_b, m, n, k, a, lda, b, ldb, c, ldc):
-    """C = op(A) op(B), column-major, on CuPy's current stream (alpha 1, beta 0)."""
+def cupy_gemm(cp, dtype, op_a, op_b, m, n, k, a, lda, b, ldb, c, ldc, alpha=1.0, beta=0.0):
+    """C = alpha op(A) op(B) + beta C, column-major, on CuPy's current stream."""
     lib = _library(cp)
     handle = _handle(cp)
     scalar = ctypes.c_float if dtype == np.float32 else ctypes.c_double
     fn = lib.cublasSgemm_v2 if dtype == np.float32 else lib.cublasDgemm_v2
-    one, zero = scalar(1.0), scalar(0.0)  # host pointers: read when the call is made/captured
-    _check(fn(handle, op_a, op_b, m, n, k, ctypes.byref(one), ctypes.c_void_p(a.data.ptr), lda,
-              ctypes.c_void_p(b.data.ptr), ldb, ctypes.byref(zero), ctypes.c_void_p(c.data.ptr),
-              ldc), "cublas gemm")
+    # host pointers: cuBLAS reads them when the call is made, or captured into the graph
+    alpha_, beta_ = scalar(alpha), scalar(beta)
+    _check(fn(handle, op_a, op_b, m, n, k, ctypes.byref(alpha_), ctypes.c_void_p(a.data.ptr),
+              lda, ctypes.c_void_p(b.data.ptr), ldb, ctypes.byref(beta_),
+              ctypes.c_void_p(c.data.ptr), ldc), "cublas gemm")

@@ -407,16 +407,22 @@ def _column_major(x, op, rows, cols, ld):
     return m if op == 0 else m.T
 
 
-def gemm(dtype, op_a, op_b, m, n, k, a, lda, b, ldb, c, ldc):
-    """cuBLAS's gemm (column-major, alpha 1, beta 0) with NumPy: the capturable matmul's
-    stand-in, executing the same plan as on CUDA (gpugrad/cublas.py)."""
+def gemm(dtype, op_a, op_b, m, n, k, a, lda, b, ldb, c, ldc, alpha=1.0, beta=0.0):
+    """cuBLAS's gemm (column-major, C = alpha op(A) op(B) + beta C) with NumPy: the capturable
+    matmul's stand-in, executing the same plan as on CUDA (gpugrad/cublas.py)."""
     for x in (a, b, c):
         if not isinstance(x, StrictArray) or x.dtype != dtype:
             raise TypeError(f"gemm: operands must be {dtype} device arrays")
     product = _column_major(a, op_a, m, k, lda) @ _column_major(b, op_b, k, n, ldb)
     if not c.flags.c_contiguous or c.size != m * n or ldc != m:
         raise ValueError("gemm: the output must be a contiguous m x n column-major buffer")
-    c._a.reshape(-1)[:] = product.reshape(-1, order="F")
+    if alpha != 1.0:
+        product = product * product.dtype.type(alpha)
+    flat = c._a.reshape(-1)
+    if beta == 0.0:  # as cuBLAS: C is not read (it may hold garbage, even NaN)
+        flat[:] = product.reshape(-1, order="F")
+    else:
+        flat[:] = product.reshape(-1, order="F") + beta * flat
 
 
 # ---------------------------------------------------------------------------- kernel stand-ins

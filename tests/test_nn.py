@@ -291,6 +291,32 @@ def test_the_device_calls_per_training_step_cannot_grow_unnoticed():
         assert calls["kernel relu_bwd_out"] == len(sizes) - 2 and not calls["kernel relu_bwd_mask"]
 
 
+def test_the_device_calls_per_captured_step_cannot_grow_unnoticed(monkeypatch):
+    """The same steps under gg.cuda.graph on the strict device (capture emulated: the replay
+    runs under the capture's rules, matmuls through the capturable gemm). Today: 48 calls and
+    7 gemms per 4.7 step (5 products, 2 for the L2 term's sum of squares, each added into one
+    output: no add or multiply for it), 92 and 15 per deep step; the weight gradients the
+    gemm path makes are added into in place (they were views of themselves, 57 and 111 calls).
+    Lower these when a change removes calls."""
+    from gpugrad import backend, benchmarks, strict
+
+    be = backend.get("strict")
+    gemms = []
+    monkeypatch.setattr(be, "gemm", lambda *args: gemms.append(1) or strict.gemm(*args))
+    for sizes, most, most_gemms in (([784, 256, 10], 48, 7),
+                                    ([784, 1024, 1024, 1024, 10], 92, 15)):
+        graphed = gg.cuda.graph(benchmarks.mlp_step_cases(sizes, 32, "strict")["gpugrad"],
+                                device="strict")
+        graphed()
+        graphed()
+        gemms.clear()
+        calls = benchmarks.device_calls_per_step(graphed)
+        assert sum(calls.values()) <= most, calls.most_common()
+        assert len(gemms) <= most_gemms
+        assert calls["kernel add_scaled"] == len(sizes) - 1  # into the layers' gradients
+        assert calls["add"] == 1 and not calls["ones"], calls  # cross-entropy + L2 alone
+
+
 def test_host_labels_are_checked_on_the_host_device_labels_on_the_device():
     """Labels given as host data are range-checked before they move, so the check reads nothing
     back from the device (a GPU sync per step otherwise); device labels are read to check."""

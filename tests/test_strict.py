@@ -109,6 +109,32 @@ def test_matmul_inside_a_capture_takes_the_capturable_path():
     np.testing.assert_allclose(host(got), [5.0, 14.0])
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_sum_of_squares_inside_a_capture_is_one_gemm_per_array(dtype, monkeypatch):
+    """The L2 term's (and clip_grad_norm's) sum of squares: inside a graphed step each array's
+    x . x is a gemm added into one output (alpha = the scale, beta = 1), with no kernel for the
+    sum or the scaling; the value is the dot products' sum, scaled."""
+    import collections
+
+    be = backend.get("strict")
+    rng = np.random.default_rng(0)
+    host_arrays = [rng.standard_normal(s).astype(dtype) for s in ((3, 4), (5,), (2, 2, 2))]
+    arrays = [xp.asarray(a) for a in host_arrays]
+    expected = 0.3 * sum(float(np.vdot(a, a)) for a in host_arrays)
+    gemms = []
+    monkeypatch.setattr(be, "gemm", lambda *args: gemms.append(args[-2:]) or strict.gemm(*args))
+    before = collections.Counter(strict.calls)
+    with backend.graph_step(capturing=True):
+        total = backend.sum_of_squares(xp, arrays, 0.3)
+    calls = strict.calls - before
+    assert total.shape == () and total.dtype == dtype
+    assert gemms == [(0.3, 0.0), (0.3, 1.0), (0.3, 1.0)]  # (alpha, beta): the first writes
+    assert not calls["add"] and not calls["multiply"], calls
+    np.testing.assert_allclose(total.get(), expected, rtol=1e-6 if dtype == "float32" else 1e-13)
+    eager = backend.sum_of_squares(xp, arrays, 0.3)  # outside a step: vdot, add, multiply
+    np.testing.assert_allclose(eager.get(), expected, rtol=1e-6 if dtype == "float32" else 1e-13)
+
+
 def test_empty_arrays_hold_garbage_as_cupys_recycled_memory_does():
     """So that a launcher or op that reads memory it never wrote fails on the CPU too."""
     xp = strict.xp

@@ -38,8 +38,8 @@ def _clip_on_device(grads, max_norm):
     be = backend.get(device)
     xp = be.xp
     with be.active:
-        squares = [backend.vdot(xp, g.data, g.data) for g in grads]
-        total = xp.sqrt(sum(squares)) if squares else xp.zeros(())
+        total = xp.sqrt(backend.sum_of_squares(xp, [g.data for g in grads])) if grads \
+            else xp.zeros(())
         # min(1, max_norm / total), and 1 for a zero norm, without a branch on the host
         scale = xp.where(total > max_norm, max_norm / xp.maximum(total, max_norm), 1.0)
         for g in grads:

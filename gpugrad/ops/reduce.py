@@ -111,11 +111,7 @@ def _safe(y):
 def _half_sum_squares(xp, *xs):
     if not xs:
         raise ValueError("half_sum_squares needs at least one tensor")
-    dtype = xp.result_type(*xs)
-    total = backend.vdot(xp, xs[0], xs[0])  # dot products: no temporary the size of x
-    for x in xs[1:]:
-        total = total + backend.vdot(xp, x, x)
-    return xp.asarray(total * 0.5, dtype=dtype)
+    return backend.sum_of_squares(xp, xs, 0.5)
 
 
 def _half_sum_squares_into(pending, g, *xs, y):
