@@ -302,7 +302,11 @@ def _ones_head(y, create_graph):
     one = _SCALAR_ONES.get(key)
     if one is None:
         with be.active:
-            one = _SCALAR_ONES[key] = be.xp.ones((), y.dtype)
+            one = be.xp.ones((), y.dtype)
+        if backend.capturing():  # its fill runs only when the graph does: not one to keep
+            return tensors.wrap(one, y.device)
+        be.synchronize()  # filled once, then read from any stream: wait for the fill
+        _SCALAR_ONES[key] = one
     return tensors.wrap(one, y.device)
 
 

@@ -135,6 +135,25 @@ def test_a_sum_of_squares_inside_a_capture_is_one_gemm_per_array(dtype, monkeypa
     np.testing.assert_allclose(eager.get(), expected, rtol=1e-6 if dtype == "float32" else 1e-13)
 
 
+def test_the_kept_head_of_ones_is_not_made_inside_a_capture(monkeypatch):
+    """A scalar loss's head of ones is kept per device and dtype, but not one made while a
+    stream captures: its fill would run only when the graph does."""
+    from gpugrad import autograd
+
+    monkeypatch.setattr(autograd, "_SCALAR_ONES", {})
+    x = gg.tensor(np.arange(3.0), device="strict", requires_grad=True)
+    with backend.graph_step(capturing=True):
+        with gg.autograd.record():
+            y = (x * x).sum()
+        y.backward()
+    assert autograd._SCALAR_ONES == {}
+    with gg.autograd.record():
+        y = (x * x).sum()
+    y.backward()
+    assert list(autograd._SCALAR_ONES) == [("strict", np.dtype("float64"))]
+    np.testing.assert_array_equal(host(x.grad), [0.0, 2.0, 4.0])
+
+
 def test_empty_arrays_hold_garbage_as_cupys_recycled_memory_does():
     """So that a launcher or op that reads memory it never wrote fails on the CPU too."""
     xp = strict.xp
