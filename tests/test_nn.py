@@ -335,3 +335,10 @@ def test_host_labels_are_checked_on_the_host_device_labels_on_the_device():
     device_labels = gg.tensor(np.array([0, 1, 5]), dtype="int64", device="strict")
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 4\), got min 0, max 5"):
         nn.functional.cross_entropy(logits, device_labels)
+    for dtype in ("int32", "int64"):  # a negative label is caught by the same one reduction
+        with pytest.raises(ValueError, match=r"labels must lie in \[0, 4\), got min -1, max 2"):
+            nn.functional.cross_entropy(logits, gg.tensor([0, -1, 2], dtype=dtype, device="strict"))
+        before = collections.Counter(strict.calls)
+        nn.functional.cross_entropy(logits, gg.tensor([0, 3, 2], dtype=dtype, device="strict"))
+        device_calls = strict.calls - before
+        assert device_calls["max"] == 1 and not device_calls["min"], device_calls  # one read

@@ -108,7 +108,13 @@ def check_labels(logits, labels):
         raise ValueError(f"cross_entropy: labels have shape {arr.shape} but logits have "
                          f"{logits.shape[0]} rows")
     if (arr.size and not on_host and logits.device != "meta" and not backend.capturing()
-            and (int(arr.min()) < 0 or int(arr.max()) >= logits.shape[1])):
+            and int(_as_unsigned(arr).max()) >= logits.shape[1]):
         raise ValueError(f"cross_entropy: labels must lie in [0, {logits.shape[1]}), got "
                          f"min {int(arr.min())}, max {int(arr.max())}")
     return arr
+
+
+def _as_unsigned(labels):
+    """The labels' bits read as unsigned, where a negative label is larger than any class: one
+    reduction (and one read of the device) checks both ends of the range."""
+    return labels if labels.dtype.kind == "u" else labels.view(f"uint{8 * labels.dtype.itemsize}")
