@@ -220,12 +220,19 @@ def _raw_grads(node, g, be, pending):
             raise GraphError(f"{op.name}: the gradient rule for {op.input_name(i)} returned "
                              f"{type(gi).__name__}, not an array")
         if gi.shape != shape:
-            gi = _fit_shape(gi, shape, node.out_meta[0])
-            if gi.shape != shape:
-                raise GraphError(f"{op.name}: gradient for {op.input_name(i)} has shape "
-                                 f"{gi.shape} but the input has shape {shape}")
+            gi = _fitted(node, i, gi, shape)
         grads[i] = gi if gi.dtype == dtype else _as_array(gi.astype(dtype))
     return grads
+
+
+def _fitted(node, i, gi, shape):
+    """A rule's gradient for input i summed back over the axes broadcasting added (arrays or
+    Tensors alike), or a GraphError naming both shapes."""
+    gi = _fit_shape(gi, shape, node.out_meta[0])
+    if gi.shape != shape:
+        raise GraphError(f"{node.op.name}: gradient for {node.op.input_name(i)} has shape "
+                         f"{gi.shape} but the input has shape {shape}")
+    return gi
 
 
 def _as_array(a):
@@ -246,10 +253,7 @@ def _tensor_grads(node, g, create_graph):
             raise GraphError(f"{op.name}: the gradient rule for {op.input_name(i)} returned "
                              f"{type(gi).__name__}, not a Tensor")
         if gi.shape != shape:
-            gi = _fit_shape(gi, shape, node.out_meta[0])
-        if gi.shape != shape:
-            raise GraphError(f"{op.name}: gradient for {op.input_name(i)} has shape {gi.shape} "
-                             f"but the input has shape {shape}")
+            gi = _fitted(node, i, gi, shape)
         if gi.device != device:
             raise GraphError(f"{op.name}: gradient for {op.input_name(i)} is on {gi.device!r} "
                              f"but the input is on {device!r}")
