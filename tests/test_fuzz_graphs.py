@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gpugrad as gg
+from conftest import host
 
 SIDE = 3  # every value is (3, 3), or (3, 1) / (1, 3) after a keepdims reduction
 
@@ -122,3 +123,18 @@ def test_random_graphs_match_pytorch(program, seed):
     for o, t in zip(ours, theirs):
         expected = t.grad.numpy() if t.grad is not None else np.zeros_like(t.detach().numpy())
         np.testing.assert_allclose(o.grad.numpy(), expected, rtol=1e-9, atol=1e-10)
+
+
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None)
+@given(program=programs(), seed=st.integers(0, 2**16), dtype=st.sampled_from(["float32", "float64"]))
+def test_random_graphs_rules_on_arrays_equal_the_recorded_rules(program, seed, dtype):
+    """Where values fan out and gradients accumulate, backward on arrays (first order, sums
+    made in place) gives the bits that the same rules recorded as Tensor ops give."""
+    xs = [gg.tensor(a, dtype=dtype, requires_grad=True) for a in _inputs(program[0], seed)]
+    with gg.autograd.record():
+        y = _run(program, xs, "gpugrad")
+    recorded = gg.autograd.grad(y, xs, retain_graph=True, create_graph=True)
+    on_arrays = gg.autograd.grad(y, xs)
+    for a, b in zip(on_arrays, recorded):
+        assert a.dtype == b.dtype == dtype
+        np.testing.assert_array_equal(host(a), host(b))
