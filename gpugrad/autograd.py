@@ -217,8 +217,7 @@ def _raw_grads(node, g, be, pending):
         if isinstance(gi, np.generic):  # NumPy's 0-d arithmetic gives scalars
             gi = np.asarray(gi)
         elif not backend.is_backend_array(gi):
-            raise GraphError(f"{op.name}: the gradient rule for {op.input_name(i)} returned "
-                             f"{type(gi).__name__}, not an array")
+            raise _not_a(node, i, gi, "an array")
         if gi.shape != shape:
             gi = _fitted(node, i, gi, shape)
         grads[i] = gi if gi.dtype == dtype else _as_array(gi.astype(dtype))
@@ -233,6 +232,11 @@ def _fitted(node, i, gi, shape):
         raise GraphError(f"{node.op.name}: gradient for {node.op.input_name(i)} has shape "
                          f"{gi.shape} but the input has shape {shape}")
     return gi
+
+
+def _not_a(node, i, gi, what):
+    return GraphError(f"{node.op.name}: the gradient rule for {node.op.input_name(i)} returned "
+                      f"{type(gi).__name__}, not {what}")
 
 
 def _as_array(a):
@@ -250,8 +254,7 @@ def _tensor_grads(node, g, create_graph):
             continue
         shape, dtype, device = node.metas[i]
         if not isinstance(gi, tensors.Tensor):
-            raise GraphError(f"{op.name}: the gradient rule for {op.input_name(i)} returned "
-                             f"{type(gi).__name__}, not a Tensor")
+            raise _not_a(node, i, gi, "a Tensor")
         if gi.shape != shape:
             gi = _fitted(node, i, gi, shape)
         if gi.device != device:
