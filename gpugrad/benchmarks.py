@@ -331,7 +331,8 @@ def mlp_step_cases(sizes, batch, device, lam=1e-3, lr=0.01):
     cases = {"gpugrad": ours}
     if be.is_cuda:  # the same step captured once and replayed (on the CPU it would run eagerly)
         cases["gpugrad captured"] = gpugrad.cuda.graph(ours, device=device)
-    # the step's matrix products alone (forward, and the two of each layer's backward), in the
+    # the step's matrix products alone (each layer's forward and weight gradient, and the
+    # gradient of every layer's input but the data's, which neither step computes), in the
     # array library and in PyTorch: the gap between them is the floor under gpugrad / torch
     weights_host = [p.numpy() for p in params]
     acts_host = [rng.standard_normal((batch, n)).astype(np.float32) for n in sizes]
@@ -340,9 +341,10 @@ def mlp_step_cases(sizes, batch, device, lam=1e-3, lr=0.01):
 
     def products(xp_matmul, ws, hs):
         def run():
-            for w, h_in, h_out in zip(ws, hs[:-1], hs[1:]):
+            for i, (w, h_in, h_out) in enumerate(zip(ws, hs[:-1], hs[1:])):
                 xp_matmul(h_in, w.T)   # forward
-                xp_matmul(h_out, w)    # gradient of the layer's input
+                if i:
+                    xp_matmul(h_out, w)    # gradient of the layer's input
                 xp_matmul(h_out.T, h_in)  # gradient of the weight
         return run
     cases[f"{array_library(device)} matmuls"] = products(be.xp.matmul, weights, acts)

@@ -238,6 +238,25 @@ def test_the_ops_per_4_7_training_step_cannot_grow_unnoticed(device):
     assert benchmarks.ops_per_step(deep) <= 28
 
 
+def test_the_matmuls_baseline_runs_the_products_of_the_step(monkeypatch):
+    """`gpugrad bench mlp`'s `numpy matmuls` row, the floor under gpugrad / torch, times the
+    products gpugrad's step makes, the same shapes and as many: the gradient of the data (which
+    neither step computes) is not among them."""
+    from gpugrad import benchmarks
+
+    made = []
+    matmul = np.matmul
+    monkeypatch.setattr(np, "matmul", lambda a, b: made.append((a.shape, b.shape)) or matmul(a, b))
+    for sizes in ([784, 256, 10], [784, 1024, 1024, 1024, 10]):
+        cases = benchmarks.mlp_step_cases(sizes, 16, "cpu")
+        made.clear()
+        cases["gpugrad"]()
+        of_the_step = sorted(made)
+        made.clear()
+        cases["numpy matmuls"]()
+        assert sorted(made) == of_the_step and len(of_the_step) == 3 * (len(sizes) - 1) - 1
+
+
 def test_the_hand_written_floor_step_is_the_same_step(device):
     """benchmarks.hand_written_step, the floor gpugrad's captured step is timed against on
     CUDA: the same losses and weights as gpugrad's own step over three steps, graphed as the
