@@ -221,6 +221,8 @@ def _output_backward(xp, g, out, *, negative_slope=0.0, leaky=False):
     k = backend.fused("relu_bwd_out", xp, g, out)
     if k:
         return k(g, out, negative_slope, leaky)
+    if not leaky and not negative_slope:  # relu's mask is !(y <= 0): zero where y <= 0
+        return _kept_where(xp, g, out <= 0, False)
     bits = leaky_relu_mask(xp, out) if leaky else relu_mask(xp, out)
     return _through_bits(xp, g, bits, negative_slope)
 
@@ -232,13 +234,22 @@ def _through_bits(xp, g, bits, negative_slope):
         scale *= 1 - negative_slope
         scale += negative_slope
         return g * scale
-    # g where the bit is set and +0 elsewhere, even where g is inf or NaN (a product would give
-    # NaN there): all-ones or all-zeros words and-ed with g's bits, with no host-side check
-    word = np.dtype(f"uint{8 * g.dtype.itemsize}")
-    keep = bits.view(xp.uint8).astype(word)
-    xp.negative(keep, out=keep)
-    xp.bitwise_and(keep, g.view(word), out=keep)
-    return keep.view(g.dtype)
+    return _kept_where(xp, g, bits, True)
+
+
+def _kept_where(xp, a, cond, keep):
+    """a where the bool array cond (a's shape) is `keep`, and +0 elsewhere, even where a is inf
+    or NaN (a product would give NaN there): all-ones or all-zeros words and-ed with a's bits,
+    with no host-side check. One pass either way, so a caller holding the complement of the
+    bits it wants passes that, not its inverse."""
+    word = np.dtype(f"uint{8 * a.dtype.itemsize}")
+    words = cond.view(xp.uint8).astype(word)
+    if keep:
+        xp.negative(words, out=words)  # 1 -> all ones
+    else:
+        words -= 1  # 0 -> all ones
+    xp.bitwise_and(words, a.view(word), out=words)
+    return words.view(a.dtype)
 
 
 # The backward of relu and leaky_relu from the mask: linear in g, nothing to differentiate in
@@ -391,8 +402,8 @@ def variant_params(a):
 
 
 def _softmax(xp, x, *, axis=-1):
-    e = xp.exp(x - xp.max(x, axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
+    e = xp.exp(x - reduce.kept_reduction(xp, "max", x, axis))
+    return e / reduce.kept_reduction(xp, "sum", e, axis)
 
 
 def _log_softmax(xp, x, *, axis=-1):

@@ -36,9 +36,13 @@ def _xent_backward(xp, g, x, *, labels):
     k = backend.fused("softmax_xent_bwd", xp, x, labels, g)
     if k:
         return k(x, labels, g)
-    p = act._softmax(xp, x, axis=1)
+    dx = act._softmax(xp, x, axis=1)  # a new array: the one-hot is taken off in place
     valid, labels = _labels_in_range(xp, labels, x.shape[1])
-    dx = (p - _onehot(xp, labels, x.shape[1], x.dtype)) * g[:, None]
+    dx[xp.arange(x.shape[0]), labels] -= 1
+    if g.dtype == dx.dtype:
+        dx *= g[:, None]
+    else:  # the product's dtype, as NumPy promotes it
+        dx = dx * g[:, None]
     return dx if valid is None else xp.where(valid[:, None], dx, xp.nan).astype(x.dtype, copy=False)
 
 

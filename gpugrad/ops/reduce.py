@@ -2,6 +2,8 @@
 
 import numbers
 
+import numpy as np
+
 from gpugrad import backend
 from gpugrad.ops import elementwise as ew
 from gpugrad.ops import shape as sh
@@ -41,6 +43,22 @@ def _count(x, axis):
     return n
 
 
+# NumPy reduces a short last axis one row at a time (the max over 1024 rows of 10: 48 us on
+# this project's 2-core CPU); copied to (row length, rows), the same reduction runs over whole
+# rows as vectors (8 us with the copy). Up to these row lengths that way was faster, measured
+# per reduction at 32 to 8192 rows in float32 and float64.
+_SHORT_ROWS = {"max": 32, "sum": 16}
+
+
+def kept_reduction(xp, how, x, axis):
+    """xp.max or xp.sum (`how`) of x along one axis, the axis kept (keepdims=True)."""
+    n = x.shape[axis] if isinstance(axis, numbers.Integral) and x.ndim >= 2 else 0
+    if xp is np and 0 < n <= _SHORT_ROWS[how] and axis % x.ndim == x.ndim - 1:
+        columns = np.ascontiguousarray(x.reshape(-1, n).T)
+        return getattr(columns, how)(axis=0).reshape(x.shape[:-1] + (1,))
+    return getattr(xp, how)(x, axis=axis, keepdims=True)
+
+
 def shifted_log_sum_exp(xp, x, axis):
     """(x - m, log(sum(exp(x - m)))) with m = max(x) along axis (kept), finite rows only.
 
@@ -48,10 +66,10 @@ def shifted_log_sum_exp(xp, x, axis):
     before subtracting it again: (x - m) - log(...) is exact where x - (m + log(...)) cancels
     catastrophically (float32 log_softmax([1e8, 1e8]) would be [0, 0], not -log 2).
     """
-    m = xp.max(x, axis=axis, keepdims=True)
+    m = kept_reduction(xp, "max", x, axis)
     m = xp.where(xp.isfinite(m), m, 0)  # all -inf (or inf) rows: leave them to exp/log
     shifted = x - m
-    return shifted, m, xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
+    return shifted, m, xp.log(kept_reduction(xp, "sum", xp.exp(shifted), axis))
 
 
 def logsumexp_array(xp, x, axis, keepdims):
