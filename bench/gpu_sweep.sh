@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One call on a lent GPU machine: versions, the whole suite on CUDA, the self-test and the
 # benchmarks, each under its own time limit so that a slow part cannot eat the others' time.
-# Usage (device tool, repository root): bash bench/gpu_sweep.sh PART...   PART: tests selftest bench pybench
+# Usage (device tool, repository root): bash bench/gpu_sweep.sh PART...
+#   PART: info tests selftest bench pybench targets (targets: the eager 4.7 step at the batch
+#   sizes issue 14 names, 32, 1024 and 8192, five blocks each, and the per-op overhead)
 # Everything lands under $OUT (at most 8 files come back).
 set -u
 export PYTHONPATH=$PWD GPUGRAD_DEVICE=cuda PYTHONUNBUFFERED=1
@@ -17,6 +19,10 @@ for part in "$@"; do
              > "$out/selftest.txt" 2>&1; echo "selftest rc=$?" >> "$out/selftest.txt" ;;
     bench) timeout "${BENCH_LIMIT:-420}" python3 -m gpugrad.cli bench all --device cuda --full \
              --json "$out/bench-cuda.json" > "$out/bench.txt" 2>&1; echo "bench rc=$?" >> "$out/bench.txt" ;;
+    targets) { timeout "${TARGETS_LIMIT:-360}" python3 -m gpugrad.cli bench mlp --device cuda --full \
+               --batch 32,1024,8192 --json "$out/mlp-targets.json"; echo "bench mlp rc=$?"
+               timeout 120 python3 -m gpugrad.cli bench overhead --device cuda --full \
+               --json "$out/overhead.json"; echo "bench overhead rc=$?"; } > "$out/targets.txt" 2>&1 ;;
     pybench) timeout 300 python3 -m pytest bench/ -p no:cacheprovider --benchmark-only \
              --benchmark-json="$out/pytest-bench-cuda.json" > "$out/pytest-bench.txt" 2>&1 ;;
     *) echo "unknown part $part" >&2; exit 2 ;;

@@ -552,9 +552,13 @@ def device_calls_per_captured_step(step, device):
     return device_calls_per_step(graphed)
 
 
-def mlp_suite(device, quick=True, progress=None):
-    """Step time, samples/s and gpugrad/torch for the section 4.7 and the deep MLP."""
-    batches = [32, 1024] if quick else [32, 128, 512, 1024, 4096]
+MLP_BATCHES = {True: [32, 1024], False: [32, 128, 512, 1024, 4096]}  # quick, full
+
+
+def mlp_suite(device, quick=True, progress=None, batches=None):
+    """Step time, samples/s and gpugrad/torch for the section 4.7 and the deep MLP, at
+    `batches` (default: MLP_BATCHES[quick])."""
+    batches = MLP_BATCHES[quick] if batches is None else list(batches)
     rows = []
     work = [(name, b) for name in MLP_MODELS for b in batches]
     for i, (name, batch) in enumerate(work):

@@ -185,13 +185,17 @@ def cmd_bench(args):
     device = _setup(args)
     env = benchmarks.environment(device)
     suites = list(benchmarks.SUITES) if args.suite == "all" else [args.suite]
+    if args.batch is not None and suites != ["mlp"]:
+        raise ValueError(f"--batch sets the mlp suite's batch sizes, not {args.suite}'s: "
+                         f"gpugrad bench mlp --batch {','.join(map(str, args.batch))}")
     print(", ".join(f"{k}: {v}" for k, v in env.items() if v is not None))
     if benchmarks.torch_or_none() is None:
         print("note: PyTorch is not installed, so there are no PyTorch baselines "
               "(pip install torch==2.13.0)")
     results = {"environment": env, "quick": not args.full, "rows": []}
     for suite in suites:
-        rows = benchmarks.SUITES[suite](device, quick=not args.full, progress=_progress)
+        options = {"batches": args.batch} if args.batch is not None else {}
+        rows = benchmarks.SUITES[suite](device, quick=not args.full, progress=_progress, **options)
         results["rows"] += rows
         print(f"\n{suite} ({device}):")
         print(benchmarks.format_table(rows))
@@ -541,6 +545,10 @@ def main(argv=None):
     size.add_argument("--quick", action="store_true", default=True,
                       help="fewer sizes, well under a minute on a 2-core CPU (the default)")
     size.add_argument("--full", action="store_true", help="every size")
+    bench.add_argument("--batch", type=_batch_sizes, default=None,
+                       help="mlp only: comma-separated batch sizes (default 32,1024; with "
+                            "--full 32,128,512,1024,4096); --quick or --full still sets the "
+                            "blocks per case (3 or 5)")
     bench.set_defaults(func=cmd_bench)
     train = sub.add_parser("train", parents=[device, json_file, plot, training],
                            help="train the lecture's 2-, 3- or 4-layer MLP")

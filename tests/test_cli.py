@@ -100,6 +100,19 @@ def test_bench_all_prints_ratios_and_writes_json(tmp_path, capsys):
     assert "% of copy" in printed and "samples/s" in printed
 
 
+def test_bench_mlp_runs_at_the_batch_sizes_asked_for(tmp_path, capsys):
+    """--batch picks the mlp suite's batch sizes (a target may name one the defaults lack);
+    given to another suite it is refused, naming the command that takes it."""
+    out = tmp_path / "mlp.json"
+    assert cli.main(["bench", "mlp", "--device", "cpu", "--batch", "3", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert {(r["model"], r["batch"]) for r in rows} == {
+        ("4.7 (784-256-10)", 3), ("deep (784-1024x3-10)", 3)}
+    capsys.readouterr()
+    assert cli.main(["bench", "kernels", "--device", "cpu", "--batch", "8"]) == 1
+    assert "gpugrad bench mlp --batch 8" in capsys.readouterr().err
+
+
 def _ratio_or_flagged(row, key, others=()):
     """A positive ratio, or none because this row or the one it is taken against was flagged
     unstable (its note says so)."""
