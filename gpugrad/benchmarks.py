@@ -322,13 +322,19 @@ def mlp_step_cases(sizes, batch, device, lam=1e-3, lr=0.01):
         x, y = gpugrad.tensor(x_host, device=device), be.asarray(y_host)
     params = model.parameters()
 
-    def ours():
-        with gpugrad.autograd.record():
-            loss = F.cross_entropy(model(x), y) + lam * F.l2_penalty(params)
-        loss.backward()
-        opt.step()
+    def step_with(labels):
+        def step():
+            with gpugrad.autograd.record():
+                loss = F.cross_entropy(model(x), labels) + lam * F.l2_penalty(params)
+            loss.backward()
+            opt.step()
+        return step
 
+    ours = step_with(y)
     cases = {"gpugrad": ours}
+    if not be.is_cpu:  # labels as a data loader gives them, host data: checked on the host
+        # before they move, where labels on the device are read back to be checked (a sync)
+        cases["gpugrad host labels"] = step_with(y_host)
     if be.is_cuda:  # the same step captured once and replayed (on the CPU it would run eagerly)
         cases["gpugrad captured"] = gpugrad.cuda.graph(ours, device=device)
     # the step's matrix products alone (each layer's forward and weight gradient, and the

@@ -311,6 +311,20 @@ def test_the_device_calls_per_training_step_cannot_grow_unnoticed():
         assert calls["kernel relu_bwd_out"] == len(sizes) - 2 and not calls["kernel relu_bwd_mask"]
 
 
+def test_the_host_labels_step_reads_nothing_back_to_check_its_labels():
+    """`gpugrad bench mlp` on a device times the step with labels on the device (read back to
+    be checked: one reduction and a sync) and, as `gpugrad host labels`, with the same labels
+    as host data (checked before they move); on the CPU the two are one."""
+    from gpugrad import benchmarks
+
+    cases = benchmarks.mlp_step_cases([784, 256, 10], 32, "strict")
+    cases["gpugrad"]()  # the first step also makes the optimizer's state
+    on_device = benchmarks.device_calls_per_step(cases["gpugrad"])
+    as_host_data = benchmarks.device_calls_per_step(cases["gpugrad host labels"])
+    assert on_device["max"] == 1 and as_host_data["max"] == 0, (on_device, as_host_data)
+    assert "gpugrad host labels" not in benchmarks.mlp_step_cases([8, 4, 2], 4, "cpu")
+
+
 def test_the_device_calls_per_captured_step_cannot_grow_unnoticed(monkeypatch):
     """The same steps under gg.cuda.graph on the strict device (capture emulated: the replay
     runs under the capture's rules, matmuls through the capturable gemm). Today: 48 calls and
