@@ -193,8 +193,8 @@ def cmd_bench(args):
         print("note: PyTorch is not installed, so there are no PyTorch baselines "
               "(pip install torch==2.13.0)")
     results = {"environment": env, "quick": not args.full, "rows": []}
+    options = {"batches": args.batch} if args.batch is not None else {}  # mlp alone takes it
     for suite in suites:
-        options = {"batches": args.batch} if args.batch is not None else {}
         rows = benchmarks.SUITES[suite](device, quick=not args.full, progress=_progress, **options)
         results["rows"] += rows
         print(f"\n{suite} ({device}):")
