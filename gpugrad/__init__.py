@@ -9,7 +9,9 @@ from gpugrad.backend import (  # noqa: E402
 )
 from gpugrad.autograd import AnomalyError, GraphError, ShapeError, no_grad  # noqa: E402
 from gpugrad.kernels import fused  # noqa: E402
-from gpugrad.functional import grad, hvp, jacobian, jvp, value_and_grad, vjp  # noqa: E402
+from gpugrad.functional import (  # noqa: E402
+    grad, hessian, hvp, jacfwd, jacobian, jacrev, jvp, value_and_grad, vjp,
+)
 from gpugrad.ops import *  # noqa: E402,F401,F403  (the op functions, OPS, Function)
 from gpugrad import tensors  # noqa: E402
 from gpugrad.tensors import (  # noqa: E402

@@ -83,9 +83,16 @@ def _as_is(a, device, node=None):
     return a
 
 
+def _with_tangent(node, key, t):
+    """A saved Tensor with the tangents it had when the node was recorded under gg.jvp."""
+    if node.tangents is not None and key in node.tangents:
+        t._tangent = node.tangents[key]
+    return t
+
+
 def _rule_inputs(node, as_tensors, create_graph):
     """What the node saved, for its rules: as arrays, or as Tensors (with their history when
-    create_graph); placeholders for what it did not save."""
+    create_graph, and their tangents under gg.jvp); placeholders for what it did not save."""
     if node.epoch != graph._epoch:
         _check_unchanged(node)
     op, saved = node.op, node.saved
@@ -95,11 +102,13 @@ def _rule_inputs(node, as_tensors, create_graph):
         if meta is None:
             args.append(saved[i])
         elif i in saved:
-            args.append(wrap(saved[i], meta[2], node.parents[i] if create_graph else None))
+            a = wrap(saved[i], meta[2], node.parents[i] if create_graph else None)
+            args.append(_with_tangent(node, i, a) if as_tensors else a)
         else:
             args.append(Unsaved(op.name, op.input_name(i), meta))
     if "y" in saved:
         y = wrap(saved["y"], node.out_meta[2], node if create_graph else None)
+        y = _with_tangent(node, "y", y) if as_tensors else y
     else:
         y = Unsaved(op.name, "its output y", node.out_meta)
     aux = {}
@@ -115,7 +124,10 @@ def _rule_inputs(node, as_tensors, create_graph):
 
 
 def unbroadcast(g, shape):
-    """Sum a gradient over the axes broadcasting added, back to `shape`."""
+    """Sum a gradient over the axes broadcasting added, back to `shape`: the leading axes it
+    lacks, and the axes where it has size 1 and the gradient does not. Anything else (fewer
+    dimensions than the input, a size that is neither) is left as it is for the caller's
+    shape check to name."""
     if g.shape == shape:
         return g
     lead = g.ndim - len(shape)
@@ -128,30 +140,23 @@ def unbroadcast(g, shape):
     return ops.reshape(ops.sum(g, axis=axes, keepdims=True), shape)
 
 
-def _uniform_as_scalar(g, xp):
-    """A gradient array that is one value broadcast (all strides 0, as sum's backward makes
-    it) as a 0-d array: elementwise rules then broadcast it instead of materialising it."""
-    if g.ndim and g.size > 1 and not any(g.strides):
-        return xp.asarray(g[(0,) * g.ndim])
-    return g
-
-
-def _fit_shape(gi, shape, out_shape):
-    """A gradient brought to its input's shape. A rule given a 0-d uniform gradient may return
-    less than the op's output: broadcast it up to the output first (a view), so that summing
-    back over the dims the input was broadcast along counts every copy."""
-    if gi.shape != out_shape and gi.size < int(np.prod(out_shape, dtype=np.int64)):
-        try:
-            gi = ops.broadcast_to(gi, out_shape)
-        except ValueError:
-            pass
-    return unbroadcast(gi, shape)
-
-
-def _call_rules(node, g, args, y, aux):
+def _call_rules(node, g, args, y, aux, pending=None):
+    """The gradient of each input from the op's rules (None for an input that takes none).
+    With `pending` (first order), an op's vjp_into may add an input's gradient into the array
+    pending for it and give None for it."""
     op, params = node.op, node.params
     if op.vjp_all is not None:
         return list(op.vjp_all(g, *args, y=y, **aux, **params))
+    if op.variadic:  # one rule, applied to each input that takes a gradient
+        rule, out = op.vjp[0], []
+        for i, p in enumerate(node.parents):
+            if p is None:
+                out.append(None)
+            elif pending is not None and pending[i] is not None:
+                out.append(op.vjp_into(pending[i], g, args[i], y=y, **aux, **params))
+            else:
+                out.append(rule(g, args[i], y=y, **aux, **params))
+        return out
     return [None if p is None else rule(g, *args, y=y, **aux, **params)
             for p, rule in zip(node.parents, op.vjp)]
 
@@ -162,12 +167,12 @@ def _owned(grads, owned, p):
     return prev if prev is not None and owned.get(id(prev)) is prev else None
 
 
-def _input_grads(node, g, create_graph, pending=None):
+def _input_grads(node, g, as_tensors, create_graph, pending=None):
     """The gradients of the node's inputs: arrays from the rules run on arrays (first order,
-    inside _first_order()), or Tensors from the rules run as recorded ops (create_graph). One
-    table serves both."""
-    if create_graph:
-        return _tensor_grads(node, g, True)
+    inside _first_order()), or Tensors from the rules run as Tensor ops (recorded under
+    create_graph; carrying tangents under gg.jvp). One table serves both."""
+    if as_tensors:
+        return _tensor_grads(node, g, create_graph)
     if node.op.tensor_rules:  # rules that need Tensors (a gg.Function's backward): arrays out
         state = graph._state
         state.raw_rules = False
@@ -201,14 +206,8 @@ def _raw_grads(node, g, be, pending):
     no Tensor, no node, none of the checks the forward already did. With `pending` (the
     gradients the inputs have so far, where this backward alone holds them) an op's vjp_into
     may add into those in place; it returns None for them."""
-    op = node.op
-    if op.scalar_g:
-        g = _uniform_as_scalar(g, be.xp)
     args, y, aux = _rule_inputs(node, False, False)
-    if pending is not None and any(a is not None for a in pending):
-        grads = list(op.vjp_into(pending, g, *args, y=y, **aux, **node.params))
-    else:
-        grads = _call_rules(node, g, args, y, aux)
+    grads = _call_rules(node, g, args, y, aux, pending)
     for i, (p, gi) in enumerate(zip(node.parents, grads)):
         if p is None or gi is None:
             grads[i] = None
@@ -227,7 +226,7 @@ def _raw_grads(node, g, be, pending):
 def _fitted(node, i, gi, shape):
     """A rule's gradient for input i summed back over the axes broadcasting added (arrays or
     Tensors alike), or a GraphError naming both shapes."""
-    gi = _fit_shape(gi, shape, node.out_meta[0])
+    gi = unbroadcast(gi, shape)
     if gi.shape != shape:
         raise GraphError(f"{node.op.name}: gradient for {node.op.input_name(i)} has shape "
                          f"{gi.shape} but the input has shape {shape}")
@@ -244,7 +243,8 @@ def _as_array(a):
 
 
 def _tensor_grads(node, g, create_graph):
-    """The rules as Tensor ops: recorded under create_graph, so the gradients have history."""
+    """The rules as Tensor ops: recorded under create_graph, so the gradients have history,
+    and carrying tangents under gg.jvp (forward over reverse)."""
     op = node.op
     args, y, aux = _rule_inputs(node, True, create_graph)
     grads = _call_rules(node, g, args, y, aux)
@@ -296,13 +296,14 @@ def _toposort(roots):
 _SCALAR_ONES = {}  # (device, dtype) -> a 0-d 1: the head of every scalar loss's backward
 
 
-def _ones_head(y, create_graph):
+def _ones_head(y, as_tensors):
     """The implicit head gradient, ones. A scalar loss's, at first order, is one 0-d array kept
     per device and dtype, never written (the engine adds into no array the caller passed in,
     and copies one before it could escape into a .grad or a result): no fill kernel per step.
-    Under create_graph the head can end up in a .grad, which the caller may change: new ones."""
+    When the rules run as Tensor ops the head can end up in a .grad, which the caller may
+    change: new ones."""
     be = backend.get(y.device)
-    if y.shape or create_graph:
+    if y.shape or as_tensors:
         with be.active:
             return tensors.wrap(be.xp.ones(y.shape, y.dtype), y.device)
     key = (y.device, y.dtype)
@@ -325,20 +326,32 @@ def _check_head(y, head_grad, who, create_graph):
             f"{who}: this tensor has no graph: it was not computed inside autograd.record() "
             f"from a tensor with attach_grad() (or requires_grad=True)")
     if head_grad is None:
-        return _ones_head(y, create_graph)
-    if not isinstance(head_grad, tensors.Tensor):
-        head_grad = tensors.tensor(head_grad, dtype=y.dtype, device=y.device)
-    if head_grad.shape != y.shape:
-        raise ShapeError(f"{who}: head_grad has shape {head_grad.shape} but the output has "
-                         f"shape {y.shape}")
-    if head_grad.device != y.device:
-        raise backend.DeviceError(f"{who}: head_grad is on {head_grad.device!r} but the output "
-                                  f"is on {y.device!r}")
+        head_grad = _ones_head(y, create_graph or graph.forward_active())
+    else:
+        if not isinstance(head_grad, tensors.Tensor):
+            head_grad = tensors.tensor(head_grad, dtype=y.dtype, device=y.device)
+        if head_grad.shape != y.shape:
+            raise ShapeError(f"{who}: head_grad has shape {head_grad.shape} but the output "
+                             f"has shape {y.shape}")
+        if head_grad.device != y.device:
+            raise backend.DeviceError(f"{who}: head_grad is on {head_grad.device!r} but the "
+                                      f"output is on {y.device!r}")
+    if create_graph and head_grad._node is None:
+        # the recorded gradients are functions of the head: with the head in the graph (as a
+        # leaf that takes no gradient) each of them is differentiable again, even where it
+        # comes out constant (relu's, a zero second derivative: gg.autograd.grad gives zeros)
+        head = tensors.wrap(head_grad.data, head_grad.device)
+        head._node = Leaf(head, "null")
+        head._tangent = head_grad._tangent
+        head_grad = head
     return head_grad
 
 
 def _run(heads, head_grads, retain_graph, create_graph, targets=None):
-    """The engine. Writes leaf gradients, or with `targets` returns {node: gradient}."""
+    """The engine. Writes leaf gradients, or with `targets` returns {node: gradient}. Rules run
+    on arrays at first order; as Tensor ops under create_graph (recorded) and under gg.jvp
+    (carrying tangents: forward over reverse)."""
+    as_tensors = create_graph or graph.forward_active()
     roots = [h._node for h in heads]
     order = _toposort(roots)
     if targets is not None:
@@ -351,7 +364,7 @@ def _run(heads, head_grads, retain_graph, create_graph, targets=None):
                 useful.add(node)
                 expand.add(node)
     external = {id(g.data) for g in head_grads}  # the caller's arrays: never added into
-    if not create_graph:  # first order: the engine moves arrays, not Tensors
+    if not as_tensors:  # first order: the engine moves arrays, not Tensors
         head_grads = [g.data for g in head_grads]
     grads = {}
     for node, g in zip(roots, head_grads):
@@ -360,7 +373,7 @@ def _run(heads, head_grads, retain_graph, create_graph, targets=None):
     leaves = []
     owned = {}  # id -> array: gradients only this backward holds, safe to add into in place
     freed = []  # nodes this backward freed, told why they are gone if it then fails
-    scope = record() if create_graph else _first_order()
+    scope = record() if create_graph else pause() if as_tensors else _first_order()
     anomaly = graph._state.anomaly
     node = None
     try:
@@ -369,7 +382,7 @@ def _run(heads, head_grads, retain_graph, create_graph, targets=None):
                 g = grads.pop(node, None)
                 if g is None:
                     continue
-                if not create_graph:
+                if not as_tensors:
                     owned.pop(id(g), None)
                 if targets is not None:
                     if node in targets:
@@ -380,14 +393,14 @@ def _run(heads, head_grads, retain_graph, create_graph, targets=None):
                     leaves.append((node, g))
                     continue
                 pending = None
-                if node.op.vjp_into is not None and not create_graph and not anomaly:
+                if node.op.vjp_into is not None and not as_tensors and not anomaly:
                     pending = [_owned(grads, owned, p) for p in node.parents]
-                input_grads = _input_grads(node, g, create_graph, pending)
+                input_grads = _input_grads(node, g, as_tensors, create_graph, pending)
                 if anomaly:
                     _check_finite(node, g, input_grads)
                 for p, gi in zip(node.parents, input_grads):
                     if gi is not None:
-                        _accumulate(grads, owned, p, gi, g, node, input_grads, create_graph)
+                        _accumulate(grads, owned, p, gi, g, node, input_grads, as_tensors)
                 if not retain_graph:
                     for p in node.parents:  # the common case (no parent shares) costs this loop
                         if p is not None and p.op is not None and p.op.aux_from_output is not None:
@@ -403,8 +416,8 @@ def _run(heads, head_grads, retain_graph, create_graph, targets=None):
                 n.freed = reason
         raise
     if targets is None:
-        _write_leaves(leaves, create_graph, external)
-    elif not create_graph:  # a head passed through is the caller's array (or the kept 1)
+        _write_leaves(leaves, as_tensors, external)
+    elif not as_tensors:  # a head passed through is the caller's array (or the kept 1)
         found = {n: tensors.wrap(g.copy() if id(g) in external else g,
                                  backend.device_of_array(g)) for n, g in found.items()}
     return found
@@ -438,15 +451,15 @@ def _exclusive(gi, g, node, input_grads):
                 o is gi for o in input_grads) == 1))
 
 
-def _accumulate(grads, owned, p, gi, g, node, input_grads, create_graph):
+def _accumulate(grads, owned, p, gi, g, node, input_grads, as_tensors):
     """grads[p] += gi: in place into an array this backward owns, else a new sum (arrays at
-    first order, Tensors under create_graph)."""
+    first order, Tensors where the rules run as Tensor ops)."""
     prev = grads.get(p)
     if prev is None:
         grads[p] = gi
-        if not create_graph and _exclusive(gi, g, node, input_grads):
+        if not as_tensors and _exclusive(gi, g, node, input_grads):
             owned[id(gi)] = gi
-    elif create_graph:
+    elif as_tensors:
         grads[p] = prev + gi
     elif owned.get(id(prev)) is prev and prev.dtype == gi.dtype:
         prev += gi  # first order only: the sum needs no history
@@ -456,16 +469,16 @@ def _accumulate(grads, owned, p, gi, g, node, input_grads, create_graph):
         owned[id(total)] = total
 
 
-def _write_leaves(leaves, create_graph, external):
-    """Store each leaf's gradient (an array, or a Tensor under create_graph) per its grad_req,
-    copying any array that is shared."""
+def _write_leaves(leaves, as_tensors, external):
+    """Store each leaf's gradient (an array, or a Tensor where the rules ran as Tensor ops) per
+    its grad_req, copying any array that is shared."""
     written = set(external)
     in_graph_step = backend.in_graph_step()
     for leaf, g in leaves:
         t = leaf.ref()
         if t is None or leaf.grad_req == "null":
             continue
-        if create_graph:
+        if as_tensors:
             t.grad = t.grad + g if leaf.grad_req == "add" and t.grad is not None else g
             continue
         if id(g) in written or g.base is not None:

@@ -442,8 +442,8 @@ def _erf_numpy(x):
 
 def erf(x):
     """The error function of a NumPy or CuPy array, in its dtype."""
-    if isinstance(x, np.ndarray):
-        return _erf_numpy(x)
+    if isinstance(x, (np.ndarray, np.generic)):  # arithmetic on 0-d NumPy arrays gives scalars
+        return _erf_numpy(np.asarray(x))
     if device_of_array(x) == "meta":
         return x.copy()
     if device_of_array(x) == "strict":

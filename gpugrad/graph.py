@@ -9,6 +9,7 @@ engine walks them (autograd.py also hands on this module's public names: gg.auto
 """
 
 import contextlib
+import itertools
 import linecache
 import os
 import sys
@@ -37,7 +38,7 @@ class AnomalyError(GraphError):
 class _State(threading.local):
     recording = False
     training = False
-    forward_mode = False
+    forward_levels = ()  # the gg.jvp calls in progress, outermost first: tangents are kept per level
     structure_only = None  # a _Structure while gg.checkpoint discovers what fn reaches
     anomaly = False  # detect_anomaly: note where each op is recorded, check every gradient
     note_lines = 0  # inside note_lines() or detect_anomaly(): remember each op's user line
@@ -200,7 +201,7 @@ class Node:
     """One recorded op: its input nodes, what it saved, and the metadata of the rest."""
 
     __slots__ = ("op", "parents", "metas", "saved", "params", "out_meta", "freed", "epoch",
-                 "__weakref__")
+                 "tangents", "__weakref__")
 
     def __init__(self, op, parents, devices, arrays, y, y_device, params, aux=None, keep=True):
         self.op = op
@@ -212,6 +213,9 @@ class Node:
         self.metas = [(a.shape, a.dtype, d) if d is not None else None
                       for d, a in zip(devices, arrays)]
         self.out_meta = (y.shape, y.dtype, y_device)
+        # recorded under gg.jvp: the tangents ({level: Tensor}) of what it saved, by the same
+        # keys, so that a backward run under gg.jvp (forward over reverse) carries them on
+        self.tangents = None
         self.saved = {}
         if not keep:  # structure only (gg.checkpoint's discovery pass)
             return
@@ -231,6 +235,7 @@ class Node:
     def free(self):
         self.saved = None
         self.params = None
+        self.tangents = None
         self.freed = True
 
     def __repr__(self):
@@ -305,13 +310,26 @@ def structure_only():
         _state.structure_only = None
 
 
+_levels = itertools.count(1)
+
+
+def new_level():
+    """A forward-mode level for one gg.jvp call: nested calls get larger numbers."""
+    return next(_levels)
+
+
+def forward_active():
+    """True while some gg.jvp propagates tangents."""
+    return bool(_state.forward_levels)
+
+
 @contextlib.contextmanager
-def forward_mode():
-    """Propagate tangents (Tensor._tangent) through ops inside the block."""
-    if _state.forward_mode:
-        raise RuntimeError("nested forward mode (gg.jvp inside gg.jvp) is not supported")
-    _state.forward_mode = True
+def forward_mode(level):
+    """Propagate tangents of `level` (Tensor._tangent[level]) through ops inside the block, as
+    well as those of the levels already active (nested gg.jvp)."""
+    outer = _state.forward_levels
+    _state.forward_levels = outer + (level,)
     try:
         yield
     finally:
-        _state.forward_mode = False
+        _state.forward_levels = outer

@@ -213,10 +213,10 @@ def mlp_formula(d, h, q, batch, dtype="float32", bias=False, activation="relu",
 
     Training keeps, until backward (each buffer once):
       x       batch * d    the input, for dL/dW1 = dL/dz^T x
-      z       batch * h    for gelu/silu/softsign, whose derivative needs z
+      z       batch * h    for gelu/silu/softplus/softsign, whose derivative needs z
               (relu and leaky_relu keep nothing more: the next layer keeps h, and their
               backward reads its mask, h > 0, from h; alone they would keep a 1-bit mask)
-              (tanh, sigmoid, elu, softplus keep their output, which is h: no extra bytes)
+              (tanh, sigmoid, elu keep their output, which is h: no extra bytes)
     (what each activation keeps is its declaration's `saves`, gpugrad/ops/activation.py)
       h       batch * h    for dL/dW2 = dL/do^T h
       o       batch * q    the logits, for the softmax in the loss's backward

@@ -240,8 +240,8 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
     dtype = backend.as_dtype(dtype)
     if isinstance(data, Tensor):
         src_device, arr = data.device, data.data
-    elif isinstance(data, np.ndarray):  # host data, kept in its dtype, for the default device
-        src_device, arr = None, data
+    elif isinstance(data, (np.ndarray, np.generic)):  # host data, kept in its dtype
+        src_device, arr = None, np.asarray(data)
     elif backend.is_backend_array(data):
         src_device, arr = backend.device_of_array(data), data
     else:
@@ -284,10 +284,16 @@ def check_numeric(dtype, data):
 
 
 def _host_list(data):
-    """Lists may hold Tensors; bring them to the host first."""
+    """Lists may hold Tensors; bring them to the host first. One that is being differentiated
+    is refused: a copy of its values would silently drop its derivative."""
     if isinstance(data, (list, tuple)) and any(isinstance(d, (Tensor, list, tuple)) for d in data):
         return [_host_list(d) for d in data]
     if isinstance(data, Tensor):
+        if (data._node is not None and graph.is_recording()) or data._tangent:
+            raise graph.GraphError(
+                "gg.tensor/gg.array copies the values of the tensors in a list and drops their "
+                "derivatives; this list holds a tensor being differentiated: use gg.stack(list) "
+                "(or gg.concatenate), which is differentiable")
         return data.numpy()
     return data
 

@@ -102,15 +102,17 @@ template <typename T> GG_FN T silu_bwd_from_x(T g, T x) {
   return g * (s + (p == T(0) ? T(0) : x * p));
 }
 
-// softplus(beta, threshold): log(1 + e^(beta x)) / beta, linear above the threshold (PyTorch);
-// dy/dx = sigmoid(beta x) = -expm1(-beta y), exact to the last bit where y is tiny
+// softplus(beta, threshold): log(1 + e^(beta x)) / beta, linear where beta x > threshold
+// (PyTorch); dy/dx = sigmoid(beta x) on the forward's branch, which only x tells (just above
+// the threshold both branches give outputs above it, so the output cannot)
 template <typename T> GG_FN T softplus_fwd(T x, T beta, T threshold) {
   T bx = beta * x;
   if (bx > threshold) return x;
   return ((bx > T(0) ? bx : T(0)) + log1p_(exp_(-abs_(bx)))) / beta;
 }
-template <typename T> GG_FN T softplus_bwd_from_y(T g, T y, T beta, T threshold) {
-  return y * beta > threshold ? g : -g * expm1_(-beta * y);
+template <typename T> GG_FN T softplus_bwd_from_x(T g, T x, T beta, T threshold) {
+  T bx = beta * x;
+  return bx > threshold ? g : g * sigmoid_fwd(bx);
 }
 
 // softsign: y = x / (1 + |x|); dy/dx = 1 / (1 + |x|)^2. Above |x| = 1 as 1 - 1 / (1 + |x|),
@@ -141,7 +143,7 @@ template <typename T> GG_FN T softsign_bwd_from_x(T g, T x) {
   ACT(Gelu, gelu, gg::gelu_fwd(x), X, gg::gelu_bwd_from_x(g, s))                                \
   ACT(GeluTanh, gelu_tanh, gg::gelu_tanh_fwd(x), X, gg::gelu_tanh_bwd_from_x(g, s))             \
   ACT(Silu, silu, gg::silu_fwd(x), X, gg::silu_bwd_from_x(g, s))                                \
-  ACT(Softplus, softplus, gg::softplus_fwd(x, p0, p1), Y, gg::softplus_bwd_from_y(g, s, p0, p1)) \
+  ACT(Softplus, softplus, gg::softplus_fwd(x, p0, p1), X, gg::softplus_bwd_from_x(g, s, p0, p1)) \
   ACT(Sigmoid, sigmoid, gg::sigmoid_fwd(x), Y, gg::sigmoid_bwd_from_y(g, s))                    \
   ACT(Tanh, tanh, gg::tanh_fwd(x), Y, gg::tanh_bwd_from_y(g, s))                                \
   ACT(Softsign, softsign, gg::softsign_fwd(x), X, gg::softsign_bwd_from_x(g, s))

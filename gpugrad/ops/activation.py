@@ -105,6 +105,13 @@ def _softplus_array(xp, x, beta, threshold):
     return xp.where(bx > threshold, x, (xp.maximum(bx, 0) + xp.log1p(xp.exp(-xp.abs(bx)))) / beta)
 
 
+def _softplus_bwd_array(xp, g, x, beta, threshold):
+    # the branch is the forward's, beta * x > threshold: the output cannot tell it (just
+    # above the threshold both branches give outputs above it)
+    bx = x * beta
+    return xp.where(bx > threshold, g, g * _sigmoid_array(xp, bx))
+
+
 def _leaky_relu_array(xp, x, negative_slope):
     if 0 <= negative_slope <= 1:  # the same values; where() over a random mask is ~10x slower
         return xp.maximum(x, x * negative_slope)
@@ -149,6 +156,11 @@ def _silu_second(g, x):
     return g * (s * (1 - s) * (2 + x * (1 - 2 * s)))
 
 
+def _softplus_second(g, x, beta, threshold):
+    s = OPS["sigmoid"].function(x * beta)
+    return ew.where(x * beta > threshold, 0.0, g * beta * s * (1 - s))
+
+
 def _softsign_second(g, x):
     d = 1 + ew.abs(x)
     return -2 * g * ew.sign(x) / (d * d * d)
@@ -185,10 +197,8 @@ ACTIVATIONS = {a.name: a for a in (
                forward=_gelu_array, backward=_gelu_bwd_array, second=_gelu_second),
     Activation("silu", {None: ("silu", "Silu")}, "x", (), "SiLU",
                forward=_silu_array, backward=_silu_bwd_array, second=_silu_second),
-    Activation("softplus", {None: ("softplus", "Softplus")}, "y", (("beta", 1.0), ("threshold", 20.0)), "Softplus",
-               forward=_softplus_array, check=_check_softplus,
-               backward=lambda xp, g, out, beta, threshold: xp.where(out * beta > threshold, g, -g * xp.expm1(-beta * out)),
-               second=lambda g, out, beta, threshold: ew.where(out * beta > threshold, 0.0, g * beta * ew.exp(-beta * out))),
+    Activation("softplus", {None: ("softplus", "Softplus")}, "x", (("beta", 1.0), ("threshold", 20.0)), "Softplus",
+               forward=_softplus_array, check=_check_softplus, backward=_softplus_bwd_array, second=_softplus_second),
     Activation("sigmoid", {None: ("sigmoid", "Sigmoid")}, "y", (), "Sigmoid",
                forward=_sigmoid_array, backward=lambda xp, g, out: g * out * (1 - out),
                second=lambda g, out: g * (1 - 2 * out)),
@@ -243,7 +253,7 @@ def _kept_where(xp, a, cond, keep):
     with no host-side check. One pass either way, so a caller holding the complement of the
     bits it wants passes that, not its inverse."""
     word = np.dtype(f"uint{8 * a.dtype.itemsize}")
-    words = cond.view(xp.uint8).astype(word)
+    words = xp.asarray(cond).view(xp.uint8).astype(word)  # NumPy compares 0-d arrays to scalars
     if keep:
         xp.negative(words, out=words)  # 1 -> all ones
     else:

@@ -26,6 +26,17 @@ def _unordered(a, b):
     return nan_a if isinstance(b, (int, float)) else nan_a | (b != b)
 
 
+def _power_grad_base(g, a, b, y):
+    """d(a ** b)/da = b * a ** (b - 1), which is 0 wherever b == 0 (PyTorch's too): at a == 0
+    the formula would be 0 * inf. There the base is taken as 1, a constant, so that neither
+    this gradient nor its own derivatives see the infinity."""
+    if isinstance(b, (int, float)):
+        return g * 0.0 if b == 0 else g * b * a ** (b - 1)
+    if isinstance(a, (int, float)):
+        return g * b * a ** (b - 1)
+    return g * b * where((a == 0) & (b == 0), 1.0, a) ** (b - 1)
+
+
 def _log_base(a):
     """log(a) for the exponent's gradient, with a == 0 giving 0 (the term is 0 there)."""
     if isinstance(a, (int, float)):
@@ -62,7 +73,7 @@ multiply = defelementwise("multiply", lambda xp, a, b: a * b,       save={"a": "
 divide   = defelementwise("divide",   lambda xp, a, b: a / b,       save={"a": "b", "b": "a b"},
                           partials=(lambda g, a, b, y: g / b,        lambda g, a, b, y: -g * a / (b * b)))
 power    = defelementwise("power",    lambda xp, a, b: a ** b,      save="a b",
-                          partials=(lambda g, a, b, y: g * b * a ** (b - 1),
+                          partials=(_power_grad_base,
                                     lambda g, a, b, y: g * a ** b * _log_base(a)))
 maximum  = defelementwise("maximum",  lambda xp, a, b: xp.maximum(a, b), save="a b",
                           partials=(lambda g, a, b, y: _extreme_partial(g, a > b, a, b),
@@ -90,12 +101,6 @@ erf      = defelementwise("erf",      lambda xp, x: backend.erf(x), save="x",
 clip     = defelementwise("clip",     _clip,                        save="x",
                           partials=(lambda g, x, y, a_min, a_max: g if a_min is None and a_max is None
                                     else _masked(_inside(x, a_min, a_max), g),))
-
-# Every partial above is broadcasting arithmetic on g (no backward op, no kernel), so the
-# engine may hand these ops a uniform gradient as 0-d instead of a materialised broadcast.
-for _f in (add, subtract, multiply, divide, power, maximum, minimum, where_, square, negative, exp,
-           expm1, log, log1p, sqrt, abs, sin, cos, tan, erf, clip):
-    _f.op.scalar_g = True
 
 sign          = defconstant("sign",          lambda xp, x: xp.sign(x))
 equal         = defconstant("equal",         lambda xp, a, b: a == b)

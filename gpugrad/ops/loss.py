@@ -33,6 +33,8 @@ def _xent(xp, x, *, labels):
 
 
 def _xent_backward(xp, g, x, *, labels):
+    if g.shape != (x.shape[0],):  # one gradient per row, also where it broadcasts to the rows
+        g = xp.ascontiguousarray(xp.broadcast_to(g, (x.shape[0],)))
     k = backend.fused("softmax_xent_bwd", xp, x, labels, g)
     if k:
         return k(x, labels, g)
@@ -70,7 +72,7 @@ def _xent_backward_grad_g(h, g, x, y, labels):
 
 
 def _xent_backward_grad_x(h, g, x, y, labels):
-    hg = h * sh.reshape(g, (g.shape[0], 1))  # the softmax's vjp with cotangent h * g
+    hg = h * (sh.reshape(g, (g.shape[0], 1)) if g.ndim else g)  # softmax's vjp, cotangent h * g
     p = act.softmax(x, axis=1)
     return p * (hg - reduce.sum(hg * p, axis=1, keepdims=True))
 

@@ -48,6 +48,13 @@ def setitem(self, key, value):
     if self._node is not None and self._node.op is not None:
         raise graph.GraphError("in-place assignment to a tensor computed inside record() "
                                "would corrupt the gradients of the graph that saved it")
+    if (self._node is not None and graph.is_recording()) or self._tangent:
+        raise graph.GraphError(
+            f"in-place assignment to a tensor of shape {self.shape} that is being "
+            f"differentiated (a leaf with attach_grad() inside record(), or an argument of "
+            f"gg.grad/vjp/jvp) would make its derivative wrong and write into the caller's "
+            f"array; build a new tensor instead (gg.where, gg.concatenate, t * mask), or "
+            f"assign outside record()")
     if isinstance(value, tensors.Tensor):
         value = value.data
     self.data[shape.index_key(key, self.device, self.shape)] = value

@@ -135,30 +135,25 @@ def _half_sum_squares(xp, *xs):
     return backend.sum_of_squares(xp, xs, 0.5)
 
 
-def _half_sum_squares_into(pending, g, *xs, y):
+def _half_sum_squares_into(acc, g, x, y):
     """The rule g * x, added straight into the gradient a weight already has from its layer
     (the L2 term's gradient in a training step): one fused kernel on a GPU, acc += g * x on
-    the CPU; returned as g * x where there is none to add into, or the dtypes differ (a
-    float32 weight's float64 gradient is rounded to float32 before it is added)."""
-    out = []
-    for acc, x in zip(pending, xs):
-        if acc is None or not acc.dtype == x.dtype == g.dtype or acc.shape != x.shape:
-            out.append(g * x)
-            continue
-        add_scaled = backend.fused("add_scaled", backend.get(backend.device_of_array(x)).xp,
-                                   acc, g, x)
-        if add_scaled:
-            add_scaled(acc, g, x)
-        else:
-            acc += g * x
-        out.append(None)
-    return out
+    the CPU; returned as g * x where the dtypes or shapes differ (a float32 weight's float64
+    gradient is rounded to float32 before it is added)."""
+    if not acc.dtype == x.dtype == g.dtype or acc.shape != x.shape:
+        return g * x
+    add_scaled = backend.fused("add_scaled", backend.get(backend.device_of_array(x)).xp,
+                               acc, g, x)
+    if add_scaled:
+        add_scaled(acc, g, x)
+    else:
+        acc += g * x
+    return None
 
 
 # fmt: off
 half_sum_squares = defop("half_sum_squares", _half_sum_squares, save="self",
-                         vjp_into=_half_sum_squares_into,
-                         vjp_all=lambda g, *xs, y: [g * x for x in xs],
+                         vjp=(lambda g, x, y: g * x,), vjp_into=_half_sum_squares_into,
                          jvp=lambda ts, *xs, y: _sum_of(sum(t * x) for t, x in zip(ts, xs) if t is not None))
 sum  = deflinear("sum",  lambda xp, x, *, axis=None, keepdims=False: xp.sum(x, axis=axis, keepdims=keepdims),
                  vjp=(lambda g, x, y, axis, keepdims: sh.broadcast_to(_keep(g, x, axis), x.shape),))

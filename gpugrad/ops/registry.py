@@ -34,7 +34,7 @@ class Op:
     __slots__ = (
         "name", "forward", "inputs", "variadic", "defaults", "save", "dynamic_save",
         "vjp", "vjp_all", "jvp", "kind", "moves_device", "function", "differentiable",
-        "aux", "forward_saving", "optional", "scalar_g", "aux_from_output", "tensor_rules",
+        "aux", "forward_saving", "optional", "aux_from_output", "tensor_rules",
         "vjp_into",
     )
 
@@ -64,10 +64,10 @@ class Op:
         # rules that need Tensors even at first order (user code: a gg.Function's backward, a
         # checkpoint's recomputation); every other rule also runs on arrays (registry doc)
         self.tensor_rules = kind == "function"
-        # vjp_into(pending, g, *inputs, y, **params): vjp_all's gradients, except that where
-        # pending[i] is an array the engine alone holds as input i's gradient so far, the rule
-        # may add its gradient into it in place (one fused kernel) and return None for it.
-        # First order only; it must give pending[i] the bits pending[i] + vjp_all(...)[i] has.
+        # vjp_into(acc, g, x, y, **params), for a variadic op with one rule per input: where
+        # acc is an array the engine alone holds as x's gradient so far, add the rule's
+        # gradient into it in place (one fused kernel) and return None, or return the gradient
+        # where it cannot. First order only; acc must get the bits acc + rule(g, x, ...) has.
         self.vjp_into = None
         # forward_saving(xp, ...) -> (y, {name: array}) also computes arrays that only backward
         # needs (a packed mask); it runs instead of forward when the result is recorded
@@ -77,11 +77,10 @@ class Op:
         # saves y anyway (relu's mask, when the next layer keeps relu's output)
         self.aux_from_output = None
         self.optional = frozenset(self.inputs.index(n) for n in optional)  # may be None
-        # the partials are broadcasting arithmetic, so a uniform gradient may arrive as 0-d
-        self.scalar_g = False
         self.dynamic_save = callable(save)
         self.save = save if self.dynamic_save else self.parse_save(save)
-        if vjp is not None and len(vjp) != len(self.inputs):
+        # a variadic op's vjp is one rule, rule(g, x, y, **params), for each of its inputs
+        if vjp is not None and len(vjp) != (1 if self.variadic else len(self.inputs)):
             raise TypeError(f"{name}: {len(self.inputs)} inputs but {len(vjp)} vjp rules")
 
     def parse_save(self, save):
@@ -211,13 +210,10 @@ def _elementwise_jvp(partials):
     return jvp
 
 
-def defelementwise(name, forward, save, partials, forward_saving=None, aux=(), scalar_g=False,
-                   doc=None, params=None, aux_from_output=None):
-    """scalar_g=True promises that every partial is broadcasting arithmetic on g, so the engine
-    may pass a uniform gradient as 0-d (not for partials that call a backward op or kernel)."""
+def defelementwise(name, forward, save, partials, forward_saving=None, aux=(), doc=None,
+                   params=None, aux_from_output=None):
     op = Op(name, forward, save, "elementwise", vjp=tuple(partials),
             jvp=_elementwise_jvp(partials), forward_saving=forward_saving, aux=aux, params=params)
-    op.scalar_g = scalar_g
     op.aux_from_output = aux_from_output
     return _register(op, doc)
 
@@ -237,6 +233,8 @@ def defop(name, forward, save, jvp, vjp=None, vjp_all=None, optional=(), doc=Non
           params=None, vjp_into=None):
     op = Op(name, forward, save, "general", vjp=vjp, vjp_all=vjp_all, jvp=jvp,
             optional=optional, params=params)
+    if vjp_into is not None and not (op.variadic and vjp is not None):
+        raise TypeError(f"{name}: vjp_into needs a variadic op with one vjp rule per input")
     op.vjp_into = vjp_into
     return _register(op, doc)
 
@@ -347,10 +345,8 @@ def apply(op, inputs, params):
         if all(p is None for p in parents):
             parents = None
     tangents = None
-    if state.forward_mode and op.differentiable:
-        tangents = tuple(x._tangent if isinstance(x, _Tensor) else None for x in xs)
-        if all(t is None for t in tangents):
-            tangents = None
+    if state.forward_levels and op.differentiable:
+        tangents = _input_tangents(state.forward_levels, xs)
     structure = state.structure_only
     if structure is not None and parents is not None:
         structure.note_inputs(xs)
@@ -389,7 +385,9 @@ def apply(op, inputs, params):
             graph._recorded_at[node] = graph._user_line()
     out = tensors.wrap(y, y_device, node)
     if tangents is not None and floating:
-        out._tangent = _tangent_of(op, tangents, xs, out, aux, params)
+        _set_tangents(op, tangents, xs, out, aux, params)
+        if node is not None:
+            _note_saved_tangents(node, xs, out)
     return out
 
 
@@ -446,14 +444,46 @@ def _share_saved_outputs(node, xs):
                 del p.saved[k]
 
 
-def _tangent_of(op, ts, xs, y, aux, params):
-    """The output's tangent from the op's jvp rule (forward mode)."""
-    graph._state.forward_mode = False  # tangent arithmetic must not carry tangents of its own
-    try:
-        extra = {k: tensors.wrap(a, y.device) for k, a in aux.items()} if aux else {}
-        t = op.jvp(ts, *xs, y=y, **extra, **params)
-        if t.shape != y.shape:
-            t = OPS["broadcast_to"].function(t, y.shape)
-        return t if t.dtype == y.dtype else t.astype(y.dtype)
-    finally:
-        graph._state.forward_mode = True
+def _input_tangents(levels, xs):
+    """{level: the inputs' tangents at that level} for the active levels some input has a
+    tangent at; None if none has."""
+    out = None
+    for level in levels:
+        ts = tuple(x._tangent.get(level) if isinstance(x, _Tensor) and x._tangent else None
+                   for x in xs)
+        if any(t is not None for t in ts):
+            out = out or {}
+            out[level] = ts
+    return out
+
+
+def _set_tangents(op, tangents, xs, y, aux, params):
+    """The output's tangent at each level from the op's jvp rule (forward mode). A level's
+    tangent is computed with only the levels outside it active, outermost first, so that it
+    carries their tangents (nested gg.jvp) and y already has its own by then."""
+    state = graph._state
+    extra = {k: tensors.wrap(a, y.device) for k, a in aux.items()} if aux else {}
+    y._tangent = {}
+    for level in sorted(tangents):
+        outer = state.forward_levels
+        state.forward_levels = tuple(lv for lv in outer if lv < level)
+        try:
+            t = op.jvp(tangents[level], *xs, y=y, **extra, **params)
+            if t.shape != y.shape:
+                t = OPS["broadcast_to"].function(t, y.shape)
+            if t.dtype != y.dtype:
+                t = t.astype(y.dtype)
+        finally:
+            state.forward_levels = outer
+        y._tangent[level] = t
+
+
+def _note_saved_tangents(node, xs, y):
+    """The tangents of what the node saved (graph.Node.tangents)."""
+    found = {}
+    for key in node.saved:
+        t = y._tangent if key == "y" else (
+            xs[key]._tangent if isinstance(key, int) and isinstance(xs[key], _Tensor) else None)
+        if t:
+            found[key] = t
+    node.tangents = found or None
