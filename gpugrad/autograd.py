@@ -337,11 +337,10 @@ def _check_head(y, head_grad, who, create_graph):
             raise backend.DeviceError(f"{who}: head_grad is on {head_grad.device!r} but the "
                                       f"output is on {y.device!r}")
     if create_graph and head_grad._node is None:
-        # the recorded gradients are functions of the head: with the head in the graph (as a
-        # leaf that takes no gradient) each of them is differentiable again, even where it
-        # comes out constant (relu's, a zero second derivative: gg.autograd.grad gives zeros)
-        head = tensors.wrap(head_grad.data, head_grad.device)
-        head._node = Leaf(head, "null")
+        # the recorded gradients are functions of the head: with the head in the graph (with a
+        # zero derivative) each of them is differentiable again, even where it comes out
+        # constant (relu's first derivative: its own gradient is zeros)
+        head = tensors.wrap(head_grad.data, head_grad.device, graph.CONSTANT)
         head._tangent = head_grad._tangent
         head_grad = head
     return head_grad
@@ -529,7 +528,7 @@ def grad(heads, variables, head_grads=None, retain_graph=None, create_graph=Fals
         raise ValueError(f"grad: {len(heads)} heads but {len(head_grads)} head_grads")
     hg = [_check_head(h, g, "grad", create_graph) for h, g in zip(heads, head_grads)]
     for v in variables:
-        if not isinstance(v, tensors.Tensor) or v._node is None:
+        if not isinstance(v, tensors.Tensor) or v._node is None or v._node is graph.CONSTANT:
             raise GraphError("grad: every variable must be in the graph (call attach_grad() on "
                              "it, or compute it inside autograd.record())")
     if retain_graph is None:

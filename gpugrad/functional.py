@@ -67,7 +67,7 @@ def _track(x):
     Item assignment into it is refused while recording (methods.setitem), so the caller's
     array is never written."""
     x = _as_tensor(x)
-    if x._node is not None:
+    if x._node is not None and x._node is not graph.CONSTANT:
         return x
     if x.dtype.kind != "f":
         raise TypeError(f"cannot differentiate with respect to a tensor of dtype {x.dtype}")

@@ -197,6 +197,26 @@ class Leaf:
         self.grad_req = grad_req
 
 
+class _Constant:
+    """The node of a tensor that is in the graph but whose derivative is zero everywhere: the
+    head of a create_graph backward, and what is recorded from it and from constants alone
+    (relu's first derivative). Differentiating through it gives zeros; an op taking it with a
+    tensor that does take a gradient records only that one as its parent."""
+
+    __slots__ = ()
+    op = None
+    grad_req = "null"
+
+    def ref(self):
+        return None  # no tensor receives a gradient here
+
+    def __repr__(self):
+        return "<constant in the graph>"
+
+
+CONSTANT = _Constant()
+
+
 class Node:
     """One recorded op: its input nodes, what it saved, and the metadata of the rest."""
 

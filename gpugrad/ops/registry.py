@@ -291,6 +291,7 @@ def _forward_error(op, inputs, e):
 
 
 _Tensor = None  # tensors.Tensor, bound on first use
+_CONSTANT = graph.CONSTANT
 _SCALARS = (bool, int, float)
 
 
@@ -340,10 +341,20 @@ def apply(op, inputs, params):
     be = backend.get(device)
     state = graph._state  # one lookup of the thread's recording state
     parents = None
+    constant = False  # the output is in the graph with a zero derivative (graph.CONSTANT)
     if state.recording and op.differentiable:
         parents = tuple(x._node if isinstance(x, _Tensor) else None for x in xs)
-        if all(p is None for p in parents):
+        live = False
+        for p in parents:
+            if p is not None:
+                if p is _CONSTANT:
+                    constant = True
+                else:
+                    live = True
+        if not live:
             parents = None
+        elif constant:
+            parents = tuple(None if p is _CONSTANT else p for p in parents)
     tangents = None
     if state.forward_levels and op.differentiable:
         tangents = _input_tangents(state.forward_levels, xs)
@@ -383,6 +394,8 @@ def apply(op, inputs, params):
                     break
         if state.note_lines:
             graph._recorded_at[node] = graph._user_line()
+    if node is None and constant and floating:
+        node = _CONSTANT
     out = tensors.wrap(y, y_device, node)
     if tangents is not None and floating:
         _set_tangents(op, tangents, xs, out, aux, params)
