@@ -267,13 +267,13 @@ def _kept_where(xp, a, cond, keep):
 # fmt: off
 relu_backward = defop("relu_backward", _mask_backward, save="mask",
                       vjp=(lambda h, g, mask, y, negative_slope: relu_backward(h, mask, negative_slope=negative_slope), no_gradient),
-                      jvp=lambda ts, g, mask, y, negative_slope: relu_backward(ts[0], mask, negative_slope=negative_slope))
+                      jvp=lambda ts, g, mask, y, negative_slope: None if ts[0] is None else relu_backward(ts[0], mask, negative_slope=negative_slope))
 # The same from the output, where the next op keeps it and no mask was kept (relu_backward's
 # twin, so that no mask has to be made again for a backward)
 relu_backward_from_output = defop(
     "relu_backward_from_output", _output_backward, save="out",
     vjp=(lambda h, g, out, y, negative_slope, leaky: relu_backward_from_output(h, out, negative_slope=negative_slope, leaky=leaky), no_gradient),
-    jvp=lambda ts, g, out, y, negative_slope, leaky: relu_backward_from_output(ts[0], out, negative_slope=negative_slope, leaky=leaky))
+    jvp=lambda ts, g, out, y, negative_slope, leaky: None if ts[0] is None else relu_backward_from_output(ts[0], out, negative_slope=negative_slope, leaky=leaky))
 # fmt: on
 
 

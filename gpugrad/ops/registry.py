@@ -482,6 +482,8 @@ def _set_tangents(op, tangents, xs, y, aux, params):
         state.forward_levels = tuple(lv for lv in outer if lv < level)
         try:
             t = op.jvp(tangents[level], *xs, y=y, **extra, **params)
+            if t is None:  # only inputs the output does not vary with have tangents
+                continue
             if t.shape != y.shape:
                 t = OPS["broadcast_to"].function(t, y.shape)
             if t.dtype != y.dtype:
@@ -489,6 +491,7 @@ def _set_tangents(op, tangents, xs, y, aux, params):
         finally:
             state.forward_levels = outer
         y._tangent[level] = t
+    y._tangent = y._tangent or None
 
 
 def _note_saved_tangents(node, xs, y):
