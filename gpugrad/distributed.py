@@ -16,6 +16,7 @@ no such limit).
 import os
 import time
 import warnings
+import zlib
 
 import numpy as np
 
@@ -63,7 +64,38 @@ def world_size():
 
 
 def timeout():
-    return float(os.environ.get("GPUGRAD_DIST_TIMEOUT", "300"))
+    text = os.environ.get("GPUGRAD_DIST_TIMEOUT", "300")
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0:
+        raise DistributedError(f"GPUGRAD_DIST_TIMEOUT must be a positive number of seconds, "
+                               f"got {text!r}")
+    return seconds
+
+
+def _agree(what, signature):
+    """Raise DistributedError on every rank unless every rank calls the collective `what` with
+    the same signature (the shapes and dtypes it sends, and the root): MPI would otherwise sum
+    mismatched buffers into a wrong answer without a word, or fail on one rank only. One
+    all-gather of a checksum (8 bytes a rank); only where they differ, one of the signatures
+    themselves, to name them."""
+    if world_size() == 1:
+        return
+    mine = np.array([zlib.crc32(repr(signature).encode())], dtype=np.int64)
+    every = np.empty(world_size(), dtype=np.int64)
+    _wait(_comm().Iallgather(mine, every), what)
+    if (every == every[0]).all():
+        return
+    signatures = _comm().allgather(signature)  # every rank is here: each saw the mismatch
+    listed = "; ".join(f"rank {r}: {sig}" for r, sig in enumerate(signatures))
+    raise DistributedError(f"{what}: the ranks disagree on what they send ({listed}); every "
+                           f"rank must call it with the same shapes and dtypes")
+
+
+def _signature(tensors_):
+    return tuple((tuple(t.shape), str(t.dtype)) for t in tensors_)
 
 
 def _wait(request, what):
@@ -78,6 +110,11 @@ def _wait(request, what):
                 f"(GPUGRAD_DIST_TIMEOUT sets the limit)")
         time.sleep(pause)
         pause = min(pause * 2, 1e-3)
+
+
+def _check_tensor(t):
+    if not isinstance(t, tensors.Tensor):
+        raise TypeError(f"gg.distributed: expected a Tensor, got {type(t).__name__}")
 
 
 def _host(t, why="the NCCL path is for CUDA devices"):
@@ -159,6 +196,8 @@ def all_reduce(t, op="sum"):
     if op not in ("sum", "mean"):
         raise ValueError(f"all_reduce: op must be 'sum' or 'mean', got {op!r}")
     MPI = _mpi()
+    _check_tensor(t)
+    _agree("all_reduce", ("all_reduce", op) + _signature([t]))
     if _nccl_call(t, t.data, "all_reduce"):
         if op == "mean":
             t.data /= world_size()
@@ -186,6 +225,8 @@ def broadcast(t, root=0):
     """In place: t becomes rank root's t on every rank. Returns t."""
     if not 0 <= root < world_size():
         raise ValueError(f"broadcast: root {root} is not a rank of a world of {world_size()}")
+    _check_tensor(t)
+    _agree("broadcast", ("broadcast", root) + _signature([t]))
     if _nccl_call(t, t.data, "broadcast", root):
         return t
     arr, copy_back = _host(t, _why_host(t))
@@ -198,7 +239,9 @@ def broadcast(t, root=0):
 
 def broadcast_parameters(module, root=0):
     """Every parameter of module made equal to rank root's (call once, before training)."""
-    for p in module.parameters():
+    params = list(module.parameters())
+    _agree("broadcast_parameters", ("broadcast_parameters", root) + _signature(params))
+    for p in params:
         broadcast(p, root)
 
 
@@ -206,7 +249,13 @@ def average_gradients(module, bucket_bytes=BUCKET_BYTES):
     """After backward: every parameter's .grad becomes its mean over the ranks. Gradients of one
     dtype go in buckets of about bucket_bytes, one all-reduce each, not one per parameter."""
     params = [p for p in module.parameters() if p.grad is not None]
-    if world_size() == 1 or not params:
+    if world_size() == 1:
+        return
+    # one check a step for the whole bucket layout: the ranks must agree on every gradient
+    # they send (a model built differently on one rank) before any bucket goes out
+    _agree("average_gradients", ("average_gradients", bucket_bytes) + _signature(
+        [p.grad for p in params]))
+    if not params:
         return
     MPI = _mpi()
     by_dtype = {}

@@ -3,6 +3,7 @@
     mpirun -n 2 python mpi_worker.py train OUT.json   # train on shards; rank 0 compares
     mpirun -n 2 python mpi_worker.py die OUT.json     # rank 1 dies; rank 0 must not hang
     mpirun -n 2 python mpi_worker.py stuck OUT.json   # rank 1 never joins; rank 0 times out
+    mpirun -n 2 python mpi_worker.py mismatch OUT.json  # ranks send different shapes/dtypes
 """
 
 import json
@@ -17,6 +18,25 @@ from gpugrad import distributed as dist
 
 mode, out = sys.argv[1], sys.argv[2]
 rank, size = dist.init()
+
+if mode == "mismatch":  # each collective called with different shapes or dtypes per rank
+    errors = {}
+    cases = {
+        "length": lambda: dist.all_reduce(gg.ones(4 if rank == 0 else 2, dtype="float64")),
+        "dtype": lambda: dist.all_reduce(gg.ones(3, dtype="float64" if rank == 0 else "float32")),
+        "widths": lambda: dist.DataParallel(gg.nn.MLP([4, 5 + rank, 2], dtype="float64")),
+    }
+    for name, call in cases.items():
+        try:
+            call()
+            errors[name] = None
+        except dist.DistributedError as e:
+            errors[name] = str(e)
+    gathered = dist._comm().gather(errors, root=0)
+    if rank == 0:
+        with open(out, "w") as fh:
+            json.dump({"errors": gathered}, fh)
+    sys.exit(0)
 
 if mode in ("die", "stuck"):
     if rank == 1 and mode == "die":

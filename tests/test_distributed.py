@@ -71,6 +71,27 @@ def test_a_rank_that_never_joins_times_out_with_a_clear_error(tmp_path):
     assert "all_reduce: the other ranks did not take part within 2 s (rank 0 of 2)" in result["error"]
 
 
+def test_ranks_that_send_different_shapes_or_dtypes_all_raise(tmp_path):
+    """A length, a dtype or a model's widths that differ between ranks: MPI would sum the
+    buffers it was given into a wrong answer (or fail on one rank); every rank raises instead,
+    naming what each sends."""
+    proc, result = _run("mismatch", tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for errors in result["errors"]:  # one dict per rank
+        assert "all_reduce: the ranks disagree" in errors["length"]
+        assert "rank 0: ('all_reduce', 'sum', ((4,), 'float64'))" in errors["length"]
+        assert "rank 1: ('all_reduce', 'sum', ((2,), 'float64'))" in errors["length"]
+        assert "'float32'" in errors["dtype"] and "'float64'" in errors["dtype"]
+        assert "broadcast_parameters: the ranks disagree" in errors["widths"]
+
+
+def test_a_timeout_that_is_not_a_number_names_the_variable(monkeypatch):
+    monkeypatch.setenv("GPUGRAD_DIST_TIMEOUT", "abc")
+    with pytest.raises(dist.DistributedError, match="GPUGRAD_DIST_TIMEOUT must be a positive "
+                                                    "number of seconds, got 'abc'"):
+        dist.timeout()
+
+
 # ---------------------------------------------------------------- one process (a world of one)
 
 @pytest.fixture
