@@ -5,6 +5,7 @@ namespace.
 """
 
 import contextlib
+import threading
 
 import numpy as np
 
@@ -131,8 +132,8 @@ def unbroadcast(g, shape):
     if g.shape == shape:
         return g
     lead = g.ndim - len(shape)
-    if lead < 0:
-        return g
+    if lead < 0 or any(n != 1 and g.shape[lead + i] != n for i, n in enumerate(shape)):
+        return g  # not a broadcast of the input's shape
     axes = tuple(range(lead)) + tuple(
         lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
     if not axes:
@@ -373,10 +374,11 @@ def _run(heads, head_grads, retain_graph, create_graph, targets=None):
     owned = {}  # id -> array: gradients only this backward holds, safe to add into in place
     freed = []  # nodes this backward freed, told why they are gone if it then fails
     scope = record() if create_graph else pause() if as_tensors else _first_order()
+    quiet = backend.quiet()  # inf and NaN in gradients are anomaly mode's to report
     anomaly = graph._state.anomaly
     node = None
     try:
-        with scope:
+        with scope, quiet:
             for node in order:
                 g = grads.pop(node, None)
                 if g is None:
@@ -468,9 +470,20 @@ def _accumulate(grads, owned, p, gi, g, node, input_grads, as_tensors):
         owned[id(total)] = total
 
 
+# Backward may run in several threads at once (recording is per thread), and two of them may
+# add into one leaf's .grad: NumPy's in-place add releases the GIL, so without this lock one
+# thread's sum could overwrite the other's. Held only while the leaves are written.
+_LEAF_WRITES = threading.Lock()
+
+
 def _write_leaves(leaves, as_tensors, external):
     """Store each leaf's gradient (an array, or a Tensor where the rules ran as Tensor ops) per
     its grad_req, copying any array that is shared."""
+    with _LEAF_WRITES:
+        _write_leaves_locked(leaves, as_tensors, external)
+
+
+def _write_leaves_locked(leaves, as_tensors, external):
     written = set(external)
     in_graph_step = backend.in_graph_step()
     for leaf, g in leaves:

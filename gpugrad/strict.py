@@ -143,7 +143,8 @@ def _call(func, name, args, kwargs):
     out = kwargs.get("out")
     args = [_operand(a) for a in args]
     kwargs = {k: _operand(v) for k, v in kwargs.items()}
-    result = func(*args, **kwargs)
+    with np.errstate(all="ignore"):  # as CuPy, which never warns of inf or NaN
+        result = func(*args, **kwargs)
     if out is not None:  # written in place: the caller's device arrays
         return out[0] if isinstance(out, tuple) and len(out) == 1 else out
     return _wrap_all(result)
@@ -497,7 +498,8 @@ class _StandIn:
                                     f"{dtype} scalar for C type {ctype}, got {arg!r}")
                 values.append(arg.item())
         calls[f"kernel {self.name}"] += 1
-        _MATH[self.name](self, *values)
+        with np.errstate(all="ignore"):  # a CUDA kernel does not warn
+            _MATH[self.name](self, *values)
 
 
 @functools.lru_cache(maxsize=None)  # every launch asks; the declarations are made at import

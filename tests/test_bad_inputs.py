@@ -17,6 +17,22 @@ from gpugrad.nn import functional as F
 PACKAGE_DIR = os.path.dirname(os.path.abspath(gg.__file__))
 
 
+def _wrong_shape_function():
+    class WrongShape(gg.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * 2
+
+        @staticmethod
+        def backward(ctx, g):
+            return gg.reshape(g, (4, 1))
+
+    x = gg.tensor([1.0, 2.0, 3.0, 4.0], requires_grad=True)
+    with gg.autograd.record():
+        y = WrongShape.apply(x).sum()
+    y.backward()
+
+
 def _x():
     return gg.tensor([1.0, 2.0, 3.0, 4.0])
 
@@ -159,6 +175,10 @@ CASES = [
      IndexError, r"indexing: index -5 is out of bounds for axis 2 with size 4"),
     ("assigning through an index array out of range", lambda t: gg.ones((3, 4)).__setitem__(([3], [0]), 1.0),
      IndexError, r"indexing: index 3 is out of bounds for axis 0 with size 3"),
+    ("a boolean mask shorter than its axis", lambda t: _x()[np.array([True, False])], IndexError,
+     r"boolean index of shape \(2,\) does not match the indexed axes 0..0 of shape \(4,\)"),
+    ("a 2-D boolean mask of the wrong shape", lambda t: gg.ones((3, 4))[np.ones((3, 3), bool)],
+     IndexError, r"boolean index of shape \(3, 3\) does not match .* of shape \(3, 4\)"),
     ("take with float indices", lambda t: gg.take(_x(), gg.tensor([1.0])), IndexError,
      r"indices must be integers or booleans, got dtype float32"),
     ("an op on a Python list of strings", lambda t: gg.exp(["a"]), TypeError, r"strings"),
@@ -183,6 +203,9 @@ CASES = [
     ("gg.array of a list holding a tensor being differentiated",
      lambda t: gg.grad(lambda a: gg.array([a[0], a[1]]).sum())(_x()), gg.GraphError,
      r"use gg.stack"),
+    ("a Function whose backward returns the wrong shape", lambda t: _wrong_shape_function(),
+     gg.GraphError, r"WrongShape: gradient for input 0 has shape \(4, 1\) but the input has "
+                    r"shape \(4,\)"),
     ("deepcopy of a recorded result", lambda t: __import__("copy").deepcopy(_graph()[1]), gg.GraphError,
      r"holds a graph, which cannot be copied"),
     ("jacobian with an unknown mode", lambda t: gg.jacobian(gg.sin, mode="sideways")(_x()), ValueError,

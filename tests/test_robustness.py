@@ -7,6 +7,8 @@ import pickle
 import subprocess
 import sys
 import textwrap
+import threading
+import warnings
 import zipfile
 
 import numpy as np
@@ -545,3 +547,47 @@ def test_two_thousand_training_steps_leak_nothing():
     assert after_objects <= objects, f"live tensors/nodes grew from {objects} to {after_objects}"
     assert after - before < 256 * 1024, f"traced memory grew by {after - before} bytes"
     assert np.isfinite(last) and last < first  # and it trained all along
+
+
+def test_threads_adding_into_one_leaf_lose_no_update(device):
+    """Four threads, each running 30 backward passes into one grad_req="add" leaf of 1M
+    elements: every element is 120. NumPy's in-place add releases the GIL, so unlocked, one
+    thread's sum overwrote another's (110-119 in places)."""
+    w = gg.zeros(1_000_000, dtype="float64", device=device)
+    w.attach_grad("add")
+
+    def work():
+        for _ in range(30):
+            with gg.autograd.record():
+                y = (w * 1.0).sum()
+            y.backward()
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    g = host(w.grad)
+    assert g.min() == g.max() == 120.0
+
+
+def test_gpugrad_computations_raise_no_numpy_warnings(device):
+    """Forwards at extreme inputs (a softmax at +-3e38, log of 0, the branch a where() drops)
+    and backwards whose gradients are inf or NaN warn no more than CuPy or PyTorch would: not
+    at all. Anomaly mode, which the user asks for, reports them as an error."""
+    huge = gg.tensor(np.array([[3e38, -3e38, 0.0]], dtype=np.float32), device=device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gg.softmax(huge, axis=1)
+        gg.log_softmax(huge, axis=1)
+        gg.logsumexp(huge, axis=1)
+        gg.leaky_relu(gg.tensor([np.inf, -np.inf], device=device), 0.0)
+        x = gg.tensor([0.0, 1.0], dtype="float64", device=device, requires_grad=True)
+        with gg.autograd.record():
+            y = (gg.sqrt(x) + gg.log(x)).sum()
+        y.backward()
+        assert np.isinf(host(x.grad)[0])
+    with gg.autograd.detect_anomaly():
+        with gg.autograd.record():
+            y = gg.sqrt(x).sum()
+        with pytest.raises(gg.AnomalyError):
+            y.backward()

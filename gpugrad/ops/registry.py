@@ -291,6 +291,7 @@ def _forward_error(op, inputs, e):
 
 
 _Tensor = None  # tensors.Tensor, bound on first use
+_ERROR_STATE, _QUIET_STATE = backend.ERROR_STATE, backend.QUIET_STATE
 _CONSTANT = graph.CONSTANT
 _SCALARS = (bool, int, float)
 
@@ -362,6 +363,7 @@ def apply(op, inputs, params):
     if structure is not None and parents is not None:
         structure.note_inputs(xs)
     aux = None
+    token = _ERROR_STATE.set(_QUIET_STATE)
     try:
         if op.forward_saving is not None and structure is None and (
                 parents is not None or tangents is not None):
@@ -376,6 +378,8 @@ def apply(op, inputs, params):
         raise
     except (ValueError, IndexError, TypeError) as e:
         raise _forward_error(op, xs, e) from e
+    finally:
+        _ERROR_STATE.reset(token)
     if be.is_cpu and type(y) is not np.ndarray and not backend.is_backend_array(y):
         y = np.asarray(y)  # NumPy reductions return scalars (to_device returns a device array)
     y_device = backend.device_of_array(y) if op.moves_device else device

@@ -83,12 +83,22 @@ def index_key(key, device, shape):
             size = shape[axis] if axis is not None and axis < len(shape) else None
             arr = index_array(k, device, size=size, axis=axis, what="indexing")
             if arr.dtype.kind == "b":
+                _check_mask_shape(arr, shape, axis)
                 out.extend(arr.nonzero())
             elif arr.ndim == 0:
                 out.append(int(arr))
             else:
                 out.append(arr)
     return tuple(out)
+
+
+def _check_mask_shape(mask, shape, axis):
+    """A boolean mask covers the axes it indexes exactly (NumPy and CuPy raise otherwise; its
+    nonzero() indices alone would select silently)."""
+    covered = tuple(shape[axis: axis + max(mask.ndim, 1)])
+    if mask.ndim and mask.shape != covered:
+        raise IndexError(f"boolean index of shape {mask.shape} does not match the indexed "
+                         f"axes {axis}..{axis + mask.ndim - 1} of shape {covered}")
 
 
 def _axes_indexed(key, ndim):
