@@ -3,9 +3,10 @@
 Three figures, never mixed up:
 
 - saved: the arrays the graph keeps for backward, read from the nodes (the ops' save=
-  declarations, plus array-valued parameters such as labels or index arrays), each buffer
-  counted once however many nodes or views refer to it, split into parameters (already counted
-  as parameters) and activations (what training adds);
+  declarations, plus array-valued parameters such as labels or index arrays), each by its own
+  bytes (a view as its slice, not the array it views) and memory that several nodes or views
+  share counted once, split into parameters (already counted as parameters) and activations
+  (what training adds);
 - allocated: the allocator's new bytes over a region, current and peak: on CuPy a MemoryHook
   summing the pool's mallocs and frees, on NumPy tracemalloc (its peak also counts the few
   hundred bytes of Python objects per recorded op; its current figure is filtered to NumPy's
@@ -44,7 +45,8 @@ def _node_arrays(node):
         if backend.is_backend_array(v):
             yield k, v
         elif k == "ctx":  # gg.Function: what ctx.save_for_backward kept
-            yield from ((f"ctx[{i}]", a) for i, a in enumerate(v.arrays) if backend.is_backend_array(a))
+            yield from ((f"ctx[{i}]", a) for i, a in enumerate(v.arrays)
+                        if backend.is_backend_array(a))
         elif isinstance(v, tuple):  # an indexing key holding index arrays
             yield from ((f"{k}[{i}]", a) for i, a in enumerate(v) if backend.is_backend_array(a))
 
@@ -78,10 +80,13 @@ def saved(outputs, params=()):
 
 def saved_by_node(roots, params=()):
     """{node: [(name, shape, dtype, bytes, is_parameter), ...]} for the graph behind the nodes
-    `roots`, in backward order: each distinct buffer once, under the first node that keeps it
-    (the one ledger behind saved() and gg.graph_of's saved bytes)."""
+    `roots`, in backward order: each saved array counted by its own bytes (a view of a bigger
+    array, such as labels train_y[:256], is its slice, not the whole), and memory that several
+    nodes or views keep counted once, under the first node that keeps it (the one ledger
+    behind saved() and gg.graph_of's saved bytes)."""
     param_roots = {id(_root(p.data)) for p in params}
-    seen = set()
+    whole = set()  # allocations already counted in full
+    partly = {}    # allocation -> _Views, where only views of it were kept so far
     out = {}
     for node in autograd._toposort(roots):
         if node.op is None:
@@ -89,12 +94,100 @@ def saved_by_node(roots, params=()):
         counted = out.setdefault(node, [])
         for name, arr in _node_arrays(node):
             root = _root(arr)
-            if id(root) in seen:
+            key = id(root)
+            if key in whole:
                 continue
-            seen.add(id(root))
-            counted.append((name, root.shape, str(root.dtype), root.nbytes,
-                            id(root) in param_roots))
+            if arr is root:  # the common case: the array itself, all of it
+                whole.add(key)
+                views = partly.pop(key, None)
+                new_bytes = root.nbytes - (views.total if views is not None else 0)
+            else:
+                views = partly.get(key)
+                if views is None:
+                    views = partly[key] = _Views(root)
+                new_bytes = views.add(arr)
+            if new_bytes:
+                counted.append((name, tuple(arr.shape), str(arr.dtype), new_bytes,
+                                key in param_roots))
     return out
+
+
+class _Views:
+    """The bytes of one allocation that saved views of it (slices, transposes, every other
+    column) refer to, each byte once: dense views by the union of the address ranges they
+    cover; strided views (no ranges to merge: every other column, or any view on the meta
+    device, whose arrays have no addresses) each by its own bytes, once per distinct view;
+    never more than the allocation holds."""
+
+    __slots__ = ("root", "spans", "strided", "total")
+
+    def __init__(self, root):
+        self.root = root
+        self.spans = []    # disjoint (start, end) address ranges of dense views
+        self.strided = {}  # distinct strided view -> its bytes
+        self.total = 0
+
+    def add(self, arr):
+        """Note that `arr` is kept; returns the bytes it adds to what was already counted."""
+        extent, own = _extent(arr), _own_bytes(arr)
+        if extent is not None and extent[1] - extent[0] == own:
+            self.spans = _union(self.spans, extent)
+        else:
+            key = (extent[0], arr.shape, arr.strides) if extent is not None else id(arr)
+            self.strided.setdefault(key, own)
+        covered = sum(end - start for start, end in self.spans)
+        counted = min(self.root.nbytes, covered + sum(self.strided.values()))
+        added, self.total = max(counted - self.total, 0), max(counted, self.total)
+        return added
+
+
+def _own_bytes(arr):
+    """The bytes an array's elements occupy: a broadcast (zero-stride) dimension adds none."""
+    strides = getattr(arr, "strides", None) or (1,) * len(arr.shape)
+    n = 1
+    for size, stride in zip(arr.shape, strides):
+        n *= size if stride else min(size, 1)
+    return n * arr.dtype.itemsize
+
+
+def _extent(arr):
+    """(first byte, end) of the addresses an array's elements span, or None on a device whose
+    arrays have no addresses (meta)."""
+    start = _address(arr)
+    if start is None:
+        return None
+    if arr.size == 0:
+        return (start, start)
+    low = high = start
+    for size, stride in zip(arr.shape, arr.strides):
+        if stride < 0:
+            low += stride * (size - 1)
+        else:
+            high += stride * (size - 1)
+    return (low, high + arr.dtype.itemsize)
+
+
+def _address(arr):
+    if isinstance(arr, np.ndarray):
+        return arr.__array_interface__["data"][0]
+    if type(arr).__name__ == "StrictArray":  # the strict device: a NumPy array underneath
+        return arr._a.__array_interface__["data"][0]
+    return getattr(getattr(arr, "data", None), "ptr", None)  # CuPy's MemoryPointer
+
+
+def _union(spans, new):
+    """Disjoint sorted ranges `spans` with the range `new` merged in."""
+    start, end = new
+    if start == end:
+        return spans
+    out = []
+    for s, e in spans:
+        if e < start or s > end:
+            out.append((s, e))
+        else:
+            start, end = min(start, s), max(end, e)
+    out.append((start, end))
+    return sorted(out)
 
 
 # ---------------------------------------------------------------------------- allocator
@@ -158,7 +251,8 @@ class Report:
                 "train/predict": {r: self.ratio(r) for r in ROWS}}
 
     def __str__(self):
-        lines = [f"memory ({self.device}), bytes", f"{'':<26}{'predict':>14}{'train':>14}{'train/predict':>15}"]
+        lines = [f"memory ({self.device}), bytes",
+                 f"{'':<26}{'predict':>14}{'train':>14}{'train/predict':>15}"]
         for r in ROWS:
             ratio = self.ratio(r)
             lines.append(f"{r:<26}{self.predict[r]:>14,}{self.train[r]:>14,}"
@@ -175,7 +269,9 @@ def compare(model, x, y, loss_fn, optimizer=None):
 
     Rows: parameters, gradients, optimizer state, saved activations (by op), transient peak
     (new bytes at the allocator's peak during the step), total peak (what was live before the
-    step, the parameters and the input batch, plus the transient peak). The training step runs backward (and optimizer.step()).
+    step, the parameters and the input batch, plus the transient peak). The training step runs
+    backward (and optimizer.step()). Saved activations count what the ops keep: labels or
+    inputs that are a slice of a bigger array count as the slice, as estimate() counts them.
     """
     params = model.parameters()
     device = params[0].device
@@ -246,7 +342,8 @@ def mlp_formula(d, h, q, batch, dtype="float32", bias=False, activation="relu",
         "optimizer state": opt,
         "saved": dict(terms),
         "saved activations": sum(terms.values()),
-        "train (parameters + gradients + optimizer + saved)": 2 * params + opt + sum(terms.values()),
+        "train (parameters + gradients + optimizer + saved)":
+            2 * params + opt + sum(terms.values()),
         "predict peak (parameters + x + largest live pair)": params + batch * d * s + live_pair,
     }
 
