@@ -9,6 +9,7 @@ import platform
 import shutil
 import statistics
 import sys
+import tempfile
 
 import numpy as np
 
@@ -16,6 +17,7 @@ import gpugrad
 from gpugrad import backend
 from gpugrad import kernels
 from gpugrad import ops
+from gpugrad import training
 
 
 # ---------------------------------------------------------------------------- argument types
@@ -23,7 +25,7 @@ from gpugrad import ops
 # the command at once with argparse's usage message, never after minutes of work.
 
 
-def _integer(minimum):
+def _integer(minimum, maximum=None):
     def parse(text):
         try:
             value = int(text)
@@ -31,9 +33,15 @@ def _integer(minimum):
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {value}")
         return value
     parse.__name__ = f"integer >= {minimum}"
     return parse
+
+
+# NumPy and CuPy generators both take a seed in [0, 2**32)
+_seed = _integer(0, 2**32 - 1)
 
 
 def _real(low=None, high=None, low_open=False, high_open=False):
@@ -87,6 +95,18 @@ def _dataset(text):
 _PLOT_FORMATS = ("png", "svg", "pdf", "jpg", "jpeg")
 
 
+def _cannot_write_in(directory):
+    """Why no file can be made in `directory`, or None when one can. A real file is made and
+    removed: os.access says yes to root everywhere, /proc and read-only mounts included."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".gpugrad-probe-", dir=directory)
+    except OSError as e:
+        return e.strerror or str(e)
+    os.close(fd)
+    os.unlink(probe)
+    return None
+
+
 def _output_file(kind):
     """An output path whose directory exists and is writable (checked before any work)."""
     def parse(text):
@@ -96,8 +116,9 @@ def _output_file(kind):
         parent = path.parent if str(path.parent) else pathlib.Path(".")
         if not parent.is_dir():
             raise argparse.ArgumentTypeError(f"the directory {parent} does not exist")
-        if not os.access(parent, os.W_OK):
-            raise argparse.ArgumentTypeError(f"the directory {parent} is not writable")
+        why = _cannot_write_in(parent)
+        if why:
+            raise argparse.ArgumentTypeError(f"the directory {parent} is not writable ({why})")
         if kind == "plot" and path.suffix.lower().lstrip(".") not in _PLOT_FORMATS:
             raise argparse.ArgumentTypeError(f"{text}: the file name must end in one of "
                                              f"{', '.join('.' + f for f in _PLOT_FORMATS)}")
@@ -112,13 +133,145 @@ def _output_dir(text):
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a file, not a folder")
     existing = next(p for p in (path, *path.parents) if p.exists()) if path.parents else path
-    if not existing.is_dir() or not os.access(existing, os.W_OK):
+    if not existing.is_dir():
         raise argparse.ArgumentTypeError(f"cannot make or write the folder {text} "
-                                         f"({existing} is not a writable folder)")
+                                         f"({existing} is not a folder)")
+    why = _cannot_write_in(existing)
+    if why:
+        raise argparse.ArgumentTypeError(f"cannot make or write the folder {text} "
+                                         f"({existing} takes no new files: {why})")
     return text
 
 
 _output_dir.__name__ = "folder"
+
+
+def _input_file(text):
+    """A file to read, which must exist (checked before any work)."""
+    path = pathlib.Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text} does not exist" if not path.exists()
+                                         else f"{text} is not a file")
+    return text
+
+
+_input_file.__name__ = "file"
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's defaults in --help, except where there is none to show (a flag, an option
+    that is off unless given) or the help already says it."""
+
+    def _get_help_string(self, action):
+        nothing_to_show = any(action.default is v for v in (None, False, argparse.SUPPRESS))
+        if nothing_to_show or "default" in action.help:
+            return action.help
+        return super()._get_help_string(action)
+
+
+# ---------------------------------------------------------------------------- refusals
+# Exit status 2 for "could not run here" as for a bad argument (argparse's own status), each
+# one line on stderr: an option's value that cannot work (_OptionError: usage line and the
+# option's name, as argparse does), or an extra, a device or memory that this machine lacks
+# (_CannotRun). Status 1 is left for a command that ran and failed.
+
+
+class _OptionError(Exception):
+    def __init__(self, option, message):
+        super().__init__(f"argument {option}: {message}")
+
+
+class _CannotRun(Exception):
+    pass
+
+
+def _require(module, needed_by, install, package=None):
+    """Import `module` or refuse the command in one line naming what needs it and its extra."""
+    try:
+        __import__(module)
+    except ImportError:
+        raise _CannotRun(f"{needed_by} needs {package or module}, which is not installed: "
+                         f"{install}") from None
+
+
+def _require_dataset_extra(spec):
+    if spec == "digits":
+        _require("sklearn", "the digits dataset (--dataset digits, the default)",
+                 "pip install 'gpugrad[data]'", package="scikit-learn")
+
+
+def _size(n):
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:,.1f} TiB"
+
+
+def available_memory(device):
+    """(bytes a new allocation can take on `device`, where that figure comes from), or
+    (None, why) where it cannot be known."""
+    if device.startswith("cuda"):
+        be = backend.get(device)
+        with be.active:
+            free, _ = be.xp.cuda.runtime.memGetInfo()  # of the current device
+            pooled = be.xp.get_default_memory_pool().free_bytes()  # CuPy reuses these first
+        return free + pooled, "free on the GPU (cudaMemGetInfo) and in CuPy's pool"
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024, "MemAvailable in /proc/meminfo"
+    except OSError:
+        pass
+    try:
+        return (os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"),
+                "free physical pages (sysconf)")
+    except (AttributeError, ValueError, OSError):
+        return None, "this system reports no free memory"
+
+
+def _check_fits(device, needed, what, options):
+    """Refuse before allocating when the estimate `needed` ({term: bytes}, with 'total') is
+    more than `device` has free. options maps each term to the option it grows with; the
+    option named is the first whose terms alone do not fit, else the one with the most."""
+    free, source = available_memory(device)
+    total = needed["total"]
+    if free is None or total <= free:
+        return
+    terms = {k: v for k, v in needed.items() if k != "total" and v}
+    by_option = {}
+    for term, option in options.items():
+        by_option[option] = by_option.get(option, 0) + needed.get(term, 0)
+    culprit = next((o for o, b in by_option.items() if b > free),
+                   max(by_option, key=by_option.get))
+    raise _OptionError(culprit, (
+        f"{what} needs at least {_size(total)} ("
+        + ", ".join(f"{k} {_size(v)}" for k, v in terms.items())
+        + f") but {device} has {_size(free)} available ({source})"))
+
+
+def _options_4_7(args):
+    """Which option to name for each term of _network_4_7_bytes: the widest dimension for the
+    parameters, the batch for what grows with it."""
+    widest = max(("--d", args.d), ("--h", args.h), ("--q", args.q), key=lambda kv: kv[1])[0]
+    return {"parameters": widest, "gradients": widest, "input": "--batch",
+            "saved activations": "--batch"}
+
+
+def _network_4_7_bytes(d, h, q, batch, layers=2, activation="relu", dtype="float32", lam=1e-3):
+    """The least memory one training step of section 4.7's network takes: parameters,
+    gradients, the input and the saved activations, from shapes alone (the meta device)."""
+    from gpugrad import experiments
+
+    itemsize = np.dtype(dtype).itemsize
+    parameters = (d * h + (layers - 2) * h * h + h * q) * itemsize
+    terms = {"parameters": parameters, "gradients": parameters, "input": batch * d * itemsize}
+    if layers <= 1000:  # tracing costs Python time per layer; past that the terms above must do
+        model = experiments.mlp_4_7(d, h, q, layers, activation, dtype, device="meta")
+        _, terms["saved activations"] = training.saved_at_batch(
+            model, d, batch, experiments.loss_4_7(model, lam))
+    return {**terms, "total": sum(terms.values())}
 
 
 def info_report(compile_kernels=False):
@@ -188,6 +341,12 @@ def cmd_bench(args):
     if args.batch is not None and suites != ["mlp"]:
         raise ValueError(f"--batch sets the mlp suite's batch sizes, not {args.suite}'s: "
                          f"gpugrad bench mlp --batch {','.join(map(str, args.batch))}")
+    if args.batch is not None:  # the mlp suite's deep network (784-1024x3-10) at these batches
+        batch = max(args.batch)
+        _check_fits(device, training.training_bytes(4, 784, 1024, 10, batch, "sgd", 0),
+                    f"the mlp suite's deep network at batch {batch}",
+                    {"parameters": "--batch", "gradients": "--batch",
+                     "optimizer state": "--batch", "saved activations": "--batch"})
     print(", ".join(f"{k}: {v}" for k, v in env.items() if v is not None))
     if benchmarks.torch_or_none() is None:
         print("note: PyTorch is not installed, so there are no PyTorch baselines "
@@ -237,67 +396,108 @@ def _plot_bench(rows, suites, path, device):
 
 
 def cmd_train(args):
-    from gpugrad import training
-
     device = _setup(args)
+    _require_dataset_extra(args.dataset)
+    lr = training.OPTIMIZERS[args.optimizer] if args.lr is None else args.lr
+    settings = {"dataset": args.dataset, "layers": args.layers, "hidden": args.hidden,
+                "batch": args.batch, "optimizer": args.optimizer, "lr": lr,
+                "momentum": args.momentum, "weight_decay": args.weight_decay, "seed": args.seed}
+    resume = _read_checkpoint(args.resume, settings) if args.resume else None
     if args.distributed:  # under mpirun: rank 0 speaks and writes files, the others train
         from gpugrad import distributed
 
-        rank, size = distributed.init()
+        _require("mpi4py", "--distributed", "pip install 'gpugrad[distributed]'")
+        try:
+            rank, size = distributed.init()
+        except distributed.DistributedError as e:  # mpi4py without an MPI library
+            raise _CannotRun(f"--distributed: {e}") from None
         if rank != 0:
             sys.stdout = open(os.devnull, "w")
             args.save = args.json = args.plot = None
         print(f"data parallel: {size} rank(s) (gg.distributed over MPI)")
     dataset = training.load_dataset(args.dataset)
+    n_classes = int(max(dataset.train_y.max(), dataset.test_y.max())) + 1
+    n_in = dataset.train_x.shape[1]
+    _check_fits(device, training.training_bytes(args.layers, n_in, args.hidden, n_classes,
+                                                args.batch, args.optimizer, args.momentum),
+                f"training {args.layers} weight layer(s) of hidden width {args.hidden} at batch "
+                f"{args.batch} with {args.optimizer}",
+                {"parameters": "--hidden", "gradients": "--hidden", "optimizer state": "--hidden",
+                 "saved activations": "--batch"})
     print(f"{args.dataset}: {len(dataset.train_x)} train, {len(dataset.test_x)} test, "
-          f"{dataset.train_x.shape[1]} features; {args.layers}-layer MLP, hidden {args.hidden}, "
-          f"device {device}")
+          f"{n_in} features; MLP of {args.layers} weight layer(s), hidden {args.hidden}, "
+          f"{args.optimizer} lr {lr:g}, device {device}")
+    if resume is not None:
+        print(f"resuming from {args.resume} after epoch {int(resume['epoch'])}: "
+              f"{args.epochs} more epoch(s)")
+    first_epoch = int(resume["epoch"]) + 1 if resume is not None else 1
+    last_epoch = first_epoch + args.epochs - 1
 
     def progress(batches, total, epoch):
         try:
             from tqdm import tqdm
         except ImportError:
             return batches
-        return tqdm(batches, total=total, desc=f"epoch {epoch}/{args.epochs}", leave=False,
+        return tqdm(batches, total=total, desc=f"epoch {epoch}/{last_epoch}", leave=False,
                     file=sys.stderr, disable=None)
 
     history, finished = [], {}
 
     def on_epoch(model, entry):
-        # each line as its epoch ends (flushed: a pipe or a log file sees it too), and the
-        # parameters of the last finished epoch kept for --save in case of an interrupt
+        # each line as its epoch ends (flushed: a pipe or a log file sees it too)
         history.append(entry)
         print(f"{entry['epoch']:>5}  {entry['loss']:>8.4f}  {entry['train accuracy']:>9.2%}  "
               f"{entry['test accuracy']:>8.2%}  {entry['seconds']:>7.2f}", flush=True)
-        if args.save:
-            finished["state"] = {n: p.numpy() for n, p in model.named_parameters()}
+
+    def on_checkpoint(state):  # the last finished epoch's state, kept for --save (interrupts too)
+        finished["state"] = state
 
     print(f"{'epoch':>5}  {'loss':>8}  {'train acc':>9}  {'test acc':>8}  {'seconds':>7}", flush=True)
     interrupted = False
     try:
         training.train(
             dataset, layers=args.layers, hidden=args.hidden, epochs=args.epochs,
-            batch=args.batch, lr=args.lr, momentum=args.momentum,
+            batch=args.batch, lr=lr, momentum=args.momentum, optimizer=args.optimizer,
             weight_decay=args.weight_decay, device=device, seed=args.seed, progress=progress,
-            on_epoch=on_epoch, distributed=args.distributed)
+            on_epoch=on_epoch, distributed=args.distributed, resume=resume,
+            on_checkpoint=on_checkpoint if args.save else None, dataset_name=args.dataset)
     except KeyboardInterrupt:
         interrupted = True
-        print(f"interrupted during epoch {len(history) + 1}: keeping the {len(history)} "
-              f"finished epoch(s)", flush=True)
+        print(f"interrupted during epoch {first_epoch + len(history)}: keeping the "
+              f"{len(history)} finished epoch(s)", flush=True)
     if history:
         total = sum(h["seconds"] for h in history)
         print(f"final test accuracy {history[-1]['test accuracy']:.2%} after {total:.1f} s of "
               f"training ({len(history)} epoch(s))")
     if args.save and finished:
         gpugrad.save(finished["state"], args.save)
-        print(f"saved the parameters after epoch {len(history)} to {args.save}")
+        print(f"saved a checkpoint after epoch {finished['state']['epoch']} to {args.save} "
+              f"(go on with --resume {args.save})")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"args": vars(args) | {"func": None}, "history": history,
                        "interrupted": interrupted}, fh, indent=2)
     if args.plot and history:
-        _plot_history(history, args.plot, f"{args.layers}-layer MLP on {args.dataset}")
+        _plot_history(history, args.plot, f"MLP of {args.layers} weight layer(s) on {args.dataset}")
     return 130 if interrupted else 0
+
+
+def _read_checkpoint(path, settings):
+    """The checkpoint that --resume names, refused (naming the option) unless this run can
+    continue it exactly: a gpugrad train checkpoint whose settings this run shares."""
+    from gpugrad import serialize
+
+    try:
+        state = gpugrad.load(path)
+        different = training.check_checkpoint(state, settings)
+    except (ValueError, TypeError, KeyError, OSError, serialize.StateFileError) as e:
+        raise _OptionError("--resume", f"{path}: {e}") from None
+    if different:
+        setting, (saved, now) = next(iter(different.items()))
+        option = "--" + setting.replace("_", "-")
+        raise _OptionError(option, f"{now} here, but {path} was trained with {option} {saved}; "
+                                   f"resume with the options it was trained with")
+    return state
 
 
 def _setup(args):
@@ -326,10 +526,7 @@ def _save_figure(fig, path):
 
 
 def _require_matplotlib():
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise ValueError("--plot needs matplotlib: pip install 'gpugrad[plot]'") from None
+    _require("matplotlib", "--plot", "pip install 'gpugrad[plot]'")
 
 
 def _plot_history(history, path, title):
@@ -346,9 +543,15 @@ def _plot_history(history, path, title):
 
 
 def cmd_rnn_grads(args):
-    from gpugrad import training
-
     device = _setup(args)
+    h, steps, n_in = args.hidden, args.steps, 8
+    # two RNNs (W_ih, W_hh, two biases) and two LSTMs (four gates each), float32, and per step
+    # at least each model's state kept for the backward
+    parameters = 4 * (2 * (h * n_in + h * h + 2 * h) + 2 * (4 * h * n_in + 4 * h * h + 8 * h))
+    _check_fits(device, {"parameters": parameters, "saved states": 4 * 4 * steps * h,
+                         "total": parameters + 4 * 4 * steps * h},
+                f"rnn-grads with hidden {h} over {steps} steps",
+                {"parameters": "--hidden", "saved states": "--steps"})
     norms = training.rnn_gradient_norms(steps=args.steps, hidden=args.hidden, seed=args.seed,
                                         device=device)
     names = list(norms)
@@ -383,11 +586,13 @@ def cmd_memory(args):
 
     device = _setup(args)
     if args.compare_torch:
-        try:
-            import torch  # noqa: F401
-        except ImportError:
-            raise ValueError("--compare-torch needs PyTorch: pip install torch==2.13.0") from None
+        _require("torch", "--compare-torch", "pip install torch==2.13.0", package="PyTorch")
     batches = args.batch
+    _check_fits(device, _network_4_7_bytes(args.d, args.h, args.q, max(batches), args.layers,
+                                           args.activation, args.dtype, args.lam),
+                f"section 4.7's network (d={args.d}, h={args.h}, q={args.q}, {args.layers} "
+                f"weight layers) at batch {max(batches)}",
+                _options_4_7(args))
     rows = experiments.experiment(args.d, args.h, args.q, batches, layers=args.layers,
                              activation=args.activation, dtype=args.dtype, device=device,
                              lam=args.lam, with_checkpoint=args.checkpoint,
@@ -426,6 +631,9 @@ def cmd_graph(args):
     from gpugrad import drawing, experiments
 
     device = _setup(args)
+    _check_fits(device, _network_4_7_bytes(args.d, args.h, args.q, args.batch, lam=args.lam),
+                f"section 4.7's network (d={args.d}, h={args.h}, q={args.q}) at batch "
+                f"{args.batch}", _options_4_7(args))
     sizes = dict(d=args.d, h=args.h, q=args.q, batch=args.batch, bias=args.bias, lam=args.lam,
                  device=device)
     J, names, _, _ = experiments.graph_4_7(**sizes)
@@ -479,15 +687,25 @@ def cmd_graph(args):
 
 
 def cmd_minibatch(args):
-    from gpugrad import benchmarks, training
+    from gpugrad import benchmarks
 
     device = _setup(args)
+    _require_dataset_extra(args.dataset)
+    lr = training.OPTIMIZERS["sgd"] if args.lr is None else args.lr
     dataset = training.load_dataset(args.dataset)
+    n_classes = int(max(dataset.train_y.max(), dataset.test_y.max())) + 1
+    _check_fits(device, training.training_bytes(args.layers, dataset.train_x.shape[1],
+                                                args.hidden, n_classes, max(args.batch),
+                                                "sgd", args.momentum),
+                f"training {args.layers} weight layer(s) of hidden width {args.hidden} at batch "
+                f"{max(args.batch)}",
+                {"parameters": "--hidden", "gradients": "--hidden", "optimizer state": "--hidden",
+                 "saved activations": "--batch"})
     print(f"{args.dataset}: {len(dataset.train_x)} train, {len(dataset.test_x)} test; "
-          f"{args.layers}-layer MLP, hidden {args.hidden}, {args.epochs} epochs at each batch "
-          f"size, lr {args.lr}, momentum {args.momentum}, device {device}")
+          f"MLP of {args.layers} weight layer(s), hidden {args.hidden}, {args.epochs} epochs at "
+          f"each batch size, lr {lr:g}, momentum {args.momentum}, device {device}")
     rows = training.minibatch_sweep(dataset, args.batch, epochs=args.epochs, layers=args.layers,
-                                    hidden=args.hidden, lr=args.lr, momentum=args.momentum,
+                                    hidden=args.hidden, lr=lr, momentum=args.momentum,
                                     device=device, seed=args.seed)
     print(benchmarks.format_table([{**r, "suite": None} for r in rows]))
     if args.json:
@@ -503,44 +721,58 @@ def cmd_selftest(args):
     return selftest.main(args)
 
 
+_LAYERS_HELP = "weight layers: 2 is section 4.7's network (one hidden layer)"
+
+
 def _option_parents():
     """The options several commands share, declared once (argparse parents)."""
     device = argparse.ArgumentParser(add_help=False)
     device.add_argument("--device", type=_device_name,
-                        help="cpu, cuda, cuda:N or strict (default: the default device)")
+                        help="cpu, cuda, cuda:N or strict (default: the default device, cpu "
+                             "unless GPUGRAD_DEVICE says otherwise)")
     json_file = argparse.ArgumentParser(add_help=False)
     json_file.add_argument("--json", metavar="FILE", type=_output_file("json"),
                            help="write the figures as JSON")
     plot = argparse.ArgumentParser(add_help=False)
     plot.add_argument("--plot", metavar="FILE.png", type=_output_file("plot"),
-                      help="draw the figures (png, svg, pdf, jpg)")
-    training = argparse.ArgumentParser(add_help=False)
-    training.add_argument("--dataset", type=_dataset, default="digits",
-                          help="digits or mnist:DIR (default digits)")
-    training.add_argument("--layers", type=int, default=3, choices=[2, 3, 4],
-                          help="weight layers: 3 is one hidden layer, section 4.7's network")
-    training.add_argument("--hidden", type=_integer(1), default=256)
-    training.add_argument("--lr", type=_real(0, low_open=True), default=0.1)
-    training.add_argument("--momentum", type=_real(0, 1, high_open=True), default=0.9)
-    training.add_argument("--seed", type=int, default=0)
-    return device, json_file, plot, training
+                      help="draw the figures (png, svg, pdf, jpg; needs the plot extra)")
+    learning = argparse.ArgumentParser(add_help=False)
+    learning.add_argument("--dataset", type=_dataset, default="digits",
+                          help="digits (needs the data extra) or mnist:DIR (its four IDX files)")
+    learning.add_argument("--layers", type=int, default=2, choices=[1, 2, 3],
+                          help=_LAYERS_HELP + "; 1 is softmax regression, 3 has two hidden layers")
+    learning.add_argument("--hidden", type=_integer(1), default=256, help="hidden layer width")
+    learning.add_argument("--lr", type=_real(0, low_open=True), default=None,
+                          help="learning rate (default: 0.1 with sgd, 0.001 with adam)")
+    learning.add_argument("--momentum", type=_real(0, 1, high_open=True), default=0.9,
+                          help="SGD's momentum")
+    learning.add_argument("--seed", type=_seed, default=0,
+                          help="seeds the initialization and each epoch's shuffle")
+    return device, json_file, plot, learning
 
 
-def main(argv=None):
+def build_parser():
+    """The `gpugrad` parser; each command's subparser is in parser.commands[name]."""
     parser = argparse.ArgumentParser(prog="gpugrad", description=gpugrad.__doc__)
     parser.add_argument("--version", action="version", version=f"gpugrad {gpugrad.__version__}")
     sub = parser.add_subparsers(dest="command")
-    device, json_file, plot, training = _option_parents()
-    info = sub.add_parser("info", parents=[device, json_file],
-                          help="versions, backends, devices, nvcc (--device: check it is usable)")
+    device, json_file, plot, learning = _option_parents()
+
+    def command(name, parents, help):
+        return sub.add_parser(name, parents=parents, help=help, description=help,
+                              formatter_class=_HelpFormatter)
+
+    info = command("info", [device, json_file],
+                   "versions, backends, devices, nvcc (--device: check it is usable)")
     info.add_argument("--compile", action="store_true",
                       help="without a GPU, check that every kernel compiles with nvcc")
     info.set_defaults(func=cmd_info)
     from gpugrad import benchmarks
 
-    bench = sub.add_parser("bench", parents=[device, json_file, plot],
-                           help="time gpugrad beside its baselines (default: all, quick)")
-    bench.add_argument("suite", nargs="?", default="all", choices=["all", *benchmarks.SUITES])
+    bench = command("bench", [device, json_file, plot],
+                    "time gpugrad beside its baselines (default: all, quick)")
+    bench.add_argument("suite", nargs="?", default="all", choices=["all", *benchmarks.SUITES],
+                       help="which suite")
     size = bench.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", default=True,
                       help="fewer sizes, well under a minute on a 2-core CPU (the default)")
@@ -550,44 +782,55 @@ def main(argv=None):
                             "--full 32,128,512,1024,4096); --quick or --full still sets the "
                             "blocks per case (3 or 5)")
     bench.set_defaults(func=cmd_bench)
-    train = sub.add_parser("train", parents=[device, json_file, plot, training],
-                           help="train the lecture's 2-, 3- or 4-layer MLP")
-    train.add_argument("--epochs", type=_integer(1), default=20)
-    train.add_argument("--batch", type=_integer(1), default=32)
-    train.add_argument("--weight-decay", type=_real(0), default=0.0)
+    train = command("train", [device, json_file, plot, learning],
+                    "train an MLP of 1, 2 (section 4.7's network) or 3 weight layers")
+    train.add_argument("--epochs", type=_integer(1), default=20,
+                       help="epochs to train (with --resume: epochs more)")
+    train.add_argument("--batch", type=_integer(1), default=32, help="examples per step")
+    train.add_argument("--optimizer", choices=list(training.OPTIMIZERS), default="sgd",
+                       help="sgd (with --momentum) or adam")
+    train.add_argument("--weight-decay", type=_real(0), default=0.0,
+                       help="L2 weight decay, added to the gradient as PyTorch does")
     train.add_argument("--distributed", action="store_true",
                        help="data parallel over the ranks of mpirun (needs the distributed extra)")
     train.add_argument("--save", metavar="FILE", type=_output_file("state"),
-                       help="write the trained parameters (.npz)")
+                       help="write a checkpoint after the last finished epoch (the model, the "
+                            "optimizer, the epoch; gg.save's .npz)")
+    train.add_argument("--resume", metavar="FILE", type=_input_file,
+                       help="continue from a checkpoint that --save wrote, with the options it "
+                            "was trained with, for --epochs more epochs")
     train.set_defaults(func=cmd_train)
-    grads = sub.add_parser("rnn-grads", parents=[device, json_file, plot],
-                           help="how fast the gradient vanishes back through time")
-    grads.add_argument("--steps", type=_integer(2), default=50)
-    grads.add_argument("--hidden", type=_integer(1), default=32)
-    grads.add_argument("--seed", type=int, default=0)
+    grads = command("rnn-grads", [device, json_file, plot],
+                    "how fast the gradient vanishes back through time")
+    grads.add_argument("--steps", type=_integer(2), default=50, help="sequence length")
+    grads.add_argument("--hidden", type=_integer(1), default=32, help="state width")
+    grads.add_argument("--seed", type=_seed, default=0, help="seeds the sequence and the weights")
     grads.set_defaults(func=cmd_rnn_grads)
-    mem = sub.add_parser("memory", parents=[device, json_file, plot],
-                         help="training vs prediction memory, analytic and measured")
-    mem.add_argument("--d", type=_integer(1), default=784)
-    mem.add_argument("--h", type=_integer(1), default=256)
-    mem.add_argument("--q", type=_integer(1), default=10)
+    mem = command("memory", [device, json_file, plot],
+                  "training vs prediction memory, analytic and measured")
+    mem.add_argument("--d", type=_integer(1), default=784, help="input width")
+    mem.add_argument("--h", type=_integer(1), default=256, help="hidden width")
+    mem.add_argument("--q", type=_integer(1), default=10, help="classes")
     mem.add_argument("--batch", type=_batch_sizes, default="1,64,256,1024",
                      help="comma-separated batch sizes")
     mem.add_argument("--layers", type=_integer(2), default=2,
-                     help="weight layers (2: section 4.7's network)")
-    mem.add_argument("--activation", default="relu", choices=sorted(ops.activation.ACTIVATIONS))
-    mem.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+                     help=_LAYERS_HELP + "; each one more adds a hidden layer")
+    mem.add_argument("--activation", default="relu", choices=sorted(ops.activation.ACTIVATIONS),
+                     help="the hidden layers' activation")
+    mem.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+                     help="of the parameters and activations")
     mem.add_argument("--lam", type=_real(0), default=1e-3, help="the L2 penalty's lambda")
     mem.add_argument("--checkpoint", action="store_true", help="also checkpoint the hidden layers")
-    mem.add_argument("--compare-torch", action="store_true", help="what PyTorch saves, beside")
+    mem.add_argument("--compare-torch", action="store_true",
+                     help="what PyTorch saves, beside (needs torch)")
     mem.set_defaults(func=cmd_memory)
-    draw = sub.add_parser("graph", parents=[device, json_file],
-                          help="draw section 4.7's graph and print its equations (exercises 2, 4)")
-    draw.add_argument("--d", type=_integer(1), default=784)
-    draw.add_argument("--h", type=_integer(1), default=256)
-    draw.add_argument("--q", type=_integer(1), default=10)
+    draw = command("graph", [device, json_file],
+                   "draw section 4.7's graph and print its equations (exercises 2, 4)")
+    draw.add_argument("--d", type=_integer(1), default=784, help="input width")
+    draw.add_argument("--h", type=_integer(1), default=256, help="hidden width")
+    draw.add_argument("--q", type=_integer(1), default=10, help="classes")
     draw.add_argument("--batch", type=_integer(1), default=1,
-                      help="examples per step (default 1, the book's single x)")
+                      help="examples per step (1 is the book's single x)")
     draw.add_argument("--lam", type=_real(0), default=1e-3, help="the L2 penalty's lambda")
     draw.add_argument("--bias", action="store_true",
                       help="a bias in the hidden layer (exercise 2)")
@@ -596,24 +839,35 @@ def main(argv=None):
     draw.add_argument("--out", type=_output_dir, default=".",
                       help="folder for the .dot (and .svg) files (made if missing)")
     draw.set_defaults(func=cmd_graph)
-    sweep = sub.add_parser("minibatch", parents=[device, json_file, training],
-                           help="train at several batch sizes: memory, time, accuracy (ex. 5)")
+    sweep = command("minibatch", [device, json_file, learning],
+                    "train at several batch sizes: memory, time, accuracy (ex. 5)")
     sweep.add_argument("--batch", type=_batch_sizes, default="1,8,32,128,512",
                        help="comma-separated batch sizes")
-    sweep.add_argument("--epochs", type=_integer(1), default=5)
+    sweep.add_argument("--epochs", type=_integer(1), default=5, help="epochs at each batch size")
     sweep.set_defaults(func=cmd_minibatch)
-    check = sub.add_parser("selftest", parents=[device, json_file],
-                           help="check this install on a device: the bundled tests, the kernels, "
-                                "a short benchmark, one verdict")
+    check = command("selftest", [device, json_file],
+                    "check this install on a device: the bundled tests, the kernels, a short "
+                    "benchmark, one verdict (exit 0 PASS, 1 FAIL, 2 INCOMPLETE)")
     check.add_argument("--no-bench", action="store_true", help="skip the short benchmark")
     check.set_defaults(func=cmd_selftest)
+    parser.commands = sub.choices
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
         return args.func(args)
-    except (backend.DeviceError, ValueError, ImportError, FileNotFoundError) as e:
+    except _OptionError as e:  # as argparse reports a bad value: usage, the option, status 2
+        parser.commands[args.command].error(str(e))
+    except (_CannotRun, backend.DeviceError, ImportError) as e:  # this machine lacks it
+        print(f"gpugrad {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, OSError) as e:
         print(f"gpugrad {args.command}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # a command with work to keep (train) handles it itself

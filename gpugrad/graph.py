@@ -135,9 +135,17 @@ def detect_anomaly():
 
 
 def _user_line():
-    """The innermost stack frame outside gpugrad: the user's line that made the op."""
+    """The innermost stack frame outside gpugrad's own code: the user's line that made the op.
+
+    The tests that a wheel ships inside the package (gpugrad/_tests, run by `gpugrad selftest`)
+    are user code too, so only the package's own modules are skipped."""
+    package = _PACKAGE_DIR + os.sep
+    shipped_tests = os.path.join(_PACKAGE_DIR, "_tests") + os.sep
     frame = sys._getframe(2)
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
+    while frame is not None:
+        filename = os.path.abspath(frame.f_code.co_filename)
+        if not filename.startswith(package) or filename.startswith(shipped_tests):
+            break
         frame = frame.f_back
     if frame is None:
         return "an unknown line"

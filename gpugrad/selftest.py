@@ -1,12 +1,16 @@
 """`gpugrad selftest`: is this install right on this device? The bundled tests run on the device
-(GPUGRAD_DEVICE), the kernels are compiled, a short benchmark runs, and one screen says PASS or
-FAIL. With --json the whole record (failures by name, figures, versions) is written to a file,
-so one command on a machine with a GPU gives the whole sweep.
+(GPUGRAD_DEVICE), the kernels are compiled, a short benchmark runs, and one screen says PASS,
+FAIL (exit status 1) or INCOMPLETE (2: the tests could not run). Progress goes to stderr as the
+tests run (a line per test file), so stdout is the verdict's screen alone. With --json the
+whole record (failures by name, figures, versions) is written to a file, so one command on a
+machine with a GPU gives the whole sweep.
 """
 
+import collections
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -16,6 +20,8 @@ import xml.etree.ElementTree as ET
 from gpugrad import backend
 
 _HERE = pathlib.Path(__file__).resolve().parent
+# the file the pytest subprocess reports its progress into (set for that process only)
+PROGRESS_ENV = "GPUGRAD_SELFTEST_PROGRESS"
 
 
 def tests_dir():
@@ -27,27 +33,141 @@ def tests_dir():
     return None
 
 
-def run_tests(device):
-    """Run pytest on the bundled tests with `device` as the default device, in a subprocess."""
-    d = tests_dir()
-    if d is None:
-        return {"status": "not run", "why": "the bundled tests were not found"}
+def _tests_cannot_run():
+    """Why the bundled tests cannot run here, or None when they can."""
+    if tests_dir() is None:
+        return "the bundled tests were not found"
     try:
         import pytest  # noqa: F401
     except ImportError:
-        return {"status": "not run",
-                "why": "pytest is not installed: pip install 'gpugrad[test]'"}
+        return "pytest is not installed: pip install 'gpugrad[test]'"
+    return None
+
+
+def _say(text):
+    """Progress, on stderr: stdout keeps the one-screen verdict alone."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+class _Progress:
+    """Shows the pytest subprocess's progress lines: one line per finished test file into a
+    log or a pipe, one line redrawn in place on a terminal."""
+
+    def __init__(self, path, device):
+        self.path, self.device, self.offset = path, device, 0
+        self.tty = sys.stderr.isatty()
+        self.start = time.perf_counter()
+        self.drawn = False
+
+    def poll(self):
+        try:
+            with open(self.path) as fh:
+                fh.seek(self.offset)
+                text = fh.read()
+        except FileNotFoundError:
+            return
+        complete = text[:text.rfind("\n") + 1]  # a line still being written waits
+        self.offset += len(complete)
+        for line in complete.splitlines():
+            self._show(json.loads(line))
+
+    def _show(self, event):
+        seconds = time.perf_counter() - self.start
+        if event["event"] == "collected":
+            self._line(f"selftest: running {event['tests']} tests in {event['files']} files on "
+                       f"{self.device}", final=True)
+        elif event["event"] == "file done":
+            status = (f"{event['done']}/{event['total']} tests, {event['failed']} failed, "
+                      f"{seconds:.0f} s")
+            self._line(f"selftest: {status} ({event['file']} done)", final=not self.tty)
+
+    def _line(self, text, final):
+        if self.tty:  # no wider than the terminal: a wrapped line cannot be redrawn with \r
+            width = shutil.get_terminal_size().columns - 1
+            sys.stderr.write("\r" + text[:width].ljust(width) + ("\n" if final else ""))
+            sys.stderr.flush()
+            self.drawn = not final
+        else:
+            _say(text)
+
+    def close(self):
+        if self.drawn:  # leave the terminal's last line clean for the verdict
+            sys.stderr.write("\r" + " " * (shutil.get_terminal_size().columns - 1) + "\r")
+            sys.stderr.flush()
+
+
+def run_tests(device, progress=True):
+    """Run pytest on the bundled tests with `device` as the default device, in a subprocess,
+    showing its progress on stderr."""
+    why = _tests_cannot_run()
+    if why:
+        return {"status": "not run", "why": why}
+    d = tests_dir()
     with tempfile.TemporaryDirectory() as tmp:
         report = pathlib.Path(tmp) / "junit.xml"
-        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(d),
-               f"--junitxml={report}", "-o", "addopts=", "--rootdir", str(d)]
-        env = dict(os.environ, GPUGRAD_DEVICE=device)
+        events = pathlib.Path(tmp) / "progress.jsonl"
+        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+               "-p", "gpugrad.selftest", str(d), f"--junitxml={report}", "-o", "addopts=",
+               "--rootdir", str(d)]
+        env = dict(os.environ, GPUGRAD_DEVICE=device, **{PROGRESS_ENV: str(events)})
+        shown = _Progress(events, device) if progress else None
+        if shown:
+            _say(f"selftest: collecting the bundled tests ({d})")
         start = time.perf_counter()
-        out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp)
-        seconds = time.perf_counter() - start
+        with open(pathlib.Path(tmp) / "pytest.log", "w+") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp)
+            try:
+                while proc.poll() is None:
+                    time.sleep(0.5)
+                    if shown:
+                        shown.poll()
+            finally:
+                if proc.poll() is None:  # interrupted: do not leave pytest running
+                    proc.kill()
+                    proc.wait()
+                if shown:
+                    shown.poll()
+                    shown.close()
+            seconds = time.perf_counter() - start
+            log.seek(0)
+            output = log.read()
         if not report.is_file():
-            return {"status": "error", "why": (out.stdout + out.stderr)[-2000:]}
-        return _junit_summary(report, seconds, out.returncode)
+            return {"status": "error", "why": output[-2000:]}
+        return _junit_summary(report, seconds, proc.returncode)
+
+
+# ---------------------------------------------------------------------------- pytest plugin
+# Loaded into the pytest subprocess (-p gpugrad.selftest); it writes one JSON line per event to
+# the file PROGRESS_ENV names, and does nothing where that is not set.
+_plugin = {"left": collections.Counter(), "done": 0, "total": 0, "failed": set()}
+
+
+def _report(**event):
+    path = os.environ.get(PROGRESS_ENV)
+    if path:
+        with open(path, "a") as fh:
+            fh.write(json.dumps(event) + "\n")
+
+
+def pytest_collection_finish(session):
+    files = collections.Counter(item.nodeid.split("::")[0] for item in session.items)
+    _plugin.update(left=files, done=0, total=len(session.items), failed=set())
+    _report(event="collected", tests=len(session.items), files=len(files))
+
+
+def pytest_runtest_logreport(report):
+    if report.failed:
+        _plugin["failed"].add(report.nodeid)
+
+
+def pytest_runtest_logfinish(nodeid, location):
+    file = nodeid.split("::")[0]
+    _plugin["done"] += 1
+    _plugin["left"][file] -= 1
+    if _plugin["left"][file] <= 0:
+        _report(event="file done", file=pathlib.PurePath(file).name, done=_plugin["done"],
+                total=_plugin["total"], failed=len(_plugin["failed"]))
 
 
 def _junit_summary(path, seconds, returncode):
@@ -100,23 +220,48 @@ def short_benchmark(device):
     return {"status": "done", "rows": rows, "table": benchmarks.format_table(rows)}
 
 
-def run(device, bench=True):
-    """Everything, as a dict; 'verdict' is PASS, FAIL or INCOMPLETE."""
+def run(device, bench=True, progress=True):
+    """Everything, as a dict; 'verdict' is PASS, FAIL or INCOMPLETE. When the tests cannot run,
+    the benchmark is skipped: the verdict is INCOMPLETE whatever it would time."""
     from gpugrad import benchmarks
 
     result = {"device": device, "environment": benchmarks.environment(device)}
-    result["tests"] = run_tests(device)
+    result["tests"] = run_tests(device, progress=progress)
+    if progress:
+        _say("selftest: compiling the kernels")
     result["kernels"] = check_kernels(device)
-    result["benchmark"] = short_benchmark(device) if bench else {"status": "not run",
-                                                                 "why": "--no-bench"}
+    if not bench:
+        result["benchmark"] = {"status": "not run", "why": "--no-bench"}
+    elif result["tests"]["status"] == "not run":
+        result["benchmark"] = {"status": "not run", "why": "the tests could not run"}
+    else:
+        if progress:
+            _say("selftest: the short benchmark")
+        result["benchmark"] = short_benchmark(device)
+    result["verdict"] = _verdict(result)
+    return result
+
+
+def _verdict(result):
     statuses = [result["tests"]["status"], result["kernels"]["status"]]
     if "fail" in statuses or "error" in statuses:
-        result["verdict"] = "FAIL"
-    elif result["tests"]["status"] != "pass":
-        result["verdict"] = "INCOMPLETE"
-    else:
-        result["verdict"] = "PASS"
-    return result
+        return "FAIL"
+    return "PASS" if result["tests"]["status"] == "pass" else "INCOMPLETE"
+
+
+def _unusable_device(device, why):
+    """The result for a device that cannot be used here: nothing ran, INCOMPLETE."""
+    import platform
+
+    import gpugrad
+
+    not_run = {"status": "not run", "why": str(why)}
+    return {"device": device,
+            "environment": {"device": device, "gpugrad": gpugrad.__version__,
+                            "python": platform.python_version()},
+            "tests": not_run, "kernels": {"status": "not run", "why": "the device is unusable"},
+            "benchmark": {"status": "not run", "why": "the device is unusable"},
+            "verdict": "INCOMPLETE"}
 
 
 def format_verdict(result):
@@ -143,14 +288,22 @@ def format_verdict(result):
     if b["status"] == "done":
         lines.append("benchmark")
         lines += ["  " + ln for ln in b["table"].splitlines()]
+    elif b["why"] != "--no-bench":
+        lines.append(f"benchmark  NOT RUN: {b['why']}")
     lines.append(f"verdict    {result['verdict']}")
     return "\n".join(lines)
 
 
 def main(args):
+    """Exit status 0 for PASS, 1 for FAIL (something ran and was wrong), 2 for INCOMPLETE (the
+    tests could not run: no pytest, or a device that is unusable here)."""
     device = backend.canonical_device(args.device) if args.device else backend.default_device()
-    backend.get(device)  # a clear error now if the device is unusable
-    result = run(device, bench=not args.no_bench)
+    try:
+        backend.get(device)
+    except backend.DeviceError as e:  # could not run, not a failure of gpugrad: INCOMPLETE
+        result = _unusable_device(device, e)
+    else:
+        result = run(device, bench=not args.no_bench)
     print(format_verdict(result))
     if args.json:
         with open(args.json, "w") as fh:

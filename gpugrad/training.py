@@ -1,23 +1,69 @@
-"""The training loop behind `gpugrad train`: the 2-, 3- and 4-layer MLPs of the lecture's
-exercise on digits or MNIST, with per-epoch loss and accuracy."""
+"""The training loop behind `gpugrad train`: MLPs of 1, 2 (section 4.7's network) or 3 weight
+layers on digits or MNIST, with per-epoch loss and accuracy, and checkpoints to resume from."""
 
 import time
 
 import numpy as np
 
 from gpugrad import autograd
+from gpugrad import backend
 from gpugrad import data
 from gpugrad import nn
 from gpugrad import optim
 from gpugrad import tensors
 
+OPTIMIZERS = {"sgd": 0.1, "adam": 1e-3}  # name -> its default learning rate
+CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "gpugrad-train-checkpoint", 1
+# what a resumed run must share with the run that saved the checkpoint, for the two to equal
+# one uninterrupted run
+RESUMED_SETTINGS = ("dataset", "layers", "hidden", "batch", "optimizer", "lr", "momentum",
+                    "weight_decay", "seed")
+
 
 def build_mlp(layers, n_in, hidden, n_out, device=None):
-    """layers=2: y = W x + b; 3: W2 relu(W1 x + b1) + b2; 4: one more hidden layer."""
-    if layers not in (2, 3, 4):
-        raise ValueError(f"--layers must be 2, 3 or 4, got {layers}")
-    sizes = [n_in] + [hidden] * (layers - 2) + [n_out]
+    """An MLP of `layers` weight layers (relu between them), as `gpugrad train --layers` and
+    `gpugrad memory --layers` count them: 1 is y = W x + b (softmax regression), 2 is section
+    4.7's network y = W2 relu(W1 x + b1) + b2, and each one more adds a hidden layer of width
+    `hidden`."""
+    if isinstance(layers, bool) or not isinstance(layers, (int, np.integer)) or layers < 1:
+        raise ValueError(f"layers counts weight layers and must be an integer >= 1, got "
+                         f"{layers!r}")
+    sizes = [n_in] + [hidden] * (int(layers) - 1) + [n_out]
     return nn.MLP(sizes, activation="relu", device=device)
+
+
+def make_optimizer(name, params, lr=None, momentum=0.9, weight_decay=0.0):
+    """'sgd' (with momentum) or 'adam' over params; lr None is the optimizer's default."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}: one of {', '.join(OPTIMIZERS)}")
+    lr = OPTIMIZERS[name] if lr is None else lr
+    if name == "adam":
+        return optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    return optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def training_bytes(layers, n_in, hidden, n_out, batch, optimizer="sgd", momentum=0.9):
+    """The least memory training needs, in bytes, from shapes alone (the model is built on the
+    meta device, so nothing is allocated): parameters, gradients, the optimizer's buffers and
+    the activations one step saves for backward. Returns a dict of those terms and 'total'."""
+    model = build_mlp(layers, n_in, hidden, n_out, device="meta")
+    parameters, saved = saved_at_batch(model, n_in, batch, nn.functional.cross_entropy)
+    copies = 2 if optimizer == "adam" else (1 if momentum else 0)  # Adam: m, v; SGD: velocity
+    terms = {"parameters": parameters, "gradients": parameters,
+             "optimizer state": copies * parameters, "saved activations": saved}
+    return {**terms, "total": sum(terms.values())}
+
+
+def saved_at_batch(model, n_in, batch, loss_fn):
+    """(parameter bytes, bytes of activations one training step saves) of a model on the meta
+    device at `batch`. The graph is traced at batches 1 and 2 and the line through them
+    extended, since what an MLP saves grows linearly with the batch: tracing at the batch
+    itself would allocate its labels."""
+    from gpugrad import memory
+
+    one, two = (memory.estimate(model, (b, n_in), loss_fn) for b in (1, 2))
+    per_example = two["saved activations"] - one["saved activations"]
+    return one["parameters"], one["saved activations"] + per_example * (batch - 1)
 
 
 def load_dataset(spec):
@@ -37,34 +83,92 @@ def accuracy(model, x, y, device, batch=2048):
     return correct / max(len(x), 1)
 
 
-def train(dataset, layers=3, hidden=256, epochs=20, batch=32, lr=0.1, momentum=0.9,
+def _host_copy(obj):
+    """obj with every tensor and device array replaced by a copy on the CPU (a Tensor): a
+    snapshot that later in-place updates cannot change."""
+    if isinstance(obj, dict):
+        return {k: _host_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_host_copy(v) for v in obj]
+    if isinstance(obj, tensors.Tensor):
+        return tensors.tensor(obj.numpy(), device="cpu")
+    if backend.is_backend_array(obj):
+        host = backend.get(backend.device_of_array(obj)).to_host(obj)
+        return tensors.tensor(np.array(host, copy=True), device="cpu")
+    return obj
+
+
+def checkpoint(model, opt, epoch, settings, history=()):
+    """What resuming needs, as host copies (gg.save writes it): the model's and optimizer's
+    state dicts, the epochs done and their history, and the settings a resumed run must share.
+    No random state is needed: the model's initialization is replaced by its saved state, and
+    each epoch's batch order comes from (seed, epoch)."""
+    return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "epoch": int(epoch),
+            "settings": dict(settings), "model": _host_copy(model.state_dict()),
+            "optimizer": _host_copy(opt.state_dict()), "history": _host_copy(list(history))}
+
+
+def check_checkpoint(state, settings):
+    """The settings in which a checkpoint (gg.load of what `gpugrad train --save` wrote)
+    differs from this run's, as {setting: (saved, this run's)}: empty when this run can
+    resume it exactly. ValueError when `state` is no such checkpoint."""
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError("it is not a checkpoint written by gpugrad train --save")
+    if state.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(f"it is a checkpoint of version {state.get('version')}; this gpugrad "
+                         f"reads version {CHECKPOINT_VERSION}")
+    saved = state.get("settings", {})
+    return {k: (saved.get(k), settings[k]) for k in RESUMED_SETTINGS
+            if _plain(saved.get(k)) != _plain(settings[k])}
+
+
+def _plain(value):
+    """A setting as saved and read back (gg.load may give NumPy scalars) compared by value."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def train(dataset, layers=2, hidden=256, epochs=20, batch=32, lr=None, momentum=0.9,
           weight_decay=0.0, device=None, seed=0, progress=None, on_epoch=None,
-          distributed=False):
-    """Train an MLP; returns (model, history) with one dict per epoch.
+          distributed=False, optimizer="sgd", resume=None, on_checkpoint=None,
+          dataset_name=None):
+    """Train an MLP of `layers` weight layers; returns (model, history) with one dict per epoch.
 
     on_epoch(model, entry), if given, is called as each epoch finishes, so a caller can show it
     at once and keep what an interrupt (KeyboardInterrupt propagates) must not lose.
     distributed: data parallel over the ranks mpirun started (gg.distributed): each rank takes
     its shard of every batch, the gradients are averaged before each update, and the figures
     are over all ranks.
+    optimizer: 'sgd' (momentum, weight decay) or 'adam'; lr None is its default (0.1, 1e-3).
+    resume: a checkpoint (checkpoint(), or gg.load of what `gpugrad train --save` wrote) to
+    continue from: `epochs` more epochs, numbered on from its epoch, so that 3 epochs and 2
+    resumed equal 5 bit for bit. on_checkpoint(state), if given, gets checkpoint() after each
+    epoch (call gg.save on it to write it).
     """
-    from gpugrad import backend
-
+    lr = OPTIMIZERS.get(optimizer, 0.1) if lr is None else lr
+    settings = {"dataset": dataset_name, "layers": layers, "hidden": hidden, "batch": batch,
+                "optimizer": optimizer, "lr": lr, "momentum": momentum,
+                "weight_decay": weight_decay, "seed": seed}
     backend.seed(seed)
     n_classes = int(max(dataset.train_y.max(), dataset.test_y.max())) + 1
     model = build_mlp(layers, dataset.train_x.shape[1], hidden, n_classes, device=device)
     device = model.parameters()[0].device
+    opt = make_optimizer(optimizer, model.parameters(), lr, momentum, weight_decay)
+    history, done = [], 0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["optimizer"])
+        done = int(resume["epoch"])
+        history = [dict(h) for h in resume.get("history", [])]
     dist = None
     if distributed:
         from gpugrad import distributed as dist
 
         dist.init()
         dist.broadcast_parameters(model)
-    opt = optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    history = []
-    for epoch in range(1, epochs + 1):
+    for epoch in range(done + 1, done + epochs + 1):
         t0 = time.perf_counter()
         losses, correct = [], 0
+        # the order is a function of (seed, epoch) alone, which is what makes resuming exact
         batches = data.batches(dataset.train_x, dataset.train_y, batch, seed=seed * 1000 + epoch)
         n_batches = (len(dataset.train_x) + batch - 1) // batch
         for xb, yb in (progress(batches, n_batches, epoch) if progress else batches):
@@ -92,7 +196,9 @@ def train(dataset, layers=3, hidden=256, epochs=20, batch=32, lr=0.1, momentum=0
         })
         if on_epoch is not None:
             on_epoch(model, history[-1])
-    return model, history
+        if on_checkpoint is not None:
+            on_checkpoint(checkpoint(model, opt, epoch, settings, history))
+    return model, history[done:]
 
 
 def rnn_gradient_norms(steps=50, hidden=32, input_size=8, classes=10, seed=0, device=None):
@@ -100,8 +206,6 @@ def rnn_gradient_norms(steps=50, hidden=32, input_size=8, classes=10, seed=0, de
     of the last state, for a tanh RNN, a ReLU RNN and an LSTM (its hidden state h) on the same
     random sequence, readout and target, plus an LSTM whose forget-gate bias starts at +1.
     Returns {model: [norm at k = 0, ..., steps - 1]}."""
-    from gpugrad import backend
-
     backend.seed(seed)
     x = tensors.randn(steps, 1, input_size, device=device)
     target = [int(np.random.default_rng(seed).integers(classes))]
@@ -124,7 +228,7 @@ def rnn_gradient_norms(steps=50, hidden=32, input_size=8, classes=10, seed=0, de
     return norms
 
 
-def minibatch_sweep(dataset, batches, epochs=5, layers=3, hidden=256, lr=0.1, momentum=0.9,
+def minibatch_sweep(dataset, batches, epochs=5, layers=2, hidden=256, lr=0.1, momentum=0.9,
                     device=None, seed=0):
     """Section 4.7 exercise 5, the minibatch half: the same MLP trained for the same number of
     epochs at each batch size. One row per batch: updates per epoch, bytes of activations one

@@ -1,8 +1,10 @@
+import argparse
 import json
 import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import gpugrad as gg
@@ -191,9 +193,21 @@ def test_selftest_runs_the_bundled_tests_on_the_device_and_says_what_failed(tmp_
     (["graph", "--out", "/etc/passwd/figs"], "argument --out: cannot make or write the folder"),
     (["graph", "--device", "tpu"], "argument --device: unknown device 'tpu'"),
     (["train", "--dataset", "mnist:/nonexistent-dir"], "argument --dataset: mnist:/nonexistent-dir: the directory"),
+    (["train", "--seed", "-1"], "argument --seed: must be at least 0, got -1"),
+    (["minibatch", "--seed", str(2**32)], "argument --seed: must be at most 4294967295"),
+    (["rnn-grads", "--seed", "-1"], "argument --seed: must be at least 0, got -1"),
+    (["train", "--layers", "4"], "argument --layers: invalid choice: 4"),
+    (["train", "--layers", "0"], "argument --layers: invalid choice: 0"),
+    (["train", "--optimizer", "rmsprop"], "argument --optimizer: invalid choice: 'rmsprop'"),
+    (["train", "--resume", "/nonexistent-dir/c.npz"], "argument --resume: /nonexistent-dir/c.npz does not exist"),
+    (["graph", "--out", "/proc/gpugrad-figs"], "argument --out: cannot make or write the folder /proc/gpugrad-figs (/proc takes no new files"),
+    (["train", "--json", "/proc/h.json"], "argument --json: the directory /proc is not writable"),
 ])
 def test_every_command_checks_its_arguments_before_any_work(argv, message, capsys, monkeypatch):
     from gpugrad import training
+
+    if any(a.startswith("/proc") for a in argv) and not pathlib.Path("/proc/self").is_dir():
+        pytest.skip("no /proc here: a folder that takes no new files is Linux's /proc")
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("the command started work before checking its arguments")
@@ -213,7 +227,7 @@ def test_train_interrupted_keeps_the_finished_epochs_and_their_parameters(tmp_pa
                                                                           monkeypatch):
     """Ctrl-C in epoch 2: epoch 1's line was printed as it finished, the table and JSON keep
     it, and --save writes exactly epoch 1's parameters (equal to a one-epoch run's)."""
-    common = ["train", "--dataset", "digits", "--layers", "2", "--batch", "256", "--seed", "3"]
+    common = ["train", "--dataset", "digits", "--layers", "1", "--batch", "256", "--seed", "3"]
     one_epoch = tmp_path / "one.npz"
     assert cli.main(common + ["--epochs", "1", "--save", str(one_epoch)]) == 0
     capsys.readouterr()
@@ -237,9 +251,10 @@ def test_train_interrupted_keeps_the_finished_epochs_and_their_parameters(tmp_pa
     record = json.loads(history.read_text())
     assert record["interrupted"] and [h["epoch"] for h in record["history"]] == [1]
     kept, reference = gg.load(saved), gg.load(one_epoch)
-    assert list(kept) == list(reference)
-    for name in kept:
-        assert (kept[name].numpy() == reference[name].numpy()).all()
+    assert kept["epoch"] == reference["epoch"] == 1
+    assert list(kept["model"]) == list(reference["model"])
+    for name in kept["model"]:
+        assert (kept["model"][name].numpy() == reference["model"][name].numpy()).all()
 
 
 def test_train_prints_each_epoch_as_it_finishes_into_a_pipe(tmp_path):
@@ -254,7 +269,7 @@ def test_train_prints_each_epoch_as_it_finishes_into_a_pipe(tmp_path):
               "    return real(*a, on_epoch=told, **k)\n"
               "t.train = slow\n"
               "from gpugrad import cli\n"
-              "cli.main(['train', '--layers', '2', '--epochs', '2', '--batch', '512'])\n")
+              "cli.main(['train', '--layers', '1', '--epochs', '2', '--batch', '512'])\n")
     proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -329,9 +344,251 @@ def test_minibatch_sweep_trains_at_each_batch_size(tmp_path, capsys):
     rows = json.loads(out.read_text())["rows"]
     assert [r["batch"] for r in rows] == [4, 64]
     assert rows[0]["updates per epoch"] == -(-1438 // 4) and rows[1]["updates per epoch"] == 23
-    # 64 -> 16 -> 10 (train's 3 layers, one hidden): the first linear keeps x, the second h,
+    # 64 -> 16 -> 10 (2 weight layers, the default): the first linear keeps x, the second h,
     # the loss its logits and labels, all float32 but the int64 labels
     for r in rows:
         assert r["saved bytes per step"] == r["batch"] * ((64 + 16 + 10) * 4 + 8)
     assert rows[1]["saved bytes per step"] > rows[0]["saved bytes per step"]
     assert all(0 < r["test accuracy"] <= 1 and r["us per sample"] > 0 for r in rows)
+
+
+# ---------------------------------------------------------------------------- issue 27
+
+
+def test_user_line_names_the_tests_shipped_inside_the_package_not_its_own_modules():
+    """A wheel ships the tests as gpugrad/_tests: their lines are the user's lines, while the
+    frames of gpugrad's own modules are still skipped (note_lines, detect_anomaly)."""
+    package = pathlib.Path(gg.graph._PACKAGE_DIR)
+    own_module = str(package / "a_module_of_gpugrad.py")
+    shipped_test = str(package / "_tests" / "test_shipped.py")
+    scope = {"gg": gg}
+    exec(compile("def helper(x):\n    return (x * x).sum()\n", own_module, "exec"), scope)
+    exec(compile("def test_body(x):\n    return helper(x)\n", shipped_test, "exec"), scope)
+    x = gg.tensor([1.0, 2.0], requires_grad=True)
+    with gg.autograd.note_lines(), gg.autograd.record():
+        y = scope["test_body"](x)
+    lines = [n.line for n in gg.graph_of(y).nodes]
+    assert lines and all(line.startswith(f"{shipped_test}:2 in test_body") for line in lines), lines
+
+
+def _fake_tests(tmp_path, body):
+    fake = tmp_path / "tests"
+    fake.mkdir()
+    (fake / "conftest.py").write_text("")
+    (fake / "test_fake.py").write_text(body)
+    return fake
+
+
+def test_selftest_shows_its_progress_on_stderr_and_keeps_stdout_one_screen(tmp_path, monkeypatch,
+                                                                         capsys):
+    from gpugrad import selftest
+
+    fake = _fake_tests(tmp_path, "def test_one():\n    pass\ndef test_two():\n    pass\n")
+    monkeypatch.setattr(selftest, "tests_dir", lambda: fake)
+    assert cli.main(["selftest", "--device", "strict", "--no-bench"]) == 0
+    captured = capsys.readouterr()
+    assert "selftest: running 2 tests in 1 files on strict" in captured.err
+    assert "selftest: 2/2 tests, 0 failed" in captured.err and "(test_fake.py done)" in captured.err
+    assert "selftest:" not in captured.out and captured.out.rstrip().endswith("verdict    PASS")
+
+
+def test_selftest_without_pytest_says_incomplete_at_once_without_the_benchmark(monkeypatch, capsys):
+    from gpugrad import selftest
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the benchmark ran although the tests could not")
+
+    monkeypatch.setattr(selftest, "short_benchmark", must_not_run)
+    monkeypatch.setitem(sys.modules, "pytest", None)  # `import pytest` now fails
+    assert cli.main(["selftest", "--device", "strict"]) == 2
+    out = capsys.readouterr().out
+    assert "tests      NOT RUN: pytest is not installed: pip install 'gpugrad[test]'" in out
+    assert "benchmark  NOT RUN: the tests could not run" in out
+    assert out.rstrip().endswith("verdict    INCOMPLETE")
+
+
+@pytest.mark.skipif(gg.cuda.is_available(), reason="needs a machine where CUDA is unusable")
+def test_selftest_on_an_unusable_device_is_incomplete_not_a_failure(tmp_path, capsys):
+    out = tmp_path / "s.json"
+    assert cli.main(["selftest", "--device", "cuda", "--json", str(out)]) == 2
+    printed = capsys.readouterr().out
+    assert "tests      NOT RUN: device 'cuda:0' requested but" in printed
+    assert "verdict    INCOMPLETE" in printed and json.loads(out.read_text())["verdict"] == "INCOMPLETE"
+
+
+@pytest.mark.parametrize("argv, missing, message", [
+    (["train", "--distributed"], "mpi4py",
+     "--distributed needs mpi4py, which is not installed: pip install 'gpugrad[distributed]'"),
+    (["train", "--plot", "curves.png"], "matplotlib",
+     "--plot needs matplotlib, which is not installed: pip install 'gpugrad[plot]'"),
+    (["train"], "sklearn", "the digits dataset (--dataset digits, the default) needs "
+                           "scikit-learn, which is not installed: pip install 'gpugrad[data]'"),
+    (["minibatch"], "sklearn", "needs scikit-learn, which is not installed"),
+    (["memory", "--compare-torch"], "torch",
+     "--compare-torch needs PyTorch, which is not installed: pip install torch==2.13.0"),
+    (["rnn-grads", "--plot", "g.svg"], "matplotlib", "--plot needs matplotlib"),
+    (["train", "--device", "cuda"], "cupy", "requested but CuPy is not installed"),
+])
+def test_a_missing_extra_is_one_line_and_exit_status_2(argv, missing, message, monkeypatch,
+                                                        capsys, tmp_path):
+    from gpugrad import training
+
+    if missing == "cupy" and gg.cuda.is_available():
+        pytest.skip("CuPy is installed and usable here")
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the command started work without what it needs")
+
+    for name in ("train", "load_dataset", "rnn_gradient_norms", "minibatch_sweep"):
+        monkeypatch.setattr(training, name, must_not_run)
+    monkeypatch.setattr(gg.experiments, "experiment", must_not_run)
+    monkeypatch.setitem(sys.modules, missing, None)  # importing it now fails
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"gpugrad {argv[0]}: error: ") and message in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_every_option_shows_its_default_and_layers_means_weight_layers_everywhere():
+    parser = cli.build_parser()
+    for name, command in parser.commands.items():
+        formatter = command._get_formatter()
+        for action in command._actions:
+            if not action.option_strings or action.default is argparse.SUPPRESS:
+                continue  # a positional, --help
+            if action.default is None or action.default is False:
+                continue  # off unless given: nothing to show
+            shown = formatter._expand_help(action)  # as --help prints it
+            assert "default" in shown, (name, action.option_strings, shown)
+    for name in ("train", "minibatch", "memory"):  # one meaning of --layers, said one way
+        command = parser.commands[name]
+        layers = next(a for a in command._actions if "--layers" in a.option_strings)
+        shown = command._get_formatter()._expand_help(layers)
+        assert shown.startswith("weight layers: 2 is section 4.7's network (one hidden layer)")
+        assert shown.endswith("(default: 2)") and layers.default == 2
+
+
+def test_train_layers_counts_weight_layers_and_2_is_the_4_7_network(tmp_path):
+    from gpugrad import training
+
+    counts = {layers: sum(isinstance(m, gg.nn.Linear)
+                          for m in training.build_mlp(layers, 64, 16, 10)._modules.values())
+              for layers in (1, 2, 3)}
+    assert counts == {1: 1, 2: 2, 3: 3}
+    saved = tmp_path / "c.npz"
+    assert cli.main(["train", "--layers", "2", "--hidden", "16", "--epochs", "1", "--batch",
+                     "512", "--save", str(saved)]) == 0
+    shapes = [tuple(t.shape) for t in gg.load(saved)["model"].values()]
+    assert shapes == [(16, 64), (16,), (10, 16), (10,)]  # W1, b1, W2, b2 of section 4.7
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["train", "--hidden", "1000000000"], "--hidden"),
+    (["train", "--batch", "1000000000"], "--batch"),
+    (["minibatch", "--hidden", "1000000000"], "--hidden"),
+    (["memory", "--h", "100000000"], "--h"),
+    (["memory", "--d", "100000000"], "--d"),
+    (["memory", "--batch", "1,100000000"], "--batch"),
+    (["graph", "--h", "100000000"], "--h"),
+    (["rnn-grads", "--hidden", "100000"], "--hidden"),
+    (["bench", "mlp", "--batch", "100000000"], "--batch"),
+])
+def test_a_command_that_cannot_fit_in_memory_is_refused_before_allocating(argv, option, capsys,
+                                                                          monkeypatch):
+    """The estimate comes from shapes alone (the meta device); the refusal names the option,
+    the estimate and the memory available, as an argparse error (status 2)."""
+    from gpugrad import benchmarks, training
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the command started work although it cannot fit")
+
+    for name in ("train", "rnn_gradient_norms", "minibatch_sweep"):
+        monkeypatch.setattr(training, name, must_not_run)
+    monkeypatch.setattr(gg.experiments, "experiment", must_not_run)
+    monkeypatch.setattr(gg.experiments, "graph_4_7", must_not_run)
+    monkeypatch.setitem(benchmarks.SUITES, "mlp", must_not_run)
+    monkeypatch.setattr(cli, "available_memory", lambda device: (8 << 30, "as the test says"))
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"gpugrad {argv[0]}: error: argument {option}: " in err, err
+    assert "needs at least" in err and "has 8.0 GiB available (as the test says)" in err
+    assert "Traceback" not in err
+
+
+def test_available_memory_is_read_from_the_system():
+    free, source = cli.available_memory("cpu")
+    assert free is not None and free > 0, source
+    if pathlib.Path("/proc/meminfo").is_file():
+        line = next(ln for ln in pathlib.Path("/proc/meminfo").read_text().splitlines()
+                    if ln.startswith("MemAvailable:"))
+        assert abs(free - int(line.split()[1]) * 1024) < 1 << 30
+        assert source == "MemAvailable in /proc/meminfo"
+
+
+def _train_history(argv, tmp_path, name):
+    out = tmp_path / f"{name}.json"
+    assert cli.main(argv + ["--json", str(out)]) == 0
+    return json.loads(out.read_text())["history"]
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_train_resumed_from_a_checkpoint_equals_an_uninterrupted_run(optimizer, tmp_path, capsys):
+    """3 epochs, saved, then resumed for 2: the same losses, accuracies and final parameters
+    and optimizer state as 5 epochs in one run, bit for bit (momentum SGD and Adam)."""
+    common = ["train", "--hidden", "16", "--batch", "128", "--optimizer", optimizer,
+              "--weight-decay", "1e-4", "--seed", "5"]
+    five, three, resumed = (tmp_path / f"{n}.npz" for n in ("five", "three", "resumed"))
+    whole = _train_history(common + ["--epochs", "5", "--save", str(five)], tmp_path, "whole")
+    first = _train_history(common + ["--epochs", "3", "--save", str(three)], tmp_path, "first")
+    rest = _train_history(common + ["--epochs", "2", "--resume", str(three),
+                                    "--save", str(resumed)], tmp_path, "rest")
+    assert "resuming from" in capsys.readouterr().out
+    key = ("epoch", "loss", "train accuracy", "test accuracy")
+    assert [[h[k] for k in key] for h in first + rest] == [[h[k] for k in key] for h in whole]
+    a, b = gg.load(five), gg.load(resumed)
+    assert a["epoch"] == b["epoch"] == 5 and len(b["history"]) == 5
+    assert a["optimizer"]["param_groups"] == b["optimizer"]["param_groups"]
+    for part in ("model", "optimizer"):
+        flat_a, flat_b = _leaves(a[part]), _leaves(b[part])
+        assert flat_a.keys() == flat_b.keys() and flat_a
+        for name in flat_a:
+            assert np.array_equal(flat_a[name], flat_b[name]), (part, name)
+
+
+def _leaves(tree, prefix=""):
+    """{path: host array} of every tensor or array in a nested dict/list."""
+    if isinstance(tree, dict):
+        items = tree.items()
+    elif isinstance(tree, list):
+        items = enumerate(tree)
+    else:
+        return {prefix: tree.numpy()} if isinstance(tree, gg.Tensor) else (
+            {prefix: tree} if isinstance(tree, np.ndarray) else {})
+    out = {}
+    for k, v in items:
+        out.update(_leaves(v, f"{prefix}/{k}"))
+    return out
+
+
+def test_train_refuses_to_resume_what_it_cannot_continue_exactly(tmp_path, capsys):
+    saved, plain = tmp_path / "c.npz", tmp_path / "plain.npz"
+    assert cli.main(["train", "--hidden", "16", "--epochs", "1", "--batch", "512",
+                     "--save", str(saved)]) == 0
+    gg.save({"w": gg.zeros(3)}, plain)
+    capsys.readouterr()
+    for argv, message in [
+        (["--hidden", "32", "--resume", str(saved)],
+         f"argument --hidden: 32 here, but {saved} was trained with --hidden 16"),
+        (["--hidden", "16", "--optimizer", "adam", "--resume", str(saved)],
+         f"argument --optimizer: adam here, but {saved} was trained with --optimizer sgd"),
+        (["--resume", str(plain)],
+         f"argument --resume: {plain}: it is not a checkpoint written by gpugrad train --save"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["train", "--epochs", "1", "--batch", "512"] + argv)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err
