@@ -1,8 +1,8 @@
 """The "strict" test device: NumPy underneath, CuPy's rules on top.
 
-CuPy cannot run without a GPU, so a CPU-only test run never exercised the code paths that
-differ on a GPU, and the first H100 run failed 58 tests that passed on the CPU. The strict
-device lets every test body run those paths on the CPU:
+CuPy cannot run without a GPU, so a CPU-only test run never exercises the code paths that
+differ on a GPU (tests that pass on the CPU and fail on one). The strict device lets every
+test body run those paths on the CPU:
 
 - its arrays (StrictArray) refuse implicit conversion to NumPy, as CuPy's do (`.get()` or
   `xp.asnumpy` to the host), have their own device string ('strict'), and refuse NumPy arrays

@@ -232,7 +232,7 @@ def test_installed_package_ships_the_kernel_sources_and_the_tests():
 
 
 def test_the_wheel_check_skips_with_its_reason_where_gpugrad_is_not_installed(monkeypatch):
-    """Run from a source tree (PYTHONPATH, as on the first H100) there is no installed
+    """Run from a source tree (PYTHONPATH, as on a lent GPU machine) there is no installed
     distribution to look into: that is a skip with its reason, not a failure."""
     def not_installed(name):
         raise importlib.metadata.PackageNotFoundError(name)
@@ -300,7 +300,7 @@ def test_fused_matches_unfused(name, n, dtype, view, kdev):
 @pytest.mark.parametrize("kdev", KERNEL_DEVICES)
 @pytest.mark.parametrize("name", sorted(FUSED_ACTIVATIONS))
 def test_fused_activations_keep_0d_shapes(name, kdev):
-    """A scalar through a fused kernel stays a scalar (the first H100 run gave shape (1,))."""
+    """A scalar through a fused kernel stays a scalar (ascontiguousarray alone gives shape (1,))."""
     x = gg.tensor(0.7, device=kdev, requires_grad=True)
     with gg.fused(True), gg.autograd.record():
         y = FUSED_ACTIVATIONS[name](x)
