@@ -2,14 +2,18 @@
 
 Every figure is taken beside its baseline in the same run (fused vs unfused, gpugrad vs
 PyTorch, a device-to-device copy for bandwidth), as the median of many repeats after warm-up;
-on CUDA each repeat is timed with CUDA events around the region.
+on CUDA each repeat is timed with CUDA events around the region. The cases take turns in
+blocks, and a ratio is printed only from blocks a yardstick found unloaded and when its two
+readings agree (Blocks, Yardstick); otherwise the row says why it has none.
 """
 
 import collections
 import datetime
 import functools
+import os
 import platform
 import statistics
+import textwrap
 import time
 
 import numpy as np
@@ -20,10 +24,9 @@ from gpugrad import backend, kernels
 # ---------------------------------------------------------------------------- timing
 
 
-# A measurement whose median is more than this many times its fastest repeat (or blocks whose
-# medians differ by as much) caught a machine busy for part of it: it is taken again, and if it
-# stays so it is flagged and no ratio is printed from it (a shared machine once made every
-# PyTorch kernel row read about 8 ms, and the ratio beside it 0.004).
+# A measurement whose median is more than this many times its fastest repeat caught a machine
+# busy for part of it: it is taken again, and if it stays so it is flagged and no ratio is
+# printed from it. A machine busy for all of it passes this guard: see "robust ratios" below.
 UNSTABLE_FACTOR = 3.0
 
 
@@ -99,7 +102,8 @@ def alternating_blocks(cases, device, blocks=3, min_seconds=0.2):
     by block. Blocks, not single calls, take turns: NumPy's and PyTorch's thread pools spin for
     a while after their work, and calls interleaved one by one would time each library against
     the other's spin. A case is unstable if a block stayed unstable or its block medians differ
-    by more than UNSTABLE_FACTOR."""
+    by more than UNSTABLE_FACTOR. The plain form, without the checks against a loaded machine
+    that the suites' ratios go through (Blocks, below)."""
     times = {impl: [] for impl in cases}
     unstable = set()
     for _ in range(blocks):
@@ -120,6 +124,321 @@ def median_ratio(times, impl, baseline, unstable=()):
     if impl in unstable or baseline in unstable:
         return None
     return statistics.median(a / b for a, b in zip(times[impl], times[baseline]))
+
+
+# ---------------------------------------------------------------------------- robust ratios
+#
+# A baseline slowed for a whole run (another process holding a core: a thread pool then waits
+# for a worker that cannot run) gives steady timings that the "unstable" guard above passes,
+# yet the ratio is not this code's: a busy machine once printed sigmoid 0.00308 (PyTorch's
+# kernels flat at 8-12 ms) and gpugrad / torch 0.0226 for the Jacobian. So every ratio is
+# taken from turns interleaved in blocks (Blocks), from the blocks that a yardstick read beside
+# each turn found unloaded and where each side's time matches its other blocks, and only when
+# the two ways of reading those blocks agree; otherwise further blocks are taken, a bounded
+# number, and the row is flagged with no ratio.
+
+# The ratio of medians over the blocks and the median of the per-block ratios must agree
+# within this factor (they part when a load hit the two sides in different blocks: at batch
+# 8192 the deep net's medians were 1,805 ms vs 1,061 while the per-block ratios' median said
+# 0.914).
+RATIO_AGREEMENT = 1.2
+# A turn counts as loaded when, beside it, other processes kept more than this many cores busy
+# (on average over the turn). A busy loop pinned to one core reads 1.0, as does another
+# engineer's test run on this 2-core machine; a free machine 0.0 (a daemon's tick now and then
+# reads 0.1-0.4 in a 70 ms block: taken again). 0.4 of a core made PyTorch's relu read 3x.
+YARDSTICK_TOLERANCE = 0.25
+# ... or when the yardstick's fixed workload ran more than this many times its quickest.
+WORKLOAD_TOLERANCE = 1.5
+# ... or, beside a PyTorch turn, when its probe of PyTorch's thread pool did (a free machine:
+# within 1.5x; a pool whose worker waits for a core: more).
+POOL_TOLERANCE = 2.0
+# Turns shorter than this are judged by the load over their whole block: /proc/stat counts in
+# ticks of 10 ms, too coarse for a turn of 20 ms.
+YARDSTICK_WINDOW = 0.1
+
+RATIO_METHOD = ("median over clean blocks of the per-block ratio of medians (each block: every "
+                "case's turn of repeats, interleaved; clean: beside both turns other processes "
+                "kept under {tol:g} cores busy, a fixed NumPy workload ran within {work:g}x "
+                "its quickest (and a probe of PyTorch's pool within {pool:g}x, beside PyTorch's "
+                "turns), and each side within {unstable:g}x of its other blocks; printed only when it agrees within {agree:g}x with the ratio of "
+                "the medians over those blocks)")
+# What each ratio column of each suite is: format_table prints these under a suite's table.
+RATIO_COLUMNS = {
+    "gpugrad / torch": {
+        "mlp": "this row's step time / its PyTorch counterpart's (eager / eager, products / "
+               "products, captured / torch graph)",
+        "jacobian": "gg.jacobian's time / torch.func's in the same mode (rev / jacrev, fwd / "
+                    "jacfwd)",
+        "overhead": "gpugrad's time per op / PyTorch's in the same mode"},
+    "gpugrad time / this": {"kernels": "gpugrad's time / this row's"},
+    "% of copy": {"kernels": "100 x (bytes the kernel moves / its time) / (bytes a device copy "
+                             "moves / its time)"},
+    "captured / hand-written": {"mlp": "the captured step's time / the hand-written captured "
+                                       "step's"},
+}
+
+
+def _label(impl):
+    return " ".join(impl) if isinstance(impl, tuple) else impl
+
+
+class Yardstick:
+    """Two readings beside every turn: how many cores other processes kept busy, and how slow a
+    fixed single-threaded NumPy workload ran against its quickest.
+
+    Other processes' cores: the CPU time the whole machine spent (/proc/stat: user, nice,
+    system, irq, softirq and steal, the last a VM's host taking the CPU) less this process's
+    own (/proc/self/stat, every thread, so PyTorch's and OpenBLAS's spinning workers count as
+    ours), over the wall time between two readings. This is the reading that matters: what
+    slowed the baselines for whole runs was another process holding a core, which stalls a
+    thread pool (every worker must run before a call returns: PyTorch's kernels read 8-12 ms,
+    and with 0.4 of a core taken PyTorch's relu backward ran 3x its time), while a
+    single-threaded workload moves to the free core and reads as quiet. A workload spread over
+    every core, tried first, read anywhere from 1x to 3.6x its quickest on a free 2-core VM (a
+    sleeping vCPU is slow to wake), so no tolerance told load from quiet; the counters read
+    the cause itself, cost two file reads, and need no quiet machine to calibrate.
+
+    The workload (np.sin over 16K cached doubles, 4 passes, the quicker of two runs, ~1 ms)
+    sees what the counters cannot: a CPU slower than it was (a VM's neighbours on the same
+    physical core, a lower clock), and everything where /proc is missing (not Linux). Its
+    readings on a free machine lie within 1.3x of its quickest.
+
+    Where PyTorch is installed, a probe of its thread pool (the quickest of 5 adds of 2^16
+    floats, ~5 us, which take both its threads) is read too, and counts for PyTorch's turns
+    (cases named torch...): under a light load (a process spinning 40 ms in 100, 0.26 cores on
+    average) PyTorch's relu backward read 3x its time in blocks where no other process was
+    counted, its pool waiting for a worker, and the probe read so too; on a free machine it
+    lies within 1.5x of its quickest."""
+
+    def __init__(self):
+        self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self.proc = self._counters() is not None
+        self._src = np.random.default_rng(0).standard_normal(16384)
+        self._dst = np.empty_like(self._src)
+        self.quickest = min(self._workload() for _ in range(7))
+        torch = torch_or_none()
+        if torch is not None:  # PyTorch's pool: an add of 2^16 floats takes both its threads
+            a, b, out = torch.ones(2**16), torch.ones(2**16), torch.empty(2**16)
+            self._pool_call = lambda: torch.add(a, b, out=out)
+            self.pool_quickest = min(self._pool() for _ in range(5))
+        else:
+            self._pool_call = self.pool_quickest = None
+
+    @staticmethod
+    def _counters():
+        """(machine's busy ticks, this process's ticks), or None without /proc."""
+        try:
+            with open("/proc/stat") as f:
+                ticks = [int(v) for v in f.readline().split()[1:9]]
+            with open("/proc/self/stat") as f:
+                own = f.read().rsplit(")", 1)[1].split()  # the name may hold spaces
+        except (OSError, ValueError, IndexError):
+            return None
+        return sum(ticks) - ticks[3] - ticks[4], int(own[11]) + int(own[12])
+
+    def _workload(self):
+        t0 = time.perf_counter()
+        for _ in range(4):
+            np.sin(self._src, out=self._dst)
+        return time.perf_counter() - t0
+
+    def _pool(self):
+        """The quickest of 5 calls of the pool probe, back to back (seconds)."""
+        best = float("inf")
+        for _ in range(5):
+            t0 = time.perf_counter()
+            self._pool_call()
+            best = min(best, time.perf_counter() - t0)
+        return best
+
+    def reading(self):
+        """A reading now (wall clock, counters, workload seconds, pool probe seconds); load()
+        and slowdown() compare two."""
+        seconds = min(self._workload(), self._workload())
+        self.quickest = min(self.quickest, seconds)
+        pool = None
+        if self._pool_call is not None:
+            pool = self._pool()
+            self.pool_quickest = min(self.pool_quickest, pool)
+        return time.perf_counter(), self._counters() if self.proc else None, seconds, pool
+
+    def load(self, earlier, later):
+        """Cores other processes kept busy between two readings (0.0 without /proc)."""
+        wall = later[0] - earlier[0]
+        if earlier[1] is None or later[1] is None or wall <= 0:
+            return 0.0
+        machine = later[1][0] - earlier[1][0]
+        own = later[1][1] - earlier[1][1]
+        return max(0.0, machine - own) / self.tick / wall
+
+    def slowdown(self, earlier, later):
+        """The slower of the workload's two readings over its quickest."""
+        return max(earlier[2], later[2]) / self.quickest
+
+    def pool_slowdown(self, earlier, later):
+        """The slower of the pool probe's two readings over its quickest (1.0 without
+        PyTorch)."""
+        if self._pool_call is None:
+            return 1.0
+        return max(earlier[3], later[3]) / self.pool_quickest
+
+
+class Blocks:
+    """Implementations timed in turns, block after block, with the yardstick read between turns.
+
+    In each block every case takes one turn (warm-up, then a Timing of its repeats), the order
+    reversed in every other block so that neither side always follows the other; the
+    yardstick is read before the first turn and after each, so each turn has a reading on
+    either side. Turns, not single calls, alternate: NumPy's and PyTorch's thread pools spin
+    for a while after their work, and calls interleaved one by one would time each library
+    against the other's spin (PyTorch's deep step took up to 4x its time so).
+
+    A turn is clean when its timing was stable, the yardstick beside it found under
+    YARDSTICK_TOLERANCE cores busy with other processes, its workload under WORKLOAD_TOLERANCE
+    times its quickest and (a PyTorch turn) its pool probe under POOL_TOLERANCE times its
+    quickest, and its median is within UNSTABLE_FACTOR of the
+    case's fastest clean turn (a pool stalled for one turn makes a kernel of 5 us read 12 ms).
+    verdict(impl, base) takes the per-block ratios of medians from the blocks clean on both
+    sides, and gives a ratio only from most of the blocks planned and when the ratio of the
+    medians over the same blocks agrees with it; settle() takes further blocks, a bounded
+    number, of the pairs that have none yet."""
+
+    def __init__(self, cases, device, blocks=3, min_seconds=0.2, min_repeats=5, warmup=2,
+                 yardstick=None):
+        self.cases = cases
+        self.device = device
+        self.planned = blocks
+        self.repeat = {"warmup": warmup, "min_repeats": min_repeats, "min_seconds": min_seconds}
+        self.yardstick = yardstick if yardstick is not None else Yardstick()
+        self.times = {impl: {} for impl in cases}     # {impl: {block: median seconds}}
+        self.stable = {impl: {} for impl in cases}    # {impl: {block: its timing stable}}
+        self.loads = {impl: {} for impl in cases}     # {impl: {block: others' cores}}
+        self.slowdowns = {impl: {} for impl in cases}  # {impl: {block: workload / quickest}}
+        self.pools = {impl: {} for impl in cases}  # {impl: {block: pool probe / quickest}}
+        self.blocks_run = 0
+        for _ in range(blocks):
+            self.run_block(list(cases))
+
+    def run_block(self, impls):
+        block = self.blocks_run
+        order = impls if block % 2 == 0 else impls[::-1]
+        start = before = self.yardstick.reading()
+        turns = {}
+        for impl in order:
+            t = timing(self.cases[impl], self.device, **self.repeat)
+            after = self.yardstick.reading()
+            self.times[impl][block] = t.median
+            self.stable[impl][block] = t.stable
+            turns[impl] = (before, after)
+            before = after
+        whole = self.yardstick.load(start, before)
+        for impl, (a, b) in turns.items():  # a short turn is judged by its whole block
+            self.loads[impl][block] = (self.yardstick.load(a, b) if b[0] - a[0] >= YARDSTICK_WINDOW
+                                       else whole)
+            self.slowdowns[impl][block] = self.yardstick.slowdown(a, b)
+            # PyTorch's pool only where the turn ran on it: after a NumPy turn, OpenBLAS's
+            # workers spin for a while and hold up the probe (1,700x once), not that turn
+            self.pools[impl][block] = (self.yardstick.pool_slowdown(a, b)
+                                       if _label(impl).startswith("torch")
+                                       and hasattr(self.yardstick, "pool_slowdown") else 1.0)
+        self.blocks_run += 1
+
+    def load(self, impl, block):
+        """Cores other processes kept busy beside impl's turn in block."""
+        return self.loads[impl][block]
+
+    def loaded(self, impl, block):
+        return (self.loads[impl][block] > YARDSTICK_TOLERANCE
+                or self.slowdowns[impl][block] > WORKLOAD_TOLERANCE
+                or self.pools[impl][block] > POOL_TOLERANCE)
+
+    def _unloaded(self, impl):
+        return [b for b in self.times[impl] if self.stable[impl][b] and not self.loaded(impl, b)]
+
+    def clean(self, impl):
+        """impl's clean blocks: stable, unloaded, and within UNSTABLE_FACTOR of its fastest."""
+        unloaded = self._unloaded(impl)
+        if not unloaded:
+            return []
+        fastest = min(self.times[impl][b] for b in unloaded)
+        return [b for b in unloaded if self.times[impl][b] <= UNSTABLE_FACTOR * fastest]
+
+    def median(self, impl):
+        """The median of impl's block medians (seconds) over its clean blocks, or over all
+        when none was clean (its ratios are flagged then), so that the times printed are
+        those the ratios come from."""
+        clean = self.clean(impl)
+        return statistics.median(self.times[impl][b] for b in clean or self.times[impl])
+
+    def turn_note(self, impl):
+        """None if any of impl's turns was clean, else why none was."""
+        if self.clean(impl):
+            return None
+        if all(self.loaded(impl, b) for b in self.times[impl]):
+            return f"loaded: {self._load_words(impl, list(self.times[impl]))} beside every turn"
+        return (f"unstable: no clean turn of {_label(impl)} (each loaded, or over "
+                f"{UNSTABLE_FACTOR:g}x its fastest repeat or its fastest turn)")
+
+    def _load_words(self, impl, blocks):
+        """What the yardstick read beside impl's turns in blocks (medians)."""
+        cores = statistics.median(self.loads[impl][b] for b in blocks)
+        slowdown = statistics.median(self.slowdowns[impl][b] for b in blocks)
+        pool = statistics.median(self.pools[impl][b] for b in blocks)
+        return (f"other processes kept {cores:.1f} cores busy, a fixed workload ran "
+                f"{slowdown:.1f}x its quickest" + (
+                    f", PyTorch's pool {pool:.1f}x" if pool > POOL_TOLERANCE else ""))
+
+    def verdict(self, impl, base):
+        """{"ratio": float or None, "note": why there is none, and the figures behind it}."""
+        both = [b for b in self.times[impl] if b in self.times[base]]
+        clean = {i: set(self.clean(i)) for i in (impl, base)}
+        usable = [b for b in both if b in clean[impl] and b in clean[base]]
+        load = {i: statistics.median(self.load(i, b) for b in both) for i in (impl, base)}
+        fig = {"ratio of": f"{_label(impl)} / {_label(base)}", "blocks": len(both),
+               "clean blocks": len(usable),
+               "others' cores": round(max(load.values()), 2),
+               "workload slowdown": round(max(statistics.median(self.slowdowns[i][b] for b in both)
+                                              for i in (impl, base)), 2)}
+        if len(usable) >= self.planned // 2 + 1:  # most of the blocks planned
+            per_block = statistics.median(self.times[impl][b] / self.times[base][b]
+                                          for b in usable)
+            of_medians = (statistics.median(self.times[impl][b] for b in usable)
+                          / statistics.median(self.times[base][b] for b in usable))
+            fig.update({"median of block ratios": per_block, "ratio of medians": of_medians})
+            if max(per_block / of_medians, of_medians / per_block) <= RATIO_AGREEMENT:
+                return {"ratio": per_block, "note": None, "cause": None, **fig}
+            return {"ratio": None, "cause": "disagree", **fig, "note": (
+                f"unstable: ratio of medians {of_medians:.3g} vs median of block ratios "
+                f"{per_block:.3g}, over {RATIO_AGREEMENT:g}x apart after {len(both)} blocks; "
+                f"no ratio")}
+        loaded = {i: sum(self.loaded(i, b) for b in both) for i in (impl, base)}
+        worst = max((impl, base), key=lambda i: (loaded[i], load[i]))
+        if loaded[worst] > len(both) - (self.planned // 2 + 1):  # too many to have a ratio
+            return {"ratio": None, "cause": "load", **fig, "note": (
+                f"unstable (machine loaded): {self._load_words(worst, both)} beside "
+                f"{_label(worst)}, loaded in {loaded[worst]} of {len(both)} blocks; no ratio")}
+        spread = {i: max(self.times[i][b] for b in both) / min(self.times[i][b] for b in both)
+                  for i in (impl, base)}
+        worst = max((impl, base), key=spread.get)
+        return {"ratio": None, "cause": "unstable", **fig, "note": (
+            f"unstable: {_label(worst)}'s blocks differ up to {spread[worst]:.3g}x (clean: "
+            f"within {UNSTABLE_FACTOR:g}x of its fastest block and of each block's fastest "
+            f"repeat) in {len(both)} blocks; no ratio")}
+
+    def settle(self, pairs, extra=None):
+        """Take further blocks (at most `extra`, default as many as planned) of the cases of
+        the pairs without a ratio yet, until each has one or the blocks run out; not for a
+        pair with no clean block because of a load beside every one (it would only double
+        the time of a run on a busy machine)."""
+        for _ in range(self.planned if extra is None else extra):
+            verdicts = {p: self.verdict(*p) for p in pairs}
+            # a load beside every block so far is not waited out: it outlasts a few blocks
+            pending = [p for p, v in verdicts.items() if v["ratio"] is None
+                       and not (v["cause"] == "load" and v["clean blocks"] == 0)]
+            if not pending:
+                break
+            self.run_block(list(dict.fromkeys(i for p in pending for i in p)))
+        return {p: self.verdict(*p) for p in pairs}
 
 
 def torch_or_none():
@@ -244,50 +563,75 @@ def kernel_cases(activation, n, device):
     return cases, moved, 2 * x.nbytes
 
 
-def kernels_suite(device, quick=True, progress=None):
-    """Rows for every activation backward and size: time, GB/s, % of copy, ratios."""
+def kernels_suite(device, quick=True, progress=None, yardstick=None):
+    """Rows for every activation backward and size: time, GB/s, % of copy, ratios; each size's
+    cases (gpugrad, unfused, torch, copy) timed in turns, block after block (Blocks)."""
     be = backend.get(device)
     if not be.is_cuda:
         sizes = [2**16, 2**20] if quick else [2**16, 2**18, 2**20, 2**22]
     else:
         sizes = [2**16, 2**20, 2**24] if quick else [2**16, 2**18, 2**20, 2**22, 2**24, 2**26]
+    yardstick = yardstick if yardstick is not None else Yardstick()
     rows = []
     work = [(a, n) for a in [*activation_backwards(), *FROM_OUTPUT] for n in sizes]
     for i, (activation, n) in enumerate(work):
         cases, moved, copy_bytes = kernel_cases(activation, n, device)
-        timings = {impl: timing(fn, device) for impl, fn in cases.items()}
-        t = {impl: tm.median for impl, tm in timings.items()}
-        copy_ok = timings["copy"].stable
-        copy_gbs = copy_bytes / t["copy"] / 1e9
-        for impl in ("gpugrad", "unfused", "torch"):
-            if impl not in t:
-                continue
-            ok = timings[impl].stable
-            gbs = moved / t[impl] / 1e9
+        impls = [impl for impl in ("gpugrad", "unfused", "torch") if impl in cases]
+        # a turn of at least 5 repeats and 1/3 of the 50 ms one measurement took before
+        # blocks: the same time in all when nothing is taken again
+        blocks = Blocks(cases, device, blocks=3 if quick else 5, min_seconds=0.017,
+                        yardstick=yardstick)
+        of_copy = {impl: (impl, "copy") for impl in impls}
+        against_ours = {impl: ("gpugrad", impl) for impl in impls if impl != "gpugrad"}
+        verdicts = blocks.settle([*of_copy.values(), *against_ours.values()])
+        copy_secs = blocks.median("copy")
+        for impl in impls:
+            secs = blocks.median(impl)
+            checks = [verdicts[of_copy[impl]]] + (
+                [verdicts[against_ours[impl]]] if impl in against_ours else [])
             row = {
                 "suite": "kernels", "activation": activation, "n": n, "impl": impl,
-                "median_us": t[impl] * 1e6, "GB/s": gbs, "copy GB/s": copy_gbs,
-                "% of copy": 100 * gbs / copy_gbs if ok and copy_ok else None,
-                "gpugrad time / this": (t["gpugrad"] / t[impl]) if impl != "gpugrad" and ok
-                and timings["gpugrad"].stable else None,
+                "median_us": secs * 1e6, "GB/s": moved / secs / 1e9,
+                "copy GB/s": copy_bytes / copy_secs / 1e9,
+                "% of copy": _ratio_of(checks[0], lambda r: 100 * moved / copy_bytes / r),
+                "gpugrad time / this": _ratio_of(checks[1]) if impl in against_ours else None,
             }
-            note = timings[impl].note() or (None if copy_ok else "copy " + timings["copy"].note())
-            if note:
-                row["note"] = note
-            rows.append(row)
+            rows.append(_with_verdicts(row, checks))
         if progress:
             progress(i + 1, len(work), f"{activation} n={n}")
     return rows
 
 
+def _ratio_of(verdict, scale=lambda r: r):
+    return None if verdict["ratio"] is None else scale(verdict["ratio"])
+
+
+def _with_verdicts(row, verdicts):
+    """The row, and if any of the verdicts its ratios come from was flagged, its note, with
+    every ratio of the row withheld (a row prints a ratio or a note, never both); the figures
+    behind each verdict go with it ("ratio checks", in the JSON, not the table)."""
+    notes = [v["note"] for v in verdicts if v["note"]]
+    if notes:
+        row.update({k: None for k in RATIO_COLUMNS if k in row})
+        row["note"] = notes[0]
+    row["ratio checks"] = [{k: v for k, v in verdict.items() if k not in ("note", "cause")}
+                           for verdict in verdicts]
+    return row
+
+
 SUITES = {"kernels": kernels_suite}
 
 
+# keys of a row that the JSON keeps and the table leaves out
+NOT_IN_TABLE = ("suite", "ratio checks")
+
+
 def format_table(rows):
-    """A fixed-width table of the rows (every key a column)."""
+    """A fixed-width table of the rows (every key a column), and under a benchmark suite's
+    table what its ratio columns are and how they were taken."""
     if not rows:
         return "(no rows)"
-    cols = list(dict.fromkeys(k for r in rows for k in r if k != "suite"))
+    cols = list(dict.fromkeys(k for r in rows for k in r if k not in NOT_IN_TABLE))
 
     def cell(v):
         if v is None:
@@ -297,7 +641,41 @@ def format_table(rows):
         return str(v)
     table = [cols] + [[cell(r.get(c)) for c in cols] for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(cols))]
-    return "\n".join("  ".join(v.rjust(w) for v, w in zip(line, widths)) for line in table)
+    lines = ["  ".join(v.rjust(w) for v, w in zip(line, widths)) for line in table]
+    return "\n".join(lines + ratio_legend(rows, cols))
+
+
+def ratio_legend(rows, cols=None):
+    """Lines saying what each ratio column of benchmark rows is and how it was taken (none for
+    other tables)."""
+    suites = list(dict.fromkeys(r.get("suite") for r in rows if r.get("suite") in SUITES))
+    cols = cols or list(dict.fromkeys(k for r in rows for k in r))
+    mine = [(c, s, RATIO_COLUMNS[c][s]) for c in cols if c in RATIO_COLUMNS
+            for s in suites if s in RATIO_COLUMNS[c]]
+    if not mine:
+        return []
+    method = RATIO_METHOD.format(tol=YARDSTICK_TOLERANCE, work=WORKLOAD_TOLERANCE,
+                                 pool=POOL_TOLERANCE, unstable=UNSTABLE_FACTOR,
+                                 agree=RATIO_AGREEMENT)
+    lines = [f"ratio columns, each the {method}:"] + [
+        f"{c}{f' ({s})' if len(suites) > 1 else ''}: {what}" for c, s, what in mine]
+    lines.append("'-' beside a note: no ratio, and the note says why")
+    return [textwrap.fill(line, 100, initial_indent="  " if i else "",
+                          subsequent_indent="    " if i else "  ")
+            for i, line in enumerate(lines)]
+
+
+def why_no_ratio(rows, key):
+    """Why none of the rows has a `key` to draw (for an empty plot panel)."""
+    if not rows:
+        return "no rows"
+    notes = [r["note"] for r in rows if r.get("note")]
+    if notes:
+        return (f"no {key}: {len(notes)} row(s) flagged, e.g. "
+                f"{notes[0].split('; no ratio')[0]}")
+    if not any(key in r for r in rows):
+        return f"no {key} column in these rows"
+    return f"no {key}: no baseline ran beside these rows (PyTorch missing or not on this device)"
 
 
 # ---------------------------------------------------------------------------- mlp suite
@@ -509,11 +887,6 @@ def _jax_step(weights_host, x_host, y_host, lam, lr):
     return step
 
 
-def _unstable_note(impl, unstable):
-    return {"note": f"unstable: blocks differ by more than {UNSTABLE_FACTOR:g}x, or a block's "
-                    f"median by as much from its fastest repeat; no ratio"} if impl in unstable else {}
-
-
 def ops_per_step(step):
     """How many ops (registry.apply calls: each one or more array-library calls on the device)
     one call of step() runs, forward, backward and update together."""
@@ -561,10 +934,11 @@ def device_calls_per_captured_step(step, device):
 MLP_BATCHES = {True: [32, 1024], False: [32, 128, 512, 1024, 4096]}  # quick, full
 
 
-def mlp_suite(device, quick=True, progress=None, batches=None):
+def mlp_suite(device, quick=True, progress=None, batches=None, yardstick=None):
     """Step time, samples/s and gpugrad/torch for the section 4.7 and the deep MLP, at
     `batches` (default: MLP_BATCHES[quick])."""
     batches = MLP_BATCHES[quick] if batches is None else list(batches)
+    yardstick = yardstick if yardstick is not None else Yardstick()
     rows = []
     work = [(name, b) for name in MLP_MODELS for b in batches]
     for i, (name, batch) in enumerate(work):
@@ -575,34 +949,53 @@ def mlp_suite(device, quick=True, progress=None, batches=None):
         captured_calls = (sum(device_calls_per_captured_step(cases["gpugrad"], device).values())
                           if strict else None)
         be_cuda = backend.get(device).is_cuda
-        times, unstable = alternating_blocks(cases, device, blocks=3 if quick else 5)
+        # each gpugrad row against its PyTorch counterpart: products with products, the
+        # captured step with PyTorch's CUDA graph, the eager step with the eager step; the
+        # captured step also against the hand-written floor
+        pairs = {}
+        for impl in cases:
+            base = ("torch matmuls" if impl.endswith(" matmuls")
+                    else _TORCH_COUNTERPART.get(impl, "torch"))
+            if not impl.startswith(("torch", "jax", "hand")) and base in cases:
+                pairs[impl, "gpugrad / torch"] = (impl, base)
+        if "gpugrad captured" in cases and "hand-written captured" in cases:
+            pairs["gpugrad captured", "captured / hand-written"] = (
+                "gpugrad captured", "hand-written captured")
+        blocks = Blocks(cases, device, blocks=3 if quick else 5, yardstick=yardstick)
+        verdicts = blocks.settle(list(pairs.values()))
         # on CUDA, what one replay of each captured step launches, counted in its graph
         launches = {impl: kernels_per_step(cases[impl])
                     for impl in ("gpugrad captured", "torch graph") if impl in cases}
-        for impl, secs in times.items():
-            secs = statistics.median(secs)
-            # each gpugrad row against its PyTorch counterpart: products with products, the
-            # captured step with PyTorch's CUDA graph, the eager step with the eager step
-            base = ("torch matmuls" if impl.endswith(" matmuls")
-                    else _TORCH_COUNTERPART.get(impl, "torch"))
-            rows.append({"suite": "mlp", "model": name, "batch": batch, "impl": impl,
-                         "median ms": secs * 1e3, "samples/s": batch / secs,
-                         "ops per step": ops if impl == "gpugrad" else None,
-                         **({"device calls per step": calls if impl == "gpugrad" else None,
-                             "device calls per captured step":
-                                 captured_calls if impl == "gpugrad" else None}
-                            if calls is not None else {}),
-                         **({"kernels per step": launches.get(impl)} if be_cuda else {}),
-                         "gpugrad / torch": median_ratio(times, impl, base, unstable)
-                         if not impl.startswith(("torch", "jax", "hand")) and base in times else None,
-                         **({"captured / hand-written": median_ratio(
-                             times, impl, "hand-written captured", unstable)
-                             if impl == "gpugrad captured" else None}
-                            if "hand-written captured" in times else {}),
-                         **_unstable_note(impl, unstable)})
+        for impl in cases:
+            secs = blocks.median(impl)
+            mine = {col: verdicts[pair] for (who, col), pair in pairs.items() if who == impl}
+            row = {"suite": "mlp", "model": name, "batch": batch, "impl": impl,
+                   "median ms": secs * 1e3, "samples/s": batch / secs,
+                   "ops per step": ops if impl == "gpugrad" else None,
+                   **({"device calls per step": calls if impl == "gpugrad" else None,
+                       "device calls per captured step":
+                           captured_calls if impl == "gpugrad" else None}
+                      if calls is not None else {}),
+                   **({"kernels per step": launches.get(impl)} if be_cuda else {}),
+                   "gpugrad / torch": _ratio_of(mine["gpugrad / torch"])
+                   if "gpugrad / torch" in mine else None,
+                   **({"captured / hand-written": _ratio_of(mine["captured / hand-written"])
+                       if "captured / hand-written" in mine else None}
+                      if "hand-written captured" in cases else {})}
+            rows.append(_with_verdicts(row, list(mine.values())) if mine
+                        else _with_turn_note(row, blocks, impl))
         if progress:
             progress(i + 1, len(work), f"{name} batch {batch}")
     return rows
+
+
+def _with_turn_note(row, blocks, impl):
+    """A row with no ratio of its own (a baseline's) notes when none of its turns was clean,
+    so that a time read under load is not taken for this implementation's."""
+    note = blocks.turn_note(impl)
+    if note:
+        row["note"] = note
+    return row
 
 
 SUITES["mlp"] = mlp_suite
@@ -649,25 +1042,25 @@ def jacobian_cases(m, n, device):
     return cases
 
 
-def jacobian_suite(device, quick=True, progress=None):
+def jacobian_suite(device, quick=True, progress=None, yardstick=None):
     """gg.jacobian in reverse and forward mode beside torch.func.jacrev/jacfwd, for
     f(x) = tanh(W x) with W of shape (m, n): reverse mode costs m vjps, forward mode n jvps."""
     shapes = [(8, 64), (64, 8)] if quick else [(8, 64), (64, 8), (64, 64), (256, 16)]
+    yardstick = yardstick if yardstick is not None else Yardstick()
     rows = []
     for i, (m, n) in enumerate(shapes):
         cases = jacobian_cases(m, n, device)
-        timings = {k: timing(fn, device, warmup=2, min_repeats=7) for k, fn in cases.items()}
-        for impl, tm in timings.items():
-            mode = impl.split()[-1][-3:]
-            base = next((timings[k] for k in timings
-                         if k.startswith("torch") and k.endswith(mode)), None)
-            ratio_ok = base is not None and impl.startswith("gpugrad") and tm.stable and base.stable
+        pairs = {impl: (impl, f"torch jac{impl[-3:]}") for impl in cases
+                 if impl.startswith("gpugrad") and f"torch jac{impl[-3:]}" in cases}
+        blocks = Blocks(cases, device, blocks=3 if quick else 5, min_seconds=0.02,
+                        yardstick=yardstick)
+        verdicts = blocks.settle(list(pairs.values()))
+        for impl in cases:
             row = {"suite": "jacobian", "shape (m, n)": f"({m}, {n})", "impl": impl,
-                   "median ms": tm.median * 1e3,
-                   "gpugrad / torch": tm.median / base.median if ratio_ok else None}
-            if tm.note():
-                row["note"] = tm.note()
-            rows.append(row)
+                   "median ms": blocks.median(impl) * 1e3,
+                   "gpugrad / torch": _ratio_of(verdicts[pairs[impl]]) if impl in pairs else None}
+            rows.append(_with_verdicts(row, [verdicts[pairs[impl]]]) if impl in pairs
+                        else _with_turn_note(row, blocks, impl))
         if progress:
             progress(i + 1, len(shapes), f"jacobian {m}x{n}")
     return rows
@@ -734,22 +1127,26 @@ def array_library(device):
     return "numpy" if be.xp is np else "cupy" if be.is_cuda else f"{be.name} xp"
 
 
-def overhead_suite(device, quick=True, progress=None):
+def overhead_suite(device, quick=True, progress=None, yardstick=None):
     """Microseconds per op of the framework itself: a chain of tanh on 16 elements, beside the
     array library's own call (the floor) and PyTorch's."""
     n_ops = 100
     cases = overhead_cases(n_ops, device)
-    times, unstable = alternating_blocks(cases, device, blocks=3 if quick else 5, min_seconds=0.1)
-    floor = statistics.median(times[(array_library(device), "no grad")]) / n_ops * 1e6
+    pairs = {key: (key, ("torch", key[1])) for key in cases
+             if key[0] == "gpugrad" and ("torch", key[1]) in cases}
+    blocks = Blocks(cases, device, blocks=3 if quick else 5, min_seconds=0.1,
+                    yardstick=yardstick if yardstick is not None else Yardstick())
+    verdicts = blocks.settle(list(pairs.values()))
+    floor = blocks.median((array_library(device), "no grad")) / n_ops * 1e6
     rows = []
-    for (impl, mode), secs in times.items():
-        base = ("torch", mode)
-        us = statistics.median(secs) / n_ops * 1e6
-        rows.append({"suite": "overhead", "mode": mode, "impl": impl, "us per op": us,
-                     "us over the array call": us - floor if impl == "gpugrad" else None,
-                     "gpugrad / torch": median_ratio(times, (impl, mode), base, unstable)
-                     if impl == "gpugrad" and base in times else None,
-                     **_unstable_note((impl, mode), unstable)})
+    for (impl, mode) in cases:
+        us = blocks.median((impl, mode)) / n_ops * 1e6
+        row = {"suite": "overhead", "mode": mode, "impl": impl, "us per op": us,
+               "us over the array call": us - floor if impl == "gpugrad" else None,
+               "gpugrad / torch": _ratio_of(verdicts[pairs[impl, mode]])
+               if (impl, mode) in pairs else None}
+        rows.append(_with_verdicts(row, [verdicts[pairs[impl, mode]]]) if (impl, mode) in pairs
+                    else _with_turn_note(row, blocks, (impl, mode)))
     if progress:
         progress(1, 1, "overhead")
     return rows

@@ -10,6 +10,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import textwrap
 
 import numpy as np
 
@@ -378,6 +379,8 @@ _BENCH_PLOTS = {
 
 
 def _plot_bench(rows, suites, path, device):
+    from gpugrad import benchmarks
+
     plt = _pyplot()
     per_suite = {s: [r for r in rows if r["suite"] == s and r.get(_BENCH_PLOTS[s][0]) is not None]
                  for s in suites}
@@ -387,9 +390,15 @@ def _plot_bench(rows, suites, path, device):
     for ax, suite in zip(axes[:, 0], suites):
         key, label = _BENCH_PLOTS[suite]
         mine = per_suite[suite]
-        ax.barh([label(r) for r in mine], [r[key] for r in mine])
-        if "/" in key and "torch" in key:
-            ax.axvline(1.0, color="k", lw=0.8)  # parity with the baseline
+        if mine:
+            ax.barh([label(r) for r in mine], [r[key] for r in mine])
+            if "/" in key and "torch" in key:
+                ax.axvline(1.0, color="k", lw=0.8)  # parity with the baseline
+        else:  # an empty panel says why it is empty
+            why = benchmarks.why_no_ratio([r for r in rows if r["suite"] == suite], key)
+            ax.text(0.5, 0.5, textwrap.fill(why, 100), ha="center", va="center", fontsize=8,
+                    transform=ax.transAxes)
+            ax.set(xticks=[], yticks=[])
         ax.set(xlabel=key, title=f"{suite} ({device})")
         ax.tick_params(axis="y", labelsize=7)
     _save_figure(fig, path)

@@ -68,6 +68,28 @@ def test_bench_kernels_runs_on_the_strict_device(tmp_path):
     assert {r["activation"] for r in rows} >= {"relu", "relu from y", "leaky_relu from y"}
 
 
+def test_an_empty_plot_panel_says_why(tmp_path, monkeypatch):
+    """A suite whose every ratio was withheld (a loaded machine) draws a panel with the reason,
+    not a blank one."""
+    pytest.importorskip("matplotlib", reason="matplotlib is not installed: pip install 'gpugrad[plot]'")
+    from gpugrad import benchmarks
+
+    rows = [{"suite": "jacobian", "shape (m, n)": "8x64", "impl": "gpugrad rev",
+             "gpugrad / torch": None, "note": "unstable (machine loaded): yardstick 3.0x; no ratio"}]
+    texts = []
+    real_text = __import__("matplotlib.axes", fromlist=["Axes"]).Axes.text
+
+    def noting(ax, x, y, s, *args, **kwargs):
+        texts.append(s)
+        return real_text(ax, x, y, s, *args, **kwargs)
+    monkeypatch.setattr("matplotlib.axes.Axes.text", noting)
+    path = tmp_path / "empty.png"
+    cli._plot_bench(rows, ["jacobian"], str(path), "cpu")
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    assert texts == [__import__("textwrap").fill(benchmarks.why_no_ratio(rows, "gpugrad / torch"), 100)]
+    assert texts[0].startswith("no gpugrad / torch: 1 row(s) flagged, e.g. unstable (machine")
+
+
 def test_bench_all_prints_ratios_and_writes_json(tmp_path, capsys):
     out, plot = tmp_path / "bench.json", tmp_path / "bench.png"
     assert cli.main(["bench", "--device", "cpu", "--json", str(out), "--plot", str(plot)]) == 0
