@@ -9,7 +9,7 @@ with W of shape (m, n).
 import pytest
 
 import gpugrad as gg
-from gpugrad import benchmarks
+from gpugrad.app import benchmarks
 
 DEVICE = gg.default_device()
 

@@ -10,7 +10,7 @@ The same cases drive `gpugrad bench kernels`, which adds GB/s and the ratio to c
 import pytest
 
 import gpugrad as gg
-from gpugrad import benchmarks
+from gpugrad.app import benchmarks
 
 DEVICE = gg.default_device()
 SIZES = [2**16, 2**20] if DEVICE == "cpu" else [2**16, 2**20, 2**24]

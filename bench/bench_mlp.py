@@ -10,7 +10,7 @@ and a deeper one, gpugrad beside PyTorch on the same data and weights.
 import pytest
 
 import gpugrad as gg
-from gpugrad import benchmarks
+from gpugrad.app import benchmarks
 
 DEVICE = gg.default_device()
 

@@ -9,7 +9,7 @@ and recorded with backward, gpugrad beside PyTorch.
 import pytest
 
 import gpugrad as gg
-from gpugrad import benchmarks
+from gpugrad.app import benchmarks
 
 DEVICE = gg.default_device()
 N_OPS = 100

@@ -1,7 +1,7 @@
 import pytest
 
 import gpugrad as gg
-from gpugrad import backend
+from gpugrad import devices
 
 
 @pytest.fixture
@@ -9,7 +9,7 @@ def timed_on_device(benchmark):
     """timed_on_device(fn, **info): pytest-benchmark timing fn on the default device, waiting
     for the device inside the timed region (a GPU launch returns at once)."""
     device = gg.default_device()
-    be = backend.get(device)
+    be = devices.get(device)
 
     def run(fn, **info):
         def timed():

@@ -11,16 +11,18 @@ import time
 import numpy as np
 
 import gpugrad as gg
-from gpugrad import backend, benchmarks, kernels
+from gpugrad import devices
+from gpugrad.app import benchmarks
+from gpugrad.devices.cuda import kernels
 
 
 def per_call_us(fn, calls):
     fn()
-    backend.get(DEVICE).synchronize()
+    devices.get(DEVICE).synchronize()
     t0 = time.perf_counter()
     for _ in range(calls):
         fn()
-    backend.get(DEVICE).synchronize()
+    devices.get(DEVICE).synchronize()
     return (time.perf_counter() - t0) / calls * 1e6
 
 
@@ -37,7 +39,7 @@ def profile(title, fn, calls, top=18):
 
 
 DEVICE = sys.argv[1] if len(sys.argv) > 1 else gg.default_device()
-be = backend.get(DEVICE)
+be = devices.get(DEVICE)
 with be.active:
     cases, _, _ = benchmarks.kernel_cases("silu", 2**16, DEVICE)
     profile("silu backward, 2^16 float32, fused op", cases["gpugrad"], 3000)

@@ -20,7 +20,7 @@ import zlib
 
 import numpy as np
 
-from gpugrad import backend
+from gpugrad import devices
 from gpugrad import tensors
 
 _INSTALL = "pip install 'gpugrad[distributed]' (mpi4py and MPICH's wheels from PyPI)"
@@ -136,7 +136,7 @@ def _nccl(t):
     """(NCCL communicator, cupy.cuda.nccl) for t's CUDA device, made once per device; None
     where t is not on CUDA, the world is one process, or NCCL cannot be set up (the reason is
     kept for the host-staging warning)."""
-    be = backend.get(t.device)
+    be = devices.get(t.device)
     if not be.is_cuda or world_size() == 1:
         return None
     key = ("nccl", t.device)
@@ -170,7 +170,7 @@ def _nccl_call(t, arr, what, root=0):
     if found is None or arr.dtype.name not in _NCCL_TYPES or not arr.flags.c_contiguous:
         return False
     comm, nccl = found
-    be = backend.get(t.device)
+    be = devices.get(t.device)
     with be.active:
         stream = be.xp.cuda.get_current_stream().ptr
         kind = getattr(nccl, _NCCL_TYPES[arr.dtype.name])
@@ -186,7 +186,7 @@ def _why_host(t):
 
 
 def _back(t, arr):
-    be = backend.get(t.device)
+    be = devices.get(t.device)
     with be.active:
         t.data[...] = be.asarray(arr)
 
@@ -276,7 +276,7 @@ def _average_bucket(MPI, bucket):
     """One message for the gradients of a bucket (one dtype, one device): NCCL on a device
     buffer where it runs, else MPI on a host buffer."""
     first = bucket[0].grad
-    be = backend.get(first.device)
+    be = devices.get(first.device)
     with be.active:
         if _nccl(first) is not None:
             flat = be.xp.concatenate([q.grad.data.reshape(-1) for q in bucket])

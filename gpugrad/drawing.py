@@ -13,10 +13,10 @@ import pathlib
 import shutil
 import subprocess
 
-from gpugrad import autograd
-from gpugrad import graph
+from gpugrad import recording
 from gpugrad import memory
 from gpugrad import tensors
+from gpugrad.engine import backward
 
 GraphNode = collections.namedtuple(
     "GraphNode", "id name op shape dtype device saved_bytes saved line inputs")
@@ -213,7 +213,7 @@ def graph_of(outputs, names=None):
                              "pass retain_graph=True")
     named = _names(names)
     roots = [t._node for t in outputs]
-    order = list(reversed(autograd._toposort(roots)))  # forward order
+    order = list(reversed(backward._toposort(roots)))  # forward order
     params = [leaf.ref() for leaf in order if leaf.op is None and leaf.ref() is not None]
     ledger = memory.saved_by_node(roots, params)
     ids, leaves, nodes, edges = {}, [], [], []
@@ -273,7 +273,7 @@ def graph_of(outputs, names=None):
         shape, dtype, device = node.out_meta
         nodes.append(GraphNode(nid, name, node.op.name, tuple(shape), str(dtype), device,
                                sum(b for *_, b, is_param in saved if not is_param), saved,
-                               graph._recorded_at.get(node), tuple(inputs)))
+                               recording._recorded_at.get(node), tuple(inputs)))
     out_ids = [ids[id(r)] for r in roots if id(r) in ids]
     if len(out_ids) == 1:  # the one output is J, as in the book's equations
         k = next(i for i, n in enumerate(nodes) if n.id == out_ids[0])

@@ -21,10 +21,11 @@ import tracemalloc
 import numpy as np
 
 from gpugrad import autograd
-from gpugrad import backend
+from gpugrad import devices
 from gpugrad import ops
-from gpugrad import recompute
+from gpugrad.engine import checkpoint as recompute
 from gpugrad import tensors
+from gpugrad.engine import backward
 
 
 # ---------------------------------------------------------------------------- saved arrays
@@ -32,23 +33,23 @@ from gpugrad import tensors
 
 def _root(arr):
     """The array that owns a view's memory."""
-    while getattr(arr, "base", None) is not None and backend.is_backend_array(arr.base):
+    while getattr(arr, "base", None) is not None and devices.is_backend_array(arr.base):
         arr = arr.base
     return arr
 
 
 def _node_arrays(node):
     for k, v in (node.saved or {}).items():
-        if backend.is_backend_array(v):
+        if devices.is_backend_array(v):
             yield k, v
     for k, v in (node.params or {}).items():
-        if backend.is_backend_array(v):
+        if devices.is_backend_array(v):
             yield k, v
         elif k == "ctx":  # gg.Function: what ctx.save_for_backward kept
             yield from ((f"ctx[{i}]", a) for i, a in enumerate(v.arrays)
-                        if backend.is_backend_array(a))
+                        if devices.is_backend_array(a))
         elif isinstance(v, tuple):  # an indexing key holding index arrays
-            yield from ((f"{k}[{i}]", a) for i, a in enumerate(v) if backend.is_backend_array(a))
+            yield from ((f"{k}[{i}]", a) for i, a in enumerate(v) if devices.is_backend_array(a))
 
 
 SavedReport = collections.namedtuple("SavedReport", "activations parameters by_op buffers")
@@ -88,7 +89,7 @@ def saved_by_node(roots, params=()):
     whole = set()  # allocations already counted in full
     partly = {}    # allocation -> _Views, where only views of it were kept so far
     out = {}
-    for node in autograd._toposort(roots):
+    for node in backward._toposort(roots):
         if node.op is None:
             continue
         counted = out.setdefault(node, [])
@@ -204,7 +205,7 @@ class Allocations:
 @contextlib.contextmanager
 def track(device=None):
     """Measure the allocator over a block: yields an Allocations filled in at exit."""
-    be = backend.get(device)
+    be = devices.get(device)
     out = Allocations()
     if be.is_cpu:
         was_tracing = tracemalloc.is_tracing()
@@ -362,7 +363,7 @@ def _optimizer_copies(optimizer):
 @contextlib.contextmanager
 def _on_meta(params):
     """Parameters swapped for shape-only stand-ins inside the block, restored after."""
-    from gpugrad import meta
+    from gpugrad.devices import meta
 
     kept = [(p.data, p.device) for p in params]
     try:

@@ -17,7 +17,7 @@ import numbers
 import numpy as np
 
 from gpugrad import autograd
-from gpugrad import backend
+from gpugrad import devices
 from gpugrad import tensors
 
 
@@ -203,8 +203,8 @@ def _shape_and_dtype(who, where, value):
     """Shape and dtype of a tensor or backend array, read without copying its data."""
     if isinstance(value, tensors.Tensor):
         device = value.device
-    elif backend.is_backend_array(value):
-        device = backend.device_of_array(value)
+    elif devices.is_backend_array(value):
+        device = devices.device_of_array(value)
     else:
         raise TypeError(f"{who}: {where} must be a tensor or an array, got "
                         f"{type(value).__name__}")
@@ -230,19 +230,19 @@ class SGD(Optimizer):
                 "weight_decay": _checked(who, "weight_decay", group["weight_decay"], 0)}
 
     def step(self):
-        backend.bake(self, "lr", "momentum", "weight_decay")
+        devices.bake(self, "lr", "momentum", "weight_decay")
         for p, st in zip(self.params, self.state):
             if p.grad is None:
                 continue
             autograd.changed_in_place(p.data)
-            be = backend.get(p.device)
+            be = devices.get(p.device)
             xp, g = be.xp, p.grad.data
             with be.active:
                 if self.momentum:
                     v = st.get("momentum_buffer")
                     if v is None:
                         v = st["momentum_buffer"] = xp.zeros_like(p.data)
-                    fused = backend.fused("sgd_step", xp, p.data, g, v)
+                    fused = devices.fused("sgd_step", xp, p.data, g, v)
                     if fused:
                         fused(p.data, g, v, self.lr, self.momentum, self.weight_decay)
                         continue
@@ -252,7 +252,7 @@ class SGD(Optimizer):
                         v += self.weight_decay * p.data
                     p.data -= self.lr * v
                 else:
-                    fused = backend.fused("sgd_update", xp, p.data, g)
+                    fused = devices.fused("sgd_update", xp, p.data, g)
                     if fused:
                         fused(p.data, g, self.lr, self.weight_decay)
                         continue
@@ -311,12 +311,12 @@ class Adam(Optimizer):
         return tensors.tensor(np.float64(count), device=p.device).data
 
     def step(self):
-        backend.bake(self, "lr", "beta1", "beta2", "eps", "weight_decay")
+        devices.bake(self, "lr", "beta1", "beta2", "eps", "weight_decay")
         for p, st in zip(self.params, self.state):
             if p.grad is None:
                 continue
             autograd.changed_in_place(p.data)
-            be = backend.get(p.device)
+            be = devices.get(p.device)
             xp = be.xp
             with be.active:
                 # the step count lives on the device, so a captured step (gg.cuda.graph)

@@ -25,7 +25,7 @@ import zipfile
 
 import numpy as np
 
-from gpugrad import backend
+from gpugrad import devices
 from gpugrad import tensors
 
 MANIFEST = "__gpugrad_state__"
@@ -124,14 +124,14 @@ def _encode(value, keys, members, arrays, containers):
     object, for what cannot be stored, before anything is written."""
     if value is None or isinstance(value, (bool, str)):
         return value
-    if isinstance(value, (tensors.Tensor, np.generic)) or backend.is_backend_array(value):
+    if isinstance(value, (tensors.Tensor, np.generic)) or devices.is_backend_array(value):
         kind = ("tensor" if isinstance(value, tensors.Tensor)
                 else "scalar" if isinstance(value, np.generic) else "array")
         dtype = np.dtype(value.dtype)
         if dtype.kind not in "biuf":
             raise TypeError(f"gg.save: {_shown(keys)} has dtype {dtype}; only boolean, "
                             f"integer and floating-point arrays are stored")
-        device = value.device if kind == "tensor" else backend.device_of_array(value)
+        device = value.device if kind == "tensor" else devices.device_of_array(value)
         if device == "meta":
             raise TypeError(f"gg.save: {_shown(keys)} is on the meta device, which holds a "
                             f"shape and a dtype but no values")
@@ -194,7 +194,7 @@ def _host_array(value):
     elif isinstance(value, (np.ndarray, np.generic)):
         arr = np.asarray(value)
     else:
-        arr = backend.get(backend.device_of_array(value)).to_host(value)
+        arr = devices.get(devices.device_of_array(value)).to_host(value)
     return arr.astype(arr.dtype.newbyteorder("="), copy=False)
 
 
@@ -243,7 +243,7 @@ def load(path, device=None):
     """
     path = os.fspath(path)
     if device is not None:
-        device = backend.canonical_device(device)  # a bad name is refused before any reading
+        device = devices.canonical_device(device)  # a bad name is refused before any reading
     with open(path, "rb") as fh:  # a missing file raises FileNotFoundError as open() does
         head = fh.read(len(_NPY_MAGIC))
         if head.startswith(_NPY_MAGIC):

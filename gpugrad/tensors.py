@@ -10,8 +10,8 @@ import numbers
 
 import numpy as np
 
-from gpugrad import backend
-from gpugrad import graph
+from gpugrad import devices
+from gpugrad import recording
 
 GRAD_REQS = ("write", "add", "null")
 
@@ -75,15 +75,15 @@ class Tensor:
         if self.dtype.kind != "f":
             raise TypeError(f"attach_grad: only floating-point tensors can receive gradients, "
                             f"this one has dtype {self.dtype}")
-        self._node = graph.Leaf(self, grad_req)
-        self.grad = wrap(backend.get(self.device).xp.zeros_like(self.data), self.device)
+        self._node = recording.Leaf(self, grad_req)
+        self.grad = wrap(devices.get(self.device).xp.zeros_like(self.data), self.device)
         return self
 
     def zero_grad(self):
         """Set .grad to zeros (in place)."""
         if self.grad is not None:
             self.grad.data[...] = 0
-            graph.changed_in_place(self.grad.data)
+            recording.changed_in_place(self.grad.data)
 
     def detach(self):
         """A tensor sharing this one's data, with no history."""
@@ -94,7 +94,7 @@ class Tensor:
         """An independent leaf: its own data, grad_req and .grad, and a Leaf node of its own
         (sharing the original's node would send the copy's gradients to the original)."""
         self._check_copyable("copy.deepcopy")
-        be = backend.get(self.device)
+        be = devices.get(self.device)
         with be.active:
             new = _leaf_like(type(self), self.data.copy(), self.device, self.grad_req,
                              None if self.grad is None else self.grad.data.copy())
@@ -109,7 +109,7 @@ class Tensor:
 
     def _check_copyable(self, who):
         if not self.is_leaf:
-            raise graph.GraphError(
+            raise recording.GraphError(
                 f"{who}: this tensor was computed inside record() and holds a graph, which "
                 f"cannot be copied; copy tensor.detach() (leaves and parameters copy as in "
                 f"PyTorch)")
@@ -118,7 +118,7 @@ class Tensor:
     def numpy(self):
         """A host copy as a numpy.ndarray."""
         _forbid_host_read("numpy()")
-        return np.array(backend.get(self.device).to_host(self.data), copy=True)
+        return np.array(devices.get(self.device).to_host(self.data), copy=True)
 
     asnumpy = numpy
 
@@ -189,17 +189,17 @@ class Tensor:
     def __repr__(self):
         if self.device == "meta":
             return f"tensor(<shape {self.shape}>, dtype={self.dtype}, device='meta')"
-        if backend.in_graph_step():  # printing must not fail, nor read the device mid-capture
+        if devices.in_graph_step():  # printing must not fail, nor read the device mid-capture
             return (f"tensor(<values unreadable inside a graphed step>, shape={self.shape}, "
                     f"dtype={self.dtype}, device='{self.device}')")
-        host = backend.get(self.device).to_host(self.data)
+        host = devices.get(self.device).to_host(self.data)
         body = np.array2string(host, separator=", ", prefix="tensor(")
         return f"tensor({body}, dtype={self.dtype}, device='{self.device}')"
 
 
 def _forbid_host_read(what):
-    backend.forbid_in_graph_step(f"reading a tensor's values on the host ({what})",
-                                 backend.HOST_READ_WHY)
+    devices.forbid_in_graph_step(f"reading a tensor's values on the host ({what})",
+                                 devices.HOST_READ_WHY)
 
 
 def wrap(data, device, node=None):
@@ -214,13 +214,13 @@ def _leaf_like(cls, data, device, grad_req, grad):
     t = object.__new__(cls)
     t.data, t.device, t._node, t.grad, t._tangent = data, device, None, None, None
     if grad_req != "null":
-        t._node = graph.Leaf(t, grad_req)
+        t._node = recording.Leaf(t, grad_req)
         t.grad = wrap(grad, device) if grad is not None else None
     return t
 
 
 def _unpickle(cls, host, device, grad_req, grad):
-    be = backend.get(device)
+    be = devices.get(device)
     with be.active:
         return _leaf_like(cls, be.asarray(host), device, grad_req,
                           None if grad is None else be.asarray(grad))
@@ -237,13 +237,13 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
     and lists get the default dtype (float32) unless `dtype` says otherwise; arrays keep their
     own dtype.
     """
-    dtype = backend.as_dtype(dtype)
+    dtype = devices.as_dtype(dtype)
     if isinstance(data, Tensor):
         src_device, arr = data.device, data.data
     elif isinstance(data, (np.ndarray, np.generic)):  # host data, kept in its dtype
         src_device, arr = None, np.asarray(data)
-    elif backend.is_backend_array(data):
-        src_device, arr = backend.device_of_array(data), data
+    elif devices.is_backend_array(data):
+        src_device, arr = devices.device_of_array(data), data
     else:
         src_device = None
         try:
@@ -254,13 +254,13 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
         if arr.dtype == object:
             raise TypeError(f"cannot make a tensor from {type(data).__name__}: {data!r:.80}")
         if dtype is None and arr.dtype.kind in "iuf":
-            dtype = backend.get_default_dtype()
+            dtype = devices.get_default_dtype()
     check_numeric(arr.dtype if dtype is None else dtype, data)
-    dev = backend.canonical_device(device) if device is not None else (
-        src_device or backend.default_device())
-    be = backend.get(dev)
+    dev = devices.canonical_device(device) if device is not None else (
+        src_device or devices.default_device())
+    be = devices.get(dev)
     if src_device is not None and src_device != dev:
-        arr = backend.get(src_device).to_host(arr)
+        arr = devices.get(src_device).to_host(arr)
     with be.active:
         out = be.xp.array(arr, dtype=dtype, copy=True)
     t = wrap(out, dev)
@@ -289,8 +289,8 @@ def _host_list(data):
     if isinstance(data, (list, tuple)) and any(isinstance(d, (Tensor, list, tuple)) for d in data):
         return [_host_list(d) for d in data]
     if isinstance(data, Tensor):
-        if (data._node is not None and graph.is_recording()) or data._tangent:
-            raise graph.GraphError(
+        if (data._node is not None and recording.is_recording()) or data._tangent:
+            raise recording.GraphError(
                 "gg.tensor/gg.array copies the values of the tensors in a list and drops their "
                 "derivatives; this list holds a tensor being differentiated: use gg.stack(list) "
                 "(or gg.concatenate), which is differentiable")
@@ -299,8 +299,8 @@ def _host_list(data):
 
 
 def _creation(device, dtype):
-    be = backend.get(backend.canonical_device(device) if device is not None else None)
-    dt = backend.as_dtype(dtype) or backend.get_default_dtype()
+    be = devices.get(devices.canonical_device(device) if device is not None else None)
+    dt = devices.as_dtype(dtype) or devices.get_default_dtype()
     return be, dt
 
 
@@ -396,6 +396,6 @@ def randn(*shape, dtype=None, device=None, requires_grad=False):
 
 def from_dlpack(obj):
     """A tensor sharing memory with any DLPack exporter (PyTorch, JAX, NumPy, CuPy)."""
-    arr = backend.from_dlpack(obj)
+    arr = devices.from_dlpack(obj)
     check_numeric(arr.dtype, obj)
-    return wrap(arr, backend.device_of_array(arr))
+    return wrap(arr, devices.device_of_array(arr))

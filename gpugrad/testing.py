@@ -3,7 +3,7 @@
 import numpy as np
 
 from gpugrad import autograd
-from gpugrad import functional
+from gpugrad.engine import transforms as functional
 from gpugrad import ops
 from gpugrad import tensors
 

@@ -33,10 +33,10 @@ def rng():
 def host(t):
     """A tensor's or a backend array's values as a NumPy array, copied explicitly from any
     device (never by implicit conversion, which CuPy and the strict device refuse)."""
-    from gpugrad import backend
+    from gpugrad import devices
 
     if isinstance(t, gg.Tensor):
         return t.numpy()
-    if backend.is_backend_array(t) and not isinstance(t, np.ndarray):
-        return backend.get(backend.device_of_array(t)).to_host(t)
+    if devices.is_backend_array(t) and not isinstance(t, np.ndarray):
+        return devices.get(devices.device_of_array(t)).to_host(t)
     return np.asarray(t)

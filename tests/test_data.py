@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 import gpugrad as gg
-from gpugrad import cli, data
+from gpugrad.app import cli
+from gpugrad import data
+from gpugrad.app import training
 
 
 def _write_mnist(directory, n_train=20, n_test=8, gz=False):
@@ -84,7 +86,7 @@ def test_train_the_4_7_mlp_on_digits_reaches_97_percent(tmp_path, capsys):
     assert history[-1]["test accuracy"] >= 0.97, history[-1]
     assert history[-1]["loss"] < history[0]["loss"]
     assert plot.read_bytes()[:4] == b"\x89PNG" and "final test accuracy" in capsys.readouterr().out
-    model = gg.training.build_mlp(2, 64, 256, 10)  # 2 weight layers: section 4.7's network
+    model = training.build_mlp(2, 64, 256, 10)  # 2 weight layers: section 4.7's network
     model.load_state_dict(gg.load(weights)["model"])  # --save writes a checkpoint
 
 

@@ -160,7 +160,7 @@ def test_a_pipeline_across_two_devices_gives_one_devices_gradients():
         with gg.autograd.record():
             loss = gg.nn.functional.cross_entropy(model(gg.tensor(x)), y)
         loss.backward()
-        stages = [gg.backend.canonical_device(d) for d in devices]
+        stages = [gg.devices.canonical_device(d) for d in devices]
         assert [p.device for p in model.parameters()] == [stages[0]] * 2 + [stages[1]] * 2
         assert all(p.grad.device == p.device for p in model.parameters())
         results.append([host(loss)] + [host(p.grad) for p in model.parameters()])
@@ -184,7 +184,7 @@ def test_train_distributed_under_mpirun_matches_one_process(tmp_path):
     runs = {}
     for n in (1, 2):
         out = tmp_path / f"train{n}.json"
-        proc = subprocess.run([*_mpiexec(), "-n", str(n), sys.executable, "-m", "gpugrad.cli",
+        proc = subprocess.run([*_mpiexec(), "-n", str(n), sys.executable, "-m", "gpugrad.app.cli",
                                *args, "--json", str(out)], capture_output=True, text=True,
                               timeout=120, env=env)
         assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import gpugrad as gg
-from gpugrad import cli, experiments
+from gpugrad.app import cli
+from gpugrad.app import experiments
 
 DOT = shutil.which("dot")
 

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 
 import gpugrad as gg
-from gpugrad import backend
+from gpugrad import devices
 from gpugrad import nn
 from gpugrad.nn import functional as F
+from gpugrad.app import experiments
 from conftest import host
 
 
@@ -149,7 +150,7 @@ def test_checkpoint_outside_record_is_a_plain_call():
 def test_memory_command(tmp_path, capsys):
     import json
 
-    from gpugrad import cli
+    from gpugrad.app import cli
 
     out, plot = tmp_path / "m.json", tmp_path / "m.png"
     assert cli.main(["memory", "--d", "30", "--h", "16", "--q", "5", "--batch", "1,8,32",
@@ -169,10 +170,10 @@ def test_memory_command(tmp_path, capsys):
 
 
 def test_checkpointing_hidden_layers_saves_memory_in_a_deeper_net():
-    model = gg.experiments.mlp_4_7(40, 64, 5, layers=4, activation="tanh", dtype="float64")
+    model = experiments.mlp_4_7(40, 64, 5, layers=4, activation="tanh", dtype="float64")
     x, y = gg.randn(32, 40, dtype="float64"), np.arange(32) % 5
-    loss_fn = gg.experiments.loss_4_7(model, 1e-3)
-    row = gg.experiments._checkpoint_row(model, x, y, loss_fn, "cpu")
+    loss_fn = experiments.loss_4_7(model, 1e-3)
+    row = experiments._checkpoint_row(model, x, y, loss_fn, "cpu")
     plain = gg.memory.compare(model, x, y, loss_fn).train["saved activations"]
     # tanh outputs of the two inner hidden layers and a linear input are recomputed instead
     assert row["saved (checkpoint)"] < plain
@@ -182,8 +183,8 @@ def test_checkpointing_hidden_layers_saves_memory_in_a_deeper_net():
 @pytest.mark.parametrize("layers", [2, 4])
 @pytest.mark.parametrize("batch", [1, 33, 128])
 def test_estimate_equals_the_measured_saved_bytes(batch, layers, activation):
-    model = gg.experiments.mlp_4_7(40, 24, 6, layers=layers, activation=activation)
-    loss_fn = gg.experiments.loss_4_7(model, 1e-3)
+    model = experiments.mlp_4_7(40, 24, 6, layers=layers, activation=activation)
+    loss_fn = experiments.loss_4_7(model, 1e-3)
     y = np.arange(batch) % 6
     est = gg.memory.estimate(model, (batch, 40), loss_fn, labels=y)
     measured = gg.memory.compare(model, gg.randn(batch, 40), y, loss_fn)
@@ -191,7 +192,7 @@ def test_estimate_equals_the_measured_saved_bytes(batch, layers, activation):
     assert est["saved by op"] == measured.by_op
     assert est["parameters"] == measured.train["parameters"]
     # estimating ran on the meta device and left the parameters where they were
-    assert all(p.device == gg.default_device() and backend.device_of_array(p.data) == p.device
+    assert all(p.device == gg.default_device() and devices.device_of_array(p.data) == p.device
                for p in model.parameters())
 
 
@@ -213,9 +214,9 @@ def test_estimate_works_for_recurrent_models_and_checkpointed_forwards():
     with gg.autograd.record():
         loss = F.cross_entropy(model(x), [0, 1, 2, 0])
     assert est["saved activations"] == gg.memory.saved(loss, model.parameters()).activations
-    mlp = gg.experiments.mlp_4_7(30, 16, 4, layers=4, activation="tanh")
-    loss_fn = gg.experiments.loss_4_7(mlp, 0.0)
-    ck = gg.memory.estimate(mlp, (8, 30), loss_fn, forward=gg.experiments.checkpointed_forward(mlp))
+    mlp = experiments.mlp_4_7(30, 16, 4, layers=4, activation="tanh")
+    loss_fn = experiments.loss_4_7(mlp, 0.0)
+    ck = gg.memory.estimate(mlp, (8, 30), loss_fn, forward=experiments.checkpointed_forward(mlp))
     plain = gg.memory.estimate(mlp, (8, 30), loss_fn)
     assert ck["saved activations"] == plain["saved activations"] - 8 * 16 * 4  # one tanh output
 
@@ -224,10 +225,10 @@ def test_estimate_allocates_no_array_data():
     """A batch whose activations would take gigabytes is estimated in a few KB of arrays."""
     import tracemalloc
 
-    model = gg.experiments.mlp_4_7(784, 256, 10)
+    model = experiments.mlp_4_7(784, 256, 10)
     tracemalloc.start()
     try:
-        est = gg.memory.estimate(model, (1_000_000, 784), gg.experiments.loss_4_7(model, 1e-3))
+        est = gg.memory.estimate(model, (1_000_000, 784), experiments.loss_4_7(model, 1e-3))
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -237,8 +238,8 @@ def test_estimate_allocates_no_array_data():
 
 def test_fit_checkpoints_to_a_budget_and_keeps_the_gradients():
     gg.seed(9)
-    model = gg.experiments.mlp_4_7(20, 32, 5, layers=9, activation="tanh", dtype="float64")
-    loss_fn = gg.experiments.loss_4_7(model, 0.0)
+    model = experiments.mlp_4_7(20, 32, 5, layers=9, activation="tanh", dtype="float64")
+    loss_fn = experiments.loss_4_7(model, 0.0)
     x, y = gg.randn(16, 20, dtype="float64"), np.arange(16) % 5
     plain = gg.memory.fit(model, (16, 20), loss_fn, 10**9, labels=y)
     assert plain.segments == [] and plain.saved_bytes == plain.plain_bytes

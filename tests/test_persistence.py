@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 import gpugrad as gg
-from gpugrad import backend, nn
+from gpugrad import devices
+from gpugrad import nn
 from gpugrad.nn import functional as F
 from conftest import host
 
@@ -43,9 +44,9 @@ def _assert_same(got, want, device, where="obj"):
         assert _bits(host(got)) == _bits(host(want)), where
     elif isinstance(want, np.generic):
         assert type(got) is type(want) and _bits(got) == _bits(want), f"{where}: {got!r}"
-    elif backend.is_backend_array(want):
-        assert backend.is_backend_array(got), f"{where}: {type(got).__name__}"
-        assert backend.device_of_array(got) == device, f"{where} is not on {device}"
+    elif devices.is_backend_array(want):
+        assert devices.is_backend_array(got), f"{where}: {type(got).__name__}"
+        assert devices.device_of_array(got) == device, f"{where} is not on {device}"
         assert _bits(host(got)) == _bits(host(want)), where
     elif isinstance(want, dict):
         assert type(got) is dict and list(got) == list(want), f"{where}: {got!r:.200}"
@@ -137,7 +138,7 @@ def test_training_resumed_from_saved_state_equals_training_straight_through(kind
         assert _bits(host(a)) == _bits(host(b)), name
     assert _snapshot(resumed_opt) == _snapshot(straight_opt)
     for p, st in zip(resumed.parameters(), resumed_opt.state):
-        assert all(backend.device_of_array(arr) == p.device for arr in st.values())
+        assert all(devices.device_of_array(arr) == p.device for arr in st.values())
 
 
 def test_state_dict_has_pytorchs_layout_and_names():
@@ -260,7 +261,7 @@ def test_load_state_dict_copies_the_state_onto_each_parameters_device():
         for p, st, src in zip(model.parameters(), target.state, source.state):
             assert p.device == target_device
             for name, arr in st.items():
-                assert backend.device_of_array(arr) == target_device, name
+                assert devices.device_of_array(arr) == target_device, name
                 assert arr is not src[name]  # a copy: later steps of either do not move the other
                 assert _bits(host(arr)) == _bits(host(src[name])), name
 

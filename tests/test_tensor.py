@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import gpugrad as gg
-from gpugrad import backend
+from gpugrad import devices
 from conftest import host
 
 
@@ -93,10 +93,10 @@ def test_reflected_operators_with_scalars_and_arrays(device):
 
 
 def test_device_strings_and_context():
-    assert gg.backend.canonical_device("cuda") == "cuda:0"
-    assert gg.backend.canonical_device("CPU") == "cpu"
+    assert gg.devices.canonical_device("cuda") == "cuda:0"
+    assert gg.devices.canonical_device("CPU") == "cpu"
     with pytest.raises(ValueError, match="unknown device 'tpu'"):
-        gg.backend.canonical_device("tpu")
+        gg.devices.canonical_device("tpu")
     with gg.device("cpu"):
         assert gg.default_device() == "cpu" and gg.ones(1).device == "cpu"
 
@@ -200,7 +200,7 @@ def test_stable_softmax_family_at_extreme_inputs():
 def test_device_tensors_and_transfer(other):
     """A second device beside the CPU: CUDA, and the strict test device in CI."""
     x = gg.tensor([1.0, 2.0], device=other, requires_grad=True)
-    assert x.device == other and backend.device_of_array(x.data) == other
+    assert x.device == other and devices.device_of_array(x.data) == other
     with gg.autograd.record():
         y = (x.cpu() * 3).sum()
     y.backward()  # the gradient travels back from the CPU

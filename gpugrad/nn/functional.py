@@ -1,7 +1,7 @@
 """Losses and layer functions: cross_entropy, mse_loss, l2_penalty, linear, dropout."""
 
 from gpugrad import autograd
-from gpugrad import backend
+from gpugrad import devices
 from gpugrad import ops
 from gpugrad import tensors
 from gpugrad.ops import loss as _loss
@@ -61,7 +61,7 @@ def dropout(x, p=0.5, training=None):
         training = autograd.is_training()
     if not training or p == 0:
         return x
-    be = backend.get(x.device)
+    be = devices.get(x.device)
     keep = be.rand(x.shape, x.dtype) >= p
     with be.active:
         scale = tensors.wrap(keep.astype(x.dtype) / (1 - p), x.device)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from gpugrad import autograd
-from gpugrad import backend
+from gpugrad import devices
 from gpugrad import ops
 from gpugrad import tensors
 from gpugrad.nn import functional as F
@@ -86,7 +86,7 @@ class Module:
 
     def to(self, device):
         """Move every parameter (in place, keeping the Parameter objects) to device."""
-        dev = backend.canonical_device(device)
+        dev = devices.canonical_device(device)
         for p in self.parameters():
             if p.device != dev:
                 moved = tensors.tensor(p, device=dev)
@@ -126,7 +126,7 @@ class Module:
                                 f"{p.dtype} in the model; no parameter was changed")
             staged.append((p, arr))
         for p, arr in staged:
-            be = backend.get(p.device)
+            be = devices.get(p.device)
             with be.active:
                 p.data[...] = be.asarray(arr)
             autograd.changed_in_place(p.data)
@@ -191,7 +191,7 @@ class ToDevice(Module):
 
     def __init__(self, device):
         super().__init__()
-        self.target = backend.canonical_device(device)
+        self.target = devices.canonical_device(device)
 
     def forward(self, x):
         return x.to(self.target)
@@ -272,9 +272,9 @@ class Embedding(Module):
 
     def forward(self, indices):
         n = self.num_embeddings
-        if backend.in_graph_step():  # the indices cannot be read: bad ones give rows of NaN
+        if devices.in_graph_step():  # the indices cannot be read: bad ones give rows of NaN
             idx = ops.shape.index_array(indices, self.weight.device)
-            xp = backend.get(self.weight.device).xp
+            xp = devices.get(self.weight.device).xp
             valid = (idx >= 0) & (idx < n)
             rows = ops.shape.take_in_range(self.weight, xp.clip(idx, 0, n - 1), axis=0)
             return ops.where(valid[..., None], rows, float("nan"))

@@ -3,7 +3,7 @@
 import math
 
 from gpugrad import autograd
-from gpugrad import backend
+from gpugrad import devices
 from gpugrad import tensors
 
 
@@ -17,28 +17,28 @@ def clip_grad_norm(params, max_norm):
     grads = [p.grad for p in params if p.grad is not None]
     if max_norm <= 0:
         raise ValueError(f"clip_grad_norm: max_norm must be positive, got {max_norm}")
-    if backend.in_graph_step():
+    if devices.in_graph_step():
         return _clip_on_device(grads, max_norm)
     total = math.sqrt(sum(float((g.data * g.data).sum()) for g in grads))
     if total > max_norm:
         scale = max_norm / total
         for g in grads:
-            with backend.get(g.device).active:
+            with devices.get(g.device).active:
                 g.data *= scale
             autograd.changed_in_place(g.data)
     return total
 
 
 def _clip_on_device(grads, max_norm):
-    devices = {g.device for g in grads}
-    if len(devices) > 1:
-        raise backend.DeviceError(f"clip_grad_norm in a graphed step: the gradients are on "
-                                  f"several devices {sorted(devices)}")
-    device = devices.pop() if devices else backend.default_device()
-    be = backend.get(device)
+    on = {g.device for g in grads}
+    if len(on) > 1:
+        raise devices.DeviceError(f"clip_grad_norm in a graphed step: the gradients are on "
+                                  f"several devices {sorted(on)}")
+    device = on.pop() if on else devices.default_device()
+    be = devices.get(device)
     xp = be.xp
     with be.active:
-        total = xp.sqrt(backend.sum_of_squares(xp, [g.data for g in grads])) if grads \
+        total = xp.sqrt(devices.sum_of_squares(xp, [g.data for g in grads])) if grads \
             else xp.zeros(())
         # min(1, max_norm / total), and 1 for a zero norm, without a branch on the host
         scale = xp.where(total > max_norm, max_norm / xp.maximum(total, max_norm), 1.0)

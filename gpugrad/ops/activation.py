@@ -6,7 +6,7 @@ activations.cuh's GG_ACTIVATIONS), what its backward reads, its parameters, its 
 and its math on arrays (the CPU path, and the reference the kernels are tested against). The
 ops are made from the rows below; so are the kernel loader's functors, the gg.nn modules, the
 memory formula, the CLI's choices, the benchmark list and the tests' cases. Each forward and
-backward asks backend.fused() for the CUDA kernel and falls back to the xp formula. The
+backward asks devices.fused() for the CUDA kernel and falls back to the xp formula. The
 backward of each activation is itself an op (Chainer's ReLUGrad2 pattern) whose rules come
 from the row's `second`, so create_graph=True differentiates through the fused path too.
 """
@@ -16,8 +16,8 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from gpugrad import backend
-from gpugrad import kernels
+from gpugrad import devices
+from gpugrad.devices.cuda import kernels
 from gpugrad.ops import elementwise as ew
 from gpugrad.ops import reduce
 from gpugrad.ops.registry import OPS, defelementwise, defop, jvp_of_two, no_gradient
@@ -74,7 +74,7 @@ def _gelu_array(xp, x, approximate):
     if approximate == "tanh":
         s = 1 + xp.tanh(_SQRT_2_OVER_PI * (x + _GELU_C * x * x * x))
         return xp.where(s == 0, 0.0, 0.5 * x * s)  # -inf * 0 would be NaN; the limit is 0
-    cdf = 0.5 * (1 + backend.erf(x * _INV_SQRT_2))
+    cdf = 0.5 * (1 + devices.erf(x * _INV_SQRT_2))
     return xp.where(cdf == 0, 0.0, x * cdf)
 
 
@@ -84,7 +84,7 @@ def _gelu_bwd_array(xp, g, x, approximate):
         sech2 = 1 - t * t
         du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_C * x * x)
         return g * (0.5 * (1 + t) + xp.where(sech2 == 0, 0.0, 0.5 * x * sech2 * du))
-    cdf = 0.5 * (1 + backend.erf(x * _INV_SQRT_2))
+    cdf = 0.5 * (1 + devices.erf(x * _INV_SQRT_2))
     pdf = _INV_SQRT_2PI * xp.exp(-0.5 * x * x)
     return g * (cdf + xp.where(pdf == 0, 0.0, x * pdf))
 
@@ -220,7 +220,7 @@ def _mask_backward(xp, g, mask, *, negative_slope=0.0):
         raise ValueError(f"relu_backward: the mask must be packed uint32 words for {g.size} "
                          f"elements ({(g.size + 31) // 32} words), got {mask.dtype} of shape "
                          f"{mask.shape}")
-    k = backend.fused("relu_bwd_mask", xp, g)
+    k = devices.fused("relu_bwd_mask", xp, g)
     if k:
         return k(g, mask, negative_slope)
     return _through_bits(xp, g, kernels.unpack_mask(xp, mask, g.shape), negative_slope)
@@ -228,7 +228,7 @@ def _mask_backward(xp, g, mask, *, negative_slope=0.0):
 
 def _output_backward(xp, g, out, *, negative_slope=0.0, leaky=False):
     """relu's (leaky: leaky_relu's) backward with its mask's bits tested on the output."""
-    k = backend.fused("relu_bwd_out", xp, g, out)
+    k = devices.fused("relu_bwd_out", xp, g, out)
     if k:
         return k(g, out, negative_slope, leaky)
     if not leaky and not negative_slope:  # relu's mask is !(y <= 0): zero where y <= 0
@@ -281,7 +281,7 @@ def _forward_of(a):
     def forward(xp, x, **params):
         if a.check:
             a.check(params)
-        k = backend.fused(a.kernel(params) + "_fwd", xp, x)
+        k = devices.fused(a.kernel(params) + "_fwd", xp, x)
         return k(x, *a.numbers(params)) if k else a.forward(xp, x, **params)
     return forward
 
@@ -291,7 +291,7 @@ def _mask_saving_of(a, forward):
     !(x <= 0), leaky_relu's x > 0; a zero slope takes the CPU formula with leaky_relu's mask."""
     def forward_saving(xp, x, **params):
         slope = params.get("negative_slope")
-        k = backend.fused("relu_fwd_mask", xp, x) if slope != 0 else None
+        k = devices.fused("relu_fwd_mask", xp, x) if slope != 0 else None
         if k:
             y, mask = k(x, slope or 0.0)
             return y, {"mask": mask}
@@ -307,7 +307,7 @@ def _mask_from_output(a):
     def remade(xp, y, slope, bits):
         # one kernel, where packing takes several; its slope-0 branch is relu's !(y <= 0), so
         # leaky_relu with a zero slope (its mask is y > 0: NaN gives 0) packs on arrays
-        k = backend.fused("relu_fwd_mask", xp, y) if slope != 0 or bits is relu_mask else None
+        k = devices.fused("relu_fwd_mask", xp, y) if slope != 0 or bits is relu_mask else None
         if k:
             return {"mask": k(y, slope)[1]}
         return {"mask": kernels.pack_mask(xp, bits(xp, y))}
@@ -321,7 +321,7 @@ def _mask_from_output(a):
 def _backward_op(a):
     """<name>_backward(g, x or out): linear in g; in the saved array, the row's `second`."""
     def run(xp, g, s, params):
-        k = backend.fused(a.kernel(params) + "_bwd", xp, g, s)
+        k = devices.fused(a.kernel(params) + "_bwd", xp, g, s)
         return k(g, s, *a.numbers(params)) if k else a.backward(xp, g, s, **params)
 
     if a.saves == "x":

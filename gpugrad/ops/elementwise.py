@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from gpugrad import backend
+from gpugrad import devices
 from gpugrad import tensors
 from gpugrad.ops.registry import defconstant, defelementwise
 
@@ -96,7 +96,7 @@ abs      = defelementwise("abs",      lambda xp, x: xp.abs(x),      save="x", pa
 sin      = defelementwise("sin",      lambda xp, x: xp.sin(x),      save="x", partials=(lambda g, x, y: g * cos(x),))
 cos      = defelementwise("cos",      lambda xp, x: xp.cos(x),      save="x", partials=(lambda g, x, y: -g * sin(x),))
 tan      = defelementwise("tan",      lambda xp, x: xp.tan(x),      save="y", partials=(lambda g, x, y: g * (1 + y * y),))
-erf      = defelementwise("erf",      lambda xp, x: backend.erf(x), save="x",
+erf      = defelementwise("erf",      lambda xp, x: devices.erf(x), save="x",
                           partials=(lambda g, x, y: g * (2 / math.sqrt(math.pi)) * exp(-(x * x)),))
 clip     = defelementwise("clip",     _clip,                        save="x",
                           partials=(lambda g, x, y, a_min, a_max: g if a_min is None and a_max is None
@@ -122,7 +122,7 @@ def where(cond, a, b):
         cond = cond.data
     elif isinstance(cond, np.generic):  # a comparison of 0-d arrays in a rule run on arrays
         cond = np.asarray(cond)
-    elif not backend.is_backend_array(cond):
+    elif not devices.is_backend_array(cond):
         cond = tensors.tensor(cond, dtype=bool, device=_device_of(a, b)).data
     return where_(a, b, cond=cond)
 

@@ -1,7 +1,7 @@
 """Matrix products with NumPy's matmul semantics (1-D operands and batch broadcasting)."""
 
-from gpugrad import graph
-from gpugrad import backend
+from gpugrad import recording
+from gpugrad import devices
 from gpugrad import tensors
 from gpugrad.ops import elementwise as ew
 from gpugrad.ops import shape as sh
@@ -10,15 +10,15 @@ from gpugrad.ops.registry import defop
 
 def _matmul(xp, a, b):
     if a.ndim == 0 or b.ndim == 0:
-        raise graph.ShapeError(f"matmul: operands must be at least 1-D, got shapes "
+        raise recording.ShapeError(f"matmul: operands must be at least 1-D, got shapes "
                                   f"{a.shape} and {b.shape} (use multiply for scalars)")
     k_a = a.shape[-1]
     k_b = b.shape[0] if b.ndim == 1 else b.shape[-2]
     if k_a != k_b:
-        raise graph.ShapeError(
+        raise recording.ShapeError(
             f"matmul: shapes {a.shape} and {b.shape} are not aligned: {k_a} (last dim of a) "
             f"!= {k_b} ({'dim 0' if b.ndim == 1 else 'second-to-last dim'} of b)")
-    return backend.matmul(xp, a, b)
+    return devices.matmul(xp, a, b)
 
 
 def _swap(x):
@@ -65,9 +65,9 @@ matmul = defop("matmul", _matmul, save={"a": "b", "b": "a"},
 
 def _linear(xp, x, w, b):
     if x.shape[-1] != w.shape[1]:
-        raise graph.ShapeError(f"linear: input has {x.shape[-1]} features (shape {x.shape}) "
+        raise recording.ShapeError(f"linear: input has {x.shape[-1]} features (shape {x.shape}) "
                                   f"but the weight expects {w.shape[1]} (shape {w.shape})")
-    y = backend.matmul(xp, x, w.T)
+    y = devices.matmul(xp, x, w.T)
     if b is not None:
         y += b  # in place: y is new
     return y
@@ -115,7 +115,7 @@ def dot(a, b):
     if a.ndim == 0 or b.ndim == 0:
         return ew.multiply(a, b)
     if b.ndim > 2:
-        raise graph.ShapeError(
+        raise recording.ShapeError(
             f"dot: b has shape {b.shape}; NumPy's N-D dot (b.ndim > 2) is not supported, "
             f"use gg.matmul for batched products")
     return matmul(a, b)

@@ -7,7 +7,7 @@ op of its own so that second derivatives work through the fused path too.
 
 import numpy as np
 
-from gpugrad import backend
+from gpugrad import devices
 from gpugrad import tensors
 from gpugrad.ops import activation as act
 from gpugrad.ops import reduce
@@ -22,7 +22,7 @@ def _onehot(xp, labels, c, dtype):
 
 
 def _xent(xp, x, *, labels):
-    k = backend.fused("softmax_xent_fwd", xp, x, labels)
+    k = devices.fused("softmax_xent_fwd", xp, x, labels)
     if k:
         return k(x, labels)
     rows = xp.arange(x.shape[0])
@@ -35,7 +35,7 @@ def _xent(xp, x, *, labels):
 def _xent_backward(xp, g, x, *, labels):
     if g.shape != (x.shape[0],):  # one gradient per row, also where it broadcasts to the rows
         g = xp.ascontiguousarray(xp.broadcast_to(g, (x.shape[0],)))
-    k = backend.fused("softmax_xent_bwd", xp, x, labels, g)
+    k = devices.fused("softmax_xent_bwd", xp, x, labels, g)
     if k:
         return k(x, labels, g)
     dx = act._softmax(xp, x, axis=1)  # a new array: the one-hot is taken off in place
@@ -52,7 +52,7 @@ def _labels_in_range(xp, labels, c):
     """Inside a CUDA capture check_labels cannot read the labels, so, as the kernels do, rows
     with a label outside [0, c) become NaN: (row mask, labels clipped for indexing), or (None,
     labels) outside a capture, where check_labels has already checked them."""
-    if not backend.capturing():
+    if not devices.capturing():
         return None, labels
     return (labels >= 0) & (labels < c), xp.clip(labels, 0, c - 1)
 
@@ -61,8 +61,8 @@ def _onehot_like(x, labels):
     """The labels' one-hot rows in x's dtype, as x comes: a constant Tensor, or an array (a
     rule run on arrays)."""
     if not isinstance(x, tensors.Tensor):
-        return _onehot(backend.get(backend.device_of_array(x)).xp, labels, x.shape[1], x.dtype)
-    be = backend.get(x.device)
+        return _onehot(devices.get(devices.device_of_array(x)).xp, labels, x.shape[1], x.dtype)
+    be = devices.get(x.device)
     with be.active:
         return tensors.wrap(_onehot(be.xp, labels, x.shape[1], x.dtype), x.device)
 
@@ -96,7 +96,7 @@ def check_labels(logits, labels):
     if logits.ndim != 2:
         raise ValueError(f"cross_entropy: logits must be (N, C), got shape {logits.shape}")
     on_host = not isinstance(labels, tensors.Tensor) and not (
-        backend.is_backend_array(labels) and backend.device_of_array(labels) != "cpu")
+        devices.is_backend_array(labels) and devices.device_of_array(labels) != "cpu")
     if on_host:  # checked here, before the copy: no read of the device afterwards
         host = np.asarray(labels)
         if host.dtype.kind in "iu" and host.shape == (logits.shape[0],) and host.size and (
@@ -104,16 +104,16 @@ def check_labels(logits, labels):
             raise ValueError(f"cross_entropy: labels must lie in [0, {logits.shape[1]}), got "
                              f"min {int(host.min())}, max {int(host.max())}")
         labels = host
-    arr = labels.data if isinstance(labels, tensors.Tensor) else backend.get(logits.device).asarray(labels)
+    arr = labels.data if isinstance(labels, tensors.Tensor) else devices.get(logits.device).asarray(labels)
     if isinstance(labels, tensors.Tensor) and labels.device != logits.device:
-        raise backend.DeviceError(f"cross_entropy: labels are on {labels.device!r} but logits "
+        raise devices.DeviceError(f"cross_entropy: labels are on {labels.device!r} but logits "
                                   f"on {logits.device!r}")
     if arr.dtype.kind not in "iu":
         raise TypeError(f"cross_entropy: labels must be integers, got dtype {arr.dtype}")
     if arr.shape != (logits.shape[0],):
         raise ValueError(f"cross_entropy: labels have shape {arr.shape} but logits have "
                          f"{logits.shape[0]} rows")
-    if (arr.size and not on_host and logits.device != "meta" and not backend.capturing()
+    if (arr.size and not on_host and logits.device != "meta" and not devices.capturing()
             and int(_as_unsigned(arr).max()) >= logits.shape[1]):
         raise ValueError(f"cross_entropy: labels must lie in [0, {logits.shape[1]}), got "
                          f"min {int(arr.min())}, max {int(arr.max())}")

@@ -7,8 +7,8 @@ op of the table; the table of names below is the whole list.
 
 import numbers
 
-from gpugrad import backend
-from gpugrad import graph
+from gpugrad import devices
+from gpugrad import recording
 from gpugrad import tensors
 from gpugrad.ops import elementwise as ew
 from gpugrad.ops import linalg
@@ -25,13 +25,13 @@ def _shape_arg(args):
 
 def to(self, device):
     """This tensor on another device (differentiable; itself if already there)."""
-    dev = backend.canonical_device(device)
+    dev = devices.canonical_device(device)
     return self if dev == self.device else shape.to_device(self, device=dev)
 
 
 def astype(self, dtype):
     """This tensor in another dtype (differentiable between floating dtypes)."""
-    dtype = backend.as_dtype(dtype)
+    dtype = devices.as_dtype(dtype)
     tensors.check_numeric(dtype, self)
     return shape.astype(self, dtype=dtype)
 
@@ -46,10 +46,10 @@ def transpose(self, *axes):
 
 def setitem(self, key, value):
     if self._node is not None and self._node.op is not None:
-        raise graph.GraphError("in-place assignment to a tensor computed inside record() "
+        raise recording.GraphError("in-place assignment to a tensor computed inside record() "
                                "would corrupt the gradients of the graph that saved it")
-    if (self._node is not None and graph.is_recording()) or self._tangent:
-        raise graph.GraphError(
+    if (self._node is not None and recording.is_recording()) or self._tangent:
+        raise recording.GraphError(
             f"in-place assignment to a tensor of shape {self.shape} that is being "
             f"differentiated (a leaf with attach_grad() inside record(), or an argument of "
             f"gg.grad/vjp/jvp) would make its derivative wrong and write into the caller's "
@@ -58,7 +58,7 @@ def setitem(self, key, value):
     if isinstance(value, tensors.Tensor):
         value = value.data
     self.data[shape.index_key(key, self.device, self.shape)] = value
-    graph.changed_in_place(self.data)
+    recording.changed_in_place(self.data)
 
 
 # fmt: off

@@ -4,7 +4,7 @@ import numbers
 
 import numpy as np
 
-from gpugrad import backend
+from gpugrad import devices
 from gpugrad.ops import elementwise as ew
 from gpugrad.ops import shape as sh
 from gpugrad.ops.registry import constant, defop, deflinear
@@ -132,7 +132,7 @@ def _safe(y):
 def _half_sum_squares(xp, *xs):
     if not xs:
         raise ValueError("half_sum_squares needs at least one tensor")
-    return backend.sum_of_squares(xp, xs, 0.5)
+    return devices.sum_of_squares(xp, xs, 0.5)
 
 
 def _half_sum_squares_into(acc, g, x, y):
@@ -142,7 +142,7 @@ def _half_sum_squares_into(acc, g, x, y):
     gradient is rounded to float32 before it is added)."""
     if not acc.dtype == x.dtype == g.dtype or acc.shape != x.shape:
         return g * x
-    add_scaled = backend.fused("add_scaled", backend.get(backend.device_of_array(x)).xp,
+    add_scaled = devices.fused("add_scaled", devices.get(devices.device_of_array(x)).xp,
                                acc, g, x)
     if add_scaled:
         add_scaled(acc, g, x)

@@ -22,8 +22,8 @@ import inspect
 
 import numpy as np
 
-from gpugrad import backend
-from gpugrad import graph
+from gpugrad import devices
+from gpugrad import recording
 from gpugrad import tensors
 
 OPS = {}
@@ -254,10 +254,10 @@ def _coerce(op, inputs):
             if device is None:
                 device = x.device
             elif x.device != device:
-                raise backend.DeviceError(
+                raise devices.DeviceError(
                     f"{op.name}: tensors are on different devices, {device!r} and {x.device!r}; "
                     f"move one with .to(device)")
-        elif isinstance(x, graph.Unsaved):
+        elif isinstance(x, recording.Unsaved):
             x.fail()
     out = []
     for i, x in enumerate(inputs):
@@ -282,7 +282,7 @@ def _forward_error(op, inputs, e):
     shapes = [x.shape if isinstance(x, tensors.Tensor) else type(x).__name__ for x in inputs]
     if op.kind == "elementwise" and "broadcast" in str(e):
         listed = " and ".join(str(s) for s in shapes)
-        return graph.ShapeError(f"{op.name}: shapes {listed} cannot be broadcast together")
+        return recording.ShapeError(f"{op.name}: shapes {listed} cannot be broadcast together")
     message = f"{op.name}: {e} (input shapes {', '.join(map(str, shapes))})"
     try:
         return type(e)(message)
@@ -291,8 +291,8 @@ def _forward_error(op, inputs, e):
 
 
 _Tensor = None  # tensors.Tensor, bound on first use
-_ERROR_STATE, _QUIET_STATE = backend.ERROR_STATE, backend.QUIET_STATE
-_CONSTANT = graph.CONSTANT
+_ERROR_STATE, _QUIET_STATE = devices.ERROR_STATE, devices.QUIET_STATE
+_CONSTANT = recording.CONSTANT
 _SCALARS = (bool, int, float)
 
 
@@ -317,7 +317,7 @@ def _fast_inputs(inputs):
 
 
 def apply(op, inputs, params):
-    """Run an op's forward; record a graph.Node when recording and an input is in the graph."""
+    """Run an op's forward; record a recording.Node when recording and an input is in the graph."""
     global _Tensor
     if _Tensor is None:
         _Tensor = tensors.Tensor
@@ -326,7 +326,7 @@ def apply(op, inputs, params):
         xs = inputs
         arrays, device = fast
     else:
-        if graph._state.raw_rules:
+        if recording._state.raw_rules:
             raw = _raw_apply(op, inputs, params)
             if raw is not None:
                 return raw
@@ -339,10 +339,10 @@ def apply(op, inputs, params):
                 device = device or x.device
             else:
                 arrays.append(x)
-    be = backend.get(device)
-    state = graph._state  # one lookup of the thread's recording state
+    be = devices.get(device)
+    state = recording._state  # one lookup of the thread's recording state
     parents = None
-    constant = False  # the output is in the graph with a zero derivative (graph.CONSTANT)
+    constant = False  # the output is in the graph with a zero derivative (recording.CONSTANT)
     if state.recording and op.differentiable:
         parents = tuple(x._node if isinstance(x, _Tensor) else None for x in xs)
         live = False
@@ -374,20 +374,20 @@ def apply(op, inputs, params):
         else:
             with be.active:
                 y = op.forward(be.xp, *arrays, **params)
-    except graph.ShapeError:
+    except recording.ShapeError:
         raise
     except (ValueError, IndexError, TypeError) as e:
         raise _forward_error(op, xs, e) from e
     finally:
         _ERROR_STATE.reset(token)
-    if be.is_cpu and type(y) is not np.ndarray and not backend.is_backend_array(y):
+    if be.is_cpu and type(y) is not np.ndarray and not devices.is_backend_array(y):
         y = np.asarray(y)  # NumPy reductions return scalars (to_device returns a device array)
-    y_device = backend.device_of_array(y) if op.moves_device else device
+    y_device = devices.device_of_array(y) if op.moves_device else device
     floating = y.dtype.kind == "f"
     node = None
     if parents is not None and floating:
-        devices = [x.device if isinstance(x, _Tensor) else None for x in xs]
-        node = graph.Node(op, parents, devices, arrays, y, y_device, params, aux,
+        input_devices = [x.device if isinstance(x, _Tensor) else None for x in xs]
+        node = recording.Node(op, parents, input_devices, arrays, y, y_device, params, aux,
                           keep=structure is None)
         if structure is not None:
             structure.nodes.add(node)
@@ -397,7 +397,7 @@ def apply(op, inputs, params):
                     _share_saved_outputs(node, xs)
                     break
         if state.note_lines:
-            graph._recorded_at[node] = graph._user_line()
+            recording._recorded_at[node] = recording._user_line()
     if node is None and constant and floating:
         node = _CONSTANT
     out = tensors.wrap(y, y_device, node)
@@ -410,7 +410,7 @@ def apply(op, inputs, params):
 
 def _raw_apply(op, inputs, params):
     """A rule's op on arrays, run on arrays: the forward alone, no Tensor, no node, no check
-    (the engine's first-order backward: autograd._raw_grads). None where an input is a Tensor
+    (the engine's first-order backward: engine.backward._raw_grads). None where an input is a Tensor
     or none is an array (the ordinary path takes those)."""
     be = None
     for x in inputs:
@@ -421,29 +421,29 @@ def _raw_apply(op, inputs, params):
             continue
         elif isinstance(x, tensors.Tensor):
             return None
-        elif isinstance(x, graph.Unsaved):
+        elif isinstance(x, recording.Unsaved):
             x.fail()
         elif be is None:
-            device = backend.device_of_array(x)
+            device = devices.device_of_array(x)
             if device is None:  # not an array (a list): the ordinary path
                 return None
-            be = backend.get(device)
+            be = devices.get(device)
     if be is None:  # NumPy scalars only, which 0-d arithmetic on the CPU gives
         if not any(isinstance(x, np.generic) for x in inputs):
             return None
         be = _CPU
     try:
         y = op.forward(be.xp, *inputs, **params)
-    except graph.ShapeError:
+    except recording.ShapeError:
         raise
     except (ValueError, IndexError, TypeError) as e:
         raise _forward_error(op, inputs, e) from e
-    if be.is_cpu and type(y) is not np.ndarray and not backend.is_backend_array(y):
+    if be.is_cpu and type(y) is not np.ndarray and not devices.is_backend_array(y):
         y = np.asarray(y)  # as apply() does
     return y
 
 
-_CPU = backend.get("cpu")
+_CPU = devices.get("cpu")
 
 
 def _share_saved_outputs(node, xs):
@@ -478,7 +478,7 @@ def _set_tangents(op, tangents, xs, y, aux, params):
     """The output's tangent at each level from the op's jvp rule (forward mode). A level's
     tangent is computed with only the levels outside it active, outermost first, so that it
     carries their tangents (nested gg.jvp) and y already has its own by then."""
-    state = graph._state
+    state = recording._state
     extra = {k: tensors.wrap(a, y.device) for k, a in aux.items()} if aux else {}
     y._tangent = {}
     for level in sorted(tangents):
@@ -499,7 +499,7 @@ def _set_tangents(op, tangents, xs, y, aux, params):
 
 
 def _note_saved_tangents(node, xs, y):
-    """The tangents of what the node saved (graph.Node.tangents)."""
+    """The tangents of what the node saved (recording.Node.tangents)."""
     found = {}
     for key in node.saved:
         t = y._tangent if key == "y" else (

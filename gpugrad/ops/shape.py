@@ -4,7 +4,7 @@ import numbers
 
 import numpy as np
 
-from gpugrad import backend
+from gpugrad import devices
 from gpugrad import tensors
 from gpugrad.ops.registry import deflinear
 
@@ -24,19 +24,19 @@ def index_array(obj, device, *, size=None, axis=None, what="index"):
         size = None
     if isinstance(obj, tensors.Tensor):
         if obj.device != device:
-            raise backend.DeviceError(f"index tensor is on {obj.device!r} but the indexed "
+            raise devices.DeviceError(f"index tensor is on {obj.device!r} but the indexed "
                                       f"tensor is on {device!r}")
         arr = host = obj.data
         on_host = False  # a tensor stands for device data even on the CPU: same rules everywhere
-    elif backend.is_backend_array(obj) and backend.device_of_array(obj) != "cpu":
-        arr, host, on_host = backend.get(device).asarray(obj), obj, False
+    elif devices.is_backend_array(obj) and devices.device_of_array(obj) != "cpu":
+        arr, host, on_host = devices.get(device).asarray(obj), obj, False
     else:
         host = np.asarray(obj)
         if host.dtype.kind not in "iub":  # before the move: refuse what cannot be an index
             raise IndexError(f"indices must be integers or booleans, got dtype {host.dtype}")
         if size is not None and host.dtype.kind != "b":
             _check_range(host, size, axis, what, on_host=True)
-        return backend.get(device).asarray(host)
+        return devices.get(device).asarray(host)
     if arr.dtype.kind not in "iub":
         raise IndexError(f"indices must be integers or booleans, got dtype {arr.dtype}")
     if size is not None and arr.dtype.kind != "b":
@@ -50,7 +50,7 @@ def _check_range(indices, size, axis, what, on_host):
     if not indices.size:
         return
     if not on_host:
-        backend.forbid_in_graph_step(
+        devices.forbid_in_graph_step(
             f"{what} with a device tensor of indices",
             "their range cannot be checked without reading the GPU, and CuPy wraps an index "
             "out of range around silently; index outside the step, or use nn.Embedding, "
@@ -129,14 +129,14 @@ def _scatter(xp, g, *, key, shape):
     if _is_basic(key):
         out[key] = g  # basic indices select each element at most once
     else:
-        backend.scatter_add(out, key, g)
+        devices.scatter_add(out, key, g)
     return out
 
 
 def _to_device(xp, x, *, device):
-    target = backend.get(device)
+    target = devices.get(device)
     if target.is_cpu:
-        return backend.get(backend.device_of_array(x)).to_host(x)
+        return devices.get(devices.device_of_array(x)).to_host(x)
     with target.active:
         return target.xp.asarray(x)
 

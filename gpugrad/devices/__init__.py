@@ -1,5 +1,5 @@
 """The dispatch layer: one Backend per device kind (NumPy on "cpu", CuPy on "cuda:N", and for
-tests the strict device, NumPy under CuPy's rules: gpugrad/strict.py).
+tests the strict device, NumPy under CuPy's rules: gpugrad/devices/strict.py).
 
 Everything device-specific lives here: parsing device strings, the default device and dtype,
 array creation and transfer, random numbers, synchronisation, and the few functions NumPy and
@@ -14,10 +14,10 @@ import threading
 
 import numpy as np
 
-from gpugrad import kernels
-# the graphed-step state and its errors live in graphstep.py, below the backends that check
+from gpugrad.devices.cuda import kernels
+# the graphed-step state and its errors live in devices/capture.py, below the backends that check
 # them; they are handed on from here (backend.capturing(), backend.DeviceError, ...)
-from gpugrad.graphstep import (  # noqa: F401
+from gpugrad.devices.capture import (  # noqa: F401
     HOST_READ_WHY, RANDOM_WHY, DeviceError, GraphStepError, bake, capturing,
     forbid_in_graph_step, graph_step, in_graph_step, swapped_in,
 )
@@ -168,7 +168,7 @@ class Backend:
     # how gg.cuda.graph runs a step here: None (eagerly, under the graphed-step contract),
     # "cuda" (captured into a CUDA graph) or "emulated" (eagerly, with capture's restrictions)
     capture = None
-    gemm = None  # a matrix product a CUDA graph can capture (gpugrad/cublas.py), where needed
+    gemm = None  # a matrix product a CUDA graph can capture (gpugrad/devices/cuda/cublas.py), where needed
 
     def __init__(self, device):
         self.device = device
@@ -237,13 +237,13 @@ class NumpyBackend(Backend):
 
 
 class MetaBackend(Backend):
-    """Shapes and dtypes only (gpugrad/meta.py): for estimating memory without allocating it."""
+    """Shapes and dtypes only (gpugrad/devices/meta.py): for estimating memory without allocating it."""
 
     name = "meta"
     is_cpu = False
 
     def __init__(self):
-        from gpugrad import meta
+        from gpugrad.devices import meta
 
         super().__init__("meta")
         self.xp = meta.xp
@@ -268,14 +268,14 @@ class MetaBackend(Backend):
 
 
 class StrictBackend(Backend):
-    """The strict test device (gpugrad/strict.py): CuPy's rules over NumPy, on the CPU."""
+    """The strict test device (gpugrad/devices/strict.py): CuPy's rules over NumPy, on the CPU."""
 
     name = "strict"
     is_cpu = False
     capture = "emulated"
 
     def __init__(self):
-        from gpugrad import strict
+        from gpugrad.devices import strict
 
         super().__init__("strict")
         self.strict = strict
@@ -368,7 +368,7 @@ class CupyBackend(Backend):
             self.xp.cuda.get_current_stream().synchronize()
 
     def gemm(self, *args):
-        from gpugrad import cublas
+        from gpugrad.devices.cuda import cublas
 
         with self.active:
             return cublas.cupy_gemm(self.xp, *args)
@@ -544,12 +544,12 @@ def fused(name, xp, *arrays):
 def matmul(xp, a, b):
     """xp.matmul, except inside a graphed step on a device that captures one: there CuPy's
     matmul cannot be captured (cupy/cupy issue 6290), and cuBLAS on a handle of gpugrad's own
-    can (gpugrad/cublas.py). The eager pass of a graphed step takes the same path, so a step
+    can (gpugrad/devices/cuda/cublas.py). The eager pass of a graphed step takes the same path, so a step
     computes the same numbers when it is captured as when it ran."""
     if xp is not np and in_graph_step():
         be = get(device_of_array(a))
         if be.gemm is not None:
-            from gpugrad import cublas
+            from gpugrad.devices.cuda import cublas
 
             return cublas.matmul(xp, a, b, be.gemm)
     return xp.matmul(a, b)
@@ -563,7 +563,7 @@ def sum_of_squares(xp, arrays, scale=1.0):
     dtype = xp.result_type(*arrays)
     be = get(device_of_array(arrays[0])) if xp is not np and in_graph_step() else None
     if be is not None and be.gemm is not None and all(a.dtype == dtype for a in arrays):
-        from gpugrad import cublas
+        from gpugrad.devices.cuda import cublas
 
         total = None
         for a in arrays:

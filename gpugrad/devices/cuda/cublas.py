@@ -17,7 +17,7 @@ import threading
 
 import numpy as np
 
-from gpugrad import graphstep
+from gpugrad.devices import capture
 
 OP_N, OP_T = 0, 1
 WORKSPACE_BYTES = 32 << 20  # what cuBLAS asks for on Hopper; it may use less
@@ -26,11 +26,11 @@ WORKSPACE_BYTES = 32 << 20  # what cuBLAS asks for on Hopper; it may use less
 def check_operands(a, b):
     """Raise a clear error for products the capturable path does not take."""
     if a.ndim not in (1, 2) or b.ndim not in (1, 2):
-        raise graphstep.GraphStepError(
+        raise capture.GraphStepError(
             f"matmul of shapes {a.shape} and {b.shape} inside a graphed step (gg.cuda.graph): "
             f"the capturable matmul takes 1-D and 2-D operands; reshape batched operands to 2-D")
     if a.dtype != b.dtype or a.dtype.name not in ("float32", "float64"):
-        raise graphstep.GraphStepError(
+        raise capture.GraphStepError(
             f"matmul of {a.dtype} and {b.dtype} inside a graphed step (gg.cuda.graph): the "
             f"capturable matmul takes two float32 or two float64 operands")
 
@@ -105,7 +105,7 @@ def _library(cp):
             except OSError:
                 continue
         if _lib is None:
-            raise graphstep.DeviceError("the capturable matmul needs libcublas, which was not "
+            raise capture.DeviceError("the capturable matmul needs libcublas, which was not "
                                       "found in this process nor on the library path")
         for fn in ("cublasCreate_v2", "cublasSetStream_v2", "cublasSetWorkspace_v2",
                    "cublasSgemm_v2", "cublasDgemm_v2"):
@@ -125,8 +125,8 @@ def _handle(cp):
     key = (cp.cuda.runtime.getDevice(), stream.ptr)
     entry = _handles.get(key)
     if entry is None:
-        if graphstep.capturing():
-            raise graphstep.GraphStepError(
+        if capture.capturing():
+            raise capture.GraphStepError(
                 "the capturable matmul has no cuBLAS handle for this stream: gg.cuda.graph "
                 "makes one in the eager pass before capturing")
         with _lock:

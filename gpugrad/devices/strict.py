@@ -7,7 +7,7 @@ test body run those paths on the CPU:
 - its arrays (StrictArray) refuse implicit conversion to NumPy, as CuPy's do (`.get()` or
   `xp.asnumpy` to the host), have their own device string ('strict'), and refuse NumPy arrays
   as operands; reductions and single-element indexing give 0-d arrays, not scalars;
-- ops take the fused-kernel path on it: the real launchers in gpugrad/kernels.py run, and only
+- ops take the fused-kernel path on it: the real launchers in gpugrad/devices/cuda/kernels.py run, and only
   the compiled kernel is replaced by a NumPy stand-in that checks the call against the kernel's
   signature in kernels/*.cu (array dtypes, contiguity, scalar types) before computing it;
 - while a graphed step "captures", BLAS calls are refused as CuPy refuses cuBLAS during stream
@@ -28,8 +28,8 @@ import weakref
 
 import numpy as np
 
-from gpugrad import graphstep
-from gpugrad import kernels
+from gpugrad.devices import capture
+from gpugrad.devices.cuda import kernels
 
 DEVICE = "strict"
 IMPLICIT = ("Implicit conversion to a NumPy array is not allowed on the strict test device "
@@ -37,7 +37,7 @@ IMPLICIT = ("Implicit conversion to a NumPy array is not allowed on the strict t
 
 
 def _capturing():
-    return graphstep.capturing()
+    return capture.capturing()
 
 
 # ---------------------------------------------------------------------------- device memory
@@ -410,7 +410,7 @@ def _column_major(x, op, rows, cols, ld):
 
 def gemm(dtype, op_a, op_b, m, n, k, a, lda, b, ldb, c, ldc, alpha=1.0, beta=0.0):
     """cuBLAS's gemm (column-major, C = alpha op(A) op(B) + beta C) with NumPy: the capturable
-    matmul's stand-in, executing the same plan as on CUDA (gpugrad/cublas.py)."""
+    matmul's stand-in, executing the same plan as on CUDA (gpugrad/devices/cuda/cublas.py)."""
     for x in (a, b, c):
         if not isinstance(x, StrictArray) or x.dtype != dtype:
             raise TypeError(f"gemm: operands must be {dtype} device arrays")

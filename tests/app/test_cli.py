@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 
 import gpugrad as gg
-from gpugrad import cli
+from gpugrad.app import cli
+from gpugrad import recording
+from gpugrad.app import experiments, training
 
 
 def _readme():
-    path = pathlib.Path(__file__).parent.parent / "README.md"
+    path = pathlib.Path(__file__).parents[2] / "README.md"
     if not path.is_file():  # the copy of the tests inside an installed wheel (gpugrad selftest)
         pytest.skip("README.md is not beside these tests (they run from an installed wheel)")
     return path.read_text()
@@ -28,7 +30,7 @@ def test_info_prints_and_writes_json(tmp_path, capsys):
 
 
 def test_console_entry_point_runs():
-    out = subprocess.run([sys.executable, "-m", "gpugrad.cli", "info"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "gpugrad.app.cli", "info"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "cuda available" in out.stdout
 
@@ -72,7 +74,7 @@ def test_an_empty_plot_panel_says_why(tmp_path, monkeypatch):
     """A suite whose every ratio was withheld (a loaded machine) draws a panel with the reason,
     not a blank one."""
     pytest.importorskip("matplotlib", reason="matplotlib is not installed: pip install 'gpugrad[plot]'")
-    from gpugrad import benchmarks
+    from gpugrad.app import benchmarks
 
     rows = [{"suite": "jacobian", "shape (m, n)": "8x64", "impl": "gpugrad rev",
              "gpugrad / torch": None, "note": "unstable (machine loaded): yardstick 3.0x; no ratio"}]
@@ -161,9 +163,9 @@ def test_readme_tour_runs_as_written(capsys):
 
 def test_selftest_runs_the_bundled_tests_on_the_device_and_says_what_failed(tmp_path, monkeypatch,
                                                                           capsys):
-    from gpugrad import selftest
+    from gpugrad.app import selftest
 
-    assert selftest.tests_dir() is not None and (selftest.tests_dir() / "test_ops.py").is_file()
+    assert selftest.tests_dir() is not None and (selftest.tests_dir() / "ops" / "test_ops.py").is_file()
     fake = tmp_path / "tests"
     fake.mkdir()
     (fake / "conftest.py").write_text("")
@@ -226,7 +228,6 @@ def test_selftest_runs_the_bundled_tests_on_the_device_and_says_what_failed(tmp_
     (["train", "--json", "/proc/h.json"], "argument --json: the directory /proc is not writable"),
 ])
 def test_every_command_checks_its_arguments_before_any_work(argv, message, capsys, monkeypatch):
-    from gpugrad import training
 
     if any(a.startswith("/proc") for a in argv) and not pathlib.Path("/proc/self").is_dir():
         pytest.skip("no /proc here: a folder that takes no new files is Linux's /proc")
@@ -236,7 +237,7 @@ def test_every_command_checks_its_arguments_before_any_work(argv, message, capsy
 
     for name in ("train", "load_dataset", "rnn_gradient_norms"):
         monkeypatch.setattr(training, name, must_not_run)
-    monkeypatch.setattr(gg.experiments, "experiment", must_not_run)
+    monkeypatch.setattr(experiments, "experiment", must_not_run)
     with pytest.raises(SystemExit) as exit_info:
         cli.main(argv)
     assert exit_info.value.code == 2
@@ -281,7 +282,7 @@ def test_train_interrupted_keeps_the_finished_epochs_and_their_parameters(tmp_pa
 
 def test_train_prints_each_epoch_as_it_finishes_into_a_pipe(tmp_path):
     """Not a TTY: the lines still come as the epochs end (flushed), before the process exits."""
-    script = ("import sys, gpugrad.training as t\n"
+    script = ("import sys, gpugrad.app.training as t\n"
               "real = t.train\n"
               "def slow(*a, on_epoch, **k):\n"
               "    def told(model, entry):\n"
@@ -290,7 +291,7 @@ def test_train_prints_each_epoch_as_it_finishes_into_a_pipe(tmp_path):
               "        if entry['epoch'] == 1: sys.stdin.readline()  # wait for the reader\n"
               "    return real(*a, on_epoch=told, **k)\n"
               "t.train = slow\n"
-              "from gpugrad import cli\n"
+              "from gpugrad.app import cli\n"
               "cli.main(['train', '--layers', '1', '--epochs', '2', '--batch', '512'])\n")
     proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -309,7 +310,6 @@ def test_train_prints_each_epoch_as_it_finishes_into_a_pipe(tmp_path):
 
 
 def test_a_keyboard_interrupt_in_any_command_ends_without_a_traceback(capsys, monkeypatch):
-    from gpugrad import training
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -325,7 +325,7 @@ def test_an_unstable_timing_is_taken_again_then_flagged_never_a_ratio(monkeypatc
     import itertools
     import time
 
-    from gpugrad import benchmarks
+    from gpugrad.app import benchmarks
 
     pattern = itertools.cycle([0.0, 0.004, 0.004, 0.004])
 
@@ -380,7 +380,7 @@ def test_minibatch_sweep_trains_at_each_batch_size(tmp_path, capsys):
 def test_user_line_names_the_tests_shipped_inside_the_package_not_its_own_modules():
     """A wheel ships the tests as gpugrad/_tests: their lines are the user's lines, while the
     frames of gpugrad's own modules are still skipped (note_lines, detect_anomaly)."""
-    package = pathlib.Path(gg.graph._PACKAGE_DIR)
+    package = pathlib.Path(recording._PACKAGE_DIR)
     own_module = str(package / "a_module_of_gpugrad.py")
     shipped_test = str(package / "_tests" / "test_shipped.py")
     scope = {"gg": gg}
@@ -403,7 +403,7 @@ def _fake_tests(tmp_path, body):
 
 def test_selftest_shows_its_progress_on_stderr_and_keeps_stdout_one_screen(tmp_path, monkeypatch,
                                                                          capsys):
-    from gpugrad import selftest
+    from gpugrad.app import selftest
 
     fake = _fake_tests(tmp_path, "def test_one():\n    pass\ndef test_two():\n    pass\n")
     monkeypatch.setattr(selftest, "tests_dir", lambda: fake)
@@ -415,7 +415,7 @@ def test_selftest_shows_its_progress_on_stderr_and_keeps_stdout_one_screen(tmp_p
 
 
 def test_selftest_without_pytest_says_incomplete_at_once_without_the_benchmark(monkeypatch, capsys):
-    from gpugrad import selftest
+    from gpugrad.app import selftest
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("the benchmark ran although the tests could not")
@@ -453,7 +453,6 @@ def test_selftest_on_an_unusable_device_is_incomplete_not_a_failure(tmp_path, ca
 ])
 def test_a_missing_extra_is_one_line_and_exit_status_2(argv, missing, message, monkeypatch,
                                                         capsys, tmp_path):
-    from gpugrad import training
 
     if missing == "cupy" and gg.cuda.is_available():
         pytest.skip("CuPy is installed and usable here")
@@ -463,7 +462,7 @@ def test_a_missing_extra_is_one_line_and_exit_status_2(argv, missing, message, m
 
     for name in ("train", "load_dataset", "rnn_gradient_norms", "minibatch_sweep"):
         monkeypatch.setattr(training, name, must_not_run)
-    monkeypatch.setattr(gg.experiments, "experiment", must_not_run)
+    monkeypatch.setattr(experiments, "experiment", must_not_run)
     monkeypatch.setitem(sys.modules, missing, None)  # importing it now fails
     monkeypatch.chdir(tmp_path)
     assert cli.main(argv) == 2
@@ -492,7 +491,6 @@ def test_every_option_shows_its_default_and_layers_means_weight_layers_everywher
 
 
 def test_train_layers_counts_weight_layers_and_2_is_the_4_7_network(tmp_path):
-    from gpugrad import training
 
     counts = {layers: sum(isinstance(m, gg.nn.Linear)
                           for m in training.build_mlp(layers, 64, 16, 10)._modules.values())
@@ -520,15 +518,15 @@ def test_a_command_that_cannot_fit_in_memory_is_refused_before_allocating(argv, 
                                                                           monkeypatch):
     """The estimate comes from shapes alone (the meta device); the refusal names the option,
     the estimate and the memory available, as an argparse error (status 2)."""
-    from gpugrad import benchmarks, training
+    from gpugrad.app import benchmarks
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("the command started work although it cannot fit")
 
     for name in ("train", "rnn_gradient_norms", "minibatch_sweep"):
         monkeypatch.setattr(training, name, must_not_run)
-    monkeypatch.setattr(gg.experiments, "experiment", must_not_run)
-    monkeypatch.setattr(gg.experiments, "graph_4_7", must_not_run)
+    monkeypatch.setattr(experiments, "experiment", must_not_run)
+    monkeypatch.setattr(experiments, "graph_4_7", must_not_run)
     monkeypatch.setitem(benchmarks.SUITES, "mlp", must_not_run)
     monkeypatch.setattr(cli, "available_memory", lambda device: (8 << 30, "as the test says"))
     with pytest.raises(SystemExit) as exit_info:

@@ -15,10 +15,10 @@ import textwrap
 import numpy as np
 
 import gpugrad
-from gpugrad import backend
-from gpugrad import kernels
+from gpugrad import devices
+from gpugrad.devices.cuda import kernels
 from gpugrad import ops
-from gpugrad import training
+from gpugrad.app import training
 
 
 # ---------------------------------------------------------------------------- argument types
@@ -77,7 +77,7 @@ def _batch_sizes(text):
 def _device_name(text):
     """The device's canonical name; whether it is usable here is checked when the command starts."""
     try:
-        return backend.canonical_device(text)
+        return devices.canonical_device(text)
     except (ValueError, TypeError) as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
@@ -213,7 +213,7 @@ def available_memory(device):
     """(bytes a new allocation can take on `device`, where that figure comes from), or
     (None, why) where it cannot be known."""
     if device.startswith("cuda"):
-        be = backend.get(device)
+        be = devices.get(device)
         with be.active:
             free, _ = be.xp.cuda.runtime.memGetInfo()  # of the current device
             pooled = be.xp.get_default_memory_pool().free_bytes()  # CuPy reuses these first
@@ -263,7 +263,7 @@ def _options_4_7(args):
 def _network_4_7_bytes(d, h, q, batch, layers=2, activation="relu", dtype="float32", lam=1e-3):
     """The least memory one training step of section 4.7's network takes: parameters,
     gradients, the input and the saved activations, from shapes alone (the meta device)."""
-    from gpugrad import experiments
+    from gpugrad.app import experiments
 
     itemsize = np.dtype(dtype).itemsize
     parameters = (d * h + (layers - 2) * h * h + h * q) * itemsize
@@ -277,15 +277,15 @@ def _network_4_7_bytes(d, h, q, batch, layers=2, activation="relu", dtype="float
 
 def info_report(compile_kernels=False):
     """Versions, backends and devices, as a dict (what `gpugrad info` prints)."""
-    cupy_version = backend.cupy_version()
+    cupy_version = devices.cupy_version()
     nvcc = shutil.which("nvcc")
     cuda_ok = gpugrad.cuda.is_available()
-    devices = ["cpu"]
+    present = ["cpu"]
     if cuda_ok:
-        cp = backend.get("cuda:0").xp
+        cp = devices.get("cuda:0").xp
         for i in range(gpugrad.cuda.device_count()):
             props = cp.cuda.runtime.getDeviceProperties(i)
-            devices.append(f"cuda:{i} ({props['name'].decode()})")
+            present.append(f"cuda:{i} ({props['name'].decode()})")
     return {
         "gpugrad": gpugrad.__version__,
         "python": platform.python_version(),
@@ -293,12 +293,12 @@ def info_report(compile_kernels=False):
         "cupy": cupy_version or "not installed",
         "cuda available": cuda_ok,
         "cuda unavailable because": None if cuda_ok else gpugrad.cuda.unavailable_reason(),
-        "devices": devices,
-        "default device": backend.default_device(),
-        "default dtype": str(backend.get_default_dtype()),
+        "devices": present,
+        "default device": devices.default_device(),
+        "default dtype": str(devices.get_default_dtype()),
         "nvcc": f"{nvcc}: {kernels.nvcc_version(nvcc)}" if nvcc else "not found",
         "differentiable ops": len(gpugrad.OPS),
-        **kernels.compile_report(backend.get("cuda:0").xp if cuda_ok else None, compile_kernels),
+        **kernels.compile_report(devices.get("cuda:0").xp if cuda_ok else None, compile_kernels),
     }
 
 
@@ -313,7 +313,7 @@ def _print_table(rows):
 
 def cmd_info(args):
     if args.device:
-        backend.get(backend.canonical_device(args.device))  # a clear error if unusable
+        devices.get(devices.canonical_device(args.device))  # a clear error if unusable
     report = info_report(compile_kernels=args.compile)
     _print_table(report)
     if args.json:
@@ -334,7 +334,7 @@ def _progress(done, total, what):
 
 
 def cmd_bench(args):
-    from gpugrad import benchmarks
+    from gpugrad.app import benchmarks
 
     device = _setup(args)
     env = benchmarks.environment(device)
@@ -379,7 +379,7 @@ _BENCH_PLOTS = {
 
 
 def _plot_bench(rows, suites, path, device):
-    from gpugrad import benchmarks
+    from gpugrad.app import benchmarks
 
     plt = _pyplot()
     per_suite = {s: [r for r in rows if r["suite"] == s and r.get(_BENCH_PLOTS[s][0]) is not None]
@@ -511,8 +511,8 @@ def _read_checkpoint(path, settings):
 
 def _setup(args):
     """The command's device, checked usable now; with --plot, matplotlib checked present."""
-    device = backend.canonical_device(args.device) if args.device else backend.default_device()
-    backend.get(device)  # a clear error before any work if the device is unusable
+    device = devices.canonical_device(args.device) if args.device else devices.default_device()
+    devices.get(device)  # a clear error before any work if the device is unusable
     if getattr(args, "plot", None):
         _require_matplotlib()
     return device
@@ -591,7 +591,7 @@ def cmd_rnn_grads(args):
 
 
 def cmd_memory(args):
-    from gpugrad import experiments
+    from gpugrad.app import experiments
 
     device = _setup(args)
     if args.compare_torch:
@@ -610,7 +610,7 @@ def cmd_memory(args):
           f"{args.activation}, {args.dtype}, no bias, J = L + lambda/2 sum |W|^2, device {device}")
     cols = [c for c in rows[0] if c != "saved by op"]
     table = [{c: r[c] for c in cols} for r in rows]
-    from gpugrad import benchmarks
+    from gpugrad.app import benchmarks
 
     print(benchmarks.format_table([{**t, "suite": None} for t in table]))
     if args.layers == 2:
@@ -637,7 +637,8 @@ def cmd_memory(args):
 def cmd_graph(args):
     import shutil
 
-    from gpugrad import drawing, experiments
+    from gpugrad import drawing
+    from gpugrad.app import experiments
 
     device = _setup(args)
     _check_fits(device, _network_4_7_bytes(args.d, args.h, args.q, args.batch, lam=args.lam),
@@ -672,7 +673,7 @@ def cmd_graph(args):
               f"{report['first'].saved_bytes:,} bytes saved")
         print(f"  graph of the gradient:   {len(second.nodes):3d} ops, "
               f"{second.saved_bytes:,} bytes saved (create_graph=True)")
-        from gpugrad import benchmarks
+        from gpugrad.app import benchmarks
 
         secs = {name: statistics.median(benchmarks.repeat_times(step, device))
                 for name, step in report["steps"].items()}
@@ -696,7 +697,7 @@ def cmd_graph(args):
 
 
 def cmd_minibatch(args):
-    from gpugrad import benchmarks
+    from gpugrad.app import benchmarks
 
     device = _setup(args)
     _require_dataset_extra(args.dataset)
@@ -725,7 +726,7 @@ def cmd_minibatch(args):
 
 
 def cmd_selftest(args):
-    from gpugrad import selftest
+    from gpugrad.app import selftest
 
     return selftest.main(args)
 
@@ -776,7 +777,7 @@ def build_parser():
     info.add_argument("--compile", action="store_true",
                       help="without a GPU, check that every kernel compiles with nvcc")
     info.set_defaults(func=cmd_info)
-    from gpugrad import benchmarks
+    from gpugrad.app import benchmarks
 
     bench = command("bench", [device, json_file, plot],
                     "time gpugrad beside its baselines (default: all, quick)")
@@ -873,7 +874,7 @@ def main(argv=None):
         return args.func(args)
     except _OptionError as e:  # as argparse reports a bad value: usage, the option, status 2
         parser.commands[args.command].error(str(e))
-    except (_CannotRun, backend.DeviceError, ImportError) as e:  # this machine lacks it
+    except (_CannotRun, devices.DeviceError, ImportError) as e:  # this machine lacks it
         print(f"gpugrad {args.command}: error: {e}", file=sys.stderr)
         return 2
     except (ValueError, OSError) as e:

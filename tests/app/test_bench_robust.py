@@ -17,7 +17,7 @@ import time
 import pytest
 
 import gpugrad as gg
-from gpugrad import benchmarks
+from gpugrad.app import benchmarks
 
 DEVICE = gg.default_device()  # cpu, or strict in CI's second run
 

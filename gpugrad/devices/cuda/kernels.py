@@ -16,7 +16,7 @@ import threading
 
 import numpy as np
 
-_HERE = pathlib.Path(__file__).resolve().parent
+_PACKAGE = pathlib.Path(__file__).resolve().parents[2]  # gpugrad/
 _BLOCK = 256
 
 # kernel name -> (source file, template instantiations per dtype name)
@@ -84,11 +84,11 @@ _REQUIRES = {"relu_bwd_mask": _first_float, "softmax_xent_fwd": _rows,
 
 def source_dir():
     """Where the .cu sources are: inside the installed package, else the source tree."""
-    for d in (_HERE / "_kernels", _HERE.parent / "kernels"):
+    for d in (_PACKAGE / "_kernels", _PACKAGE.parent / "kernels"):
         if (d / "activations.cuh").is_file():
             return d
-    raise FileNotFoundError(f"gpugrad's CUDA sources were not found in {_HERE / '_kernels'} "
-                            f"or {_HERE.parent / 'kernels'}")
+    raise FileNotFoundError(f"gpugrad's CUDA sources were not found in {_PACKAGE / '_kernels'} "
+                            f"or {_PACKAGE.parent / 'kernels'}")
 
 
 def sources():

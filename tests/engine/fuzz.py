@@ -25,6 +25,7 @@ import zlib
 import numpy as np
 
 import gpugrad as gg
+from gpugrad.devices.cuda import kernels
 
 MODES = ("first", "second", "forward", "fwd_rev", "nested_fwd", "multi", "float32",
          "arrays_vs_recorded")
@@ -741,7 +742,7 @@ def _pt_silu_derivative(a):
 
 
 def _mask_tensor(bits):
-    return gg.tensor(gg.kernels.pack_mask(np, bits))
+    return gg.tensor(kernels.pack_mask(np, bits))
 
 
 def _backward_reads(activation):
@@ -1290,7 +1291,7 @@ def _sce_build(b):
 
 
 def _device_labels(x, labels):
-    return gg.backend.get(x.device).asarray(labels)
+    return gg.devices.get(x.device).asarray(labels)
 
 
 kind("softmax_cross_entropy", ["softmax_cross_entropy"], _sce_build,

@@ -4,15 +4,15 @@ jacobian, hessian, hvp.
 They compose in any order. A transform called while recording builds a differentiable result
 (create_graph), so an outer gg.grad can differentiate through it; one called inside gg.jvp runs
 its backward as Tensor ops that carry the outer tangents (forward over reverse); gg.jvp inside
-gg.jvp keeps one tangent per level (graph.forward_mode). Arguments and results may be Tensors
+gg.jvp keeps one tangent per level (recording.forward_mode). Arguments and results may be Tensors
 or tuples, lists and dicts of them (nested); a transform never writes into its caller's arrays.
 """
 
 import numbers
 
-from gpugrad import autograd
-from gpugrad import backend
-from gpugrad import graph
+from gpugrad import recording
+from gpugrad.engine import backward
+from gpugrad import devices
 from gpugrad import ops
 from gpugrad import tensors
 
@@ -62,18 +62,18 @@ def _as_tensor(x, like=None):
 
 
 def _track(x):
-    """x as a tensor whose node autograd.grad can target: x itself if it is in the graph
+    """x as a tensor whose node backward.grad can target: x itself if it is in the graph
     already, else a new tensor over x's data (with x's tangents under gg.jvp) that is a leaf.
     Item assignment into it is refused while recording (methods.setitem), so the caller's
     array is never written."""
     x = _as_tensor(x)
-    if x._node is not None and x._node is not graph.CONSTANT:
+    if x._node is not None and x._node is not recording.CONSTANT:
         return x
     if x.dtype.kind != "f":
         raise TypeError(f"cannot differentiate with respect to a tensor of dtype {x.dtype}")
     t = tensors.wrap(x.data, x.device)
     t._tangent = x._tangent
-    t._node = autograd.Leaf(t, "write")
+    t._node = recording.Leaf(t, "write")
     return t
 
 
@@ -112,8 +112,8 @@ def _gradients(heads, head_grads, variables, retain_graph):
     if not pairs:
         return [tensors.zeros_like(v) for v in variables]
     hs, gs = zip(*pairs)
-    create = autograd.is_recording()
-    return list(autograd.grad(list(hs), list(variables), head_grads=list(gs),
+    create = recording.is_recording()
+    return list(backward.grad(list(hs), list(variables), head_grads=list(gs),
                               retain_graph=retain_graph or create, create_graph=create))
 
 
@@ -129,7 +129,7 @@ def value_and_grad(f, argnums=0, has_aux=False):
         args = list(args)
         for i in nums:
             args[i] = _map(_track, args[i])
-        with autograd.record(train_mode=autograd.is_training()):
+        with recording.record(train_mode=recording.is_training()):
             out = f(*args)
         y, aux = _split_aux(out, has_aux)
         if not isinstance(y, tensors.Tensor) or y.size != 1:
@@ -138,7 +138,7 @@ def value_and_grad(f, argnums=0, has_aux=False):
         variables = [leaf for i in nums for leaf in _leaves(args[i])]
         flat = iter(_gradients([y], [None], variables, retain_graph=False))
         grads = tuple(_rebuild(args[i], flat) for i in nums)
-        if not autograd.is_recording():
+        if not recording.is_recording():
             y = _detached(y)
         value = (y, aux) if has_aux else y
         return value, grads[0] if single else grads
@@ -169,7 +169,7 @@ def vjp(f, *primals):
     """(f(*primals), vjp_fn): vjp_fn(cotangents) returns one gradient per primal, each shaped
     like it. f may return a Tensor or a structure of them; the cotangents have that structure."""
     xs = [_map(_track, p) for p in primals]
-    with autograd.record(train_mode=autograd.is_training()):
+    with recording.record(train_mode=recording.is_training()):
         out = f(*xs)
     outs = _outputs(out, "vjp")
 
@@ -181,7 +181,7 @@ def vjp(f, *primals):
         cts = [_as_tensor(c, o) for c, o in zip(cts, outs)]
         for c, o in zip(cts, outs):
             if c.shape != o.shape:
-                raise autograd.ShapeError(f"vjp: cotangent of shape {c.shape} for an output of "
+                raise recording.ShapeError(f"vjp: cotangent of shape {c.shape} for an output of "
                                           f"shape {o.shape}")
         variables = [leaf for x in xs for leaf in _leaves(x)]
         flat = iter(_gradients(outs, cts, variables, retain_graph=True))
@@ -200,7 +200,7 @@ def jvp(f, primals, tangents):
     primals, tangents = list(primals), list(tangents)
     if len(tangents) != len(primals):
         raise ValueError(f"jvp: {len(primals)} primals but {len(tangents)} tangents")
-    level = graph.new_level()
+    level = recording.new_level()
     xs = []
     for p, t in zip(primals, tangents):
         p_leaves = _leaves(p)
@@ -209,7 +209,7 @@ def jvp(f, primals, tangents):
             raise ValueError(f"jvp: a primal with {len(p_leaves)} tensor(s) was given a tangent "
                              f"with {len(t_leaves)}")
         xs.append(_rebuild(p, iter([_dual(a, b, level) for a, b in zip(p_leaves, t_leaves)])))
-    with graph.forward_mode(level):
+    with recording.forward_mode(level):
         out = f(*xs)
     outs = _outputs(out, "jvp")
     primal_out, tangent_out = [], []
@@ -228,10 +228,10 @@ def _dual(p, t, level):
     p = _as_tensor(p)
     t = _as_tensor(t, p)
     if t.shape != p.shape:
-        raise autograd.ShapeError(f"jvp: tangent of shape {t.shape} for a primal of shape "
+        raise recording.ShapeError(f"jvp: tangent of shape {t.shape} for a primal of shape "
                                   f"{p.shape}")
     if t.device != p.device:
-        raise backend.DeviceError(f"jvp: tangent on {t.device!r} for a primal on {p.device!r}")
+        raise devices.DeviceError(f"jvp: tangent on {t.device!r} for a primal on {p.device!r}")
     x = tensors.wrap(p.data, p.device, p._node)
     x._tangent = {**(p._tangent or {}), level: t if t.dtype == p.dtype else t.astype(p.dtype)}
     return x
@@ -252,7 +252,7 @@ def _with_args(f, args, nums):
 
 def _basis(like, k):
     """The k-th unit tensor shaped like `like` (a constant)."""
-    with autograd.pause():
+    with recording.pause():
         e = tensors.zeros(like.size, dtype=like.dtype, device=like.device)
         e.data[k] = 1
     return ops.reshape(e, like.shape)

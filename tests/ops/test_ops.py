@@ -12,6 +12,8 @@ from hypothesis.extra import numpy as hnp
 
 import gpugrad as gg
 from gpugrad.ops import shape as sh
+from gpugrad.devices.cuda import kernels
+from gpugrad import recording
 from conftest import host
 
 R = np.random.default_rng(0)
@@ -50,11 +52,11 @@ def _output(g, negative):
 def _mask(g):
     """A fixed random 1-bit mask (packed as the relu forward packs it) for g's elements."""
     bits = MASK_BITS[: g.size].reshape(g.shape)
-    return gg.tensor(gg.kernels.pack_mask(np, bits), device=g.device)
+    return gg.tensor(kernels.pack_mask(np, bits), device=g.device)
 
 
 def _labels(x):
-    return gg.backend.get(x.device).asarray(np.array([0, 2, 1, 3][: x.shape[0]]))
+    return gg.devices.get(x.device).asarray(np.array([0, 2, 1, 3][: x.shape[0]]))
 
 
 # fmt: off
@@ -219,7 +221,7 @@ def test_rules_run_on_arrays_give_the_recorded_rules_gradients_bitwise(name, i, 
 
         with monkeypatch.context() as m:
             m.setattr(gg.tensors, "wrap", counting("tensors", gg.tensors.wrap))
-            m.setattr(gg.graph, "Node", counting("nodes", gg.graph.Node))
+            m.setattr(recording, "Node", counting("nodes", recording.Node))
             on_arrays = gg.autograd.grad(y, inputs, head_grads=u)
         assert made["nodes"] == 0
         # the gradients handed back (and the head of ones grad() makes for None), nothing else
@@ -283,7 +285,7 @@ def test_a_kept_reduction_equals_the_array_librarys(how, shape, device):
     included (sums to rounding: the order of the additions differs), along every axis."""
     from gpugrad.ops import reduce
 
-    be = gg.backend.get(device)
+    be = gg.devices.get(device)
     x = R.standard_normal(shape).astype(np.float32)
     if x.size:
         x.reshape(-1)[::7] = np.inf

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import gpugrad as gg
-from gpugrad import nn, optim
+from gpugrad import nn
+from gpugrad import optim
 from gpugrad.nn import functional as F
 from conftest import host
 
@@ -141,15 +142,15 @@ def test_a_step_with_two_backwards_keeps_the_last_gradient_from_the_first_call_o
 
 
 def test_only_the_first_swap_of_a_gradient_in_a_capture_is_noted():
-    from gpugrad import graphstep
+    from gpugrad.devices import capture
 
     t, first, later = gg.tensor([1.0]), np.array([2.0]), np.array([3.0])
     noted = {}
-    with graphstep.graph_step(capturing=True, swapped=noted):
-        graphstep.swapped_in(t, first)
-        graphstep.swapped_in(t, later)
+    with capture.graph_step(capturing=True, swapped=noted):
+        capture.swapped_in(t, first)
+        capture.swapped_in(t, later)
     assert list(noted.values()) == [(t, first)]
-    graphstep.swapped_in(t, later)  # outside a capture: nothing to note, nothing fails
+    capture.swapped_in(t, later)  # outside a capture: nothing to note, nothing fails
 
 
 def test_the_nodes_of_a_captured_step(device):
@@ -352,14 +353,14 @@ def test_cuda_graph_capture_of_a_synchronizing_step_fails_clearly():
 def test_inside_a_capture_bad_labels_and_indices_become_nan_not_errors():
     """What the code does while a CUDA stream captures (it cannot read labels or indices on the
     host), run here on NumPy: the unfused loss and Embedding mark bad rows with NaN."""
-    from gpugrad import backend
+    from gpugrad import devices
 
     logits = gg.tensor(np.zeros((3, 4)), dtype="float64")
     logits.attach_grad()
     emb = nn.Embedding(5, 2)
     # on the device before the capture: a capture cannot copy host data
     labels, indices = gg.tensor(np.array([0, 9, -1])), gg.tensor(np.array([1, 5]))
-    with backend.graph_step(capturing=True):
+    with devices.graph_step(capturing=True):
         with gg.autograd.record():
             loss = F.cross_entropy(logits, labels, reduction="none")
         loss.backward()
@@ -377,11 +378,11 @@ def test_inside_a_graphed_step_device_indices_are_refused_and_host_indices_check
     """CuPy wraps an index out of range around, and a graphed step cannot read device indices
     to check them: indexing with them is refused there; host indices are checked as always
     (while the step runs eagerly; a capture refuses copying them to the device)."""
-    from gpugrad import backend
+    from gpugrad import devices
 
     x = gg.tensor(np.arange(6.0).reshape(2, 3))
     for mode in (False, True):
-        with backend.graph_step(capturing=mode):
+        with devices.graph_step(capturing=mode):
             with pytest.raises(gg.cuda.GraphStepError, match="indexing with a device tensor of indices"):
                 x[:, gg.tensor(np.array([0, 2]))]
             with pytest.raises(gg.cuda.GraphStepError, match="take with a device tensor of indices"):

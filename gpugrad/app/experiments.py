@@ -8,10 +8,10 @@ import time
 import numpy as np
 
 from gpugrad import autograd
-from gpugrad import backend
+from gpugrad import devices
 from gpugrad import memory
 from gpugrad import ops
-from gpugrad import recompute
+from gpugrad.engine import checkpoint as recompute
 from gpugrad import tensors
 
 
@@ -83,7 +83,7 @@ def experiment(d, h, q, batches, layers=2, activation="relu", dtype="float32", d
     """Rows of analytic vs measured, predict vs train, per batch size (gpugrad memory)."""
     rows = []
     for batch in batches:
-        backend.seed(seed)
+        devices.seed(seed)
         model = mlp_4_7(d, h, q, layers, activation, dtype, device)
         x = tensors.randn(batch, d, dtype=dtype, device=device)
         y = np.random.default_rng(seed).integers(0, q, batch)
@@ -109,7 +109,7 @@ def experiment(d, h, q, batches, layers=2, activation="relu", dtype="float32", d
 
 def _checkpoint_row(model, x, y, loss_fn, device):
     forward = checkpointed_forward(model)
-    be = backend.get(device)
+    be = devices.get(device)
 
     def step(fwd):
         with autograd.record():
@@ -143,7 +143,7 @@ def graph_4_7(d=784, h=256, q=10, batch=1, bias=False, lam=1e-3, device=None, se
     from gpugrad import nn
     from gpugrad.nn import functional as F
 
-    backend.seed(seed)
+    devices.seed(seed)
     hidden = nn.Linear(d, h, bias=bias, dtype=dtype, device=device)
     out = nn.Linear(h, q, bias=False, dtype=dtype, device=device)
     rng = np.random.default_rng(seed)

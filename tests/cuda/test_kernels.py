@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import gpugrad as gg
-from gpugrad import backend, kernels
+from gpugrad import devices
+from gpugrad.devices.cuda import kernels
 from gpugrad.ops import activation as act
 from conftest import host
 
@@ -166,12 +167,12 @@ def test_fusion_switch():
         assert not kernels.enabled()
         with gg.fused(True):
             assert kernels.enabled()
-        assert backend.fused("sigmoid_bwd", np) is None
-    assert backend.fused("sigmoid_bwd", np) is None  # the CPU never takes a kernel
-    strict = backend.get("strict").xp  # the strict test device takes the kernels' launchers
-    assert backend.fused("sigmoid_bwd", strict) is not None
+        assert devices.fused("sigmoid_bwd", np) is None
+    assert devices.fused("sigmoid_bwd", np) is None  # the CPU never takes a kernel
+    strict = devices.get("strict").xp  # the strict test device takes the kernels' launchers
+    assert devices.fused("sigmoid_bwd", strict) is not None
     with gg.fused(False):
-        assert backend.fused("sigmoid_bwd", strict) is None
+        assert devices.fused("sigmoid_bwd", strict) is None
     assert kernels.lookup("sigmoid_bwd", strict) is not None
     assert kernels.lookup("nonesuch", strict) is None
 
@@ -192,7 +193,7 @@ def test_every_activation_has_its_launchers():
 
 @pytest.mark.parametrize("n", [1, 31, 32, 33, 1000])
 def test_mask_packs_one_bit_per_element(n, device):
-    xp = backend.get(device).xp
+    xp = devices.get(device).xp
     bits = np.random.default_rng(n).random(n) > 0.5
     words = kernels.pack_mask(xp, xp.asarray(bits))
     assert words.dtype == np.uint32 and words.nbytes == 4 * ((n + 31) // 32)
@@ -244,7 +245,7 @@ def test_the_wheel_check_skips_with_its_reason_where_gpugrad_is_not_installed(mo
 
 # ---------------------------------------------------------------- on a GPU and the strict device
 # The fused kernels run on CUDA; on the strict test device the same launchers run with NumPy
-# stand-ins for the compiled kernels (gpugrad/strict.py), so CI checks everything but the CUDA
+# stand-ins for the compiled kernels (gpugrad/devices/strict.py), so CI checks everything but the CUDA
 # code itself.
 
 KERNEL_DEVICES = [pytest.param("cuda:0", marks=pytest.mark.cuda), "strict"]
@@ -320,7 +321,7 @@ def test_second_order_through_the_fused_path(name, kdev):
 @pytest.mark.parametrize("kdev", KERNEL_DEVICES)
 @pytest.mark.parametrize("labels_dtype", ["int32", "int64"])
 def test_fused_softmax_cross_entropy_and_sgd(labels_dtype, kdev):
-    cp = backend.get(kdev).xp
+    cp = devices.get(kdev).xp
     rng = np.random.default_rng(0)
     logits = rng.standard_normal((37, 300)) * 5
     labels = rng.integers(0, 300, 37)
@@ -350,7 +351,7 @@ def test_fused_softmax_cross_entropy_and_sgd(labels_dtype, kdev):
 def test_fused_sgd_update_without_momentum(weight_decay, kdev):
     """param -= lr * (grad + weight_decay * param) in one kernel; with no weight decay an
     infinite parameter stays infinite (the term is left out, not multiplied by 0)."""
-    cp = backend.get(kdev).xp
+    cp = devices.get(kdev).xp
     rng = np.random.default_rng(1)
     p, gr = rng.standard_normal(1001), rng.standard_normal(1001)
     p[3] = np.inf
@@ -368,7 +369,7 @@ def test_fused_sgd_update_without_momentum(weight_decay, kdev):
 def test_add_scaled_is_the_multiply_and_add_to_the_bit(n, dtype, kdev):
     """acc += s * x with s a 0-d device array, in one kernel: each step rounded as the
     composition rounds it (no fused multiply-add), inf and NaN included."""
-    cp = backend.get(kdev).xp
+    cp = devices.get(kdev).xp
     rng = np.random.default_rng(n)
     acc, x = (rng.standard_normal(n).astype(dtype) * 7 for _ in range(2))
     if n > 3:
@@ -417,7 +418,7 @@ def test_relu_backward_from_the_output_equals_the_masks(slope, n, dtype, view, k
 
 @pytest.mark.cuda
 def test_every_kernel_compiles_with_nvrtc():
-    cp = backend.get("cuda").xp
+    cp = devices.get("cuda").xp
     assert all(err is None for err in kernels.check_compiles(cp).values())
 
 
@@ -432,14 +433,14 @@ def test_relu_backward_from_the_mask_with_non_finite_gradients():
 
 
 def test_the_fused_path_is_taken_only_for_arrays_that_suit_the_kernels():
-    """backend.fused(name, xp, *arrays) is the one gate: the launcher, or None for arrays its
+    """devices.fused(name, xp, *arrays) is the one gate: the launcher, or None for arrays its
     kernel does not take (the op then runs its xp formula)."""
-    from gpugrad import strict
+    from gpugrad.devices import strict
 
     xp = strict.xp
 
     def gate(name, *arrays):
-        return backend.fused(name, xp, *[xp.asarray(a) for a in arrays]) is not None
+        return devices.fused(name, xp, *[xp.asarray(a) for a in arrays]) is not None
 
     f32, f64 = np.ones(4, np.float32), np.ones(4, np.float64)
     assert gate("sigmoid_bwd", f32, f32) and gate("sigmoid_fwd", f64)
@@ -456,7 +457,7 @@ def test_the_fused_path_is_taken_only_for_arrays_that_suit_the_kernels():
     assert not gate("softmax_xent_fwd", logits, labels.astype(np.int16))  # no int16 labels
     assert not gate("softmax_xent_bwd", logits, labels, f64[:3])          # g of another dtype
     assert gate("relu_bwd_mask", f32, np.zeros(1, np.uint32))
-    assert backend.fused("sigmoid_fwd", np, f32) is None                  # the CPU: never
+    assert devices.fused("sigmoid_fwd", np, f32) is None                  # the CPU: never
     with gg.fused(False):
         assert not gate("sigmoid_fwd", f32)
     with pytest.raises(ValueError, match="packed uint32 words for 40 elements"):

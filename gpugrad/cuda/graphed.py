@@ -5,7 +5,7 @@ A captured step runs the same kernels on the same memory every time, so its shap
 and host-side settings are fixed at capture; what would make a replay differ from an eager step
 fails with a clear error instead (GraphStepError), on the CPU too, so code written for the GPU
 is checked on a laptop. On the CPU a graphed step runs eagerly under that same contract; on the
-strict test device it runs eagerly as if a CUDA stream were capturing it (gpugrad/strict.py).
+strict test device it runs eagerly as if a CUDA stream were capturing it (gpugrad/devices/strict.py).
 """
 
 import collections
@@ -13,10 +13,10 @@ import ctypes
 import weakref
 
 from gpugrad import autograd
-from gpugrad import backend
+from gpugrad import devices
 from gpugrad import tensors
 
-GraphStepError = backend.GraphStepError
+GraphStepError = devices.GraphStepError
 
 # Memory pools of graphs that were dropped or recaptured. Arrays allocated there (gradients,
 # optimizer state, the outputs a caller kept) can outlive their graph, and some CuPy versions
@@ -32,21 +32,21 @@ def _retire(pool):
 
 def is_available():
     """True when CuPy imports and at least one CUDA device answers."""
-    return backend.cuda_available()
+    return devices.cuda_available()
 
 
 def device_count():
-    return backend.cuda_device_count()
+    return devices.cuda_device_count()
 
 
 def unavailable_reason():
     """Why is_available() is False (None when it is True)."""
-    return backend.cuda_unavailable_reason()
+    return devices.cuda_unavailable_reason()
 
 
 def synchronize(device="cuda"):
     """Wait for all work queued on the device."""
-    backend.get(backend.canonical_device(device)).synchronize()
+    devices.get(devices.canonical_device(device)).synchronize()
 
 
 def graph(step, device=None):
@@ -80,7 +80,7 @@ class GraphedStep:
         if not callable(step):
             raise TypeError(f"gg.cuda.graph needs a callable step, got {type(step).__name__}")
         self.step = step
-        self.requested_device = None if device is None else backend.canonical_device(device)
+        self.requested_device = None if device is None else devices.canonical_device(device)
         self.recapture()
 
     def recapture(self):
@@ -118,9 +118,9 @@ class GraphedStep:
             return self._first_call(args, kwargs)
         self._check_baked()
         self._copy_in(args, kwargs)
-        be = backend.get(self.device)
+        be = devices.get(self.device)
         if self._graph is None:  # not captured here: the same contract, run eagerly
-            with backend.graph_step(capturing=be.capture == "emulated"):
+            with devices.graph_step(capturing=be.capture == "emulated"):
                 return self.step(*self._args, **self._kwargs)
         with be.active:
             current = be.xp.cuda.get_current_stream()
@@ -133,7 +133,7 @@ class GraphedStep:
     # ------------------------------------------------------------------ first call: capture
     def _first_call(self, args, kwargs):
         self.device = self.device or _device_of(list(args) + list(kwargs.values()))
-        be = backend.get(self.device)
+        be = devices.get(self.device)
         layout = {}
         self._args = tuple(self._static(i, a, be, layout) for i, a in enumerate(args))
         self._kwargs = {k: self._static(k, v, be, layout) for k, v in kwargs.items()}
@@ -141,7 +141,7 @@ class GraphedStep:
         try:
             if be.capture == "cuda":
                 return self._capture(be)
-            with backend.graph_step(capturing=be.capture == "emulated", baked=self._baked):
+            with devices.graph_step(capturing=be.capture == "emulated", baked=self._baked):
                 return self.step(*self._args, **self._kwargs)
         except BaseException:
             self.recapture()  # the next call starts over
@@ -158,10 +158,10 @@ class GraphedStep:
             self._stream.wait_event(current.record())
             with self._stream, cp.cuda.using_allocator(pool.malloc):
                 # the eager step: compiles kernels, sizes the pool, and is the call's result
-                with backend.graph_step():
+                with devices.graph_step():
                     result = self.step(*self._args, **self._kwargs)
                 swapped = {}
-                with backend.graph_step(capturing=True, baked=self._baked, swapped=swapped):
+                with devices.graph_step(capturing=True, baked=self._baked, swapped=swapped):
                     self._stream.begin_capture()
                     try:
                         outputs = self.step(*self._args, **self._kwargs)
@@ -188,12 +188,12 @@ class GraphedStep:
             layout[key] = ("tensor", value.shape, value.dtype)
             with be.active:
                 return tensors.wrap(be.xp.array(value.data, copy=True), self.device)
-        if backend.is_backend_array(value):
+        if devices.is_backend_array(value):
             layout[key] = ("array", value.shape, value.dtype)
             with be.active:
                 return be.xp.array(be.asarray(value), copy=True)
         if isinstance(value, (list, tuple, dict)) and any(
-                isinstance(v, tensors.Tensor) or backend.is_backend_array(v)
+                isinstance(v, tensors.Tensor) or devices.is_backend_array(v)
                 for v in (value.values() if isinstance(value, dict) else value)):
             raise TypeError(f"gg.cuda.graph: {where} is a {type(value).__name__} holding "
                             f"arrays; pass each tensor or array as an argument of its own")
@@ -206,7 +206,7 @@ class GraphedStep:
         if set(given) != set(self._layout):
             raise GraphStepError(f"gg.cuda.graph: called with arguments "
                                  f"{_names(given)} but captured with {_names(self._layout)}")
-        be = backend.get(self.device)
+        be = devices.get(self.device)
         for key, value in given.items():
             static = self._args[key] if isinstance(key, int) else self._kwargs[key]
             kind, *spec = self._layout[key]
@@ -224,7 +224,7 @@ class GraphedStep:
                 self._check_data_tensor(where, value)
                 source, target = value.data, static.data
             else:
-                if not backend.is_backend_array(value):
+                if not devices.is_backend_array(value):
                     raise TypeError(f"gg.cuda.graph: {where} was an array at capture, now a "
                                     f"{type(value).__name__}")
                 source, target = value, static
@@ -246,7 +246,7 @@ class GraphedStep:
                              f"takes data as arguments and its parameters from the closure "
                              f"(the model)")
         if value.device != self.device:
-            raise backend.DeviceError(f"gg.cuda.graph: {where} is on {value.device!r} but the "
+            raise devices.DeviceError(f"gg.cuda.graph: {where} is on {value.device!r} but the "
                                       f"step runs on {self.device!r}")
 
     def _check_baked(self):
@@ -295,10 +295,10 @@ def _device_of(values):
         if isinstance(v, tensors.Tensor):
             return v.device
     for v in values:
-        dev = backend.device_of_array(v) if backend.is_backend_array(v) else None
+        dev = devices.device_of_array(v) if devices.is_backend_array(v) else None
         if dev not in (None, "cpu"):
             return dev
-    return backend.default_device()
+    return devices.default_device()
 
 
 def _where(key):

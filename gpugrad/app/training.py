@@ -6,7 +6,7 @@ import time
 import numpy as np
 
 from gpugrad import autograd
-from gpugrad import backend
+from gpugrad import devices
 from gpugrad import data
 from gpugrad import nn
 from gpugrad import optim
@@ -92,8 +92,8 @@ def _host_copy(obj):
         return [_host_copy(v) for v in obj]
     if isinstance(obj, tensors.Tensor):
         return tensors.tensor(obj.numpy(), device="cpu")
-    if backend.is_backend_array(obj):
-        host = backend.get(backend.device_of_array(obj)).to_host(obj)
+    if devices.is_backend_array(obj):
+        host = devices.get(devices.device_of_array(obj)).to_host(obj)
         return tensors.tensor(np.array(host, copy=True), device="cpu")
     return obj
 
@@ -148,7 +148,7 @@ def train(dataset, layers=2, hidden=256, epochs=20, batch=32, lr=None, momentum=
     settings = {"dataset": dataset_name, "layers": layers, "hidden": hidden, "batch": batch,
                 "optimizer": optimizer, "lr": lr, "momentum": momentum,
                 "weight_decay": weight_decay, "seed": seed}
-    backend.seed(seed)
+    devices.seed(seed)
     n_classes = int(max(dataset.train_y.max(), dataset.test_y.max())) + 1
     model = build_mlp(layers, dataset.train_x.shape[1], hidden, n_classes, device=device)
     device = model.parameters()[0].device
@@ -206,7 +206,7 @@ def rnn_gradient_norms(steps=50, hidden=32, input_size=8, classes=10, seed=0, de
     of the last state, for a tanh RNN, a ReLU RNN and an LSTM (its hidden state h) on the same
     random sequence, readout and target, plus an LSTM whose forget-gate bias starts at +1.
     Returns {model: [norm at k = 0, ..., steps - 1]}."""
-    backend.seed(seed)
+    devices.seed(seed)
     x = tensors.randn(steps, 1, input_size, device=device)
     target = [int(np.random.default_rng(seed).integers(classes))]
     readout = nn.Linear(hidden, classes, device=device)

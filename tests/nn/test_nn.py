@@ -230,7 +230,7 @@ def test_the_ops_per_4_7_training_step_cannot_grow_unnoticed(device):
     arrays: a rule's operator arithmetic, g * lam or g / n, is then an array call, no table op,
     and the L2 gradient is added into the weight's gradient). Lower it here when a change
     removes ops."""
-    from gpugrad import benchmarks
+    from gpugrad.app import benchmarks
 
     step = benchmarks.mlp_step_cases([784, 256, 10], 32, device)["gpugrad"]
     assert benchmarks.ops_per_step(step) == benchmarks.ops_per_step(step) <= 16
@@ -242,7 +242,7 @@ def test_the_matmuls_baseline_runs_the_products_of_the_step(monkeypatch):
     """`gpugrad bench mlp`'s `numpy matmuls` row, the floor under gpugrad / torch, times the
     products gpugrad's step makes, the same shapes and as many: the gradient of the data (which
     neither step computes) is not among them."""
-    from gpugrad import benchmarks
+    from gpugrad.app import benchmarks
 
     made = []
     matmul = np.matmul
@@ -261,14 +261,14 @@ def test_the_hand_written_floor_step_is_the_same_step(device):
     """benchmarks.hand_written_step, the floor gpugrad's captured step is timed against on
     CUDA: the same losses and weights as gpugrad's own step over three steps, graphed as the
     bench graphs it (on the strict device, under the capture's rules)."""
-    from gpugrad import benchmarks
+    from gpugrad.app import benchmarks
 
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((7, 12)), rng.integers(0, 4, 7)
     gg.seed(0)
     model = gg.nn.MLP([12, 9, 5, 4], bias=False, device=device, dtype="float64")
     opt = gg.optim.SGD(model.parameters(), lr=0.1)
-    be = gg.backend.get(device)
+    be = gg.devices.get(device)
     with be.active:
         weights = [be.xp.asarray(p.numpy()) for p in model.parameters()]
         floor = gg.cuda.graph(benchmarks.hand_written_step(
@@ -296,7 +296,7 @@ def test_the_device_calls_per_training_step_cannot_grow_unnoticed():
     kernel; 39 and 69 before the scalar loss's head gradient, ones, was kept instead of filled
     on every backward; 38 and 68 before the L2 term flattened each weight once, not twice, for
     its dot product). Lower these when a change removes calls."""
-    from gpugrad import benchmarks
+    from gpugrad.app import benchmarks
 
     for sizes, most in (([784, 256, 10], 36), ([784, 1024, 1024, 1024, 10], 64)):
         step = benchmarks.mlp_step_cases(sizes, 32, "strict")["gpugrad"]
@@ -315,7 +315,7 @@ def test_the_host_labels_step_reads_nothing_back_to_check_its_labels():
     """`gpugrad bench mlp` on a device times the step with labels on the device (read back to
     be checked: one reduction and a sync) and, as `gpugrad host labels`, with the same labels
     as host data (checked before they move); on the CPU the two are one."""
-    from gpugrad import benchmarks
+    from gpugrad.app import benchmarks
 
     cases = benchmarks.mlp_step_cases([784, 256, 10], 32, "strict")
     cases["gpugrad"]()  # the first step also makes the optimizer's state
@@ -332,9 +332,11 @@ def test_the_device_calls_per_captured_step_cannot_grow_unnoticed(monkeypatch):
     output: no add or multiply for it), 92 and 15 per deep step; the weight gradients the
     gemm path makes are added into in place (they were views of themselves, 57 and 111 calls).
     Lower these when a change removes calls."""
-    from gpugrad import backend, benchmarks, strict
+    from gpugrad import devices
+    from gpugrad.app import benchmarks
+    from gpugrad.devices import strict
 
-    be = backend.get("strict")
+    be = devices.get("strict")
     gemms = []
     monkeypatch.setattr(be, "gemm", lambda *args: gemms.append(1) or strict.gemm(*args))
     for sizes, most, most_gemms in (([784, 256, 10], 48, 7),
@@ -356,7 +358,7 @@ def test_host_labels_are_checked_on_the_host_device_labels_on_the_device():
     back from the device (a GPU sync per step otherwise); device labels are read to check."""
     import collections
 
-    from gpugrad import strict
+    from gpugrad.devices import strict
 
     logits = gg.tensor(np.zeros((3, 4)), device="strict")
     before = collections.Counter(strict.calls)

@@ -1,9 +1,11 @@
 """gg.checkpoint: keep a function's arguments, not its intermediates, and recompute them in
 backward. Built on autograd's public entry points: structure-only recording, to find what the
-function reaches, and autograd.gradients, to differentiate the recomputation."""
+function reaches, and backward.gradients, to differentiate the recomputation."""
 
-from gpugrad import autograd
+from gpugrad import recording
+from gpugrad.engine import backward
 from gpugrad import tensors
+from gpugrad.ops import registry
 
 
 def _checkpoint_forward(xp, *xs, fn, n_args, result, outside, arg_nodes):
@@ -12,23 +14,23 @@ def _checkpoint_forward(xp, *xs, fn, n_args, result, outside, arg_nodes):
 
 def _checkpoint_vjp(g, *xs, y, fn, n_args, result, outside, arg_nodes):
     """Recompute fn on fresh leaves and return the gradients of every parent of the node."""
-    create = autograd.is_recording()  # the engine records here exactly when create_graph
+    create = recording.is_recording()  # the engine records here exactly when create_graph
     fresh = []
-    with autograd.record(train_mode=autograd.is_training()):
+    with recording.record(train_mode=recording.is_training()):
         for x in xs[:n_args]:
             if create and x._node is not None:
                 fresh.append(x)  # with its history, so second derivatives reach the real input
                 continue
             t = tensors.wrap(x.data, x.device)
             if x.dtype.kind == "f":
-                t._node = autograd.Leaf(t, "write")
+                t._node = recording.Leaf(t, "write")
             fresh.append(t)
         out = fn(*fresh)
     # an argument's gradient arrives at its fresh leaf, and at its own node too if fn also
     # reaches that tensor another way (through a closure); add the two once each
     targets = {t._node for t in fresh} | set(outside) | set(arg_nodes)
     targets.discard(None)
-    found = autograd.gradients([out], [g], targets, create_graph=create)
+    found = backward.gradients([out], [g], targets, create_graph=create)
     grads = []
     for t, own in zip(fresh, arg_nodes):
         parts = [found.get(t._node)] + ([found.get(own)] if own is not t._node else [])
@@ -60,10 +62,10 @@ def checkpoint(fn, *args):
     usual, identical to a run without checkpoint. fn must be deterministic (no dropout).
     Outside record() this is fn(*args).
     """
-    if not autograd.is_recording() or autograd.is_structure_only():
+    if not recording.is_recording() or recording.is_structure_only():
         return fn(*args)
     args = [a if isinstance(a, tensors.Tensor) else tensors.tensor(a) for a in args]
-    with autograd.structure_only() as found:
+    with recording.structure_only() as found:
         out = fn(*args)
     if not isinstance(out, tensors.Tensor):
         raise TypeError(f"checkpoint: fn must return one Tensor, got {type(out).__name__}")
@@ -74,4 +76,4 @@ def checkpoint(fn, *args):
     inputs = list(args) + [found.outside[n] for n in outside]
     params = {"fn": fn, "n_args": len(args), "result": [out.data], "outside": outside,
               "arg_nodes": arg_nodes}
-    return autograd.apply(_checkpoint_op(), tuple(inputs), params)
+    return registry.apply(_checkpoint_op(), tuple(inputs), params)

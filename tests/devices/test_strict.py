@@ -5,7 +5,11 @@ import numpy as np
 import pytest
 
 import gpugrad as gg
-from gpugrad import backend, cublas, kernels, strict
+from gpugrad import devices
+from gpugrad.devices.cuda import cublas
+from gpugrad.devices.cuda import kernels
+from gpugrad.devices import strict
+from gpugrad.engine import backward
 from conftest import host
 
 xp = strict.xp
@@ -22,7 +26,7 @@ def test_strict_arrays_refuse_implicit_conversion_and_numpy_operands():
         a[1:] = np.ones(2)
     a[:] = np.ones(3)  # whole assignment from the host is allowed, as in CuPy
     assert a.get().tolist() == [1, 1, 1] and isinstance(a.get(), np.ndarray)
-    assert backend.device_of_array(a) == "strict"
+    assert devices.device_of_array(a) == "strict"
 
 
 def test_strict_reductions_and_indexing_give_device_arrays_like_cupy():
@@ -61,7 +65,7 @@ def test_kernel_stand_ins_check_the_launch_against_the_cuda_signature():
 
 def test_every_launcher_runs_on_the_strict_device():
     for name in sorted(kernels.launchers()):
-        assert backend.fused(name, xp) is not None, name
+        assert devices.fused(name, xp) is not None, name
 
 
 def _layouts(rng, shape, dtype):
@@ -100,11 +104,11 @@ def _device_view(a):
 def test_matmul_inside_a_capture_takes_the_capturable_path():
     a = gg.tensor(np.arange(6.0).reshape(2, 3), device="strict")
     b = gg.tensor(np.arange(3.0), device="strict")
-    with backend.graph_step(capturing=True):
+    with devices.graph_step(capturing=True):
         with pytest.raises(NotImplementedError, match="cuBLAS API during stream capture"):
             xp.matmul(a.data, b.data)  # what CuPy does
         got = gg.matmul(a, b)
-        with pytest.raises(backend.GraphStepError, match="capturable matmul takes 1-D and 2-D"):
+        with pytest.raises(devices.GraphStepError, match="capturable matmul takes 1-D and 2-D"):
             gg.matmul(gg.ones((2, 2, 3), device="strict"), b)
     np.testing.assert_allclose(host(got), [5.0, 14.0])
 
@@ -116,7 +120,7 @@ def test_a_sum_of_squares_inside_a_capture_is_one_gemm_per_array(dtype, monkeypa
     sum or the scaling; the value is the dot products' sum, scaled."""
     import collections
 
-    be = backend.get("strict")
+    be = devices.get("strict")
     rng = np.random.default_rng(0)
     host_arrays = [rng.standard_normal(s).astype(dtype) for s in ((3, 4), (5,), (2, 2, 2))]
     arrays = [xp.asarray(a) for a in host_arrays]
@@ -124,33 +128,32 @@ def test_a_sum_of_squares_inside_a_capture_is_one_gemm_per_array(dtype, monkeypa
     gemms = []
     monkeypatch.setattr(be, "gemm", lambda *args: gemms.append(args[-2:]) or strict.gemm(*args))
     before = collections.Counter(strict.calls)
-    with backend.graph_step(capturing=True):
-        total = backend.sum_of_squares(xp, arrays, 0.3)
+    with devices.graph_step(capturing=True):
+        total = devices.sum_of_squares(xp, arrays, 0.3)
     calls = strict.calls - before
     assert total.shape == () and total.dtype == dtype
     assert gemms == [(0.3, 0.0), (0.3, 1.0), (0.3, 1.0)]  # (alpha, beta): the first writes
     assert not calls["add"] and not calls["multiply"], calls
     np.testing.assert_allclose(total.get(), expected, rtol=1e-6 if dtype == "float32" else 1e-13)
-    eager = backend.sum_of_squares(xp, arrays, 0.3)  # outside a step: vdot, add, multiply
+    eager = devices.sum_of_squares(xp, arrays, 0.3)  # outside a step: vdot, add, multiply
     np.testing.assert_allclose(eager.get(), expected, rtol=1e-6 if dtype == "float32" else 1e-13)
 
 
 def test_the_kept_head_of_ones_is_not_made_inside_a_capture(monkeypatch):
     """A scalar loss's head of ones is kept per device and dtype, but not one made while a
     stream captures: its fill would run only when the graph does."""
-    from gpugrad import autograd
 
-    monkeypatch.setattr(autograd, "_SCALAR_ONES", {})
+    monkeypatch.setattr(backward, "_SCALAR_ONES", {})
     x = gg.tensor(np.arange(3.0), device="strict", requires_grad=True)
-    with backend.graph_step(capturing=True):
+    with devices.graph_step(capturing=True):
         with gg.autograd.record():
             y = (x * x).sum()
         y.backward()
-    assert autograd._SCALAR_ONES == {}
+    assert backward._SCALAR_ONES == {}
     with gg.autograd.record():
         y = (x * x).sum()
     y.backward()
-    assert list(autograd._SCALAR_ONES) == [("strict", np.dtype("float64"))]
+    assert list(backward._SCALAR_ONES) == [("strict", np.dtype("float64"))]
     np.testing.assert_array_equal(host(x.grad), [0.0, 2.0, 4.0])
 
 

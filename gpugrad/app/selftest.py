@@ -17,9 +17,9 @@ import tempfile
 import time
 import xml.etree.ElementTree as ET
 
-from gpugrad import backend
+from gpugrad import devices
 
-_HERE = pathlib.Path(__file__).resolve().parent
+_PACKAGE = pathlib.Path(__file__).resolve().parent.parent  # gpugrad/
 # the file the pytest subprocess reports its progress into (set for that process only)
 PROGRESS_ENV = "GPUGRAD_SELFTEST_PROGRESS"
 
@@ -27,7 +27,7 @@ PROGRESS_ENV = "GPUGRAD_SELFTEST_PROGRESS"
 def tests_dir():
     """The bundled tests: inside the installed package (the wheel maps tests/ to gpugrad/_tests),
     else the source tree's tests/."""
-    for d in (_HERE / "_tests", _HERE.parent / "tests"):
+    for d in (_PACKAGE / "_tests", _PACKAGE.parent / "tests"):
         if (d / "conftest.py").is_file():
             return d
     return None
@@ -108,7 +108,7 @@ def run_tests(device, progress=True):
         report = pathlib.Path(tmp) / "junit.xml"
         events = pathlib.Path(tmp) / "progress.jsonl"
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-               "-p", "gpugrad.selftest", str(d), f"--junitxml={report}", "-o", "addopts=",
+               "-p", "gpugrad.app.selftest", str(d), f"--junitxml={report}", "-o", "addopts=",
                "--rootdir", str(d)]
         env = dict(os.environ, GPUGRAD_DEVICE=device, **{PROGRESS_ENV: str(events)})
         shown = _Progress(events, device) if progress else None
@@ -138,7 +138,7 @@ def run_tests(device, progress=True):
 
 
 # ---------------------------------------------------------------------------- pytest plugin
-# Loaded into the pytest subprocess (-p gpugrad.selftest); it writes one JSON line per event to
+# Loaded into the pytest subprocess (-p gpugrad.app.selftest); it writes one JSON line per event to
 # the file PROGRESS_ENV names, and does nothing where that is not set.
 _plugin = {"left": collections.Counter(), "done": 0, "total": 0, "failed": set()}
 
@@ -191,9 +191,9 @@ def _junit_summary(path, seconds, returncode):
 
 def check_kernels(device):
     """Compile every kernel source: NVRTC on a CUDA device, else nvcc -ptx when it is here."""
-    from gpugrad import kernels
+    from gpugrad.devices.cuda import kernels
 
-    be = backend.get(device)
+    be = devices.get(device)
     if be.capture == "cuda":
         with be.active:
             results = kernels.check_compiles(be.xp)
@@ -212,7 +212,7 @@ def check_kernels(device):
 
 def short_benchmark(device):
     """The 4.7 training step and the per-op overhead, quick, beside PyTorch when installed."""
-    from gpugrad import benchmarks
+    from gpugrad.app import benchmarks
 
     rows = []
     for suite in ("mlp", "overhead"):
@@ -223,7 +223,7 @@ def short_benchmark(device):
 def run(device, bench=True, progress=True):
     """Everything, as a dict; 'verdict' is PASS, FAIL or INCOMPLETE. When the tests cannot run,
     the benchmark is skipped: the verdict is INCOMPLETE whatever it would time."""
-    from gpugrad import benchmarks
+    from gpugrad.app import benchmarks
 
     result = {"device": device, "environment": benchmarks.environment(device)}
     result["tests"] = run_tests(device, progress=progress)
@@ -297,10 +297,10 @@ def format_verdict(result):
 def main(args):
     """Exit status 0 for PASS, 1 for FAIL (something ran and was wrong), 2 for INCOMPLETE (the
     tests could not run: no pytest, or a device that is unusable here)."""
-    device = backend.canonical_device(args.device) if args.device else backend.default_device()
+    device = devices.canonical_device(args.device) if args.device else devices.default_device()
     try:
-        backend.get(device)
-    except backend.DeviceError as e:  # could not run, not a failure of gpugrad: INCOMPLETE
+        devices.get(device)
+    except devices.DeviceError as e:  # could not run, not a failure of gpugrad: INCOMPLETE
         result = _unusable_device(device, e)
     else:
         result = run(device, bench=not args.no_bench)

@@ -19,7 +19,8 @@ import time
 import numpy as np
 
 import gpugrad
-from gpugrad import backend, kernels
+from gpugrad import devices
+from gpugrad.devices.cuda import kernels
 
 # ---------------------------------------------------------------------------- timing
 
@@ -57,7 +58,7 @@ class Timing:
 def repeat_times(fn, device, warmup=3, min_repeats=15, min_seconds=0.05, max_repeats=500):
     """Seconds of each repeat of fn() on device after warm-up; CUDA events per repeat on a GPU.
     fn runs inside the device's context, so a case need not enter it on every call."""
-    be = backend.get(device)
+    be = devices.get(device)
     with be.active:
         for _ in range(warmup):
             fn()
@@ -463,7 +464,7 @@ def environment(device):
     env["torch"] = torch.__version__ if torch else None
     if torch:
         env["torch threads"] = torch.get_num_threads()
-    be = backend.get(device)
+    be = devices.get(device)
     if be.is_cuda:
         cp = be.xp
         props = cp.cuda.runtime.getDeviceProperties(be.index)
@@ -515,7 +516,7 @@ def kernel_cases(activation, n, device):
     the CuPy composition), "torch" (PyTorch's own backward kernel, when installed for this
     device) and "copy" (a device-to-device copy of n elements, the bandwidth yardstick).
     """
-    be = backend.get(device)
+    be = devices.get(device)
     xp = be.xp
     base, params = FROM_OUTPUT.get(activation, (activation, None))
     declared, forward_params = activation_backwards()[base]
@@ -566,7 +567,7 @@ def kernel_cases(activation, n, device):
 def kernels_suite(device, quick=True, progress=None, yardstick=None):
     """Rows for every activation backward and size: time, GB/s, % of copy, ratios; each size's
     cases (gpugrad, unfused, torch, copy) timed in turns, block after block (Blocks)."""
-    be = backend.get(device)
+    be = devices.get(device)
     if not be.is_cuda:
         sizes = [2**16, 2**20] if quick else [2**16, 2**18, 2**20, 2**22]
     else:
@@ -686,14 +687,15 @@ MLP_MODELS = {"4.7 (784-256-10)": [784, 256, 10], "deep (784-1024x3-10)": [784, 
 def mlp_step_cases(sizes, batch, device, lam=1e-3, lr=0.01):
     """{impl: step()} for one SGD training step (forward, cross-entropy + L2, backward, update)
     of the same bias-free MLP on the same data, in gpugrad and (when installed) PyTorch."""
-    from gpugrad import nn, optim
+    from gpugrad import nn
+    from gpugrad import optim
     from gpugrad.nn import functional as F
 
-    be = backend.get(device)
+    be = devices.get(device)
     rng = np.random.default_rng(batch)
     x_host = rng.standard_normal((batch, sizes[0])).astype(np.float32)
     y_host = rng.integers(0, sizes[-1], batch)
-    backend.seed(0)
+    devices.seed(0)
     model = nn.MLP(sizes, bias=False, device=device)
     opt = optim.SGD(model.parameters(), lr=lr)
     with be.active:
@@ -774,10 +776,10 @@ def mlp_step_cases(sizes, batch, device, lam=1e-3, lr=0.01):
 def hand_written_step(weights, x, y, lam, lr):
     """The same SGD step written by hand on raw arrays of one device (no autograd, no Tensor):
     the floor under a step built from the same array library and gpugrad's capturable matmul
-    (backend.matmul), which gg.cuda.graph can capture on CUDA. Updates `weights` (arrays,
+    (devices.matmul), which gg.cuda.graph can capture on CUDA. Updates `weights` (arrays,
     (out, in) each) in place and returns the loss (cross-entropy + lam/2 |W|^2, before the
     update); x (N, d) and integer labels y (N,) stay fixed."""
-    be = backend.get(backend.device_of_array(x))
+    be = devices.get(devices.device_of_array(x))
     xp, n = be.xp, x.shape[0]
     with be.active:
         rows = xp.arange(n)
@@ -786,7 +788,7 @@ def hand_written_step(weights, x, y, lam, lr):
         with be.active:
             hs, h = [x], x
             for i, w in enumerate(weights):
-                z = backend.matmul(xp, h, w.T)
+                z = devices.matmul(xp, h, w.T)
                 if i < len(weights) - 1:
                     h = xp.maximum(z, 0)
                     hs.append(h)
@@ -794,16 +796,16 @@ def hand_written_step(weights, x, y, lam, lr):
             p = xp.exp(shifted)
             total = p.sum(axis=1, keepdims=True)
             loss = (xp.log(total[:, 0]) - shifted[rows, y]).mean()
-            loss += backend.sum_of_squares(xp, weights, lam / 2)
+            loss += devices.sum_of_squares(xp, weights, lam / 2)
             p /= total
             p[rows, y] -= 1
             dz = p
             dz /= n  # d mean(cross-entropy) / d logits
             for i in range(len(weights) - 1, -1, -1):
                 w = weights[i]
-                grad_w = backend.matmul(xp, dz.T, hs[i])
+                grad_w = devices.matmul(xp, dz.T, hs[i])
                 if i:
-                    dz = backend.matmul(xp, dz, w)
+                    dz = devices.matmul(xp, dz, w)
                     dz *= hs[i] > 0
                 grad_w += lam * w  # the L2 term's gradient
                 w -= lr * grad_w
@@ -915,7 +917,7 @@ def device_calls_per_step(step):
     """{call name: count} of the calls one step() makes into the strict test device's array
     library (functions, array methods, indexing, fused kernels): on CuPy each is at most one
     kernel launch, a view none, so it bounds a GPU step's kernels from the CPU."""
-    from gpugrad import strict
+    from gpugrad.devices import strict
 
     before = collections.Counter(strict.calls)
     step()
@@ -944,11 +946,11 @@ def mlp_suite(device, quick=True, progress=None, batches=None, yardstick=None):
     for i, (name, batch) in enumerate(work):
         cases = mlp_step_cases(MLP_MODELS[name], batch, device)
         ops = ops_per_step(cases["gpugrad"])
-        strict = backend.get(device).name == "strict"
+        strict = devices.get(device).name == "strict"
         calls = sum(device_calls_per_step(cases["gpugrad"]).values()) if strict else None
         captured_calls = (sum(device_calls_per_captured_step(cases["gpugrad"], device).values())
                           if strict else None)
-        be_cuda = backend.get(device).is_cuda
+        be_cuda = devices.get(device).is_cuda
         # each gpugrad row against its PyTorch counterpart: products with products, the
         # captured step with PyTorch's CUDA graph, the eager step with the eager step; the
         # captured step also against the hand-written floor
@@ -1006,7 +1008,7 @@ SUITES["mlp"] = mlp_suite
 
 def memory_suite(device, quick=True, progress=None):
     """Section 4.7's network: saved activations formula vs measured, and train vs predict peak."""
-    from gpugrad import experiments
+    from gpugrad.app import experiments
 
     batches = [64, 1024] if quick else [1, 64, 256, 1024, 4096]
     rows = []
@@ -1035,7 +1037,7 @@ def jacobian_cases(m, n, device):
     cases = {"gpugrad rev": lambda: gpugrad.jacobian(f, mode="rev")(x),
              "gpugrad fwd": lambda: gpugrad.jacobian(f, mode="fwd")(x)}
     torch = torch_or_none()
-    if torch is not None and not backend.get(device).is_cuda:
+    if torch is not None and not devices.get(device).is_cuda:
         tw, tx = torch.from_numpy(w_host), torch.from_numpy(x_host)
         cases["torch jacrev"] = lambda: torch.func.jacrev(lambda v: torch.tanh(tw @ v))(tx)
         cases["torch jacfwd"] = lambda: torch.func.jacfwd(lambda v: torch.tanh(tw @ v))(tx)
@@ -1095,7 +1097,7 @@ def overhead_cases(n_ops, device):
             y = chain(x, gpugrad.tanh).sum()
         y.backward()
 
-    be = backend.get(device)
+    be = devices.get(device)
     raw = x.data
 
     def array_calls():  # the array library's own per-call cost: the floor under every op
@@ -1123,7 +1125,7 @@ def overhead_cases(n_ops, device):
 
 def array_library(device):
     """The name of the device's array library, as the overhead suite labels its row."""
-    be = backend.get(device)
+    be = devices.get(device)
     return "numpy" if be.xp is np else "cupy" if be.is_cuda else f"{be.name} xp"
 
 

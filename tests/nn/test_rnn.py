@@ -187,7 +187,7 @@ def test_each_recurrent_model_learns_a_delay_task(name):
 def test_rnn_grads_command(tmp_path, capsys):
     import json
 
-    from gpugrad import cli
+    from gpugrad.app import cli
 
     out, plot = tmp_path / "g.json", tmp_path / "g.png"
     assert cli.main(["rnn-grads", "--steps", "25", "--hidden", "16", "--json", str(out),
