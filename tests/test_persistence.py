@@ -539,7 +539,7 @@ def test_a_save_through_a_symlink_writes_its_target_from_the_targets_folder(tmp_
         folders.append(kwargs.get("dir"))
         return real_mkstemp(*args, **kwargs)
 
-    monkeypatch.setattr(gg.serialize.tempfile, "mkstemp", spy)
+    monkeypatch.setattr(gg.serialize.writer.tempfile, "mkstemp", spy)
     gg.save({"w": np.ones(2)}, chain)
     assert folders == [str(real_dir)]  # the temporary file beside the real file
     assert os.path.islink(link) and os.readlink(link) == os.path.relpath(target, link_dir)
