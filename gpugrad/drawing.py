@@ -3,7 +3,7 @@ shapes, dtypes, devices, bytes saved for backward, the line that recorded each o
 Graphviz DOT text (no dependency) or, with Graphviz's `dot` program, as SVG/PNG/PDF, and prints
 the forward and backward equations of the chain of ops it recorded.
 
-The saved bytes come from the memory ledger (gpugrad/memory.py): each buffer counts once, under
+The saved bytes come from the memory ledger (gpugrad/memory/ledger.py): each buffer counts once, under
 the first op in backward order that keeps it, so the nodes' bytes add up to
 gg.memory.saved(...).activations.
 """
@@ -201,6 +201,12 @@ def graph_of(outputs, names=None):
     saved). Unnamed parameters are W1, W2, ... in the order the forward used them; unnamed
     inputs x1, x2, ...
     """
+    roots = [t._node for t in _recorded(outputs)]
+    return _GraphBuilder(roots, _names(names)).build()
+
+
+def _recorded(outputs):
+    """The output tensors, each checked to have a recorded graph that backward has not freed."""
     outputs = [outputs] if isinstance(outputs, tensors.Tensor) else list(outputs)
     for t in outputs:
         if not isinstance(t, tensors.Tensor):
@@ -211,74 +217,90 @@ def graph_of(outputs, names=None):
         if t._node.op is not None and t._node.freed:
             raise ValueError("graph_of: the graph was freed by backward; draw it before, or "
                              "pass retain_graph=True")
-    named = _names(names)
-    roots = [t._node for t in outputs]
-    order = list(reversed(backward._toposort(roots)))  # forward order
-    params = [leaf.ref() for leaf in order if leaf.op is None and leaf.ref() is not None]
-    ledger = memory.saved_by_node(roots, params)
-    ids, leaves, nodes, edges = {}, [], [], []
-    counters = collections.Counter()
-    unnamed = collections.Counter()
-    inputs_seen = {}
+    return outputs
 
-    def leaf_for_param(leaf):
-        if id(leaf) not in ids:
-            t = leaf.ref()
-            name = named.get(id(t)) if t is not None else None
-            if name is None:
-                unnamed["W"] += 1
-                name = f"W{unnamed['W']}"
-            lid = f"p{len(leaves)}"
-            ids[id(leaf)] = lid
-            leaves.append(GraphLeaf(lid, name, "parameter", tuple(t.shape) if t is not None else (),
-                                    str(t.dtype) if t is not None else "?", t.device if t is not None else "?"))
-        return ids[id(leaf)]
 
-    def leaf_for_input(node, i):
-        arr = (node.saved or {}).get(i)
-        key = id(arr) if arr is not None and hasattr(arr, "shape") else (id(node), i)
-        if key not in inputs_seen:
-            name = named.get(key) if isinstance(key, int) else None
-            if name is None:
-                unnamed["x"] += 1
-                name = f"x{unnamed['x']}"
-            shape, dtype, device = node.metas[i]
-            lid = f"i{len(leaves)}"
-            inputs_seen[key] = lid
-            leaves.append(GraphLeaf(lid, name, "input", tuple(shape), str(dtype), device))
-        return inputs_seen[key]
+class _GraphBuilder:
+    """Walks the recorded nodes in forward order, giving every op, parameter and input an id
+    (n0, p1, i2, ...) and a name (z1, h1, W1, x1, ...), and collects the edges between them."""
 
-    for node in order:
-        if node.op is None:
-            continue
-        nid = f"n{len(nodes)}"
-        ids[id(node)] = nid
+    def __init__(self, roots, named):
+        self.roots, self.named = roots, named
+        self.order = list(reversed(backward._toposort(roots)))  # forward order
+        params = [leaf.ref() for leaf in self.order if leaf.op is None and leaf.ref() is not None]
+        self.ledger = memory.saved_by_node(roots, params)
+        self.ids = {}          # id(node or parameter leaf) -> graph id
+        self.input_ids = {}    # id(saved input array), or (id(node), i) -> graph id
+        self.leaves, self.nodes, self.edges = [], [], []
+        self.symbols = collections.Counter()  # ops named so far, per symbol
+        self.unnamed = collections.Counter()  # leaves named so far, per prefix (W, x)
+
+    def build(self):
+        for node in self.order:
+            if node.op is not None:
+                self._add_op(node)
+        out_ids = [self.ids[id(r)] for r in self.roots if id(r) in self.ids]
+        if len(out_ids) == 1:  # the one output is J, as in the book's equations
+            k = next(i for i, n in enumerate(self.nodes) if n.id == out_ids[0])
+            self.nodes[k] = self.nodes[k]._replace(name="J")
+        return Graph(self.nodes, self.leaves, self.edges, out_ids)
+
+    def _add_op(self, node):
+        nid = f"n{len(self.nodes)}"
+        self.ids[id(node)] = nid
         inputs = []
-        for i, p in enumerate(node.parents):
-            meta = node.metas[i]
-            label = node.op.input_name(i)
-            if p is not None:
-                src = leaf_for_param(p) if p.op is None else ids[id(p)]
-            elif meta is not None:
-                src = leaf_for_input(node, i)
-            else:  # a Python scalar (kept by the node), or an optional input left out
+        for i, parent in enumerate(node.parents):
+            if parent is None and node.metas[i] is None:
+                # a Python scalar (kept by the node), or an optional input left out
                 inputs.append((node.saved or {}).get(i))
                 continue
+            src = self._source(node, i, parent)
             inputs.append(src)
-            edges.append((src, nid, label))
+            self.edges.append((src, nid, node.op.input_name(i)))
         symbol = "h" if node.op.name in _ACTIVATIONS else _SYMBOL.get(node.op.name, "v")
-        counters[symbol] += 1
-        name = f"{symbol}{counters[symbol]}"
-        saved = tuple(ledger.get(node, ()))
+        self.symbols[symbol] += 1
+        saved = tuple(self.ledger.get(node, ()))
         shape, dtype, device = node.out_meta
-        nodes.append(GraphNode(nid, name, node.op.name, tuple(shape), str(dtype), device,
-                               sum(b for *_, b, is_param in saved if not is_param), saved,
-                               recording._recorded_at.get(node), tuple(inputs)))
-    out_ids = [ids[id(r)] for r in roots if id(r) in ids]
-    if len(out_ids) == 1:  # the one output is J, as in the book's equations
-        k = next(i for i, n in enumerate(nodes) if n.id == out_ids[0])
-        nodes[k] = nodes[k]._replace(name="J")
-    return Graph(nodes, leaves, edges, out_ids)
+        self.nodes.append(GraphNode(
+            nid, f"{symbol}{self.symbols[symbol]}", node.op.name, tuple(shape), str(dtype),
+            device, sum(b for *_, b, is_param in saved if not is_param), saved,
+            recording._recorded_at.get(node), tuple(inputs)))
+
+    def _source(self, node, i, parent):
+        """The graph id input i of `node` comes from: an op, a parameter or an input."""
+        if parent is None:
+            return self._input_leaf(node, i)
+        return self._parameter_leaf(parent) if parent.op is None else self.ids[id(parent)]
+
+    def _parameter_leaf(self, leaf):
+        if id(leaf) not in self.ids:
+            t = leaf.ref()
+            name = self.named.get(id(t)) if t is not None else None
+            if name is None:
+                name = self._next_unnamed("W")
+            lid = f"p{len(self.leaves)}"
+            self.ids[id(leaf)] = lid
+            described = (tuple(t.shape), str(t.dtype), t.device) if t is not None else ((), "?", "?")
+            self.leaves.append(GraphLeaf(lid, name, "parameter", *described))
+        return self.ids[id(leaf)]
+
+    def _input_leaf(self, node, i):
+        """An input (data, labels) is known by the array an op saved; unsaved, by its place."""
+        arr = (node.saved or {}).get(i)
+        key = id(arr) if arr is not None and hasattr(arr, "shape") else (id(node), i)
+        if key not in self.input_ids:
+            name = self.named.get(key) if isinstance(key, int) else None
+            if name is None:
+                name = self._next_unnamed("x")
+            shape, dtype, device = node.metas[i]
+            lid = f"i{len(self.leaves)}"
+            self.input_ids[key] = lid
+            self.leaves.append(GraphLeaf(lid, name, "input", tuple(shape), str(dtype), device))
+        return self.input_ids[key]
+
+    def _next_unnamed(self, prefix):
+        self.unnamed[prefix] += 1
+        return f"{prefix}{self.unnamed[prefix]}"
 
 
 def _names(names):
