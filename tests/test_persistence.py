@@ -1,7 +1,6 @@
-"""Saving and resuming (issue 27, items 6, 7, 8 and 14): optimizer state_dicts that resume
-training bit for bit, gg.save/gg.load of nested state, saves over read-only files and through
-symbolic links, damaged files refused with StateFileError, and the memory ledger counting a
-view by its own bytes."""
+"""Saving and resuming: optimizer state_dicts that resume training bit for bit, gg.save/gg.load
+of nested state, saves over read-only files and through symbolic links, damaged files refused
+with StateFileError, and the memory ledger counting a view by its own bytes."""
 
 import io
 import json

@@ -337,7 +337,7 @@ def test_tensors_refuse_what_is_not_a_real_number(data, what):
 def test_complex_never_sneaks_in_through_ops_dtypes_or_dlpack():
     x = gg.tensor([1.0, 2.0])
     with pytest.raises(TypeError, match="complex numbers"):
-        gg.sigmoid(np.array([1j]))  # gave a wrong real number before
+        gg.sigmoid(np.array([1j]))  # refused, not cast to a wrong real number
     with pytest.raises(TypeError, match="complex numbers"):
         x * 1j
     with pytest.raises(TypeError, match="complex"):
@@ -370,7 +370,7 @@ def test_detect_anomaly_names_the_first_op_with_a_nan_gradient_and_its_line():
         in message
     assert "coming into 'sqrt' (shape (3,)) was finite" in message
     assert "test_robustness.py" in message and "root = gg.sqrt(y)" in message
-    # off (the default), the same backward runs through and gives the inf, as before
+    # off (the default), the same backward runs through and gives the inf
     with gg.autograd.record():
         loss = (gg.sqrt(x * 2) * 0.5).sum()
     loss.backward()
@@ -551,8 +551,8 @@ def test_two_thousand_training_steps_leak_nothing():
 
 def test_threads_adding_into_one_leaf_lose_no_update(device):
     """Four threads, each running 30 backward passes into one grad_req="add" leaf of 1M
-    elements: every element is 120. NumPy's in-place add releases the GIL, so unlocked, one
-    thread's sum overwrote another's (110-119 in places)."""
+    elements: every element is 120. NumPy's in-place add releases the GIL, so without a lock
+    one thread's sum can overwrite another's (leaving 110-119 in places)."""
     w = gg.zeros(1_000_000, dtype="float64", device=device)
     w.attach_grad("add")
 

@@ -1,4 +1,6 @@
-"""The worked examples this project was seeded with, with their exact numbers."""
+"""Worked examples with their exact numbers: the MXNet autograd tutorial (a dot product, a
+cube, detach, head gradients, attach_grad on an intermediate) and the computational graphs
+e = (a+b)(b+1) and 2(xy + max(z, w))."""
 
 import numpy as np
 
