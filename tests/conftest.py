@@ -15,7 +15,7 @@ def pytest_collection_modifyitems(config, items):
         return
     skip = pytest.mark.skip(reason=f"no CUDA GPU: {gg.cuda.unavailable_reason()}")
     for item in items:
-        if "cuda" in item.keywords:
+        if item.get_closest_marker("cuda") is not None:  # not the folder tests/cuda/
             item.add_marker(skip)
 
 
