@@ -28,16 +28,14 @@ import weakref
 
 import numpy as np
 
+from gpugrad.devices import backend
 from gpugrad.devices import capture
+from gpugrad.devices import numpy as numpy_device
 from gpugrad.devices.cuda import kernels
 
 DEVICE = "strict"
 IMPLICIT = ("Implicit conversion to a NumPy array is not allowed on the strict test device "
             "(as in CuPy). Please use `.get()` to construct a NumPy array explicitly.")
-
-
-def _capturing():
-    return capture.capturing()
 
 
 # ---------------------------------------------------------------------------- device memory
@@ -126,7 +124,7 @@ class CaptureUnsupported(NotImplementedError):
 
 
 def _refuse_blas(name):
-    if name in _BLAS and _capturing():
+    if name in _BLAS and capture.capturing():
         raise CaptureUnsupported(f"{name}: calling cuBLAS API during stream capture is "
                                   f"currently unsupported (CuPy; the strict test device refuses "
                                   f"it too): use the capturable matmul")
@@ -424,6 +422,61 @@ def gemm(dtype, op_a, op_b, m, n, k, a, lda, b, ldb, c, ldc, alpha=1.0, beta=0.0
         flat[:] = product.reshape(-1, order="F")
     else:
         flat[:] = product.reshape(-1, order="F") + beta * flat
+
+
+# ---------------------------------------------------------------------------- the device
+
+
+class StrictBackend(backend.Backend):
+    """The strict test device: CuPy's rules over NumPy, on the CPU."""
+
+    kind = "strict"
+    name = "strict"
+    xp = xp
+    array_type = StrictArray
+    dlpack_device_types = (Namespace.DLPACK_DEVICE_TYPE,)
+    capture = "emulated"
+
+    def __init__(self, device="strict"):
+        super().__init__(device)
+        self.rng = np.random.default_rng()
+
+    def asarray(self, data, dtype=None):
+        capture.forbid_host_data_while_capturing(data, StrictArray)
+        return self.xp.asarray(data, dtype=dtype)
+
+    def to_host(self, arr):
+        capture.forbid_device_copy_to_host("device")
+        return arr.get()
+
+    def seed(self, n):
+        self.rng = np.random.default_rng(n)
+
+    def rand(self, shape, dtype):
+        return self.xp.asarray(backend.uniform_samples(np, self.rng.random, shape, dtype))
+
+    def randn(self, shape, dtype):
+        return self.xp.asarray(backend.normal_samples(self.rng.standard_normal, shape, dtype))
+
+    def allocations(self, out):
+        return track(out)
+
+    def gemm(self, *args):
+        return gemm(*args)
+
+    @classmethod
+    def import_dlpack(cls, obj, index):
+        return xp.from_dlpack(obj)
+
+    @classmethod
+    def fused(cls, name, xp, arrays):
+        return backend.kernel_launcher(name, xp, arrays)
+
+    @staticmethod
+    def erf(x):
+        return xp.asarray(numpy_device.host_erf(x.get()))
+
+    scatter_add = staticmethod(scatter_add)
 
 
 # ---------------------------------------------------------------------------- kernel stand-ins
