@@ -181,6 +181,12 @@ def is_device_array(obj):
     return dev is not None and not _backend_class(dev.partition(":")[0]).host_arrays
 
 
+def address_of(arr):
+    """Where an array's memory starts, on any device; None where arrays hold no memory."""
+    dev = device_of_array(arr)
+    return None if dev is None else _backend_class(dev.partition(":")[0]).address(arr)
+
+
 def _backend_of_array(arr):
     dev = device_of_array(arr)
     if dev is None:

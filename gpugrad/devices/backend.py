@@ -49,6 +49,11 @@ class Backend:
     def owns_namespace(cls, xp):
         return xp is cls.xp
 
+    @classmethod
+    def address(cls, arr):
+        """Where one of its arrays' memory starts; None where arrays hold no memory."""
+        return None
+
     # ------------------------------------------------------------------ arrays and numbers
     def transfer(self, arr):
         """An array of another device, copied here."""

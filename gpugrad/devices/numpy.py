@@ -29,6 +29,10 @@ class NumpyBackend(backend.Backend):
     def to_host(self, arr):
         return arr
 
+    @classmethod
+    def address(cls, arr):
+        return arr.__array_interface__["data"][0]
+
     def transfer(self, arr):
         return devices.get(devices.device_of_array(arr)).to_host(arr)
 
