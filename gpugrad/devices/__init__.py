@@ -14,7 +14,6 @@ one module with a Backend subclass (devices/backend.py) and one line in _BACKEND
 import contextlib
 import importlib
 import os
-import sys
 import threading
 
 import numpy as np
@@ -31,7 +30,7 @@ from gpugrad.devices.cupy import (  # noqa: F401
 )
 from gpugrad.devices.numpy import ERROR_STATE, QUIET_STATE, quiet  # noqa: F401
 
-# kind -> "module:Backend class"; a module is imported when its device is first asked for
+# kind -> "module:Backend class"
 _BACKENDS = {
     "cpu": "gpugrad.devices.numpy:NumpyBackend",
     "cuda": "gpugrad.devices.cupy:CupyBackend",
@@ -120,29 +119,30 @@ def as_dtype(dtype):
 
 # ---------------------------------------------------------------------------- the registry
 
-_classes = {}  # kind -> its Backend class, once its module is imported
+_classes = {}  # kind -> its Backend class
+_every_class = []
 _backends = {}  # canonical device -> its Backend
 _backends_lock = threading.Lock()
 _namespace_owners = {}  # id(xp) -> the Backend class whose array namespace it is
 _seed = None
 
 
-def _backend_class(kind, import_module=True):
-    """The Backend class of a kind; with import_module=False, None while its module is not
-    imported (then no array of that device can exist yet)."""
+def _backend_class(kind):
+    """The Backend class of a kind, its module imported on first use."""
     cls = _classes.get(kind)
     if cls is None:
         module_name, _, class_name = _BACKENDS[kind].partition(":")
-        module = (importlib.import_module(module_name) if import_module
-                  else sys.modules.get(module_name))
-        if module is None:
-            return None
-        cls = _classes[kind] = getattr(module, class_name)
+        cls = getattr(importlib.import_module(module_name), class_name)
+        _classes[kind] = cls
     return cls
 
 
-def _loaded_classes():
-    return [c for c in (_backend_class(k, import_module=False) for k in _BACKENDS) if c]
+def _all_classes():
+    """Every device's Backend class, in _BACKENDS order; importing their modules is cheap
+    (CuPy itself is imported only when a CUDA device is first asked about)."""
+    if not _every_class:
+        _every_class.extend(_backend_class(kind) for kind in _BACKENDS)
+    return _every_class
 
 
 def get(device=None):
@@ -163,7 +163,7 @@ def get(device=None):
 
 def device_of_array(arr):
     """The device string of an array of any device, or None for anything else."""
-    for cls in _loaded_classes():
+    for cls in _all_classes():
         dev = cls.device_of(arr)
         if dev is not None:
             return dev
@@ -207,8 +207,7 @@ def from_dlpack(obj):
     if not hasattr(obj, "__dlpack__"):
         raise TypeError(f"from_dlpack needs an object with __dlpack__, got {type(obj).__name__}")
     kind, index = obj.__dlpack_device__()
-    for name in _BACKENDS:
-        cls = _backend_class(name)
+    for cls in _all_classes():
         if int(kind) in cls.dlpack_device_types:
             return cls.import_dlpack(obj, index)
     raise DeviceError(f"from_dlpack: DLPack device type {int(kind)} is not supported")
@@ -233,7 +232,7 @@ def scatter_add(out, key, values):
 def _namespace_owner(xp):
     owner = _namespace_owners.get(id(xp))
     if owner is None:
-        owner = next((c for c in _loaded_classes() if c.owns_namespace(xp)), None)
+        owner = next((c for c in _all_classes() if c.owns_namespace(xp)), None)
         if owner is not None:
             _namespace_owners[id(xp)] = owner
     return owner
