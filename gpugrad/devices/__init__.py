@@ -120,7 +120,7 @@ def as_dtype(dtype):
 # ---------------------------------------------------------------------------- the registry
 
 _classes = {}  # kind -> its Backend class
-_every_class = []
+_every_class = []  # all of them, in _BACKENDS order: who owns an array is asked in turn
 _backends = {}  # canonical device -> its Backend
 _backends_lock = threading.Lock()
 _namespace_owners = {}  # id(xp) -> the Backend class whose array namespace it is
