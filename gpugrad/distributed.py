@@ -121,7 +121,7 @@ def _host(t, why="the NCCL path is for CUDA devices"):
     """(host array, whether it must be copied back to t's device)."""
     if not isinstance(t, tensors.Tensor):
         raise TypeError(f"gg.distributed: expected a Tensor, got {type(t).__name__}")
-    if t.device == "cpu":
+    if devices.get(t.device).host_arrays:
         if not t.data.flags.c_contiguous:
             raise ValueError("gg.distributed: the tensor must be contiguous")
         return t.data, False
@@ -289,7 +289,7 @@ def _average_bucket(MPI, bucket):
         for q in bucket:
             n = q.grad.size
             part = flat[start:start + n].reshape(q.grad.shape)
-            if q.grad.device == "cpu" or not isinstance(flat, np.ndarray):
+            if devices.get(q.grad.device).host_arrays or not isinstance(flat, np.ndarray):
                 q.grad.data[...] = part
             else:
                 _back(q.grad, part)

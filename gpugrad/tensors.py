@@ -117,7 +117,7 @@ class Tensor:
     # ------------------------------------------------------------------ conversion
     def numpy(self):
         """A host copy as a numpy.ndarray."""
-        _forbid_host_read("numpy()")
+        devices.forbid_host_read("numpy()")
         return np.array(devices.get(self.device).to_host(self.data), copy=True)
 
     asnumpy = numpy
@@ -125,7 +125,7 @@ class Tensor:
     def item(self):
         if self.size != 1:
             raise ValueError(f"item(): the tensor has {self.size} elements, not 1")
-        _forbid_host_read("item()")
+        devices.forbid_host_read("item()")
         return self.data.item()
 
     def tolist(self):
@@ -138,7 +138,7 @@ class Tensor:
         return self.to(f"cuda:{index}")
 
     def __array__(self, dtype=None, copy=None):
-        if self.device != "cpu":
+        if not devices.get(self.device).host_arrays:
             raise TypeError(f"cannot convert a tensor on {self.device!r} to NumPy implicitly; "
                             f"use .numpy()")
         return self.data if dtype is None else self.data.astype(dtype)
@@ -164,7 +164,7 @@ class Tensor:
         if self.size != 1:
             raise ValueError(f"the truth value of a tensor with {self.size} elements is "
                              f"ambiguous; use .any() or .all()")
-        _forbid_host_read("bool(tensor)")
+        devices.forbid_host_read("bool(tensor)")
         return bool(self.data)
 
     def __float__(self):
@@ -179,27 +179,22 @@ class Tensor:
         return int(self.item())
 
     def any(self):
-        _forbid_host_read("any()")
+        devices.forbid_host_read("any()")
         return bool(self.data.any())
 
     def all(self):
-        _forbid_host_read("all()")
+        devices.forbid_host_read("all()")
         return bool(self.data.all())
 
     def __repr__(self):
-        if self.device == "meta":
-            return f"tensor(<shape {self.shape}>, dtype={self.dtype}, device='meta')"
-        if devices.in_graph_step():  # printing must not fail, nor read the device mid-capture
+        if not devices.get(self.device).has_values:
+            return f"tensor(<shape {self.shape}>, dtype={self.dtype}, device='{self.device}')"
+        if not devices.host_reads_allowed():  # printing must not fail, nor read the device
             return (f"tensor(<values unreadable inside a graphed step>, shape={self.shape}, "
                     f"dtype={self.dtype}, device='{self.device}')")
         host = devices.get(self.device).to_host(self.data)
         body = np.array2string(host, separator=", ", prefix="tensor(")
         return f"tensor({body}, dtype={self.dtype}, device='{self.device}')"
-
-
-def _forbid_host_read(what):
-    devices.forbid_in_graph_step(f"reading a tensor's values on the host ({what})",
-                                 devices.HOST_READ_WHY)
 
 
 def wrap(data, device, node=None):

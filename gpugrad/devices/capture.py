@@ -1,9 +1,10 @@
 """Graphed steps (gg.cuda.graph): the state every capture check reads, in one place.
 
 A step run under graph_step() must keep what a captured CUDA graph can replay: no host reads
-of device values, no random numbers, no change to a setting it baked in. Every check in gpugrad
-asks here (in_graph_step, capturing, forbid_in_graph_step, bake); backend.py hands the same
-names on. The two errors of devices and graphed steps live here too, below every backend.
+of device values, no random numbers, no host data copied in while a stream captures, no change
+to a setting it baked in. Every check in gpugrad asks here, by the name of its rule; the
+devices package hands the same names on. The two errors of devices and graphed steps live here
+too, below every backend.
 """
 
 import contextlib
@@ -53,6 +54,41 @@ def forbid_in_graph_step(what, why):
         raise GraphStepError(f"{what} inside a graphed step (gg.cuda.graph): {why}")
 
 
+def host_reads_allowed():
+    """Whether values on the device may be read on the host now: not inside a graphed step,
+    where code that would check or print them takes its device-side way instead."""
+    return getattr(_graph_state, "mode", None) is None
+
+
+def forbid_host_read(what):
+    """A tensor's values read on the host (`what`: numpy(), item(), bool(tensor) ...)."""
+    forbid_in_graph_step(f"reading a tensor's values on the host ({what})", HOST_READ_WHY)
+
+
+def forbid_device_copy_to_host(device_kind):
+    forbid_in_graph_step(f"copying a {device_kind} array to the host", HOST_READ_WHY)
+
+
+def forbid_random_numbers():
+    forbid_in_graph_step("random numbers", RANDOM_WHY)
+
+
+def forbid_index_range_check(what):
+    """Indices on the device checked against their axis (`what`: indexing, take ...)."""
+    forbid_in_graph_step(
+        f"{what} with a device tensor of indices",
+        "their range cannot be checked without reading the GPU, and CuPy wraps an index "
+        "out of range around silently; index outside the step, or use nn.Embedding, "
+        "which marks an index out of range with a row of NaN")
+
+
+def forbid_host_data_while_capturing(data, device_array_type):
+    """Host data copied to the device while a stream captures: the graph would read that
+    host memory again on every replay."""
+    if capturing() and not isinstance(data, device_array_type):
+        raise GraphStepError(HOST_COPY_WHILE_CAPTURING)
+
+
 def bake(owner, *names):
     """Note, while a graphed step is being recorded, the settings of `owner` (an optimizer's
     learning rate, say) that the step reads on the host: the graph holds their values, so
@@ -75,5 +111,9 @@ def swapped_in(tensor, old):
 
 HOST_READ_WHY = ("a captured graph cannot wait for the GPU mid-step; return the tensor from the "
                   "step and read it after the call")
+HOST_COPY_WHILE_CAPTURING = (
+    "copying host data to the GPU inside a graphed step (gg.cuda.graph): the graph would read "
+    "that host memory again on every replay; pass the data in as an argument (it is copied to "
+    "the device before each replay)")
 RANDOM_WHY = ("a captured graph replays the same random numbers on every call; draw them "
                "outside the step and pass them in as an argument")

@@ -11,6 +11,8 @@ import numbers
 
 import numpy as np
 
+from gpugrad.devices import backend
+
 
 def _zero_view(shape, dtype):
     """A read-only array of `shape` backed by one element: for shape arithmetic only."""
@@ -242,3 +244,32 @@ class MetaNamespace:
 
 
 xp = MetaNamespace()
+
+
+class MetaBackend(backend.Backend):
+    """Shapes and dtypes only: for estimating memory without allocating it."""
+
+    kind = "meta"
+    name = "meta"
+    xp = xp
+    array_type = MetaArray
+    has_values = False
+
+    def asarray(self, data, dtype=None):
+        return self.xp.asarray(data, dtype)
+
+    def to_host(self, arr):
+        raise TypeError("a tensor on the meta device has no values (it holds a shape and a dtype)")
+
+    def rand(self, shape, dtype):
+        return self.xp.zeros(shape, dtype)
+
+    randn = rand
+
+    @staticmethod
+    def erf(x):
+        return x.copy()
+
+    @staticmethod
+    def scatter_add(out, key, values):
+        pass  # shapes only

@@ -272,7 +272,7 @@ class Embedding(Module):
 
     def forward(self, indices):
         n = self.num_embeddings
-        if devices.in_graph_step():  # the indices cannot be read: bad ones give rows of NaN
+        if not devices.host_reads_allowed():  # indices unreadable: bad ones give rows of NaN
             idx = ops.shape.index_array(indices, self.weight.device)
             xp = devices.get(self.weight.device).xp
             valid = (idx >= 0) & (idx < n)

@@ -17,7 +17,7 @@ def clip_grad_norm(params, max_norm):
     grads = [p.grad for p in params if p.grad is not None]
     if max_norm <= 0:
         raise ValueError(f"clip_grad_norm: max_norm must be positive, got {max_norm}")
-    if devices.in_graph_step():
+    if not devices.host_reads_allowed():
         return _clip_on_device(grads, max_norm)
     total = math.sqrt(sum(float((g.data * g.data).sum()) for g in grads))
     if total > max_norm:

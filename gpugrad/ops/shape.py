@@ -20,7 +20,7 @@ def index_array(obj, device, *, size=None, axis=None, what="index"):
     With `size`, integer indices are checked to lie in [-size, size) of `axis` (None: the
     flattened tensor): NumPy raises for one outside, CuPy wraps it around without a word.
     """
-    if device == "meta":  # shapes only: there are no values to check
+    if not devices.get(device).has_values:  # shapes only: there are no values to check
         size = None
     if isinstance(obj, tensors.Tensor):
         if obj.device != device:
@@ -28,7 +28,7 @@ def index_array(obj, device, *, size=None, axis=None, what="index"):
                                       f"tensor is on {device!r}")
         arr = host = obj.data
         on_host = False  # a tensor stands for device data even on the CPU: same rules everywhere
-    elif devices.is_backend_array(obj) and devices.device_of_array(obj) != "cpu":
+    elif devices.is_device_array(obj):
         arr, host, on_host = devices.get(device).asarray(obj), obj, False
     else:
         host = np.asarray(obj)
@@ -50,11 +50,7 @@ def _check_range(indices, size, axis, what, on_host):
     if not indices.size:
         return
     if not on_host:
-        devices.forbid_in_graph_step(
-            f"{what} with a device tensor of indices",
-            "their range cannot be checked without reading the GPU, and CuPy wraps an index "
-            "out of range around silently; index outside the step, or use nn.Embedding, "
-            "which marks an index out of range with a row of NaN")
+        devices.forbid_index_range_check(what)
     low, high = int(indices.min()), int(indices.max())
     if low < -size or high >= size:
         where = "the flattened tensor" if axis is None else f"axis {axis}"
@@ -134,11 +130,7 @@ def _scatter(xp, g, *, key, shape):
 
 
 def _to_device(xp, x, *, device):
-    target = devices.get(device)
-    if target.is_cpu:
-        return devices.get(devices.device_of_array(x)).to_host(x)
-    with target.active:
-        return target.xp.asarray(x)
+    return devices.get(device).transfer(x)
 
 
 def _normal_axis(axis, ndim):
