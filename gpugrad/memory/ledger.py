@@ -7,7 +7,6 @@ training adds). gg.memory.saved and gg.graph_of's saved bytes read the same ledg
 
 import collections
 
-import numpy as np
 
 from gpugrad import devices
 from gpugrad import tensors
@@ -137,7 +136,7 @@ def _own_bytes(arr):
 def _extent(arr):
     """(first byte, end) of the addresses an array's elements span, or None on a device whose
     arrays have no addresses (meta)."""
-    start = _address(arr)
+    start = devices.address_of(arr)
     if start is None:
         return None
     if arr.size == 0:
@@ -149,14 +148,6 @@ def _extent(arr):
         else:
             high += stride * (size - 1)
     return (low, high + arr.dtype.itemsize)
-
-
-def _address(arr):
-    if isinstance(arr, np.ndarray):
-        return arr.__array_interface__["data"][0]
-    if type(arr).__name__ == "StrictArray":  # the strict device: a NumPy array underneath
-        return arr._a.__array_interface__["data"][0]
-    return getattr(getattr(arr, "data", None), "ptr", None)  # CuPy's MemoryPointer
 
 
 def _union(spans, new):
