@@ -334,12 +334,12 @@ def _progress(done, total, what):
 
 
 def cmd_bench(args):
-    from gpugrad.app import benchmarks
+    from gpugrad.app.bench import environment, suites, table, torch_baseline
 
     device = _setup(args)
-    env = benchmarks.environment(device)
-    suites = list(benchmarks.SUITES) if args.suite == "all" else [args.suite]
-    if args.batch is not None and suites != ["mlp"]:
+    env = environment.environment(device)
+    names = list(suites.SUITES) if args.suite == "all" else [args.suite]
+    if args.batch is not None and names != ["mlp"]:
         raise ValueError(f"--batch sets the mlp suite's batch sizes, not {args.suite}'s: "
                          f"gpugrad bench mlp --batch {','.join(map(str, args.batch))}")
     if args.batch is not None:  # the mlp suite's deep network (784-1024x3-10) at these batches
@@ -349,22 +349,22 @@ def cmd_bench(args):
                     {"parameters": "--batch", "gradients": "--batch",
                      "optimizer state": "--batch", "saved activations": "--batch"})
     print(", ".join(f"{k}: {v}" for k, v in env.items() if v is not None))
-    if benchmarks.torch_or_none() is None:
+    if torch_baseline.torch_or_none() is None:
         print("note: PyTorch is not installed, so there are no PyTorch baselines "
               "(pip install torch==2.13.0)")
     results = {"environment": env, "quick": not args.full, "rows": []}
     options = {"batches": args.batch} if args.batch is not None else {}  # mlp alone takes it
-    for suite in suites:
-        rows = benchmarks.SUITES[suite](device, quick=not args.full, progress=_progress, **options)
+    for suite in names:
+        rows = suites.SUITES[suite](device, quick=not args.full, progress=_progress, **options)
         results["rows"] += rows
         print(f"\n{suite} ({device}):")
-        print(benchmarks.format_table(rows))
+        print(table.format_table(rows))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=2)
         print(f"\nwrote {args.json}")
     if args.plot:
-        _plot_bench(results["rows"], suites, args.plot, device)
+        _plot_bench(results["rows"], names, args.plot, device)
     return 0
 
 
@@ -379,7 +379,7 @@ _BENCH_PLOTS = {
 
 
 def _plot_bench(rows, suites, path, device):
-    from gpugrad.app import benchmarks
+    from gpugrad.app.bench import table
 
     plt = _pyplot()
     per_suite = {s: [r for r in rows if r["suite"] == s and r.get(_BENCH_PLOTS[s][0]) is not None]
@@ -395,7 +395,7 @@ def _plot_bench(rows, suites, path, device):
             if "/" in key and "torch" in key:
                 ax.axvline(1.0, color="k", lw=0.8)  # parity with the baseline
         else:  # an empty panel says why it is empty
-            why = benchmarks.why_no_ratio([r for r in rows if r["suite"] == suite], key)
+            why = table.why_no_ratio([r for r in rows if r["suite"] == suite], key)
             ax.text(0.5, 0.5, textwrap.fill(why, 100), ha="center", va="center", fontsize=8,
                     transform=ax.transAxes)
             ax.set(xticks=[], yticks=[])
@@ -609,10 +609,9 @@ def cmd_memory(args):
     print(f"section 4.7 network: d={args.d}, h={args.h}, q={args.q}, {args.layers} weight layers, "
           f"{args.activation}, {args.dtype}, no bias, J = L + lambda/2 sum |W|^2, device {device}")
     cols = [c for c in rows[0] if c != "saved by op"]
-    table = [{c: r[c] for c in cols} for r in rows]
-    from gpugrad.app import benchmarks
+    from gpugrad.app.bench import table
 
-    print(benchmarks.format_table([{**t, "suite": None} for t in table]))
+    print(table.format_table([{**{c: r[c] for c in cols}, "suite": None} for r in rows]))
     if args.layers == 2:
         ok = all(r["saved (formula)"] == r["saved (measured)"] == r["saved (estimate)"] for r in rows)
         print(f"formula, estimate and measured saved activations: {'equal' if ok else 'DIFFERENT'} "
@@ -673,9 +672,9 @@ def cmd_graph(args):
               f"{report['first'].saved_bytes:,} bytes saved")
         print(f"  graph of the gradient:   {len(second.nodes):3d} ops, "
               f"{second.saved_bytes:,} bytes saved (create_graph=True)")
-        from gpugrad.app import benchmarks
+        from gpugrad.app.bench import timing
 
-        secs = {name: statistics.median(benchmarks.repeat_times(step, device))
+        secs = {name: statistics.median(timing.repeat_times(step, device))
                 for name, step in report["steps"].items()}
         ratio = secs["hessian-vector product"] / secs["gradient"]
         print(f"  one gradient {secs['gradient'] * 1e3:.3f} ms, one Hessian-vector product "
@@ -697,7 +696,7 @@ def cmd_graph(args):
 
 
 def cmd_minibatch(args):
-    from gpugrad.app import benchmarks
+    from gpugrad.app.bench import table
 
     device = _setup(args)
     _require_dataset_extra(args.dataset)
@@ -717,7 +716,7 @@ def cmd_minibatch(args):
     rows = training.minibatch_sweep(dataset, args.batch, epochs=args.epochs, layers=args.layers,
                                     hidden=args.hidden, lr=lr, momentum=args.momentum,
                                     device=device, seed=args.seed)
-    print(benchmarks.format_table([{**r, "suite": None} for r in rows]))
+    print(table.format_table([{**r, "suite": None} for r in rows]))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"args": {k: v for k, v in vars(args).items() if k != "func"},
@@ -777,11 +776,11 @@ def build_parser():
     info.add_argument("--compile", action="store_true",
                       help="without a GPU, check that every kernel compiles with nvcc")
     info.set_defaults(func=cmd_info)
-    from gpugrad.app import benchmarks
+    from gpugrad.app.bench import suites
 
     bench = command("bench", [device, json_file, plot],
                     "time gpugrad beside its baselines (default: all, quick)")
-    bench.add_argument("suite", nargs="?", default="all", choices=["all", *benchmarks.SUITES],
+    bench.add_argument("suite", nargs="?", default="all", choices=["all", *suites.SUITES],
                        help="which suite")
     size = bench.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", default=True,

@@ -74,7 +74,7 @@ def test_an_empty_plot_panel_says_why(tmp_path, monkeypatch):
     """A suite whose every ratio was withheld (a loaded machine) draws a panel with the reason,
     not a blank one."""
     pytest.importorskip("matplotlib", reason="matplotlib is not installed: pip install 'gpugrad[plot]'")
-    from gpugrad.app import benchmarks
+    from gpugrad.app.bench import table
 
     rows = [{"suite": "jacobian", "shape (m, n)": "8x64", "impl": "gpugrad rev",
              "gpugrad / torch": None, "note": "unstable (machine loaded): yardstick 3.0x; no ratio"}]
@@ -88,7 +88,7 @@ def test_an_empty_plot_panel_says_why(tmp_path, monkeypatch):
     path = tmp_path / "empty.png"
     cli._plot_bench(rows, ["jacobian"], str(path), "cpu")
     assert path.read_bytes()[:4] == b"\x89PNG"
-    assert texts == [__import__("textwrap").fill(benchmarks.why_no_ratio(rows, "gpugrad / torch"), 100)]
+    assert texts == [__import__("textwrap").fill(table.why_no_ratio(rows, "gpugrad / torch"), 100)]
     assert texts[0].startswith("no gpugrad / torch: 1 row(s) flagged, e.g. unstable (machine")
 
 
@@ -325,7 +325,7 @@ def test_an_unstable_timing_is_taken_again_then_flagged_never_a_ratio(monkeypatc
     import itertools
     import time
 
-    from gpugrad.app import benchmarks
+    from gpugrad.app.bench import timing
 
     pattern = itertools.cycle([0.0, 0.004, 0.004, 0.004])
 
@@ -334,18 +334,18 @@ def test_an_unstable_timing_is_taken_again_then_flagged_never_a_ratio(monkeypatc
         if delay:
             time.sleep(delay)
 
-    t = benchmarks.timing(busy, "cpu", warmup=0, min_repeats=8, min_seconds=0)
-    assert not t.stable and t.attempts == 3 and t.spread > benchmarks.UNSTABLE_FACTOR
+    t = timing.timing(busy, "cpu", warmup=0, min_repeats=8, min_seconds=0)
+    assert not t.stable and t.attempts == 3 and t.spread > timing.UNSTABLE_FACTOR
     assert "unstable: median" in t.note() and "after 3 attempts" in t.note()
-    steady = benchmarks.timing(lambda: time.sleep(0.002), "cpu", warmup=0, min_repeats=5,
+    steady = timing.timing(lambda: time.sleep(0.002), "cpu", warmup=0, min_repeats=5,
                                min_seconds=0)
     assert steady.stable and steady.attempts == 1 and steady.note() is None
     # in a suite: the flagged baseline gets a note and no ratio is printed from it
     cases = {"gpugrad": lambda: time.sleep(0.002), "torch": busy}
-    times, unstable = benchmarks.alternating_blocks(cases, "cpu", blocks=2, min_seconds=0)
+    times, unstable = timing.alternating_blocks(cases, "cpu", blocks=2, min_seconds=0)
     assert unstable == {"torch"}
-    assert benchmarks.median_ratio(times, "gpugrad", "torch", unstable) is None
-    assert benchmarks.median_ratio(times, "gpugrad", "gpugrad", unstable) == 1.0
+    assert timing.median_ratio(times, "gpugrad", "torch", unstable) is None
+    assert timing.median_ratio(times, "gpugrad", "gpugrad", unstable) == 1.0
 
 
 def test_bench_draws_its_progress_line_only_on_a_terminal(capsys, monkeypatch):
@@ -518,7 +518,7 @@ def test_a_command_that_cannot_fit_in_memory_is_refused_before_allocating(argv, 
                                                                           monkeypatch):
     """The estimate comes from shapes alone (the meta device); the refusal names the option,
     the estimate and the memory available, as an argparse error (status 2)."""
-    from gpugrad.app import benchmarks
+    from gpugrad.app.bench import suites
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("the command started work although it cannot fit")
@@ -527,7 +527,7 @@ def test_a_command_that_cannot_fit_in_memory_is_refused_before_allocating(argv, 
         monkeypatch.setattr(training, name, must_not_run)
     monkeypatch.setattr(experiments, "experiment", must_not_run)
     monkeypatch.setattr(experiments, "graph_4_7", must_not_run)
-    monkeypatch.setitem(benchmarks.SUITES, "mlp", must_not_run)
+    monkeypatch.setitem(suites.SUITES, "mlp", must_not_run)
     monkeypatch.setattr(cli, "available_memory", lambda device: (8 << 30, "as the test says"))
     with pytest.raises(SystemExit) as exit_info:
         cli.main(argv)
