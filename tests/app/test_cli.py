@@ -9,6 +9,8 @@ import pytest
 
 import gpugrad as gg
 from gpugrad.app import cli
+from gpugrad.app.cli import bench as bench_command
+from gpugrad.app.cli import plotting, refusals
 from gpugrad import recording
 from gpugrad.app import experiments, training
 
@@ -86,7 +88,7 @@ def test_an_empty_plot_panel_says_why(tmp_path, monkeypatch):
         return real_text(ax, x, y, s, *args, **kwargs)
     monkeypatch.setattr("matplotlib.axes.Axes.text", noting)
     path = tmp_path / "empty.png"
-    cli._plot_bench(rows, ["jacobian"], str(path), "cpu")
+    plotting.plot_bench(rows, ["jacobian"], str(path), "cpu")
     assert path.read_bytes()[:4] == b"\x89PNG"
     assert texts == [__import__("textwrap").fill(table.why_no_ratio(rows, "gpugrad / torch"), 100)]
     assert texts[0].startswith("no gpugrad / torch: 1 row(s) flagged, e.g. unstable (machine")
@@ -349,10 +351,10 @@ def test_an_unstable_timing_is_taken_again_then_flagged_never_a_ratio(monkeypatc
 
 
 def test_bench_draws_its_progress_line_only_on_a_terminal(capsys, monkeypatch):
-    cli._progress(1, 2, "kernels")
+    bench_command.progress(1, 2, "kernels")
     assert capsys.readouterr().err == ""  # pytest's stderr is not a TTY
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
-    cli._progress(2, 2, "kernels")
+    bench_command.progress(2, 2, "kernels")
     assert "\r[" in capsys.readouterr().err
 
 
@@ -528,7 +530,7 @@ def test_a_command_that_cannot_fit_in_memory_is_refused_before_allocating(argv, 
     monkeypatch.setattr(experiments, "experiment", must_not_run)
     monkeypatch.setattr(experiments, "graph_4_7", must_not_run)
     monkeypatch.setitem(suites.SUITES, "mlp", must_not_run)
-    monkeypatch.setattr(cli, "available_memory", lambda device: (8 << 30, "as the test says"))
+    monkeypatch.setattr(refusals, "available_memory", lambda device: (8 << 30, "as the test says"))
     with pytest.raises(SystemExit) as exit_info:
         cli.main(argv)
     assert exit_info.value.code == 2
@@ -539,7 +541,7 @@ def test_a_command_that_cannot_fit_in_memory_is_refused_before_allocating(argv, 
 
 
 def test_available_memory_is_read_from_the_system():
-    free, source = cli.available_memory("cpu")
+    free, source = refusals.available_memory("cpu")
     assert free is not None and free > 0, source
     if pathlib.Path("/proc/meminfo").is_file():
         line = next(ln for ln in pathlib.Path("/proc/meminfo").read_text().splitlines()
