@@ -216,6 +216,7 @@ class SleepingCases:
                 "torch jacrev": self.baseline, "torch jacfwd": self.baseline}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loaded", [False, True])
 def test_jacobian_suite_flags_a_slowed_baseline_and_says_which_ratio(monkeypatch, loaded):
     """The suite end to end on the default device with sleeping cases: quiet, gpugrad / torch

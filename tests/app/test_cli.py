@@ -22,6 +22,7 @@ def _readme():
     return path.read_text()
 
 
+@pytest.mark.slow
 def test_info_prints_and_writes_json(tmp_path, capsys):
     out = tmp_path / "info.json"
     assert cli.main(["info", "--json", str(out)]) == 0
@@ -31,6 +32,7 @@ def test_info_prints_and_writes_json(tmp_path, capsys):
     assert report["differentiable ops"] > 40 and report["devices"][0] == "cpu"
 
 
+@pytest.mark.slow
 def test_console_entry_point_runs():
     out = subprocess.run([sys.executable, "-m", "gpugrad.app.cli", "info"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -54,12 +56,14 @@ def test_readme_lists_every_op_in_the_table():
     assert listed == set(gg.OPS), f"README op table differs: {sorted(listed ^ set(gg.OPS))}"
 
 
+@pytest.mark.slow
 def test_info_reports_the_kernels(capsys):
     assert cli.main(["info"]) == 0
     out = capsys.readouterr().out
     assert "kernel sources" in out and "activations.cu" in out and "fused kernels" in out
 
 
+@pytest.mark.slow
 def test_bench_kernels_runs_on_the_strict_device(tmp_path):
     """The launchers run under the benchmark as they will on a GPU (stand-ins for the kernels);
     PyTorch, which cannot take the strict device's arrays, gets no row there."""
@@ -94,6 +98,7 @@ def test_an_empty_plot_panel_says_why(tmp_path, monkeypatch):
     assert texts[0].startswith("no gpugrad / torch: 1 row(s) flagged, e.g. unstable (machine")
 
 
+@pytest.mark.slow
 def test_bench_all_prints_ratios_and_writes_json(tmp_path, capsys):
     out, plot = tmp_path / "bench.json", tmp_path / "bench.png"
     assert cli.main(["bench", "--device", "cpu", "--json", str(out), "--plot", str(plot)]) == 0
@@ -128,6 +133,7 @@ def test_bench_all_prints_ratios_and_writes_json(tmp_path, capsys):
     assert "% of copy" in printed and "samples/s" in printed
 
 
+@pytest.mark.slow
 def test_bench_mlp_runs_at_the_batch_sizes_asked_for(tmp_path, capsys):
     """--batch picks the mlp suite's batch sizes (a target may name one the defaults lack);
     given to another suite it is refused, naming the command that takes it."""
@@ -163,6 +169,7 @@ def test_readme_tour_runs_as_written(capsys):
     assert "tensor(12., dtype=float32" in printed
 
 
+@pytest.mark.slow
 def test_selftest_runs_the_bundled_tests_on_the_device_and_says_what_failed(tmp_path, monkeypatch,
                                                                           capsys):
     from gpugrad.app import selftest
@@ -248,6 +255,7 @@ def test_every_command_checks_its_arguments_before_any_work(argv, message, capsy
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_train_interrupted_keeps_the_finished_epochs_and_their_parameters(tmp_path, capsys,
                                                                           monkeypatch):
     """Ctrl-C in epoch 2: epoch 1's line was printed as it finished, the table and JSON keep
@@ -282,6 +290,7 @@ def test_train_interrupted_keeps_the_finished_epochs_and_their_parameters(tmp_pa
         assert (kept["model"][name].numpy() == reference["model"][name].numpy()).all()
 
 
+@pytest.mark.slow
 def test_train_prints_each_epoch_as_it_finishes_into_a_pipe(tmp_path):
     """Not a TTY: the lines still come as the epochs end (flushed), before the process exits."""
     script = ("import sys, gpugrad.app.training as t\n"
@@ -358,6 +367,7 @@ def test_bench_draws_its_progress_line_only_on_a_terminal(capsys, monkeypatch):
     assert "\r[" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_minibatch_sweep_trains_at_each_batch_size(tmp_path, capsys):
     """Exercise 5's minibatch half: one row per batch size, the saved bytes measured per step
     and growing with the batch, fewer updates per epoch for larger batches."""
@@ -403,6 +413,7 @@ def _fake_tests(tmp_path, body):
     return fake
 
 
+@pytest.mark.slow
 def test_selftest_shows_its_progress_on_stderr_and_keeps_stdout_one_screen(tmp_path, monkeypatch,
                                                                          capsys):
     from gpugrad.app import selftest
@@ -492,6 +503,7 @@ def test_every_option_shows_its_default_and_layers_means_weight_layers_everywher
         assert shown.endswith("(default: 2)") and layers.default == 2
 
 
+@pytest.mark.slow
 def test_train_layers_counts_weight_layers_and_2_is_the_4_7_network(tmp_path):
 
     counts = {layers: sum(isinstance(m, gg.nn.Linear)
@@ -556,6 +568,7 @@ def _train_history(argv, tmp_path, name):
     return json.loads(out.read_text())["history"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_train_resumed_from_a_checkpoint_equals_an_uninterrupted_run(optimizer, tmp_path, capsys):
     """3 epochs, saved, then resumed for 2: the same losses, accuracies and final parameters
@@ -595,6 +608,7 @@ def _leaves(tree, prefix=""):
     return out
 
 
+@pytest.mark.slow
 def test_train_refuses_to_resume_what_it_cannot_continue_exactly(tmp_path, capsys):
     saved, plain = tmp_path / "c.npz", tmp_path / "plain.npz"
     assert cli.main(["train", "--hidden", "16", "--epochs", "1", "--batch", "512",
