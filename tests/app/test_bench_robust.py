@@ -1,6 +1,6 @@
 """`gpugrad bench` prints a ratio only when a load could not have made it: a baseline slowed
 for a whole run (another process holding a core) gives steady timings that the "unstable"
-guard passes, and once printed sigmoid 0.00308 and gpugrad / torch 0.0226. These tests inject
+guard passes, and can read sigmoid 0.00308 and gpugrad / torch 0.0226. These tests inject
 such a baseline and check that its row is taken again and flagged, never printed as a clean
 number, and that a clean run is not flagged.
 

@@ -386,7 +386,7 @@ def test_minibatch_sweep_trains_at_each_batch_size(tmp_path, capsys):
     assert all(0 < r["test accuracy"] <= 1 and r["us per sample"] > 0 for r in rows)
 
 
-# ---------------------------------------------------------------------------- issue 27
+# ---------------------------------------------------------------------------- user lines
 
 
 def test_user_line_names_the_tests_shipped_inside_the_package_not_its_own_modules():

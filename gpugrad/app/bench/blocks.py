@@ -93,7 +93,7 @@ class Blocks:
                                        else whole)
             self.slowdowns[impl][block] = self.yardstick.slowdown(a, b)
             # PyTorch's pool only where the turn ran on it: after a NumPy turn, OpenBLAS's
-            # workers spin for a while and hold up the probe (1,700x once), not that turn
+            # workers spin for a while and can hold up the probe 1,700x, not that turn
             self.pools[impl][block] = (self.yardstick.pool_slowdown(a, b)
                                        if _label(impl).startswith("torch")
                                        and hasattr(self.yardstick, "pool_slowdown") else 1.0)

@@ -17,13 +17,13 @@ class Yardstick:
     system, irq, softirq and steal, the last a VM's host taking the CPU) less this process's
     own (/proc/self/stat, every thread, so PyTorch's and OpenBLAS's spinning workers count as
     ours), over the wall time between two readings. This is the reading that matters: what
-    slowed the baselines for whole runs was another process holding a core, which stalls a
-    thread pool (every worker must run before a call returns: PyTorch's kernels read 8-12 ms,
-    and with 0.4 of a core taken PyTorch's relu backward ran 3x its time), while a
+    slows a baseline for a whole run is another process holding a core, which stalls a thread
+    pool (every worker must run before a call returns: PyTorch's kernels read 8-12 ms, and
+    with 0.4 of a core taken PyTorch's relu backward runs 3x its time), while a
     single-threaded workload moves to the free core and reads as quiet. A workload spread over
-    every core, tried first, read anywhere from 1x to 3.6x its quickest on a free 2-core VM (a
-    sleeping vCPU is slow to wake), so no tolerance told load from quiet; the counters read
-    the cause itself, cost two file reads, and need no quiet machine to calibrate.
+    every core reads anywhere from 1x to 3.6x its quickest on a free 2-core VM (a sleeping
+    vCPU is slow to wake), so no tolerance tells load from quiet; the counters read the cause
+    itself, cost two file reads, and need no quiet machine to calibrate.
 
     The workload (np.sin over 16K cached doubles, 4 passes, the quicker of two runs, ~1 ms)
     sees what the counters cannot: a CPU slower than it was (a VM's neighbours on the same

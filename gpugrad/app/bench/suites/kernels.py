@@ -89,8 +89,8 @@ def kernels_suite(device, quick=True, progress=None, yardstick=None):
     for i, (activation, n) in enumerate(work):
         cases, moved, copy_bytes = kernel_cases(activation, n, device)
         impls = [impl for impl in ("gpugrad", "unfused", "torch") if impl in cases]
-        # a turn of at least 5 repeats and 1/3 of the 50 ms one measurement took before
-        # blocks: the same time in all when nothing is taken again
+        # a turn of at least 5 repeats and 17 ms: three turns take the 50 ms of a single
+        # measurement when nothing is taken again
         blocks = Blocks(cases, device, blocks=3 if quick else 5, min_seconds=0.017,
                         yardstick=yardstick)
         of_copy = {impl: (impl, "copy") for impl in impls}
