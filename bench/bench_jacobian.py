@@ -9,7 +9,8 @@ with W of shape (m, n).
 import pytest
 
 import gpugrad as gg
-from gpugrad.app import benchmarks
+from gpugrad.app.bench import torch_baseline
+from gpugrad.app.bench.suites import jacobian
 
 DEVICE = gg.default_device()
 
@@ -17,8 +18,8 @@ DEVICE = gg.default_device()
 @pytest.mark.parametrize("impl", ["gpugrad rev", "gpugrad fwd", "torch jacrev", "torch jacfwd"])
 @pytest.mark.parametrize("shape", [(8, 64), (64, 8)])
 def bench_jacobian(timed_on_device, shape, impl):
-    cases = benchmarks.jacobian_cases(*shape, DEVICE)
+    cases = jacobian.jacobian_cases(*shape, DEVICE)
     if impl not in cases:
         pytest.skip("PyTorch is not installed (pip install torch==2.13.0)"
-                    if benchmarks.torch_or_none() is None else f"{impl} runs on the CPU only here")
+                    if torch_baseline.torch_or_none() is None else f"{impl} runs on the CPU only here")
     timed_on_device(cases[impl], shape=shape)

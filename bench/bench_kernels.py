@@ -10,7 +10,7 @@ The same cases drive `gpugrad bench kernels`, which adds GB/s and the ratio to c
 import pytest
 
 import gpugrad as gg
-from gpugrad.app import benchmarks
+from gpugrad.app.bench.suites import kernels
 
 DEVICE = gg.default_device()
 SIZES = [2**16, 2**20] if DEVICE == "cpu" else [2**16, 2**20, 2**24]
@@ -19,9 +19,9 @@ IMPLS = ["gpugrad", "unfused", "torch", "copy"]
 
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("n", SIZES)
-@pytest.mark.parametrize("activation", sorted(benchmarks.activation_backwards()))
+@pytest.mark.parametrize("activation", sorted(kernels.activation_backwards()))
 def bench_activation_backward(timed_on_device, activation, n, impl):
-    cases, moved, _ = benchmarks.kernel_cases(activation, n, DEVICE)
+    cases, moved, _ = kernels.kernel_cases(activation, n, DEVICE)
     if impl not in cases:
         pytest.skip(f"{impl} does not run on {DEVICE} here" + (
             " (PyTorch is not installed)" if impl == "torch" else ""))

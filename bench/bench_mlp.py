@@ -10,16 +10,16 @@ and a deeper one, gpugrad beside PyTorch on the same data and weights.
 import pytest
 
 import gpugrad as gg
-from gpugrad.app import benchmarks
+from gpugrad.app.bench.suites import mlp
 
 DEVICE = gg.default_device()
 
 
 @pytest.mark.parametrize("impl", ["gpugrad", "gpugrad captured", "torch"])
 @pytest.mark.parametrize("batch", [32, 1024])
-@pytest.mark.parametrize("model", sorted(benchmarks.MLP_MODELS))
+@pytest.mark.parametrize("model", sorted(mlp.MLP_MODELS))
 def bench_mlp_step(timed_on_device, model, batch, impl):
-    cases = benchmarks.mlp_step_cases(benchmarks.MLP_MODELS[model], batch, DEVICE)
+    cases = mlp.mlp_step_cases(mlp.MLP_MODELS[model], batch, DEVICE)
     if impl not in cases:
         pytest.skip("PyTorch is not installed (pip install torch==2.13.0)" if impl == "torch"
                     else f"{impl} is for CUDA devices (on {DEVICE} it would run eagerly)")

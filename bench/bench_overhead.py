@@ -9,7 +9,7 @@ and recorded with backward, gpugrad beside PyTorch.
 import pytest
 
 import gpugrad as gg
-from gpugrad.app import benchmarks
+from gpugrad.app.bench.suites import overhead
 
 DEVICE = gg.default_device()
 N_OPS = 100
@@ -18,7 +18,7 @@ N_OPS = 100
 @pytest.mark.parametrize("impl", ["gpugrad", "torch"])
 @pytest.mark.parametrize("mode", ["no grad", "record", "record + backward"])
 def bench_overhead(timed_on_device, mode, impl):
-    cases = benchmarks.overhead_cases(N_OPS, DEVICE)
+    cases = overhead.overhead_cases(N_OPS, DEVICE)
     if (impl, mode) not in cases:
         pytest.skip("PyTorch is not installed (pip install torch==2.13.0)")
     timed_on_device(cases[impl, mode], ops=N_OPS)

@@ -3,7 +3,7 @@
 # benchmarks, each under its own time limit so that a slow part cannot eat the others' time.
 # Usage (device tool, repository root): bash bench/gpu_sweep.sh PART...
 #   PART: info tests selftest bench pybench targets (targets: the eager 4.7 step at the batch
-#   sizes issue 14 names, 32, 1024 and 8192, five blocks each, and the per-op overhead)
+#   sizes 32, 1024 and 8192, five blocks each, and the per-op overhead)
 # Everything lands under $OUT (at most 8 files come back).
 set -u
 export PYTHONPATH=$PWD GPUGRAD_DEVICE=cuda PYTHONUNBUFFERED=1

@@ -12,7 +12,8 @@ import numpy as np
 
 import gpugrad as gg
 from gpugrad import devices
-from gpugrad.app import benchmarks
+from gpugrad.app.bench.suites import kernels as kernels_suite
+from gpugrad.app.bench.suites import mlp
 from gpugrad.devices.cuda import kernels
 
 
@@ -41,7 +42,7 @@ def profile(title, fn, calls, top=18):
 DEVICE = sys.argv[1] if len(sys.argv) > 1 else gg.default_device()
 be = devices.get(DEVICE)
 with be.active:
-    cases, _, _ = benchmarks.kernel_cases("silu", 2**16, DEVICE)
+    cases, _, _ = kernels_suite.kernel_cases("silu", 2**16, DEVICE)
     profile("silu backward, 2^16 float32, fused op", cases["gpugrad"], 3000)
     if be.is_cuda:
         xp = be.xp
@@ -53,5 +54,5 @@ with be.active:
         print(f"\nCuPy RawKernel launch alone: {per_call_us(lambda: k((64,), (256,), args), 3000):.1f} us")
         print(f"CuPy empty_like alone: {per_call_us(lambda: xp.empty_like(g), 3000):.1f} us")
         print(f"CuPy tanh alone: {per_call_us(lambda: xp.tanh(g), 3000):.1f} us")
-    step = benchmarks.mlp_step_cases([784, 256, 10], 32, DEVICE)["gpugrad"]
+    step = mlp.mlp_step_cases([784, 256, 10], 32, DEVICE)["gpugrad"]
     profile("section 4.7 eager SGD step, batch 32", step, 300, top=30)

@@ -212,20 +212,20 @@ def check_kernels(device):
 
 def short_benchmark(device):
     """The 4.7 training step and the per-op overhead, quick, beside PyTorch when installed."""
-    from gpugrad.app import benchmarks
+    from gpugrad.app.bench import suites, table
 
     rows = []
     for suite in ("mlp", "overhead"):
-        rows += benchmarks.SUITES[suite](device, quick=True)
-    return {"status": "done", "rows": rows, "table": benchmarks.format_table(rows)}
+        rows += suites.SUITES[suite](device, quick=True)
+    return {"status": "done", "rows": rows, "table": table.format_table(rows)}
 
 
 def run(device, bench=True, progress=True):
     """Everything, as a dict; 'verdict' is PASS, FAIL or INCOMPLETE. When the tests cannot run,
     the benchmark is skipped: the verdict is INCOMPLETE whatever it would time."""
-    from gpugrad.app import benchmarks
+    from gpugrad.app.bench import environment
 
-    result = {"device": device, "environment": benchmarks.environment(device)}
+    result = {"device": device, "environment": environment.environment(device)}
     result["tests"] = run_tests(device, progress=progress)
     if progress:
         _say("selftest: compiling the kernels")

@@ -167,29 +167,9 @@ def train(dataset, layers=2, hidden=256, epochs=20, batch=32, lr=None, momentum=
         dist.broadcast_parameters(model)
     for epoch in range(done + 1, done + epochs + 1):
         t0 = time.perf_counter()
-        losses, correct = [], 0
-        # the order is a function of (seed, epoch) alone, which is what makes resuming exact
-        batches = data.batches(dataset.train_x, dataset.train_y, batch, seed=seed * 1000 + epoch)
-        n_batches = (len(dataset.train_x) + batch - 1) // batch
-        for xb, yb in (progress(batches, n_batches, epoch) if progress else batches):
-            if dist is not None:
-                part = dist.shard(len(xb))
-                xb, yb = xb[part], yb[part]
-            x = tensors.tensor(xb, device=device)
-            with autograd.record():
-                logits = model(x)
-                loss = nn.functional.cross_entropy(logits, yb)
-            loss.backward()
-            if dist is not None:
-                dist.average_gradients(model)
-            opt.step()
-            losses.append(loss.item())
-            correct += int((logits.numpy().argmax(axis=1) == yb).sum())
-        if dist is not None:  # every rank saw its shards: the epoch's figures are their sums
-            correct = int(dist.sum_over_ranks(correct))
-            losses = [dist.sum_over_ranks(float(np.mean(losses))) / dist.world_size()]
+        loss, correct = _run_epoch(model, opt, dataset, batch, seed, epoch, device, dist, progress)
         history.append({
-            "epoch": epoch, "loss": float(np.mean(losses)),
+            "epoch": epoch, "loss": loss,
             "train accuracy": correct / len(dataset.train_x),
             "test accuracy": accuracy(model, dataset.test_x, dataset.test_y, device),
             "seconds": time.perf_counter() - t0,
@@ -199,6 +179,33 @@ def train(dataset, layers=2, hidden=256, epochs=20, batch=32, lr=None, momentum=
         if on_checkpoint is not None:
             on_checkpoint(checkpoint(model, opt, epoch, settings, history))
     return model, history[done:]
+
+
+def _run_epoch(model, opt, dataset, batch, seed, epoch, device, dist, progress):
+    """One pass over the training set: (mean loss, examples classified right), over all ranks
+    when `dist` (gg.distributed) is given."""
+    losses, correct = [], 0
+    # the order is a function of (seed, epoch) alone, which is what makes resuming exact
+    batches = data.batches(dataset.train_x, dataset.train_y, batch, seed=seed * 1000 + epoch)
+    n_batches = (len(dataset.train_x) + batch - 1) // batch
+    for xb, yb in (progress(batches, n_batches, epoch) if progress else batches):
+        if dist is not None:
+            part = dist.shard(len(xb))
+            xb, yb = xb[part], yb[part]
+        x = tensors.tensor(xb, device=device)
+        with autograd.record():
+            logits = model(x)
+            loss = nn.functional.cross_entropy(logits, yb)
+        loss.backward()
+        if dist is not None:
+            dist.average_gradients(model)
+        opt.step()
+        losses.append(loss.item())
+        correct += int((logits.numpy().argmax(axis=1) == yb).sum())
+    if dist is not None:  # every rank saw its shards: the epoch's figures are their sums
+        correct = int(dist.sum_over_ranks(correct))
+        losses = [dist.sum_over_ranks(float(np.mean(losses))) / dist.world_size()]
+    return float(np.mean(losses)), correct
 
 
 def rnn_gradient_norms(steps=50, hidden=32, input_size=8, classes=10, seed=0, device=None):

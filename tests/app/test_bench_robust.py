@@ -1,6 +1,6 @@
 """`gpugrad bench` prints a ratio only when a load could not have made it: a baseline slowed
 for a whole run (another process holding a core) gives steady timings that the "unstable"
-guard passes, and once printed sigmoid 0.00308 and gpugrad / torch 0.0226. These tests inject
+guard passes, and can read sigmoid 0.00308 and gpugrad / torch 0.0226. These tests inject
 such a baseline and check that its row is taken again and flagged, never printed as a clean
 number, and that a clean run is not flagged.
 
@@ -17,23 +17,28 @@ import time
 import pytest
 
 import gpugrad as gg
-from gpugrad.app import benchmarks
+from gpugrad.app.bench import blocks as ratio_blocks
+from gpugrad.app.bench import timing
+from gpugrad.app.bench.blocks import Blocks
+from gpugrad.app.bench.suites import jacobian
+from gpugrad.app.bench.table import format_table, why_no_ratio
+from gpugrad.app.bench.yardstick import Yardstick
 
 DEVICE = gg.default_device()  # cpu, or strict in CI's second run
 
 
 class ScriptedTimes:
-    """Replaces benchmarks.timing: each case is a function of the block number returning the
+    """Replaces timing.timing: each case is a function of the block number returning the
     seconds its turn takes, so a load can be placed in exactly the blocks a test wants."""
 
     def __init__(self, monkeypatch):
         self.turns = []
-        monkeypatch.setattr(benchmarks, "timing", self.timing)
+        monkeypatch.setattr(timing, "timing", self.timing)
 
     def timing(self, fn, device, **_):
         seconds = fn()
         self.turns.append(seconds)
-        return benchmarks.Timing([seconds] * 5)
+        return timing.Timing([seconds] * 5)
 
 
 class QuietYardstick:
@@ -66,7 +71,7 @@ def block_cases(blocks, ours, theirs):
 def test_agreeing_blocks_give_the_ratio_at_once(monkeypatch):
     ScriptedTimes(monkeypatch)
     cases = block_cases(3, lambda b: 0.010, lambda b: 0.005)
-    blocks = benchmarks.Blocks(cases, DEVICE, blocks=3, yardstick=QuietYardstick())
+    blocks = Blocks(cases, DEVICE, blocks=3, yardstick=QuietYardstick())
     verdict = blocks.settle([("gpugrad", "torch")])["gpugrad", "torch"]
     assert verdict["ratio"] == pytest.approx(2.0) and verdict["note"] is None
     assert blocks.blocks_run == 3  # nothing taken again
@@ -80,7 +85,7 @@ def test_disagreeing_blocks_are_taken_again_until_they_agree(monkeypatch):
     ScriptedTimes(monkeypatch)
     cases = block_cases(3, lambda b: 0.025 if b == 2 else 0.010,
                         lambda b: 0.025 if b in (1, 2) else 0.010)
-    blocks = benchmarks.Blocks(cases, DEVICE, blocks=3, yardstick=QuietYardstick())
+    blocks = Blocks(cases, DEVICE, blocks=3, yardstick=QuietYardstick())
     first = blocks.verdict("gpugrad", "torch")
     assert first["ratio"] is None and "ratio of medians 0.4 vs median of block ratios 1" in (
         first["note"])
@@ -94,7 +99,7 @@ def test_blocks_that_keep_disagreeing_are_flagged_after_a_bounded_number(monkeyp
     # the same pattern every three blocks: the two readings never come together
     cases = block_cases(3, lambda b: 0.025 if b % 3 == 2 else 0.010,
                         lambda b: 0.025 if b % 3 else 0.010)
-    blocks = benchmarks.Blocks(cases, DEVICE, blocks=3, yardstick=QuietYardstick())
+    blocks = Blocks(cases, DEVICE, blocks=3, yardstick=QuietYardstick())
     verdict = blocks.settle([("gpugrad", "torch")])["gpugrad", "torch"]
     assert verdict["ratio"] is None and verdict["note"].startswith("unstable: ratio of medians")
     assert blocks.blocks_run == 6  # three planned, three more at most
@@ -107,7 +112,7 @@ def test_a_baseline_stalled_in_most_blocks_is_flagged_not_printed(monkeypatch):
     baseline's fastest block, and with the stall lasting, the row is flagged, not 0.83."""
     ScriptedTimes(monkeypatch)
     cases = block_cases(3, lambda b: 0.010, lambda b: 5e-6 if b == 0 else 0.012)
-    blocks = benchmarks.Blocks(cases, DEVICE, blocks=3, yardstick=QuietYardstick())
+    blocks = Blocks(cases, DEVICE, blocks=3, yardstick=QuietYardstick())
     verdict = blocks.settle([("gpugrad", "torch")])["gpugrad", "torch"]
     assert verdict["ratio"] is None
     assert verdict["note"].startswith("unstable: torch's blocks differ up to 2.4e+03x")
@@ -147,7 +152,7 @@ class LoadDuringBaseline:
 def turn_by_turn(monkeypatch):
     """Each turn judged by the load beside it alone, however short (scripted turns take no
     time, so the real rule would judge them by their whole block)."""
-    monkeypatch.setattr(benchmarks, "YARDSTICK_WINDOW", 0.0)
+    monkeypatch.setattr(ratio_blocks, "YARDSTICK_WINDOW", 0.0)
 
 
 def test_a_baseline_slowed_in_every_block_is_flagged_not_printed(monkeypatch, turn_by_turn):
@@ -156,7 +161,7 @@ def test_a_baseline_slowed_in_every_block_is_flagged_not_printed(monkeypatch, tu
     ScriptedTimes(monkeypatch)
     load = LoadDuringBaseline(extra=0.010)
     cases = {"gpugrad": lambda: 0.010, "torch": load.baseline(0.005)}
-    blocks = benchmarks.Blocks(cases, DEVICE, blocks=3, yardstick=load.yardstick)
+    blocks = Blocks(cases, DEVICE, blocks=3, yardstick=load.yardstick)
     verdict = blocks.settle([("gpugrad", "torch")])["gpugrad", "torch"]
     assert verdict["ratio"] is None
     assert verdict["note"].startswith("unstable (machine loaded): other processes kept 1.0 "
@@ -176,7 +181,7 @@ def test_a_baseline_slowed_in_some_blocks_is_taken_again_and_measured_clean(monk
     ScriptedTimes(monkeypatch)
     load = LoadDuringBaseline(extra=0.010, blocks_loaded={0, 1})
     cases = {"gpugrad": lambda: 0.010, "torch": load.baseline(0.005)}
-    blocks = benchmarks.Blocks(cases, DEVICE, blocks=3, yardstick=load.yardstick)
+    blocks = Blocks(cases, DEVICE, blocks=3, yardstick=load.yardstick)
     verdict = blocks.settle([("gpugrad", "torch")])["gpugrad", "torch"]
     assert verdict["ratio"] == pytest.approx(2.0) and verdict["note"] is None
     assert verdict["clean blocks"] == 2 and blocks.blocks_run == 4
@@ -211,6 +216,7 @@ class SleepingCases:
                 "torch jacrev": self.baseline, "torch jacfwd": self.baseline}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loaded", [False, True])
 def test_jacobian_suite_flags_a_slowed_baseline_and_says_which_ratio(monkeypatch, loaded):
     """The suite end to end on the default device with sleeping cases: quiet, gpugrad / torch
@@ -218,15 +224,15 @@ def test_jacobian_suite_flags_a_slowed_baseline_and_says_which_ratio(monkeypatch
     every ratio is withheld with a note (0.5 would be printed otherwise), and the table says
     what its ratio column is."""
     cases = SleepingCases(loaded)
-    monkeypatch.setattr(benchmarks, "jacobian_cases", cases)
-    rows = benchmarks.jacobian_suite(DEVICE, quick=True, yardstick=cases)
+    monkeypatch.setattr(jacobian, "jacobian_cases", cases)
+    rows = jacobian.jacobian_suite(DEVICE, quick=True, yardstick=cases)
     ours = [r for r in rows if r["impl"].startswith("gpugrad")]
     assert len(ours) == 4
     if loaded:
         assert all(r["gpugrad / torch"] is None and "machine loaded" in r["note"] for r in ours)
     else:
         assert all("note" not in r and 1.6 < r["gpugrad / torch"] < 2.4 for r in ours), ours
-    table = benchmarks.format_table(rows)
+    table = format_table(rows)
     assert "ratio columns, each the median over clean blocks of the per-block ratio of" in table
     assert "gpugrad / torch: gg.jacobian's time / torch.func's in the same mode" in table
     assert max(len(line) for line in table.splitlines()[-5:]) <= 100
@@ -234,15 +240,15 @@ def test_jacobian_suite_flags_a_slowed_baseline_and_says_which_ratio(monkeypatch
     assert "ratio checks" not in table
     assert all(r["ratio checks"][0]["ratio of"] == f"{r['impl']} / torch jac{r['impl'][-3:]}"
                for r in ours)
-    reason = benchmarks.why_no_ratio(ours, "gpugrad / torch")
+    reason = why_no_ratio(ours, "gpugrad / torch")
     assert (reason.startswith("no gpugrad / torch: 4 row(s) flagged, e.g. unstable (machine "
                               "loaded)") if loaded else reason)
 
 
 def test_other_tables_get_no_ratio_legend():
-    assert benchmarks.format_table([{"suite": None, "gpugrad / torch": 1.0}]).count("\n") == 1
-    assert benchmarks.why_no_ratio([], "gpugrad / torch") == "no rows"
-    assert "no baseline ran" in benchmarks.why_no_ratio(
+    assert format_table([{"suite": None, "gpugrad / torch": 1.0}]).count("\n") == 1
+    assert why_no_ratio([], "gpugrad / torch") == "no rows"
+    assert "no baseline ran" in why_no_ratio(
         [{"suite": "jacobian", "gpugrad / torch": None}], "gpugrad / torch")
 
 
@@ -268,12 +274,12 @@ def test_a_real_process_busy_during_the_baseline_is_found_by_the_real_yardstick(
         busy_process.send_signal(signal.SIGCONT)
         time.sleep(0.002)
 
-    blocks = benchmarks.Blocks({"gpugrad": ours, "torch": theirs}, DEVICE, blocks=3,
-                               min_seconds=benchmarks.YARDSTICK_WINDOW, min_repeats=3)
+    blocks = Blocks({"gpugrad": ours, "torch": theirs}, DEVICE, blocks=3,
+                               min_seconds=ratio_blocks.YARDSTICK_WINDOW, min_repeats=3)
     verdict = blocks.settle([("gpugrad", "torch")])["gpugrad", "torch"]
     assert verdict["ratio"] is None and "machine loaded" in verdict["note"], verdict
     assert blocks.blocks_run == 3
-    assert min(blocks.loads["torch"].values()) > benchmarks.YARDSTICK_TOLERANCE
+    assert min(blocks.loads["torch"].values()) > ratio_blocks.YARDSTICK_TOLERANCE
 
 
 def test_a_workload_slowed_beside_the_baseline_flags_it_without_other_processes(monkeypatch,
@@ -284,7 +290,7 @@ def test_a_workload_slowed_beside_the_baseline_flags_it_without_other_processes(
     load = LoadDuringBaseline(extra=0.010, cores=0.0)
     load.slowdown = lambda earlier, later: 2.0 if later[1] > earlier[1] else 1.0
     cases = {"gpugrad": lambda: 0.010, "torch": load.baseline(0.005)}
-    verdict = benchmarks.Blocks(cases, DEVICE, blocks=3, yardstick=load).settle(
+    verdict = Blocks(cases, DEVICE, blocks=3, yardstick=load).settle(
         [("gpugrad", "torch")])["gpugrad", "torch"]
     assert verdict["ratio"] is None and "a fixed workload ran 2.0x its quickest beside torch" in (
         verdict["note"])
@@ -301,7 +307,7 @@ class StalledPool(QuietYardstick):
 def test_a_stalled_pytorch_pool_flags_pytorch_turns_only(monkeypatch):
     ScriptedTimes(monkeypatch)
     times = {"gpugrad": lambda: 0.010, "torch": lambda: 0.015, "numpy": lambda: 0.005}
-    blocks = benchmarks.Blocks(times, DEVICE, blocks=3, yardstick=StalledPool())
+    blocks = Blocks(times, DEVICE, blocks=3, yardstick=StalledPool())
     verdicts = blocks.settle([("gpugrad", "torch"), ("gpugrad", "numpy")])
     assert verdicts["gpugrad", "torch"]["ratio"] is None
     assert "PyTorch's pool 3.0x beside torch" in verdicts["gpugrad", "torch"]["note"]
@@ -312,12 +318,12 @@ def test_a_stalled_pytorch_pool_flags_pytorch_turns_only(monkeypatch):
 def test_the_real_yardstick_reads_its_workload_with_or_without_proc(monkeypatch):
     """Off Linux there are no counters: other processes read as 0 cores, and the workload's
     time over its quickest is the reading left."""
-    yardstick = benchmarks.Yardstick()
+    yardstick = Yardstick()
     first, second = yardstick.reading(), yardstick.reading()
     assert yardstick.proc and yardstick.load(first, second) >= 0.0  # Linux, where CI runs
     assert yardstick.slowdown(first, second) >= 1.0
-    monkeypatch.setattr(benchmarks.Yardstick, "_counters", staticmethod(lambda: None))
-    yardstick = benchmarks.Yardstick()
+    monkeypatch.setattr(Yardstick, "_counters", staticmethod(lambda: None))
+    yardstick = Yardstick()
     first = yardstick.reading()
     slowed = (time.perf_counter(), None, 2 * yardstick.quickest)  # twice its quickest time
     assert not yardstick.proc and yardstick.load(first, slowed) == 0.0
@@ -326,7 +332,7 @@ def test_the_real_yardstick_reads_its_workload_with_or_without_proc(monkeypatch)
 
 def test_the_real_yardstick_probes_pytorchs_pool():
     pytest.importorskip("torch", reason="the pool probe times PyTorch's thread pool")
-    yardstick = benchmarks.Yardstick()
+    yardstick = Yardstick()
     first, second = yardstick.reading(), yardstick.reading()
     assert 0 < yardstick.pool_quickest <= min(first[3], second[3])
     assert yardstick.pool_slowdown(first, second) >= 1.0

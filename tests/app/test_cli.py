@@ -9,6 +9,8 @@ import pytest
 
 import gpugrad as gg
 from gpugrad.app import cli
+from gpugrad.app.cli import bench as bench_command
+from gpugrad.app.cli import plotting, refusals
 from gpugrad import recording
 from gpugrad.app import experiments, training
 
@@ -20,6 +22,7 @@ def _readme():
     return path.read_text()
 
 
+@pytest.mark.slow
 def test_info_prints_and_writes_json(tmp_path, capsys):
     out = tmp_path / "info.json"
     assert cli.main(["info", "--json", str(out)]) == 0
@@ -29,6 +32,7 @@ def test_info_prints_and_writes_json(tmp_path, capsys):
     assert report["differentiable ops"] > 40 and report["devices"][0] == "cpu"
 
 
+@pytest.mark.slow
 def test_console_entry_point_runs():
     out = subprocess.run([sys.executable, "-m", "gpugrad.app.cli", "info"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -52,12 +56,14 @@ def test_readme_lists_every_op_in_the_table():
     assert listed == set(gg.OPS), f"README op table differs: {sorted(listed ^ set(gg.OPS))}"
 
 
+@pytest.mark.slow
 def test_info_reports_the_kernels(capsys):
     assert cli.main(["info"]) == 0
     out = capsys.readouterr().out
     assert "kernel sources" in out and "activations.cu" in out and "fused kernels" in out
 
 
+@pytest.mark.slow
 def test_bench_kernels_runs_on_the_strict_device(tmp_path):
     """The launchers run under the benchmark as they will on a GPU (stand-ins for the kernels);
     PyTorch, which cannot take the strict device's arrays, gets no row there."""
@@ -74,7 +80,7 @@ def test_an_empty_plot_panel_says_why(tmp_path, monkeypatch):
     """A suite whose every ratio was withheld (a loaded machine) draws a panel with the reason,
     not a blank one."""
     pytest.importorskip("matplotlib", reason="matplotlib is not installed: pip install 'gpugrad[plot]'")
-    from gpugrad.app import benchmarks
+    from gpugrad.app.bench import table
 
     rows = [{"suite": "jacobian", "shape (m, n)": "8x64", "impl": "gpugrad rev",
              "gpugrad / torch": None, "note": "unstable (machine loaded): yardstick 3.0x; no ratio"}]
@@ -86,12 +92,13 @@ def test_an_empty_plot_panel_says_why(tmp_path, monkeypatch):
         return real_text(ax, x, y, s, *args, **kwargs)
     monkeypatch.setattr("matplotlib.axes.Axes.text", noting)
     path = tmp_path / "empty.png"
-    cli._plot_bench(rows, ["jacobian"], str(path), "cpu")
+    plotting.plot_bench(rows, ["jacobian"], str(path), "cpu")
     assert path.read_bytes()[:4] == b"\x89PNG"
-    assert texts == [__import__("textwrap").fill(benchmarks.why_no_ratio(rows, "gpugrad / torch"), 100)]
+    assert texts == [__import__("textwrap").fill(table.why_no_ratio(rows, "gpugrad / torch"), 100)]
     assert texts[0].startswith("no gpugrad / torch: 1 row(s) flagged, e.g. unstable (machine")
 
 
+@pytest.mark.slow
 def test_bench_all_prints_ratios_and_writes_json(tmp_path, capsys):
     out, plot = tmp_path / "bench.json", tmp_path / "bench.png"
     assert cli.main(["bench", "--device", "cpu", "--json", str(out), "--plot", str(plot)]) == 0
@@ -126,6 +133,7 @@ def test_bench_all_prints_ratios_and_writes_json(tmp_path, capsys):
     assert "% of copy" in printed and "samples/s" in printed
 
 
+@pytest.mark.slow
 def test_bench_mlp_runs_at_the_batch_sizes_asked_for(tmp_path, capsys):
     """--batch picks the mlp suite's batch sizes (a target may name one the defaults lack);
     given to another suite it is refused, naming the command that takes it."""
@@ -161,6 +169,7 @@ def test_readme_tour_runs_as_written(capsys):
     assert "tensor(12., dtype=float32" in printed
 
 
+@pytest.mark.slow
 def test_selftest_runs_the_bundled_tests_on_the_device_and_says_what_failed(tmp_path, monkeypatch,
                                                                           capsys):
     from gpugrad.app import selftest
@@ -246,6 +255,7 @@ def test_every_command_checks_its_arguments_before_any_work(argv, message, capsy
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_train_interrupted_keeps_the_finished_epochs_and_their_parameters(tmp_path, capsys,
                                                                           monkeypatch):
     """Ctrl-C in epoch 2: epoch 1's line was printed as it finished, the table and JSON keep
@@ -280,6 +290,7 @@ def test_train_interrupted_keeps_the_finished_epochs_and_their_parameters(tmp_pa
         assert (kept["model"][name].numpy() == reference["model"][name].numpy()).all()
 
 
+@pytest.mark.slow
 def test_train_prints_each_epoch_as_it_finishes_into_a_pipe(tmp_path):
     """Not a TTY: the lines still come as the epochs end (flushed), before the process exits."""
     script = ("import sys, gpugrad.app.training as t\n"
@@ -325,7 +336,7 @@ def test_an_unstable_timing_is_taken_again_then_flagged_never_a_ratio(monkeypatc
     import itertools
     import time
 
-    from gpugrad.app import benchmarks
+    from gpugrad.app.bench import timing
 
     pattern = itertools.cycle([0.0, 0.004, 0.004, 0.004])
 
@@ -334,28 +345,29 @@ def test_an_unstable_timing_is_taken_again_then_flagged_never_a_ratio(monkeypatc
         if delay:
             time.sleep(delay)
 
-    t = benchmarks.timing(busy, "cpu", warmup=0, min_repeats=8, min_seconds=0)
-    assert not t.stable and t.attempts == 3 and t.spread > benchmarks.UNSTABLE_FACTOR
+    t = timing.timing(busy, "cpu", warmup=0, min_repeats=8, min_seconds=0)
+    assert not t.stable and t.attempts == 3 and t.spread > timing.UNSTABLE_FACTOR
     assert "unstable: median" in t.note() and "after 3 attempts" in t.note()
-    steady = benchmarks.timing(lambda: time.sleep(0.002), "cpu", warmup=0, min_repeats=5,
+    steady = timing.timing(lambda: time.sleep(0.002), "cpu", warmup=0, min_repeats=5,
                                min_seconds=0)
     assert steady.stable and steady.attempts == 1 and steady.note() is None
     # in a suite: the flagged baseline gets a note and no ratio is printed from it
     cases = {"gpugrad": lambda: time.sleep(0.002), "torch": busy}
-    times, unstable = benchmarks.alternating_blocks(cases, "cpu", blocks=2, min_seconds=0)
+    times, unstable = timing.alternating_blocks(cases, "cpu", blocks=2, min_seconds=0)
     assert unstable == {"torch"}
-    assert benchmarks.median_ratio(times, "gpugrad", "torch", unstable) is None
-    assert benchmarks.median_ratio(times, "gpugrad", "gpugrad", unstable) == 1.0
+    assert timing.median_ratio(times, "gpugrad", "torch", unstable) is None
+    assert timing.median_ratio(times, "gpugrad", "gpugrad", unstable) == 1.0
 
 
 def test_bench_draws_its_progress_line_only_on_a_terminal(capsys, monkeypatch):
-    cli._progress(1, 2, "kernels")
+    bench_command.progress(1, 2, "kernels")
     assert capsys.readouterr().err == ""  # pytest's stderr is not a TTY
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
-    cli._progress(2, 2, "kernels")
+    bench_command.progress(2, 2, "kernels")
     assert "\r[" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_minibatch_sweep_trains_at_each_batch_size(tmp_path, capsys):
     """Exercise 5's minibatch half: one row per batch size, the saved bytes measured per step
     and growing with the batch, fewer updates per epoch for larger batches."""
@@ -374,7 +386,7 @@ def test_minibatch_sweep_trains_at_each_batch_size(tmp_path, capsys):
     assert all(0 < r["test accuracy"] <= 1 and r["us per sample"] > 0 for r in rows)
 
 
-# ---------------------------------------------------------------------------- issue 27
+# ---------------------------------------------------------------------------- user lines
 
 
 def test_user_line_names_the_tests_shipped_inside_the_package_not_its_own_modules():
@@ -401,6 +413,7 @@ def _fake_tests(tmp_path, body):
     return fake
 
 
+@pytest.mark.slow
 def test_selftest_shows_its_progress_on_stderr_and_keeps_stdout_one_screen(tmp_path, monkeypatch,
                                                                          capsys):
     from gpugrad.app import selftest
@@ -490,6 +503,7 @@ def test_every_option_shows_its_default_and_layers_means_weight_layers_everywher
         assert shown.endswith("(default: 2)") and layers.default == 2
 
 
+@pytest.mark.slow
 def test_train_layers_counts_weight_layers_and_2_is_the_4_7_network(tmp_path):
 
     counts = {layers: sum(isinstance(m, gg.nn.Linear)
@@ -518,7 +532,7 @@ def test_a_command_that_cannot_fit_in_memory_is_refused_before_allocating(argv, 
                                                                           monkeypatch):
     """The estimate comes from shapes alone (the meta device); the refusal names the option,
     the estimate and the memory available, as an argparse error (status 2)."""
-    from gpugrad.app import benchmarks
+    from gpugrad.app.bench import suites
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("the command started work although it cannot fit")
@@ -527,8 +541,8 @@ def test_a_command_that_cannot_fit_in_memory_is_refused_before_allocating(argv, 
         monkeypatch.setattr(training, name, must_not_run)
     monkeypatch.setattr(experiments, "experiment", must_not_run)
     monkeypatch.setattr(experiments, "graph_4_7", must_not_run)
-    monkeypatch.setitem(benchmarks.SUITES, "mlp", must_not_run)
-    monkeypatch.setattr(cli, "available_memory", lambda device: (8 << 30, "as the test says"))
+    monkeypatch.setitem(suites.SUITES, "mlp", must_not_run)
+    monkeypatch.setattr(refusals, "available_memory", lambda device: (8 << 30, "as the test says"))
     with pytest.raises(SystemExit) as exit_info:
         cli.main(argv)
     assert exit_info.value.code == 2
@@ -539,7 +553,7 @@ def test_a_command_that_cannot_fit_in_memory_is_refused_before_allocating(argv, 
 
 
 def test_available_memory_is_read_from_the_system():
-    free, source = cli.available_memory("cpu")
+    free, source = refusals.available_memory("cpu")
     assert free is not None and free > 0, source
     if pathlib.Path("/proc/meminfo").is_file():
         line = next(ln for ln in pathlib.Path("/proc/meminfo").read_text().splitlines()
@@ -554,6 +568,7 @@ def _train_history(argv, tmp_path, name):
     return json.loads(out.read_text())["history"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_train_resumed_from_a_checkpoint_equals_an_uninterrupted_run(optimizer, tmp_path, capsys):
     """3 epochs, saved, then resumed for 2: the same losses, accuracies and final parameters
@@ -593,6 +608,7 @@ def _leaves(tree, prefix=""):
     return out
 
 
+@pytest.mark.slow
 def test_train_refuses_to_resume_what_it_cannot_continue_exactly(tmp_path, capsys):
     saved, plain = tmp_path / "c.npz", tmp_path / "plain.npz"
     assert cli.main(["train", "--hidden", "16", "--epochs", "1", "--batch", "512",

@@ -1,0 +1,139 @@
+"""The mlp suite: one SGD training step of section 4.7's network and of a deep MLP, in gpugrad
+(eager, with host labels, captured) beside PyTorch, JAX, the array library's matrix products
+and the step written by hand."""
+
+import numpy as np
+
+import gpugrad
+from gpugrad import devices
+from gpugrad.app.bench import array_baseline, counting, jax_baseline, table, torch_baseline
+from gpugrad.app.bench.blocks import Blocks
+from gpugrad.app.bench.yardstick import Yardstick
+
+MLP_MODELS = {"4.7 (784-256-10)": [784, 256, 10], "deep (784-1024x3-10)": [784, 1024, 1024, 1024, 10]}
+
+
+
+def mlp_step_cases(sizes, batch, device, lam=1e-3, lr=0.01):
+    """{impl: step()} for one SGD training step (forward, cross-entropy + L2, backward, update)
+    of the same bias-free MLP on the same data, in gpugrad and (when installed) PyTorch."""
+    be = devices.get(device)
+    rng = np.random.default_rng(batch)
+    x_host = rng.standard_normal((batch, sizes[0])).astype(np.float32)
+    y_host = rng.integers(0, sizes[-1], batch)
+    params, cases = _gpugrad_cases(sizes, x_host, y_host, device, lam, lr)
+    # the step's matrix products alone, in the array library and in PyTorch: the gap between
+    # them is the floor under gpugrad / torch
+    weights_host = [p.numpy() for p in params]
+    acts_host = [rng.standard_normal((batch, n)).astype(np.float32) for n in sizes]
+    with be.active:
+        weights, acts = ([be.xp.asarray(a) for a in arrays] for arrays in (weights_host, acts_host))
+    cases[f"{array_baseline.array_library(device)} matmuls"] = array_baseline.matmul_products(
+        be.xp.matmul, weights, acts)
+    cases.update(torch_baseline.mlp_step_cases(sizes, weights_host, acts_host, x_host, y_host,
+                                               lam, lr, be))
+    if be.is_cuda:  # the floor: the same step by hand on CuPy arrays, captured
+        with be.active:
+            floor_weights = [be.xp.asarray(w) for w in weights_host]
+            floor_x, floor_y = be.xp.asarray(x_host), be.xp.asarray(y_host)
+        cases["hand-written captured"] = gpugrad.cuda.graph(
+            array_baseline.hand_written_step(floor_weights, floor_x, floor_y, lam, lr),
+            device=device)
+        jax_step = jax_baseline.training_step(weights_host, x_host, y_host, lam, lr)
+        if jax_step is not None:
+            cases["jax jit"] = jax_step
+    return cases
+
+
+def _gpugrad_cases(sizes, x_host, y_host, device, lam, lr):
+    """(the model's parameters, {impl: step()}): gpugrad's step eager, with labels from the host
+    (not on the CPU) and captured (on CUDA)."""
+    from gpugrad import nn
+    from gpugrad import optim
+    from gpugrad.nn import functional as F
+
+    be = devices.get(device)
+    devices.seed(0)
+    model = nn.MLP(sizes, bias=False, device=device)
+    opt = optim.SGD(model.parameters(), lr=lr)
+    with be.active:
+        x, y = gpugrad.tensor(x_host, device=device), be.asarray(y_host)
+    params = model.parameters()
+
+    def step_with(labels):
+        def step():
+            with gpugrad.autograd.record():
+                loss = F.cross_entropy(model(x), labels) + lam * F.l2_penalty(params)
+            loss.backward()
+            opt.step()
+        return step
+
+    ours = step_with(y)
+    cases = {"gpugrad": ours}
+    if not be.is_cpu:  # labels as a data loader gives them, host data: checked on the host
+        # before they move, where labels on the device are read back to be checked (a sync)
+        cases["gpugrad host labels"] = step_with(y_host)
+    if be.is_cuda:  # the same step captured once and replayed (on the CPU it would run eagerly)
+        cases["gpugrad captured"] = gpugrad.cuda.graph(ours, device=device)
+    return params, cases
+
+
+_TORCH_COUNTERPART = {"gpugrad captured": "torch graph"}
+
+
+MLP_BATCHES = {True: [32, 1024], False: [32, 128, 512, 1024, 4096]}  # quick, full
+
+
+def mlp_suite(device, quick=True, progress=None, batches=None, yardstick=None):
+    """Step time, samples/s and gpugrad/torch for the section 4.7 and the deep MLP, at
+    `batches` (default: MLP_BATCHES[quick])."""
+    batches = MLP_BATCHES[quick] if batches is None else list(batches)
+    yardstick = yardstick if yardstick is not None else Yardstick()
+    rows = []
+    work = [(name, b) for name in MLP_MODELS for b in batches]
+    for i, (name, batch) in enumerate(work):
+        cases = mlp_step_cases(MLP_MODELS[name], batch, device)
+        ops = counting.ops_per_step(cases["gpugrad"])
+        strict = devices.get(device).name == "strict"
+        calls = sum(counting.device_calls_per_step(cases["gpugrad"]).values()) if strict else None
+        captured_calls = (sum(counting.device_calls_per_captured_step(cases["gpugrad"], device).values())
+                          if strict else None)
+        be_cuda = devices.get(device).is_cuda
+        # each gpugrad row against its PyTorch counterpart: products with products, the
+        # captured step with PyTorch's CUDA graph, the eager step with the eager step; the
+        # captured step also against the hand-written floor
+        pairs = {}
+        for impl in cases:
+            base = ("torch matmuls" if impl.endswith(" matmuls")
+                    else _TORCH_COUNTERPART.get(impl, "torch"))
+            if not impl.startswith(("torch", "jax", "hand")) and base in cases:
+                pairs[impl, "gpugrad / torch"] = (impl, base)
+        if "gpugrad captured" in cases and "hand-written captured" in cases:
+            pairs["gpugrad captured", "captured / hand-written"] = (
+                "gpugrad captured", "hand-written captured")
+        blocks = Blocks(cases, device, blocks=3 if quick else 5, yardstick=yardstick)
+        verdicts = blocks.settle(list(pairs.values()))
+        # on CUDA, what one replay of each captured step launches, counted in its graph
+        launches = {impl: counting.kernels_per_step(cases[impl])
+                    for impl in ("gpugrad captured", "torch graph") if impl in cases}
+        for impl in cases:
+            secs = blocks.median(impl)
+            mine = {col: verdicts[pair] for (who, col), pair in pairs.items() if who == impl}
+            row = {"suite": "mlp", "model": name, "batch": batch, "impl": impl,
+                   "median ms": secs * 1e3, "samples/s": batch / secs,
+                   "ops per step": ops if impl == "gpugrad" else None,
+                   **({"device calls per step": calls if impl == "gpugrad" else None,
+                       "device calls per captured step":
+                           captured_calls if impl == "gpugrad" else None}
+                      if calls is not None else {}),
+                   **({"kernels per step": launches.get(impl)} if be_cuda else {}),
+                   "gpugrad / torch": table.ratio_of(mine["gpugrad / torch"])
+                   if "gpugrad / torch" in mine else None,
+                   **({"captured / hand-written": table.ratio_of(mine["captured / hand-written"])
+                       if "captured / hand-written" in mine else None}
+                      if "hand-written captured" in cases else {})}
+            rows.append(table.with_verdicts(row, list(mine.values())) if mine
+                        else table.with_turn_note(row, blocks, impl))
+        if progress:
+            progress(i + 1, len(work), f"{name} batch {batch}")
+    return rows

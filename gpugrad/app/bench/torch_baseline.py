@@ -1,0 +1,136 @@
+"""PyTorch, the baseline beside most rows: its backward kernels, the same training step (eager
+and captured in a CUDA graph), torch.func's Jacobians and its per-op overhead. Every case here
+is built only when PyTorch is installed and runs on the device."""
+
+import numpy as np
+
+from gpugrad.app.bench import array_baseline
+
+
+def torch_or_none():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+# PyTorch's own backward kernel of an activation kernel (torch.ops.aten), called as
+# fn(aten, g, x, y). An activation without one (softsign: PyTorch composes it) is timed as
+# PyTorch's autograd runs it: the vjp of torch.nn.functional.<name>.
+TORCH_BACKWARDS = {
+    "relu": lambda a, g, x, y: a.threshold_backward(g, y, 0),
+    "leaky_relu": lambda a, g, x, y: a.leaky_relu_backward(g, x, 0.01, False),
+    "elu": lambda a, g, x, y: a.elu_backward(g, 1.0, 1, 1, True, y),
+    "gelu": lambda a, g, x, y: a.gelu_backward(g, x, approximate="none"),
+    "gelu_tanh": lambda a, g, x, y: a.gelu_backward(g, x, approximate="tanh"),
+    "silu": lambda a, g, x, y: a.silu_backward(g, x),
+    "softplus": lambda a, g, x, y: a.softplus_backward(g, x, 1.0, 20.0),
+    "sigmoid": lambda a, g, x, y: a.sigmoid_backward(g, y),
+    "tanh": lambda a, g, x, y: a.tanh_backward(g, y),
+}
+
+
+
+def activation_backward(be, activation, declared_name, g, x, y):
+    """PyTorch's backward of `activation` on the arrays g, x, y of backend `be`, or None where
+    PyTorch cannot take them: it shares NumPy's and CuPy's arrays through DLPack, the strict
+    device's it cannot."""
+    torch = torch_or_none()
+    if torch is None or not (be.xp is np or (be.is_cuda and torch.cuda.is_available())):
+        return None
+    tg, tx, ty = (torch.from_dlpack(a) for a in (g, x, y))
+    torch_fn = TORCH_BACKWARDS.get(activation)
+    if torch_fn is not None:
+        aten = torch.ops.aten
+        return lambda: torch_fn(aten, tg, tx, ty)
+    _, torch_vjp = torch.func.vjp(getattr(torch.nn.functional, declared_name), tx)
+    return lambda: torch_vjp(tg)
+
+
+def mlp_step_cases(sizes, weights_host, activations_host, x_host, y_host, lam, lr, be):
+    """{impl: step()}: the same bias-free MLP's SGD step in PyTorch ("torch"; "torch graph" on
+    CUDA: captured) from the same weights and data, and its matrix products alone ("torch
+    matmuls"); none where PyTorch is missing or cannot reach the device."""
+    torch = torch_or_none()
+    if torch is None or (be.is_cuda and not torch.cuda.is_available()):
+        return {}
+    dev = "cpu" if not be.is_cuda else "cuda"
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(torch.nn.Linear(a, b, bias=False))
+        if i < len(sizes) - 2:
+            layers.append(torch.nn.ReLU())
+    tmodel = torch.nn.Sequential(*layers).to(dev)
+    with torch.no_grad():  # the same weights
+        for w, tp in zip(weights_host, tmodel.parameters()):
+            tp.copy_(torch.from_numpy(w))
+    topt = torch.optim.SGD(tmodel.parameters(), lr=lr)
+    tx, ty = torch.from_numpy(x_host).to(dev), torch.from_numpy(y_host).to(dev)
+    cases = {"torch matmuls": array_baseline.matmul_products(
+        torch.matmul, *([torch.from_numpy(a).to(dev) for a in arrays]
+                        for arrays in (weights_host, activations_host)))}
+
+    def theirs():
+        topt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(tmodel(tx), ty) + lam / 2 * sum(
+            (p * p).sum() for p in tmodel.parameters())
+        loss.backward()
+        topt.step()
+    cases["torch"] = theirs
+    if be.is_cuda:
+        cases["torch graph"] = captured(torch, theirs, topt)
+    return cases
+
+
+def captured(torch, step, opt):
+    """PyTorch's step captured whole into a CUDA graph, as its docs show (warm-up on a side
+    stream, gradients set to None before the capture), replayed per call."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    opt.zero_grad(set_to_none=True)
+    try:  # kept, so that its nodes can be counted (PyTorch >= 2.6)
+        graph = torch.cuda.CUDAGraph(keep_graph=True)
+    except TypeError:
+        graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):  # zero_grad(set_to_none) inside is host-side only
+        step()
+
+    def replay():
+        graph.replay()
+    replay.cuda_graph = graph
+    return replay
+
+
+def jacobian_cases(w_host, x_host):
+    """{impl: fn()}: the Jacobian of tanh(W x) by torch.func.jacrev and jacfwd on the CPU, or
+    none without PyTorch."""
+    torch = torch_or_none()
+    if torch is None:
+        return {}
+    tw, tx = torch.from_numpy(w_host), torch.from_numpy(x_host)
+    return {"torch jacrev": lambda: torch.func.jacrev(lambda v: torch.tanh(tw @ v))(tx),
+            "torch jacfwd": lambda: torch.func.jacfwd(lambda v: torch.tanh(tw @ v))(tx)}
+
+
+def overhead_cases(chain, x_host, be):
+    """{("torch", mode): fn()}: chain(v, tanh) run by PyTorch not recorded, recorded, and
+    recorded with its backward, or none where PyTorch is missing or cannot reach the device."""
+    torch = torch_or_none()
+    if torch is None or (be.is_cuda and not torch.cuda.is_available()):
+        return {}
+    tx = torch.tensor(x_host, device="cpu" if not be.is_cuda else "cuda", requires_grad=True)
+
+    def t_plain():
+        with torch.no_grad():
+            chain(tx, torch.tanh)
+
+    def t_backward():
+        chain(tx, torch.tanh).sum().backward()
+
+    return {("torch", "no grad"): t_plain, ("torch", "record"): lambda: chain(tx, torch.tanh),
+            ("torch", "record + backward"): t_backward}
