@@ -230,25 +230,26 @@ def test_the_ops_per_4_7_training_step_cannot_grow_unnoticed(device):
     arrays: a rule's operator arithmetic, g * lam or g / n, is then an array call, no table op,
     and the L2 gradient is added into the weight's gradient). Lower it here when a change
     removes ops."""
-    from gpugrad.app import benchmarks
+    from gpugrad.app.bench import counting
+    from gpugrad.app.bench.suites import mlp as mlp_suite
 
-    step = benchmarks.mlp_step_cases([784, 256, 10], 32, device)["gpugrad"]
-    assert benchmarks.ops_per_step(step) == benchmarks.ops_per_step(step) <= 16
-    deep = benchmarks.mlp_step_cases([784, 1024, 1024, 1024, 10], 32, device)["gpugrad"]
-    assert benchmarks.ops_per_step(deep) <= 28
+    step = mlp_suite.mlp_step_cases([784, 256, 10], 32, device)["gpugrad"]
+    assert counting.ops_per_step(step) == counting.ops_per_step(step) <= 16
+    deep = mlp_suite.mlp_step_cases([784, 1024, 1024, 1024, 10], 32, device)["gpugrad"]
+    assert counting.ops_per_step(deep) <= 28
 
 
 def test_the_matmuls_baseline_runs_the_products_of_the_step(monkeypatch):
     """`gpugrad bench mlp`'s `numpy matmuls` row, the floor under gpugrad / torch, times the
     products gpugrad's step makes, the same shapes and as many: the gradient of the data (which
     neither step computes) is not among them."""
-    from gpugrad.app import benchmarks
+    from gpugrad.app.bench.suites import mlp as mlp_suite
 
     made = []
     matmul = np.matmul
     monkeypatch.setattr(np, "matmul", lambda a, b: made.append((a.shape, b.shape)) or matmul(a, b))
     for sizes in ([784, 256, 10], [784, 1024, 1024, 1024, 10]):
-        cases = benchmarks.mlp_step_cases(sizes, 16, "cpu")
+        cases = mlp_suite.mlp_step_cases(sizes, 16, "cpu")
         made.clear()
         cases["gpugrad"]()
         of_the_step = sorted(made)
@@ -258,10 +259,10 @@ def test_the_matmuls_baseline_runs_the_products_of_the_step(monkeypatch):
 
 
 def test_the_hand_written_floor_step_is_the_same_step(device):
-    """benchmarks.hand_written_step, the floor gpugrad's captured step is timed against on
+    """array_baseline.hand_written_step, the floor gpugrad's captured step is timed against on
     CUDA: the same losses and weights as gpugrad's own step over three steps, graphed as the
     bench graphs it (on the strict device, under the capture's rules)."""
-    from gpugrad.app import benchmarks
+    from gpugrad.app.bench import array_baseline
 
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((7, 12)), rng.integers(0, 4, 7)
@@ -271,7 +272,7 @@ def test_the_hand_written_floor_step_is_the_same_step(device):
     be = gg.devices.get(device)
     with be.active:
         weights = [be.xp.asarray(p.numpy()) for p in model.parameters()]
-        floor = gg.cuda.graph(benchmarks.hand_written_step(
+        floor = gg.cuda.graph(array_baseline.hand_written_step(
             weights, be.xp.asarray(x), be.xp.asarray(y), 1e-3, 0.1), device=device)
     for _ in range(3):
         with gg.autograd.record():
@@ -296,13 +297,14 @@ def test_the_device_calls_per_training_step_cannot_grow_unnoticed():
     kernel; 39 and 69 before the scalar loss's head gradient, ones, was kept instead of filled
     on every backward; 38 and 68 before the L2 term flattened each weight once, not twice, for
     its dot product). Lower these when a change removes calls."""
-    from gpugrad.app import benchmarks
+    from gpugrad.app.bench import counting
+    from gpugrad.app.bench.suites import mlp as mlp_suite
 
     for sizes, most in (([784, 256, 10], 36), ([784, 1024, 1024, 1024, 10], 64)):
-        step = benchmarks.mlp_step_cases(sizes, 32, "strict")["gpugrad"]
+        step = mlp_suite.mlp_step_cases(sizes, 32, "strict")["gpugrad"]
         step()  # the first step also makes the optimizer's state
-        calls = benchmarks.device_calls_per_step(step)
-        assert calls == benchmarks.device_calls_per_step(step)  # the same every step
+        calls = counting.device_calls_per_step(step)
+        assert calls == counting.device_calls_per_step(step)  # the same every step
         assert sum(calls.values()) <= most, calls.most_common()
         assert calls["kernel softmax_xent_fwd"] == calls["kernel softmax_xent_bwd"] == 1
         assert calls["kernel sgd_update"] == len(sizes) - 1  # one per weight
@@ -315,14 +317,15 @@ def test_the_host_labels_step_reads_nothing_back_to_check_its_labels():
     """`gpugrad bench mlp` on a device times the step with labels on the device (read back to
     be checked: one reduction and a sync) and, as `gpugrad host labels`, with the same labels
     as host data (checked before they move); on the CPU the two are one."""
-    from gpugrad.app import benchmarks
+    from gpugrad.app.bench import counting
+    from gpugrad.app.bench.suites import mlp as mlp_suite
 
-    cases = benchmarks.mlp_step_cases([784, 256, 10], 32, "strict")
+    cases = mlp_suite.mlp_step_cases([784, 256, 10], 32, "strict")
     cases["gpugrad"]()  # the first step also makes the optimizer's state
-    on_device = benchmarks.device_calls_per_step(cases["gpugrad"])
-    as_host_data = benchmarks.device_calls_per_step(cases["gpugrad host labels"])
+    on_device = counting.device_calls_per_step(cases["gpugrad"])
+    as_host_data = counting.device_calls_per_step(cases["gpugrad host labels"])
     assert on_device["max"] == 1 and as_host_data["max"] == 0, (on_device, as_host_data)
-    assert "gpugrad host labels" not in benchmarks.mlp_step_cases([8, 4, 2], 4, "cpu")
+    assert "gpugrad host labels" not in mlp_suite.mlp_step_cases([8, 4, 2], 4, "cpu")
 
 
 def test_the_device_calls_per_captured_step_cannot_grow_unnoticed(monkeypatch):
@@ -333,7 +336,8 @@ def test_the_device_calls_per_captured_step_cannot_grow_unnoticed(monkeypatch):
     gemm path makes are added into in place (they were views of themselves, 57 and 111 calls).
     Lower these when a change removes calls."""
     from gpugrad import devices
-    from gpugrad.app import benchmarks
+    from gpugrad.app.bench import counting
+    from gpugrad.app.bench.suites import mlp as mlp_suite
     from gpugrad.devices import strict
 
     be = devices.get("strict")
@@ -341,12 +345,12 @@ def test_the_device_calls_per_captured_step_cannot_grow_unnoticed(monkeypatch):
     monkeypatch.setattr(be, "gemm", lambda *args: gemms.append(1) or strict.gemm(*args))
     for sizes, most, most_gemms in (([784, 256, 10], 48, 7),
                                     ([784, 1024, 1024, 1024, 10], 92, 15)):
-        step = benchmarks.mlp_step_cases(sizes, 32, "strict")["gpugrad"]
-        calls = benchmarks.device_calls_per_captured_step(step, "strict")
+        step = mlp_suite.mlp_step_cases(sizes, 32, "strict")["gpugrad"]
+        calls = counting.device_calls_per_captured_step(step, "strict")
         graphed = gg.cuda.graph(step, device="strict")
         graphed()  # the eager pass and the capture
         gemms.clear()
-        assert calls == benchmarks.device_calls_per_step(graphed)  # one replay
+        assert calls == counting.device_calls_per_step(graphed)  # one replay
         assert sum(calls.values()) <= most, calls.most_common()
         assert len(gemms) <= most_gemms
         assert calls["kernel add_scaled"] == len(sizes) - 1  # into the layers' gradients
