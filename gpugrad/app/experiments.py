@@ -1,7 +1,7 @@
 """Section 4.7's experiments: the memory experiment (exercise 3), behind `gpugrad memory` and
 the memory benchmark (the network, its loss, PyTorch's saved bytes beside gpugrad's, and the
 rows of formula, estimate and measurement per batch size; the accounting itself is
-gpugrad/memory.py), and the recorded graph of exercises 2 and 4 behind `gpugrad graph`."""
+gpugrad/memory/), and the recorded graph of exercises 2 and 4 behind `gpugrad graph`."""
 
 import time
 
