@@ -135,7 +135,7 @@ template <typename T> GG_FN T softsign_bwd_from_x(T g, T x) {
 //   1-bit mask (relu_fwd_mask / relu_bwd_mask)
 // Expressions read x (the input), g (the incoming gradient), s (the saved x or y) and the
 // activation's parameters p0, p1. activations.cu makes the kernels' functors from these rows
-// (<Functor>Fwd, <Functor>BwdFrom<X|Y>), and tests/host_shim.cpp the host library.
+// (<Functor>Fwd, <Functor>BwdFrom<X|Y>), and tests/cuda/host_shim.cpp the host library.
 #define GG_ACTIVATIONS(ACT, ACT_MASK)                                                            \
   ACT_MASK(Relu, relu, gg::relu_fwd(x))                                                          \
   ACT_MASK(LeakyRelu, leaky_relu, gg::leaky_relu_fwd(x, p0))                                     \

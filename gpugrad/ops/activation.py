@@ -3,12 +3,13 @@ log_softmax.
 
 ACTIVATIONS holds one Activation row per activation: its name, its kernels (rows of
 activations.cuh's GG_ACTIVATIONS), what its backward reads, its parameters, its gg.nn module
-and its math on arrays (the CPU path, and the reference the kernels are tested against). The
-ops are made from the rows below; so are the kernel loader's functors, the gg.nn modules, the
-memory formula, the CLI's choices, the benchmark list and the tests' cases. Each forward and
-backward asks devices.fused() for the CUDA kernel and falls back to the xp formula. The
-backward of each activation is itself an op (Chainer's ReLUGrad2 pattern) whose rules come
-from the row's `second`, so create_graph=True differentiates through the fused path too.
+and its math on arrays, which is both the CPU path and the reference the strict test device
+computes in place of the kernels. The ops are made from the rows below; so are the kernels'
+specs, the gg.nn modules, the memory formula, the CLI's choices, the benchmark list and the
+tests' cases. Each forward and backward asks devices.fused() for the CUDA kernel and falls
+back to the xp formula. The backward of each activation is itself an op (Chainer's ReLUGrad2
+pattern) whose rules come from the row's `second`, so create_graph=True differentiates
+through the fused path too.
 """
 
 import math
@@ -17,7 +18,9 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from gpugrad import devices
-from gpugrad.devices.cuda import kernels
+from gpugrad.devices.cuda import kernels, specs
+from gpugrad.devices.cuda import references as ref
+from gpugrad.devices.cuda.references import leaky_relu_mask, relu_mask
 from gpugrad.ops import elementwise as ew
 from gpugrad.ops import reduce
 from gpugrad.ops.registry import OPS, defelementwise, defop, jvp_of_two, no_gradient
@@ -32,7 +35,7 @@ class Activation(NamedTuple):
     """One activation, declared once."""
 
     name: str            # gg.<name>, gg.<name>_backward, and its kernels' <kernel>_fwd/_bwd
-    kernels: dict        # variant -> (kernel name, functor stem of its GG_ACTIVATIONS row)
+    kernels: dict        # variant -> (kernel name, Functor of its GG_ACTIVATIONS row)
     saves: str           # what backward reads: "x" (the input), "y" (the output), "mask" (1 bit)
     params: tuple        # ((name, default), ...): its keyword parameters; numbers go to kernels
     module: str          # its gg.nn module class (PyTorch's name for it)
@@ -61,8 +64,8 @@ class Activation(NamedTuple):
 
 
 # ---------------------------------------------------------------------------- array formulas
-# The xp compositions: the CPU path, and the reference the fused kernels are tested against.
-# They compute the same guarded formulas as activations.cuh.
+# The xp compositions: the CPU path, and the kernels' reference. They compute the same guarded
+# formulas as activations.cuh.
 
 
 def _sigmoid_array(xp, x):
@@ -112,12 +115,6 @@ def _softplus_bwd_array(xp, g, x, beta, threshold):
     return xp.where(bx > threshold, g, g * _sigmoid_array(xp, bx))
 
 
-def _leaky_relu_array(xp, x, negative_slope):
-    if 0 <= negative_slope <= 1:  # the same values; where() over a random mask is ~10x slower
-        return xp.maximum(x, x * negative_slope)
-    return xp.where(x > 0, x, x * negative_slope)
-
-
 def _softsign_array(xp, x):
     a = xp.abs(x)
     # above 1 as 1 - 1/(1 + a), so that inf gives 1; below, a / (1 + a) of min(a, 1) never
@@ -125,17 +122,6 @@ def _softsign_array(xp, x):
     small = xp.minimum(a, 1)
     r = xp.where(a > 1, 1 - 1 / (1 + a), small / (1 + small))
     return xp.where(x < 0, -r, r)
-
-
-def relu_mask(xp, x):
-    """Where relu's gradient passes: !(x <= 0), so NaN passes it on, as PyTorch's relu does."""
-    return ~(x <= 0)
-
-
-def leaky_relu_mask(xp, x):
-    """Where leaky_relu's gradient is 1, not the slope: x > 0, so NaN takes the slope, as
-    PyTorch's leaky_relu does."""
-    return x > 0
 
 
 # ---------------------------------------------------------------------------- second derivatives
@@ -179,14 +165,14 @@ def _check_softplus(params):
 
 # ---------------------------------------------------------------------------- the declarations
 # Adding an activation: its math in activations.cuh with a GG_ACTIVATIONS row, a row here, and
-# its reference values in the tests (tests/test_ops.py, tests/test_torch.py).
+# its gradient cases in tests/ops/test_ops.py.
 
 # fmt: off
 ACTIVATIONS = {a.name: a for a in (
     Activation("relu", {None: ("relu", "Relu")}, "mask", (), "ReLU",
-               forward=lambda xp, x: xp.maximum(x, 0)),  # NaN stays NaN, as in the kernel
+               forward=ref.relu),
     Activation("leaky_relu", {None: ("leaky_relu", "LeakyRelu")}, "mask", (("negative_slope", 0.01),), "LeakyReLU",
-               forward=_leaky_relu_array),
+               forward=ref.leaky_relu),
     Activation("elu", {None: ("elu", "Elu")}, "y", (("alpha", 1.0),), "ELU",
                forward=lambda xp, x, alpha: xp.where(x > 0, x, alpha * xp.expm1(xp.minimum(x, 0))),
                backward=lambda xp, g, out, alpha: xp.where(out <= 0, g * (out + alpha), g),  # NaN: g
@@ -221,45 +207,14 @@ def _mask_backward(xp, g, mask, *, negative_slope=0.0):
                          f"elements ({(g.size + 31) // 32} words), got {mask.dtype} of shape "
                          f"{mask.shape}")
     k = devices.fused("relu_bwd_mask", xp, g)
-    if k:
-        return k(g, mask, negative_slope)
-    return _through_bits(xp, g, kernels.unpack_mask(xp, mask, g.shape), negative_slope)
+    return (k(g, mask, negative_slope) if k
+            else specs.RELU_BWD_MASK.reference(xp, g, mask, negative_slope))
 
 
 def _output_backward(xp, g, out, *, negative_slope=0.0, leaky=False):
-    """relu's (leaky: leaky_relu's) backward with its mask's bits tested on the output."""
     k = devices.fused("relu_bwd_out", xp, g, out)
-    if k:
-        return k(g, out, negative_slope, leaky)
-    if not leaky and not negative_slope:  # relu's mask is !(y <= 0): zero where y <= 0
-        return _kept_where(xp, g, out <= 0, False)
-    bits = leaky_relu_mask(xp, out) if leaky else relu_mask(xp, out)
-    return _through_bits(xp, g, bits, negative_slope)
-
-
-def _through_bits(xp, g, bits, negative_slope):
-    """g where bits (bool, g's shape) are set, else the slope times g (+0 for relu)."""
-    if negative_slope:  # multiplying is ~8x faster than where() on a random mask
-        scale = bits.astype(g.dtype)
-        scale *= 1 - negative_slope
-        scale += negative_slope
-        return g * scale
-    return _kept_where(xp, g, bits, True)
-
-
-def _kept_where(xp, a, cond, keep):
-    """a where the bool array cond (a's shape) is `keep`, and +0 elsewhere, even where a is inf
-    or NaN (a product would give NaN there): all-ones or all-zeros words and-ed with a's bits,
-    with no host-side check. One pass either way, so a caller holding the complement of the
-    bits it wants passes that, not its inverse."""
-    word = np.dtype(f"uint{8 * a.dtype.itemsize}")
-    words = xp.asarray(cond).view(xp.uint8).astype(word)  # NumPy compares 0-d arrays to scalars
-    if keep:
-        xp.negative(words, out=words)  # 1 -> all ones
-    else:
-        words -= 1  # 0 -> all ones
-    xp.bitwise_and(words, a.view(word), out=words)
-    return words.view(a.dtype)
+    return (k(g, out, negative_slope, leaky) if k
+            else specs.RELU_BWD_OUT.reference(xp, g, out, negative_slope, leaky))
 
 
 # The backward of relu and leaky_relu from the mask: linear in g, nothing to differentiate in
@@ -294,9 +249,11 @@ def _mask_saving_of(a, forward):
         k = devices.fused("relu_fwd_mask", xp, x) if slope != 0 else None
         if k:
             y, mask = k(x, slope or 0.0)
-            return y, {"mask": mask}
-        bits = relu_mask(xp, x) if slope is None else leaky_relu_mask(xp, x)
-        return forward(xp, x, **params), {"mask": kernels.pack_mask(xp, bits)}
+        elif slope == 0:  # leaky_relu's mask x > 0, which relu_fwd_mask makes for no zero slope
+            y, mask = forward(xp, x, **params), kernels.pack_mask(xp, leaky_relu_mask(xp, x))
+        else:
+            y, mask = specs.RELU_FWD_MASK.reference(xp, x, slope or 0.0)
+        return y, {"mask": mask}
     return forward_saving
 
 
@@ -373,35 +330,33 @@ def _declare(a):
     return {a.name: op, f"{a.name}_backward": backward}
 
 
-DECLARED = {"relu_backward": relu_backward, "relu_backward_from_output": relu_backward_from_output}  # every op the rows made, by name
-for _a in ACTIVATIONS.values():
-    DECLARED.update(_declare(_a))
-del _a
-
-
-def _declare_kernels(a):
-    """Tell the kernel loader each kernel of the row: the functor names activations.cu makes
-    from its GG_ACTIVATIONS row, and the row's math with the kernels' p0, p1 as parameters."""
+def _kernel_specs(a):
+    """The row's kernels, declared to the loader with the row's math as their reference, the
+    kernels' scalars p0, p1 standing for its numeric parameters."""
     numeric = [p for p, _ in a.params if p != a.variant]
-    for key, (kernel, stem) in a.kernels.items():
+    out = []
+    for key, (kernel, functor) in a.kernels.items():
         fixed = {} if a.variant is None else {a.variant: key}
 
         def params(p0, p1, fixed=fixed):
             return {**fixed, **dict(zip(numeric, (p0, p1)))}
-        mask = None
-        if a.saves == "mask":
-            mask = relu_mask if "negative_slope" not in dict(a.params) else leaky_relu_mask
-        kernels.declare_activation(kernel, kernels.DeclaredKernel(
-            f"{stem}Fwd", None if a.saves == "mask" else f"{stem}BwdFrom{a.saves.upper()}",
-            forward=lambda xp, x, p0=0.0, p1=0.0, params=params: a.forward(xp, x, **params(p0, p1)),
-            backward=None if a.backward is None else (
-                lambda xp, g, s, p0=0.0, p1=0.0, params=params: a.backward(xp, g, s, **params(p0, p1))),
-            mask=mask))
+
+        def forward(xp, x, p0=0.0, p1=0.0, params=params):
+            return a.forward(xp, x, **params(p0, p1))
+
+        def backward(xp, g, s, p0=0.0, p1=0.0, params=params):
+            return a.backward(xp, g, s, **params(p0, p1))
+        out += specs.activation_specs(kernel, functor, a.saves, forward,
+                                      None if a.backward is None else backward)
+    return out
 
 
+DECLARED = {"relu_backward": relu_backward, "relu_backward_from_output": relu_backward_from_output}  # every op the rows made, by name
 for _a in ACTIVATIONS.values():
-    _declare_kernels(_a)
-del _a
+    DECLARED.update(_declare(_a))
+    for _spec in _kernel_specs(_a):
+        kernels.declare(_spec)
+del _a, _spec
 
 
 def variant_params(a):

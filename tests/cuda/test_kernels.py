@@ -32,7 +32,7 @@ def test_every_kernel_compiles_to_ptx(source, arch, tmp_path):
     """Every instantiation the loader asks NVRTC for, compiled by nvcc for the GPU generation."""
     if NVCC is None:
         pytest.skip("nvcc is not on the PATH, so the kernels cannot be compiled here")
-    names = kernels._name_expressions(source)
+    names = kernels.name_expressions(source)
     assert names, f"the loader instantiates nothing from {source}"
     # taking each kernel's address in host code makes nvcc instantiate it, as NVRTC will
     wrapper = tmp_path / "instantiate.cu"
@@ -185,10 +185,12 @@ def test_gpugrad_fused_environment_variable(monkeypatch):
 
 
 def test_every_activation_has_its_launchers():
-    for name, (fwd, bwd) in kernels.activation_functors().items():
+    activation_kernels = {name.rsplit("_", 1)[0] for name, s in kernels.specs().items()
+                          if s.function in ("act_fwd", "act_bwd")}
+    for name, (a, _) in DECLARED_KERNELS.items():
         assert kernels.lookup(f"{name}_fwd", np) is not None
-        assert bwd is None or kernels.lookup(f"{name}_bwd", np) is not None
-    assert set(kernels.activation_functors()) == set(DECLARED_KERNELS)
+        assert a.backward is None or kernels.lookup(f"{name}_bwd", np) is not None
+    assert activation_kernels == set(DECLARED_KERNELS)
 
 
 @pytest.mark.parametrize("n", [1, 31, 32, 33, 1000])

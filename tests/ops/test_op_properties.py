@@ -1,4 +1,4 @@
-"""Properties of every op in the table beyond gradcheck's (tests/test_ops.py), on its cases:
+"""Properties of every op in the table beyond gradcheck's (tests/ops/test_ops.py), on its cases:
 
 - forward and reverse mode agree to rounding, <u, J v> = <J^T u, v>, per input and together;
 - second derivatives, reverse over reverse and forward over reverse, agree with central

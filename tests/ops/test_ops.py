@@ -154,7 +154,7 @@ IDS = [f"{name}-{i}" for name, i, _, _ in CASE_LIST]
 def test_every_op_in_the_table_has_a_gradient_case():
     missing = sorted(set(gg.OPS) - set(CASES))
     unknown = sorted(set(CASES) - set(gg.OPS))
-    assert not missing, f"ops without a gradcheck case in tests/test_ops.py: {missing}"
+    assert not missing, f"ops without a gradcheck case in tests/ops/test_ops.py: {missing}"
     assert not unknown, f"cases for ops that are not in the table: {unknown}"
 
 
