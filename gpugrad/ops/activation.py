@@ -8,8 +8,8 @@ computes in place of the kernels. The ops are made from the rows below; so are t
 specs, the gg.nn modules, the memory formula, the CLI's choices, the benchmark list and the
 tests' cases. Each forward and backward asks devices.fused() for the CUDA kernel and falls
 back to the xp formula. The backward of each activation is itself an op (Chainer's ReLUGrad2
-pattern) whose rules come from the row's `second`, so create_graph=True differentiates
-through the fused path too.
+pattern) whose rules come from the row's `backward_derivative`, so create_graph=True
+differentiates through the fused path too.
 """
 
 import math
@@ -41,11 +41,11 @@ class Activation(NamedTuple):
     module: str          # its gg.nn module class (PyTorch's name for it)
     forward: Callable    # (xp, x, **params) -> y, on arrays
     backward: Callable = None  # (xp, g, s, **params) -> dx on arrays, s the saved x or y
-    second: Callable = None    # (g, s, **params): d(backward)/ds times g, in Tensor ops
+    backward_derivative: Callable = None  # (g, s, **params): g times d(backward)/ds, in Tensor ops
     variant: str = None  # the parameter that picks the kernel (gelu's approximate)
     check: Callable = None     # (params) -> None, raising for bad parameters
     saves_if: Callable = None  # (params) -> "x" or "y" where that depends on them (elu)
-    partial: Callable = None   # the forward's rule where it is not the backward op (elu)
+    forward_partial: Callable = None  # (g, x, y, **params) -> dx where the backward op is not it
 
     def kernel(self, params):
         """The kernel name for these parameters."""
@@ -55,7 +55,7 @@ class Activation(NamedTuple):
                              f"got {key!r}")
         return self.kernels[key][0]
 
-    def numbers(self, params):
+    def kernel_scalars(self, params):
         """The numeric parameters in order: the kernels' p0, p1."""
         return tuple(params[p] for p, _ in self.params if p != self.variant)
 
@@ -128,7 +128,7 @@ def _softsign_array(xp, x):
 # In Tensor ops: the rule of each backward op with respect to what it saved, times g.
 
 
-def _gelu_second(g, x, approximate):
+def _gelu_second_derivative(g, x, approximate):
     if approximate == "tanh":
         t = OPS["tanh"].function(_SQRT_2_OVER_PI * (x + _GELU_C * x * x * x))
         du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_C * x * x)
@@ -137,17 +137,17 @@ def _gelu_second(g, x, approximate):
     return g * (_INV_SQRT_2PI * ew.exp(-0.5 * (x * x)) * (2 - x * x))
 
 
-def _silu_second(g, x):
+def _silu_second_derivative(g, x):
     s = OPS["sigmoid"].function(x)
     return g * (s * (1 - s) * (2 + x * (1 - 2 * s)))
 
 
-def _softplus_second(g, x, beta, threshold):
+def _softplus_second_derivative(g, x, beta, threshold):
     s = OPS["sigmoid"].function(x * beta)
     return ew.where(x * beta > threshold, 0.0, g * beta * s * (1 - s))
 
 
-def _softsign_second(g, x):
+def _softsign_second_derivative(g, x):
     d = 1 + ew.abs(x)
     return -2 * g * ew.sign(x) / (d * d * d)
 
@@ -165,7 +165,7 @@ def _check_softplus(params):
 
 # ---------------------------------------------------------------------------- the declarations
 # Adding an activation: its math in activations.cuh with a GG_ACTIVATIONS row, a row here, and
-# its gradient cases in tests/ops/test_ops.py.
+# its gradient case in tests/ops/test_ops.py.
 
 # fmt: off
 ACTIVATIONS = {a.name: a for a in (
@@ -176,24 +176,24 @@ ACTIVATIONS = {a.name: a for a in (
     Activation("elu", {None: ("elu", "Elu")}, "y", (("alpha", 1.0),), "ELU",
                forward=lambda xp, x, alpha: xp.where(x > 0, x, alpha * xp.expm1(xp.minimum(x, 0))),
                backward=lambda xp, g, out, alpha: xp.where(out <= 0, g * (out + alpha), g),  # NaN: g
-               second=lambda g, out, alpha: ew.where(out > 0, 0.0, g),
-               saves_if=lambda p: "y" if p["alpha"] >= 0 else "x", partial=_elu_grad),
+               backward_derivative=lambda g, out, alpha: ew.where(out > 0, 0.0, g),
+               saves_if=lambda p: "y" if p["alpha"] >= 0 else "x", forward_partial=_elu_grad),
     Activation("gelu", {"none": ("gelu", "Gelu"), "tanh": ("gelu_tanh", "GeluTanh")}, "x",
                (("approximate", "none"),), "GELU", variant="approximate",
-               forward=_gelu_array, backward=_gelu_bwd_array, second=_gelu_second),
+               forward=_gelu_array, backward=_gelu_bwd_array, backward_derivative=_gelu_second_derivative),
     Activation("silu", {None: ("silu", "Silu")}, "x", (), "SiLU",
-               forward=_silu_array, backward=_silu_bwd_array, second=_silu_second),
+               forward=_silu_array, backward=_silu_bwd_array, backward_derivative=_silu_second_derivative),
     Activation("softplus", {None: ("softplus", "Softplus")}, "x", (("beta", 1.0), ("threshold", 20.0)), "Softplus",
-               forward=_softplus_array, check=_check_softplus, backward=_softplus_bwd_array, second=_softplus_second),
+               forward=_softplus_array, check=_check_softplus, backward=_softplus_bwd_array, backward_derivative=_softplus_second_derivative),
     Activation("sigmoid", {None: ("sigmoid", "Sigmoid")}, "y", (), "Sigmoid",
                forward=_sigmoid_array, backward=lambda xp, g, out: g * out * (1 - out),
-               second=lambda g, out: g * (1 - 2 * out)),
+               backward_derivative=lambda g, out: g * (1 - 2 * out)),
     Activation("tanh", {None: ("tanh", "Tanh")}, "y", (), "Tanh",
                forward=lambda xp, x: xp.tanh(x), backward=lambda xp, g, out: g * (1 - out * out),
-               second=lambda g, out: -2 * g * out),
+               backward_derivative=lambda g, out: -2 * g * out),
     Activation("softsign", {None: ("softsign", "Softsign")}, "x", (), "Softsign",
                forward=_softsign_array, backward=lambda xp, g, x: g / ((1 + xp.abs(x)) ** 2),
-               second=_softsign_second),
+               backward_derivative=_softsign_second_derivative),
 )}
 # fmt: on
 
@@ -237,7 +237,7 @@ def _forward_of(a):
         if a.check:
             a.check(params)
         k = devices.fused(a.kernel(params) + "_fwd", xp, x)
-        return k(x, *a.numbers(params)) if k else a.forward(xp, x, **params)
+        return k(x, *a.kernel_scalars(params)) if k else a.forward(xp, x, **params)
     return forward
 
 
@@ -276,10 +276,11 @@ def _mask_from_output(a):
 
 
 def _backward_op(a):
-    """<name>_backward(g, x or out): linear in g; in the saved array, the row's `second`."""
+    """<name>_backward(g, x or out): linear in g; in the saved array, the row's
+    `backward_derivative`."""
     def run(xp, g, s, params):
         k = devices.fused(a.kernel(params) + "_bwd", xp, g, s)
-        return k(g, s, *a.numbers(params)) if k else a.backward(xp, g, s, **params)
+        return k(g, s, *a.kernel_scalars(params)) if k else a.backward(xp, g, s, **params)
 
     if a.saves == "x":
         def backward(xp, g, x, **params):
@@ -295,9 +296,9 @@ def _backward_op(a):
 
     return defop(name, backward, save={"g": s, s: f"g {s}"}, params=dict(a.params),
                  vjp=(lambda h, g, saved, y, **p: along_g(h, saved, p),
-                      lambda h, g, saved, y, **p: a.second(h * g, saved, **p)),
+                      lambda h, g, saved, y, **p: a.backward_derivative(h * g, saved, **p)),
                  jvp=lambda ts, g, saved, y, **p: jvp_of_two(
-                     ts, lambda t: along_g(t, saved, p), lambda t: a.second(t * g, saved, **p)))
+                     ts, lambda t: along_g(t, saved, p), lambda t: a.backward_derivative(t * g, saved, **p)))
 
 
 def _declare(a):
@@ -317,8 +318,8 @@ def _declare(a):
                             aux_from_output=_mask_from_output(a))
         return {a.name: op}
     backward = _backward_op(a)
-    if a.partial is not None:
-        partial = a.partial
+    if a.forward_partial is not None:
+        partial = a.forward_partial
     elif a.saves == "x":
         def partial(g, x, y, **p):
             return backward(g, x, **p)

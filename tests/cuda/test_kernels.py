@@ -90,7 +90,7 @@ def _declared_kernels():
 
 
 def _p(a, params):
-    return (*a.numbers(params), 0.0, 0.0)[:2]
+    return (*a.kernel_scalars(params), 0.0, 0.0)[:2]
 
 
 DECLARED_KERNELS = _declared_kernels()
