@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import gpugrad as gg
+from gpugrad.ops.activation import ACTIVATIONS
 from conftest import host
 from test_ops import CASE_LIST, IDS
 
@@ -31,8 +32,7 @@ def _rng(name, i):
 # broadcasting in every argument position, against inputs broadcast by hand
 
 # the activations' backward ops are elementwise over (g, x) though the table calls them general
-ACTIVATION_BACKWARDS = {"elu_backward", "gelu_backward", "silu_backward", "softplus_backward",
-                        "sigmoid_backward", "tanh_backward", "softsign_backward"}
+ACTIVATION_BACKWARDS = {f"{a.name}_backward" for a in ACTIVATIONS.values() if a.backward is not None}
 BATCHED = {"matmul"}        # the batch dimensions broadcast; the matrix ones must align
 BIAS = {"linear"}           # the bias broadcasts over the output features
 PER_ROW = {"softmax_cross_entropy_backward"}  # g, one value per row, broadcasts over the rows

@@ -13,6 +13,7 @@ from hypothesis.extra import numpy as hnp
 import gpugrad as gg
 from gpugrad.ops import shape as sh
 from gpugrad.devices.cuda import kernels
+from gpugrad.ops.activation import ACTIVATIONS
 from gpugrad import recording
 from conftest import host
 
@@ -147,6 +148,20 @@ CASES = {
 }
 # fmt: on
 
+
+def _backward_cases_from_the_activations():
+    """<name>_backward's case where it has none of its own: at the default parameters, on the
+    input of <name>'s first case and what its declaration says the backward reads (that input
+    or the activation's output)."""
+    for a in ACTIVATIONS.values():
+        name = f"{a.name}_backward"
+        if name in gg.OPS and name not in CASES:
+            x = CASES[a.name][0][1][0]
+            saved = x if a.saves == "x" else a.forward(np, x, **dict(a.params))
+            CASES[name] = [(getattr(gg, name), [n(*x.shape), saved])]
+
+
+_backward_cases_from_the_activations()
 CASE_LIST = [(name, i, f, xs) for name, cases in CASES.items() for i, (f, xs) in enumerate(cases)]
 IDS = [f"{name}-{i}" for name, i, _, _ in CASE_LIST]
 
