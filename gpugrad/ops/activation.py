@@ -124,6 +124,13 @@ def _softsign_array(xp, x):
     return xp.where(x < 0, -r, r)
 
 
+def _hardswish_array(xp, x):
+    # x * clip(x + 3, 0, 6) / 6 on x clipped to [-3, 3], x itself above: -inf gives its
+    # limit 0 (not -inf * 0) and no product overflows
+    c = xp.clip(x, -3, 3)
+    return xp.where(x >= 3, x, c * (c + 3) / 6)
+
+
 # ---------------------------------------------------------------------------- second derivatives
 # In Tensor ops: the rule of each backward op with respect to what it saved, times g.
 
@@ -194,6 +201,10 @@ ACTIVATIONS = {a.name: a for a in (
     Activation("softsign", {None: ("softsign", "Softsign")}, "x", (), "Softsign",
                forward=_softsign_array, backward=lambda xp, g, x: g / ((1 + xp.abs(x)) ** 2),
                backward_derivative=_softsign_second_derivative),
+    # backward: PyTorch's branches, 0 up to -3 and 1 from 3 on; a NaN input passes g on
+    Activation("hardswish", {None: ("hardswish", "Hardswish")}, "x", (), "Hardswish",
+               forward=_hardswish_array, backward=lambda xp, g, x: xp.where(x <= -3, 0.0, xp.where(x < 3, g * (x / 3 + 0.5), g)),
+               backward_derivative=lambda g, x: ew.where(x <= -3, 0.0, ew.where(x < 3, g / 3, 0.0))),
 )}
 # fmt: on
 

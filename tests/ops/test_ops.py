@@ -95,6 +95,7 @@ CASES = {
     "softplus":     [(gg.softplus, [n(3, 4)]),
                      (lambda a: gg.softplus(a, beta=2.0, threshold=3.0), [n(3, 4) * 2])],
     "softsign":     [(gg.softsign, [away(3, 4) * 3])],
+    "hardswish":    [(gg.hardswish, [np.linspace(-4.9, 4.9, 12).reshape(3, 4)])],  # no input at -3 or 3
     "relu_backward":     [(lambda g: gg.relu_backward(g, _mask(g)), [n(3, 5)]),
                           (lambda g: gg.relu_backward(g, _mask(g), negative_slope=0.1), [n(37)])],
     "relu_backward_from_output": [
