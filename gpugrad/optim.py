@@ -2,7 +2,8 @@
 
 Both follow PyTorch's update rules exactly (weight decay added to the gradient), so a model
 trained here and there with the same data and seed follows the same trajectory. On CUDA the SGD
-update is one fused kernel (kernels/sgd.cu) per parameter, with or without momentum.
+update is one fused kernel (kernels/sgd.cu) per parameter, with or without momentum; elsewhere
+the kernel's NumPy reference (its KernelSpec, gpugrad/devices/cuda/specs.py) computes it.
 
 state_dict() / load_state_dict() use PyTorch's layout: {"state": {position: {name: tensor}},
 "param_groups": [{hyperparameters..., "params": [0, 1, ...]}]}, with PyTorch's names for the
@@ -19,6 +20,7 @@ import numpy as np
 from gpugrad import autograd
 from gpugrad import devices
 from gpugrad import tensors
+from gpugrad.devices.cuda import specs
 
 
 def _checked(who, name, value, low, high=None, low_open=False):
@@ -242,22 +244,18 @@ class SGD(Optimizer):
                     v = st.get("momentum_buffer")
                     if v is None:
                         v = st["momentum_buffer"] = xp.zeros_like(p.data)
-                    fused = devices.fused("sgd_step", xp, p.data, g, v)
-                    if fused:
-                        fused(p.data, g, v, self.lr, self.momentum, self.weight_decay)
-                        continue
-                    v *= self.momentum
-                    v += g
-                    if self.weight_decay:
-                        v += self.weight_decay * p.data
-                    p.data -= self.lr * v
+                    step = devices.fused("sgd_step", xp, p.data, g, v)
+                    if step:
+                        step(p.data, g, v, self.lr, self.momentum, self.weight_decay)
+                    else:
+                        specs.SGD_STEP.reference(xp, p.data, g, v, self.lr, self.momentum,
+                                                 self.weight_decay)
                 else:
-                    fused = devices.fused("sgd_update", xp, p.data, g)
-                    if fused:
-                        fused(p.data, g, self.lr, self.weight_decay)
-                        continue
-                    d = g + self.weight_decay * p.data if self.weight_decay else g
-                    p.data -= self.lr * d
+                    update = devices.fused("sgd_update", xp, p.data, g)
+                    if update:
+                        update(p.data, g, self.lr, self.weight_decay)
+                    else:
+                        specs.SGD_UPDATE.reference(xp, p.data, g, self.lr, self.weight_decay)
 
 
 class Adam(Optimizer):

@@ -1,4 +1,4 @@
-// Gradient accumulation in place. Called from gpugrad/kernels.py (add_scaled) for the rule of
+// Gradient accumulation in place. Launched by gpugrad/devices/cuda/specs.py (add_scaled) for the rule of
 // half_sum_squares (the L2 penalty), whose gradient s * p is added into the gradient a weight
 // already has from its layer: one kernel where the composition launches a multiply and an add.
 //

@@ -2,7 +2,7 @@
 // Bytes per element: forward reads x and writes y (2 * sizeof(T)); backward reads g and the
 // saved array, writes dx (3 * sizeof(T));
 // the mask backward reads g and 1 bit, writes dx. Math and stability: activations.cuh.
-// Called from gpugrad/ops/activation.py through backend.fused() and gpugrad/kernels.py.
+// Launched by gpugrad/devices/cuda/specs.py for the ops of gpugrad/ops/activation.py.
 #include "activations.cuh"
 
 #define GRID_STRIDE(i, n)                                                            \

@@ -127,6 +127,17 @@ template <typename T> GG_FN T softsign_bwd_from_x(T g, T x) {
   return g / (d * d);
 }
 
+// hardswish: y = x * clamp(x + 3, 0, 6) / 6, computed on x clamped to [-3, 3] (x itself from 3
+// on), so that -inf gives its limit 0 and no product overflows; dy/dx = 0 up to -3, 1 from 3
+// on, x / 3 + 1/2 strictly between (PyTorch's branches); a NaN input passes g on
+template <typename T> GG_FN T hardswish_fwd(T x) {
+  T c = x < T(-3) ? T(-3) : (x > T(3) ? T(3) : x);
+  return x >= T(3) ? x : c * (c + T(3)) / T(6);
+}
+template <typename T> GG_FN T hardswish_bwd_from_x(T g, T x) {
+  return x <= T(-3) ? T(0) : (x < T(3) ? g * (x / T(3) + T(0.5)) : g);
+}
+
 }  // namespace gg
 
 // Every activation, one row each, in the order of gpugrad/ops/activation.py's declarations:
@@ -135,7 +146,7 @@ template <typename T> GG_FN T softsign_bwd_from_x(T g, T x) {
 //   1-bit mask (relu_fwd_mask / relu_bwd_mask)
 // Expressions read x (the input), g (the incoming gradient), s (the saved x or y) and the
 // activation's parameters p0, p1. activations.cu makes the kernels' functors from these rows
-// (<Functor>Fwd, <Functor>BwdFrom<X|Y>), and tests/host_shim.cpp the host library.
+// (<Functor>Fwd, <Functor>BwdFrom<X|Y>), and tests/cuda/host_shim.cpp the host library.
 #define GG_ACTIVATIONS(ACT, ACT_MASK)                                                            \
   ACT_MASK(Relu, relu, gg::relu_fwd(x))                                                          \
   ACT_MASK(LeakyRelu, leaky_relu, gg::leaky_relu_fwd(x, p0))                                     \
@@ -146,4 +157,5 @@ template <typename T> GG_FN T softsign_bwd_from_x(T g, T x) {
   ACT(Softplus, softplus, gg::softplus_fwd(x, p0, p1), X, gg::softplus_bwd_from_x(g, s, p0, p1)) \
   ACT(Sigmoid, sigmoid, gg::sigmoid_fwd(x), Y, gg::sigmoid_bwd_from_y(g, s))                    \
   ACT(Tanh, tanh, gg::tanh_fwd(x), Y, gg::tanh_bwd_from_y(g, s))                                \
-  ACT(Softsign, softsign, gg::softsign_fwd(x), X, gg::softsign_bwd_from_x(g, s))
+  ACT(Softsign, softsign, gg::softsign_fwd(x), X, gg::softsign_bwd_from_x(g, s))                \
+  ACT(Hardswish, hardswish, gg::hardswish_fwd(x), X, gg::hardswish_bwd_from_x(g, s))

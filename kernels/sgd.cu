@@ -1,4 +1,4 @@
-// Fused SGD updates over a flat parameter buffer, in place. Called from gpugrad/kernels.py.
+// Fused SGD updates over a flat parameter buffer, in place. Launched by gpugrad/devices/cuda/specs.py.
 //
 // sgd_step, with momentum:  v = momentum * v + grad + weight_decay * param;  param -= lr * v
 //   reads param, grad and v, writes param and v (5 * sizeof(T) per element) in one pass

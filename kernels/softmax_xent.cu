@@ -4,7 +4,8 @@
 // Backward: dx[r, j] = (softmax(x[r])_j - [j == label[r]]) * g[r]; a mean over N is folded
 // into g by the caller. Reads the row twice (max, then sum) and writes once; saves nothing but
 // the logits and labels. Labels outside [0, C) give NaN (the Python side checks them first).
-// Called from gpugrad/kernels.py (softmax_xent_fwd / softmax_xent_bwd).
+// Launched by gpugrad/devices/cuda/specs.py (softmax_xent_fwd / softmax_xent_bwd); its NumPy
+// reference is gpugrad/devices/cuda/references.py.
 #include "activations.cuh"
 
 // NVRTC has no math.h, so infinity and NaN come from their bit patterns

@@ -221,19 +221,21 @@ def _templates(expression):
 
 
 class _StandIn:
-    """Called like a cupy.RawKernel: k(grid, block, args). Checks the arguments against the
-    kernel's C signature, then computes the kernel's result with NumPy."""
+    """Called like a cupy.RawKernel: k(grid, block, args). Checks the launch against the
+    kernel's C signature, then computes the kernel's outputs with its KernelSpec's reference,
+    on NumPy views of the device arrays."""
 
     def __init__(self, source, expression):
         self.expression = expression
-        self.name, self.templates = _templates(expression)
+        self.spec = kernels.spec_of(source, expression)
+        self.name, templates = _templates(expression)
         signature = _signatures(source).get(self.name)
         if signature is None:
             raise KeyError(f"{source} has no __global__ kernel {self.name}")
         # the template parameters are T (the float type), then Op or L, in that order
-        names = {"T": self.templates[0]}
-        if len(self.templates) > 1:
-            names["Op" if self.templates[1] not in _CTYPES else "L"] = self.templates[1]
+        names = {"T": templates[0]}
+        if len(templates) > 1:
+            names["Op" if templates[1] not in _CTYPES else "L"] = templates[1]
         self.signature = [(names.get(c, c), p) for c, p in signature]
 
     def __call__(self, grid, block, args):
@@ -245,108 +247,45 @@ class _StandIn:
         if len(args) != len(self.signature):
             raise TypeError(f"{self.expression} takes {len(self.signature)} arguments, "
                             f"got {len(args)}")
-        values = []
+        arrays, scalars = [], []
         for i, (arg, (ctype, pointer)) in enumerate(zip(args, self.signature)):
-            dtype = np.dtype(_CTYPES[ctype])
-            if pointer:
-                if not isinstance(arg, StrictArray):
-                    raise TypeError(f"{self.expression}: argument {i} must be a device array, "
-                                    f"got {type(arg).__name__}")
-                if arg.dtype != dtype or not arg.flags.c_contiguous:
-                    raise TypeError(f"{self.expression}: argument {i} must be a C-contiguous "
-                                    f"{ctype} array, got {arg.dtype} "
-                                    f"(contiguous: {arg.flags.c_contiguous})")
-                values.append(arg._a.reshape(-1))
-            else:  # CuPy passes a NumPy scalar by its own size: it must match the C type
-                if not isinstance(arg, np.generic) or arg.dtype != dtype:
-                    raise TypeError(f"{self.expression}: argument {i} must be a numpy "
-                                    f"{dtype} scalar for C type {ctype}, got {arg!r}")
-                values.append(arg.item())
+            (arrays if pointer else scalars).append(self._checked(i, arg, ctype, pointer))
+        n, *scalars = scalars
+        self._check_sizes(arrays, n, scalars[: self.spec.sizes])
         calls[f"kernel {self.name}"] += 1
+        split = len(arrays) - self.spec.writes  # the outputs are the last arrays
         with np.errstate(all="ignore"):  # a CUDA kernel does not warn
-            _MATH[self.name](self, *values)
+            results = self.spec.reference(np, *arrays[:split], *scalars[self.spec.sizes:])
+        if self.spec.writes == 1:
+            results = (results,)
+        for out, result in zip(arrays[split:], results if self.spec.writes else ()):
+            out[...] = result  # an in-place kernel's reference has updated its arrays
 
+    def _checked(self, i, arg, ctype, pointer):
+        """A pointer argument as a NumPy view of its device array, a scalar as a Python one."""
+        dtype = np.dtype(_CTYPES[ctype])
+        if pointer:
+            if not isinstance(arg, StrictArray):
+                raise TypeError(f"{self.expression}: argument {i} must be a device array, "
+                                f"got {type(arg).__name__}")
+            if arg.dtype != dtype or not arg.flags.c_contiguous:
+                raise TypeError(f"{self.expression}: argument {i} must be a C-contiguous "
+                                f"{ctype} array, got {arg.dtype} "
+                                f"(contiguous: {arg.flags.c_contiguous})")
+            return arg._a
+        if not isinstance(arg, np.generic) or arg.dtype != dtype:  # CuPy passes a NumPy
+            raise TypeError(f"{self.expression}: argument {i} must be a numpy "  # scalar by its
+                            f"{dtype} scalar for C type {ctype}, got {arg!r}")  # own size
+        return arg.item()
 
-@functools.lru_cache(maxsize=None)  # every launch asks; the declarations are made at import
-def _functor(name):
-    """The NumPy formula a functor of activations.cu must equal: the declared activation's
-    array math (the CPU op path), with the kernel's p0, p1 as its numeric parameters."""
-    for declared in kernels.declared_activations().values():
-        if name == declared.forward_functor:
-            return lambda x, p0, p1: declared.forward(np, x, p0, p1)
-        if name == declared.backward_functor:
-            return lambda g, s, p0, p1: declared.backward(np, g, s, p0, p1)
-    raise KeyError(f"no declared activation has the functor {name}")
-
-
-def _act_fwd(k, x, y, n, p0, p1):
-    y[:n] = _functor(k.templates[1])(x[:n], p0, p1)
-
-
-def _act_bwd(k, g, saved, dx, n, p0, p1):
-    dx[:n] = _functor(k.templates[1])(g[:n], saved[:n], p0, p1)
-
-
-def _relu_fwd_mask(k, x, y, mask, n, slope):
-    declared = kernels.declared_activations()["leaky_relu" if slope else "relu"]
-    x = x[:n]
-    y[:n] = declared.forward(np, x, slope)
-    words = kernels.pack_mask(np, declared.mask(np, x))
-    mask[: words.size] = words
-
-
-def _relu_bwd_mask(k, g, mask, dx, n, slope):
-    bit = kernels.unpack_mask(np, mask, (n,))
-    dx[:n] = np.where(bit, g[:n], g[:n] * slope if slope else 0)
-
-
-def _relu_bwd_out(k, g, y, dx, n, slope, leaky):
-    declared = kernels.declared_activations()["leaky_relu" if leaky else "relu"]
-    dx[:n] = np.where(declared.mask(np, y[:n]), g[:n], g[:n] * slope if slope else 0)
-
-
-def _rows(logits, labels, n, c):
-    x = logits[: n * c].reshape(n, c)
-    valid = (labels[:n] >= 0) & (labels[:n] < c)
-    return x, np.clip(labels[:n], 0, c - 1), valid
-
-
-def _softmax_xent_fwd(k, logits, labels, loss, n, c):
-    x, lab, valid = _rows(logits, labels, n, c)
-    m = x.max(axis=1, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0)  # as the kernel: all -inf (or inf) rows unshifted
-    log_sum = np.log(np.exp(x - m).sum(axis=1))
-    loss[:n] = np.where(valid, log_sum - (x[np.arange(n), lab] - m[:, 0]), np.nan)
-
-
-def _softmax_xent_bwd(k, logits, labels, g, dx, n, c, g_stride):
-    if g_stride not in (0, 1) or g.size < (n if g_stride else 1):
-        raise ValueError(f"{k.expression}: g of {g.size} elements with stride {g_stride} for "
-                         f"{n} rows")
-    g = g[:n] if g_stride else np.broadcast_to(g[:1], (n,))
-    x, lab, valid = _rows(logits, labels, n, c)
-    m = x.max(axis=1, keepdims=True)
-    e = np.exp(x - np.where(np.isfinite(m), m, 0))
-    p = e / e.sum(axis=1, keepdims=True)
-    p[np.arange(n), lab] -= 1
-    dx[: n * c] = np.where(valid[:, None], p * g[:n, None], np.nan).reshape(-1)
-
-
-def _sgd_step(k, param, grad, v, n, lr, momentum, weight_decay):
-    v[:n] = momentum * v[:n] + (grad[:n] + weight_decay * param[:n] if weight_decay else grad[:n])
-    param[:n] -= lr * v[:n]
-
-
-def _sgd_update(k, param, grad, n, lr, weight_decay):
-    param[:n] -= lr * (grad[:n] + weight_decay * param[:n] if weight_decay else grad[:n])
-
-
-def _add_scaled(k, acc, s, x, n):
-    acc[:n] += s[0] * x[:n]
-
-
-_MATH = {"act_fwd": _act_fwd, "act_bwd": _act_bwd,
-         "relu_fwd_mask": _relu_fwd_mask, "relu_bwd_mask": _relu_bwd_mask,
-         "relu_bwd_out": _relu_bwd_out,
-         "softmax_xent_fwd": _softmax_xent_fwd, "softmax_xent_bwd": _softmax_xent_bwd,
-         "sgd_step": _sgd_step, "sgd_update": _sgd_update, "add_scaled": _add_scaled}
+    def _check_sizes(self, arrays, n, sizes):
+        """n counts the first array's elements, or a row kernel's rows; a row kernel's sizes
+        are its classes, then (backward) whether g has one value per row (1) or one for all (0)."""
+        first = arrays[0]
+        if n != (first.shape[0] if sizes else first.size):
+            raise ValueError(f"{self.expression}: n = {n} for an array of shape {first.shape}")
+        if sizes and sizes[0] != first.shape[1]:
+            raise ValueError(f"{self.expression}: {sizes[0]} classes for logits {first.shape}")
+        if len(sizes) > 1 and (sizes[1] not in (0, 1) or arrays[2].size != (n if sizes[1] else 1)):
+            raise ValueError(f"{self.expression}: g of {arrays[2].size} elements with stride "
+                             f"{sizes[1]} for {n} rows")

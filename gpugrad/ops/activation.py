@@ -3,12 +3,13 @@ log_softmax.
 
 ACTIVATIONS holds one Activation row per activation: its name, its kernels (rows of
 activations.cuh's GG_ACTIVATIONS), what its backward reads, its parameters, its gg.nn module
-and its math on arrays (the CPU path, and the reference the kernels are tested against). The
-ops are made from the rows below; so are the kernel loader's functors, the gg.nn modules, the
-memory formula, the CLI's choices, the benchmark list and the tests' cases. Each forward and
-backward asks devices.fused() for the CUDA kernel and falls back to the xp formula. The
-backward of each activation is itself an op (Chainer's ReLUGrad2 pattern) whose rules come
-from the row's `second`, so create_graph=True differentiates through the fused path too.
+and its math on arrays, which is both the CPU path and the reference the strict test device
+computes in place of the kernels. The ops are made from the rows below; so are the kernels'
+specs, the gg.nn modules, the memory formula, the CLI's choices, the benchmark list and the
+tests' cases. Each forward and backward asks devices.fused() for the CUDA kernel and falls
+back to the xp formula. The backward of each activation is itself an op (Chainer's ReLUGrad2
+pattern) whose rules come from the row's `backward_derivative`, so create_graph=True
+differentiates through the fused path too.
 """
 
 import math
@@ -17,7 +18,9 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from gpugrad import devices
-from gpugrad.devices.cuda import kernels
+from gpugrad.devices.cuda import kernels, specs
+from gpugrad.devices.cuda import references as ref
+from gpugrad.devices.cuda.references import leaky_relu_mask, relu_mask
 from gpugrad.ops import elementwise as ew
 from gpugrad.ops import reduce
 from gpugrad.ops.registry import OPS, defelementwise, defop, jvp_of_two, no_gradient
@@ -32,17 +35,17 @@ class Activation(NamedTuple):
     """One activation, declared once."""
 
     name: str            # gg.<name>, gg.<name>_backward, and its kernels' <kernel>_fwd/_bwd
-    kernels: dict        # variant -> (kernel name, functor stem of its GG_ACTIVATIONS row)
+    kernels: dict        # variant -> (kernel name, Functor of its GG_ACTIVATIONS row)
     saves: str           # what backward reads: "x" (the input), "y" (the output), "mask" (1 bit)
     params: tuple        # ((name, default), ...): its keyword parameters; numbers go to kernels
     module: str          # its gg.nn module class (PyTorch's name for it)
     forward: Callable    # (xp, x, **params) -> y, on arrays
     backward: Callable = None  # (xp, g, s, **params) -> dx on arrays, s the saved x or y
-    second: Callable = None    # (g, s, **params): d(backward)/ds times g, in Tensor ops
+    backward_derivative: Callable = None  # (g, s, **params): g times d(backward)/ds, in Tensor ops
     variant: str = None  # the parameter that picks the kernel (gelu's approximate)
     check: Callable = None     # (params) -> None, raising for bad parameters
     saves_if: Callable = None  # (params) -> "x" or "y" where that depends on them (elu)
-    partial: Callable = None   # the forward's rule where it is not the backward op (elu)
+    forward_partial: Callable = None  # (g, x, y, **params) -> dx where the backward op is not it
 
     def kernel(self, params):
         """The kernel name for these parameters."""
@@ -52,7 +55,7 @@ class Activation(NamedTuple):
                              f"got {key!r}")
         return self.kernels[key][0]
 
-    def numbers(self, params):
+    def kernel_scalars(self, params):
         """The numeric parameters in order: the kernels' p0, p1."""
         return tuple(params[p] for p, _ in self.params if p != self.variant)
 
@@ -61,8 +64,8 @@ class Activation(NamedTuple):
 
 
 # ---------------------------------------------------------------------------- array formulas
-# The xp compositions: the CPU path, and the reference the fused kernels are tested against.
-# They compute the same guarded formulas as activations.cuh.
+# The xp compositions: the CPU path, and the kernels' reference. They compute the same guarded
+# formulas as activations.cuh.
 
 
 def _sigmoid_array(xp, x):
@@ -112,12 +115,6 @@ def _softplus_bwd_array(xp, g, x, beta, threshold):
     return xp.where(bx > threshold, g, g * _sigmoid_array(xp, bx))
 
 
-def _leaky_relu_array(xp, x, negative_slope):
-    if 0 <= negative_slope <= 1:  # the same values; where() over a random mask is ~10x slower
-        return xp.maximum(x, x * negative_slope)
-    return xp.where(x > 0, x, x * negative_slope)
-
-
 def _softsign_array(xp, x):
     a = xp.abs(x)
     # above 1 as 1 - 1/(1 + a), so that inf gives 1; below, a / (1 + a) of min(a, 1) never
@@ -127,22 +124,18 @@ def _softsign_array(xp, x):
     return xp.where(x < 0, -r, r)
 
 
-def relu_mask(xp, x):
-    """Where relu's gradient passes: !(x <= 0), so NaN passes it on, as PyTorch's relu does."""
-    return ~(x <= 0)
-
-
-def leaky_relu_mask(xp, x):
-    """Where leaky_relu's gradient is 1, not the slope: x > 0, so NaN takes the slope, as
-    PyTorch's leaky_relu does."""
-    return x > 0
+def _hardswish_array(xp, x):
+    # x * clip(x + 3, 0, 6) / 6 on x clipped to [-3, 3], x itself above: -inf gives its
+    # limit 0 (not -inf * 0) and no product overflows
+    c = xp.clip(x, -3, 3)
+    return xp.where(x >= 3, x, c * (c + 3) / 6)
 
 
 # ---------------------------------------------------------------------------- second derivatives
 # In Tensor ops: the rule of each backward op with respect to what it saved, times g.
 
 
-def _gelu_second(g, x, approximate):
+def _gelu_second_derivative(g, x, approximate):
     if approximate == "tanh":
         t = OPS["tanh"].function(_SQRT_2_OVER_PI * (x + _GELU_C * x * x * x))
         du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_C * x * x)
@@ -151,17 +144,17 @@ def _gelu_second(g, x, approximate):
     return g * (_INV_SQRT_2PI * ew.exp(-0.5 * (x * x)) * (2 - x * x))
 
 
-def _silu_second(g, x):
+def _silu_second_derivative(g, x):
     s = OPS["sigmoid"].function(x)
     return g * (s * (1 - s) * (2 + x * (1 - 2 * s)))
 
 
-def _softplus_second(g, x, beta, threshold):
+def _softplus_second_derivative(g, x, beta, threshold):
     s = OPS["sigmoid"].function(x * beta)
     return ew.where(x * beta > threshold, 0.0, g * beta * s * (1 - s))
 
 
-def _softsign_second(g, x):
+def _softsign_second_derivative(g, x):
     d = 1 + ew.abs(x)
     return -2 * g * ew.sign(x) / (d * d * d)
 
@@ -179,35 +172,39 @@ def _check_softplus(params):
 
 # ---------------------------------------------------------------------------- the declarations
 # Adding an activation: its math in activations.cuh with a GG_ACTIVATIONS row, a row here, and
-# its reference values in the tests (tests/test_ops.py, tests/test_torch.py).
+# its gradient case in tests/ops/test_ops.py.
 
 # fmt: off
 ACTIVATIONS = {a.name: a for a in (
     Activation("relu", {None: ("relu", "Relu")}, "mask", (), "ReLU",
-               forward=lambda xp, x: xp.maximum(x, 0)),  # NaN stays NaN, as in the kernel
+               forward=ref.relu),
     Activation("leaky_relu", {None: ("leaky_relu", "LeakyRelu")}, "mask", (("negative_slope", 0.01),), "LeakyReLU",
-               forward=_leaky_relu_array),
+               forward=ref.leaky_relu),
     Activation("elu", {None: ("elu", "Elu")}, "y", (("alpha", 1.0),), "ELU",
                forward=lambda xp, x, alpha: xp.where(x > 0, x, alpha * xp.expm1(xp.minimum(x, 0))),
                backward=lambda xp, g, out, alpha: xp.where(out <= 0, g * (out + alpha), g),  # NaN: g
-               second=lambda g, out, alpha: ew.where(out > 0, 0.0, g),
-               saves_if=lambda p: "y" if p["alpha"] >= 0 else "x", partial=_elu_grad),
+               backward_derivative=lambda g, out, alpha: ew.where(out > 0, 0.0, g),
+               saves_if=lambda p: "y" if p["alpha"] >= 0 else "x", forward_partial=_elu_grad),
     Activation("gelu", {"none": ("gelu", "Gelu"), "tanh": ("gelu_tanh", "GeluTanh")}, "x",
                (("approximate", "none"),), "GELU", variant="approximate",
-               forward=_gelu_array, backward=_gelu_bwd_array, second=_gelu_second),
+               forward=_gelu_array, backward=_gelu_bwd_array, backward_derivative=_gelu_second_derivative),
     Activation("silu", {None: ("silu", "Silu")}, "x", (), "SiLU",
-               forward=_silu_array, backward=_silu_bwd_array, second=_silu_second),
+               forward=_silu_array, backward=_silu_bwd_array, backward_derivative=_silu_second_derivative),
     Activation("softplus", {None: ("softplus", "Softplus")}, "x", (("beta", 1.0), ("threshold", 20.0)), "Softplus",
-               forward=_softplus_array, check=_check_softplus, backward=_softplus_bwd_array, second=_softplus_second),
+               forward=_softplus_array, check=_check_softplus, backward=_softplus_bwd_array, backward_derivative=_softplus_second_derivative),
     Activation("sigmoid", {None: ("sigmoid", "Sigmoid")}, "y", (), "Sigmoid",
                forward=_sigmoid_array, backward=lambda xp, g, out: g * out * (1 - out),
-               second=lambda g, out: g * (1 - 2 * out)),
+               backward_derivative=lambda g, out: g * (1 - 2 * out)),
     Activation("tanh", {None: ("tanh", "Tanh")}, "y", (), "Tanh",
                forward=lambda xp, x: xp.tanh(x), backward=lambda xp, g, out: g * (1 - out * out),
-               second=lambda g, out: -2 * g * out),
+               backward_derivative=lambda g, out: -2 * g * out),
     Activation("softsign", {None: ("softsign", "Softsign")}, "x", (), "Softsign",
                forward=_softsign_array, backward=lambda xp, g, x: g / ((1 + xp.abs(x)) ** 2),
-               second=_softsign_second),
+               backward_derivative=_softsign_second_derivative),
+    # backward: PyTorch's branches, 0 up to -3 and 1 from 3 on; a NaN input passes g on
+    Activation("hardswish", {None: ("hardswish", "Hardswish")}, "x", (), "Hardswish",
+               forward=_hardswish_array, backward=lambda xp, g, x: xp.where(x <= -3, 0.0, xp.where(x < 3, g * (x / 3 + 0.5), g)),
+               backward_derivative=lambda g, x: ew.where(x <= -3, 0.0, ew.where(x < 3, g / 3, 0.0))),
 )}
 # fmt: on
 
@@ -221,45 +218,14 @@ def _mask_backward(xp, g, mask, *, negative_slope=0.0):
                          f"elements ({(g.size + 31) // 32} words), got {mask.dtype} of shape "
                          f"{mask.shape}")
     k = devices.fused("relu_bwd_mask", xp, g)
-    if k:
-        return k(g, mask, negative_slope)
-    return _through_bits(xp, g, kernels.unpack_mask(xp, mask, g.shape), negative_slope)
+    return (k(g, mask, negative_slope) if k
+            else specs.RELU_BWD_MASK.reference(xp, g, mask, negative_slope))
 
 
 def _output_backward(xp, g, out, *, negative_slope=0.0, leaky=False):
-    """relu's (leaky: leaky_relu's) backward with its mask's bits tested on the output."""
     k = devices.fused("relu_bwd_out", xp, g, out)
-    if k:
-        return k(g, out, negative_slope, leaky)
-    if not leaky and not negative_slope:  # relu's mask is !(y <= 0): zero where y <= 0
-        return _kept_where(xp, g, out <= 0, False)
-    bits = leaky_relu_mask(xp, out) if leaky else relu_mask(xp, out)
-    return _through_bits(xp, g, bits, negative_slope)
-
-
-def _through_bits(xp, g, bits, negative_slope):
-    """g where bits (bool, g's shape) are set, else the slope times g (+0 for relu)."""
-    if negative_slope:  # multiplying is ~8x faster than where() on a random mask
-        scale = bits.astype(g.dtype)
-        scale *= 1 - negative_slope
-        scale += negative_slope
-        return g * scale
-    return _kept_where(xp, g, bits, True)
-
-
-def _kept_where(xp, a, cond, keep):
-    """a where the bool array cond (a's shape) is `keep`, and +0 elsewhere, even where a is inf
-    or NaN (a product would give NaN there): all-ones or all-zeros words and-ed with a's bits,
-    with no host-side check. One pass either way, so a caller holding the complement of the
-    bits it wants passes that, not its inverse."""
-    word = np.dtype(f"uint{8 * a.dtype.itemsize}")
-    words = xp.asarray(cond).view(xp.uint8).astype(word)  # NumPy compares 0-d arrays to scalars
-    if keep:
-        xp.negative(words, out=words)  # 1 -> all ones
-    else:
-        words -= 1  # 0 -> all ones
-    xp.bitwise_and(words, a.view(word), out=words)
-    return words.view(a.dtype)
+    return (k(g, out, negative_slope, leaky) if k
+            else specs.RELU_BWD_OUT.reference(xp, g, out, negative_slope, leaky))
 
 
 # The backward of relu and leaky_relu from the mask: linear in g, nothing to differentiate in
@@ -282,7 +248,7 @@ def _forward_of(a):
         if a.check:
             a.check(params)
         k = devices.fused(a.kernel(params) + "_fwd", xp, x)
-        return k(x, *a.numbers(params)) if k else a.forward(xp, x, **params)
+        return k(x, *a.kernel_scalars(params)) if k else a.forward(xp, x, **params)
     return forward
 
 
@@ -294,9 +260,11 @@ def _mask_saving_of(a, forward):
         k = devices.fused("relu_fwd_mask", xp, x) if slope != 0 else None
         if k:
             y, mask = k(x, slope or 0.0)
-            return y, {"mask": mask}
-        bits = relu_mask(xp, x) if slope is None else leaky_relu_mask(xp, x)
-        return forward(xp, x, **params), {"mask": kernels.pack_mask(xp, bits)}
+        elif slope == 0:  # leaky_relu's mask x > 0, which relu_fwd_mask makes for no zero slope
+            y, mask = forward(xp, x, **params), kernels.pack_mask(xp, leaky_relu_mask(xp, x))
+        else:
+            y, mask = specs.RELU_FWD_MASK.reference(xp, x, slope or 0.0)
+        return y, {"mask": mask}
     return forward_saving
 
 
@@ -319,10 +287,11 @@ def _mask_from_output(a):
 
 
 def _backward_op(a):
-    """<name>_backward(g, x or out): linear in g; in the saved array, the row's `second`."""
+    """<name>_backward(g, x or out): linear in g; in the saved array, the row's
+    `backward_derivative`."""
     def run(xp, g, s, params):
         k = devices.fused(a.kernel(params) + "_bwd", xp, g, s)
-        return k(g, s, *a.numbers(params)) if k else a.backward(xp, g, s, **params)
+        return k(g, s, *a.kernel_scalars(params)) if k else a.backward(xp, g, s, **params)
 
     if a.saves == "x":
         def backward(xp, g, x, **params):
@@ -338,9 +307,9 @@ def _backward_op(a):
 
     return defop(name, backward, save={"g": s, s: f"g {s}"}, params=dict(a.params),
                  vjp=(lambda h, g, saved, y, **p: along_g(h, saved, p),
-                      lambda h, g, saved, y, **p: a.second(h * g, saved, **p)),
+                      lambda h, g, saved, y, **p: a.backward_derivative(h * g, saved, **p)),
                  jvp=lambda ts, g, saved, y, **p: jvp_of_two(
-                     ts, lambda t: along_g(t, saved, p), lambda t: a.second(t * g, saved, **p)))
+                     ts, lambda t: along_g(t, saved, p), lambda t: a.backward_derivative(t * g, saved, **p)))
 
 
 def _declare(a):
@@ -360,8 +329,8 @@ def _declare(a):
                             aux_from_output=_mask_from_output(a))
         return {a.name: op}
     backward = _backward_op(a)
-    if a.partial is not None:
-        partial = a.partial
+    if a.forward_partial is not None:
+        partial = a.forward_partial
     elif a.saves == "x":
         def partial(g, x, y, **p):
             return backward(g, x, **p)
@@ -373,35 +342,33 @@ def _declare(a):
     return {a.name: op, f"{a.name}_backward": backward}
 
 
-DECLARED = {"relu_backward": relu_backward, "relu_backward_from_output": relu_backward_from_output}  # every op the rows made, by name
-for _a in ACTIVATIONS.values():
-    DECLARED.update(_declare(_a))
-del _a
-
-
-def _declare_kernels(a):
-    """Tell the kernel loader each kernel of the row: the functor names activations.cu makes
-    from its GG_ACTIVATIONS row, and the row's math with the kernels' p0, p1 as parameters."""
+def _kernel_specs(a):
+    """The row's kernels, declared to the loader with the row's math as their reference, the
+    kernels' scalars p0, p1 standing for its numeric parameters."""
     numeric = [p for p, _ in a.params if p != a.variant]
-    for key, (kernel, stem) in a.kernels.items():
+    out = []
+    for key, (kernel, functor) in a.kernels.items():
         fixed = {} if a.variant is None else {a.variant: key}
 
         def params(p0, p1, fixed=fixed):
             return {**fixed, **dict(zip(numeric, (p0, p1)))}
-        mask = None
-        if a.saves == "mask":
-            mask = relu_mask if "negative_slope" not in dict(a.params) else leaky_relu_mask
-        kernels.declare_activation(kernel, kernels.DeclaredKernel(
-            f"{stem}Fwd", None if a.saves == "mask" else f"{stem}BwdFrom{a.saves.upper()}",
-            forward=lambda xp, x, p0=0.0, p1=0.0, params=params: a.forward(xp, x, **params(p0, p1)),
-            backward=None if a.backward is None else (
-                lambda xp, g, s, p0=0.0, p1=0.0, params=params: a.backward(xp, g, s, **params(p0, p1))),
-            mask=mask))
+
+        def forward(xp, x, p0=0.0, p1=0.0, params=params):
+            return a.forward(xp, x, **params(p0, p1))
+
+        def backward(xp, g, s, p0=0.0, p1=0.0, params=params):
+            return a.backward(xp, g, s, **params(p0, p1))
+        out += specs.activation_specs(kernel, functor, a.saves, forward,
+                                      None if a.backward is None else backward)
+    return out
 
 
+DECLARED = {"relu_backward": relu_backward, "relu_backward_from_output": relu_backward_from_output}  # every op the rows made, by name
 for _a in ACTIVATIONS.values():
-    _declare_kernels(_a)
-del _a
+    DECLARED.update(_declare(_a))
+    for _spec in _kernel_specs(_a):
+        kernels.declare(_spec)
+del _a, _spec
 
 
 def variant_params(a):

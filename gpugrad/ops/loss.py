@@ -2,13 +2,15 @@
 
 softmax_cross_entropy(logits, labels=...) is the per-row loss logsumexp(x) - x[label]; it saves
 only the logits (the labels are a parameter), and its backward (softmax(x) - onehot) * g is an
-op of its own so that second derivatives work through the fused path too.
+op of its own so that second derivatives work through the fused path too. Without the kernel
+both run the kernels' NumPy reference (their KernelSpecs, gpugrad/devices/cuda/specs.py).
 """
 
 import numpy as np
 
 from gpugrad import devices
 from gpugrad import tensors
+from gpugrad.devices.cuda import specs
 from gpugrad.ops import activation as act
 from gpugrad.ops import reduce
 from gpugrad.ops import shape as sh
@@ -25,11 +27,7 @@ def _xent(xp, x, *, labels):
     k = devices.fused("softmax_xent_fwd", xp, x, labels)
     if k:
         return k(x, labels)
-    rows = xp.arange(x.shape[0])
-    valid, labels = _labels_in_range(xp, labels, x.shape[1])
-    shifted, _, log_sum = reduce.shifted_log_sum_exp(xp, x, 1)
-    loss = log_sum[:, 0] - shifted[rows, labels]  # -log_softmax(x)[label], no cancellation
-    return loss if valid is None else xp.where(valid, loss, xp.nan).astype(x.dtype, copy=False)
+    return specs.SOFTMAX_XENT_FWD.reference(xp, x, labels, labels_in_range=_labels_checked())
 
 
 def _xent_backward(xp, g, x, *, labels):
@@ -38,23 +36,14 @@ def _xent_backward(xp, g, x, *, labels):
     k = devices.fused("softmax_xent_bwd", xp, x, labels, g)
     if k:
         return k(x, labels, g)
-    dx = act._softmax(xp, x, axis=1)  # a new array: the one-hot is taken off in place
-    valid, labels = _labels_in_range(xp, labels, x.shape[1])
-    dx[xp.arange(x.shape[0]), labels] -= 1
-    if g.dtype == dx.dtype:
-        dx *= g[:, None]
-    else:  # the product's dtype, as NumPy promotes it
-        dx = dx * g[:, None]
-    return dx if valid is None else xp.where(valid[:, None], dx, xp.nan).astype(x.dtype, copy=False)
+    return specs.SOFTMAX_XENT_BWD.reference(xp, x, labels, g,
+                                             labels_in_range=_labels_checked())
 
 
-def _labels_in_range(xp, labels, c):
-    """Inside a CUDA capture check_labels cannot read the labels, so, as the kernels do, rows
-    with a label outside [0, c) become NaN: (row mask, labels clipped for indexing), or (None,
-    labels) outside a capture, where check_labels has already checked them."""
-    if not devices.capturing():
-        return None, labels
-    return (labels >= 0) & (labels < c), xp.clip(labels, 0, c - 1)
+def _labels_checked():
+    """Whether check_labels has read every label: not inside a CUDA capture, which cannot read
+    the device. There, as in the kernels, a row with a label outside [0, C) becomes NaN."""
+    return not devices.capturing()
 
 
 def _onehot_like(x, labels):

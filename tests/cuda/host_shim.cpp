@@ -1,4 +1,4 @@
-// Host build of kernels/activations.cuh for tests/test_kernels.py: each header function over an
+// Host build of kernels/activations.cuh for tests/cuda/test_kernels.py: each header function over an
 // array, for float and double, with C linkage so ctypes can call it.
 #include "activations.cuh"
 

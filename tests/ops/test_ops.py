@@ -13,6 +13,7 @@ from hypothesis.extra import numpy as hnp
 import gpugrad as gg
 from gpugrad.ops import shape as sh
 from gpugrad.devices.cuda import kernels
+from gpugrad.ops.activation import ACTIVATIONS
 from gpugrad import recording
 from conftest import host
 
@@ -94,6 +95,7 @@ CASES = {
     "softplus":     [(gg.softplus, [n(3, 4)]),
                      (lambda a: gg.softplus(a, beta=2.0, threshold=3.0), [n(3, 4) * 2])],
     "softsign":     [(gg.softsign, [away(3, 4) * 3])],
+    "hardswish":    [(gg.hardswish, [np.linspace(-4.9, 4.9, 12).reshape(3, 4)])],  # no input at -3 or 3
     "relu_backward":     [(lambda g: gg.relu_backward(g, _mask(g)), [n(3, 5)]),
                           (lambda g: gg.relu_backward(g, _mask(g), negative_slope=0.1), [n(37)])],
     "relu_backward_from_output": [
@@ -147,6 +149,20 @@ CASES = {
 }
 # fmt: on
 
+
+def _backward_cases_from_the_activations():
+    """<name>_backward's case where it has none of its own: at the default parameters, on the
+    input of <name>'s first case and what its declaration says the backward reads (that input
+    or the activation's output)."""
+    for a in ACTIVATIONS.values():
+        name = f"{a.name}_backward"
+        if name in gg.OPS and name not in CASES:
+            x = CASES[a.name][0][1][0]
+            saved = x if a.saves == "x" else a.forward(np, x, **dict(a.params))
+            CASES[name] = [(getattr(gg, name), [n(*x.shape), saved])]
+
+
+_backward_cases_from_the_activations()
 CASE_LIST = [(name, i, f, xs) for name, cases in CASES.items() for i, (f, xs) in enumerate(cases)]
 IDS = [f"{name}-{i}" for name, i, _, _ in CASE_LIST]
 
@@ -154,7 +170,7 @@ IDS = [f"{name}-{i}" for name, i, _, _ in CASE_LIST]
 def test_every_op_in_the_table_has_a_gradient_case():
     missing = sorted(set(gg.OPS) - set(CASES))
     unknown = sorted(set(CASES) - set(gg.OPS))
-    assert not missing, f"ops without a gradcheck case in tests/test_ops.py: {missing}"
+    assert not missing, f"ops without a gradcheck case in tests/ops/test_ops.py: {missing}"
     assert not unknown, f"cases for ops that are not in the table: {unknown}"
 
 
