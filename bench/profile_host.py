@@ -49,7 +49,7 @@ with be.active:
         g = xp.ones(2**16, np.float32)
         x = xp.ones(2**16, np.float32)
         dx = xp.empty_like(g)
-        k, _ = kernels._kernel(xp, "act_bwd", T="float", OP="SiluBwdFromX<float>")
+        k, _ = kernels.compiled(xp, "silu_bwd", "float")
         args = (g, x, dx, np.int64(g.size), np.float32(0), np.float32(0))
         print(f"\nCuPy RawKernel launch alone: {per_call_us(lambda: k((64,), (256,), args), 3000):.1f} us")
         print(f"CuPy empty_like alone: {per_call_us(lambda: xp.empty_like(g), 3000):.1f} us")

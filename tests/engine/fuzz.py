@@ -587,6 +587,11 @@ def _kink_at_zero(x, p, y):
     return _side(x[0])
 
 
+def _kinks_at_three(x, p, y):
+    """hardswish's pieces meet at -3 and at 3."""
+    return _side(np.asarray(x[-1]) + 3) + _side(np.asarray(x[-1]) - 3)
+
+
 def _pt_function(path):
     """PyTorch's function of one tensor by its dotted name ("torch.exp", "F.silu")."""
     module, attr = path.split(".")
@@ -622,6 +627,7 @@ for _name, _theirs, _bound, _domain, _kink in [
     ("silu",     "F.silu",        lambda p, b: b + 0.3,       None,          None),
     # softsign's second derivative jumps at 0
     ("softsign", "F.softsign",    lambda p, b: 1.0,           None,          _kink_at_zero),
+    ("hardswish", "F.hardswish",  lambda p, b: b,             None,          _kinks_at_three),
 ]:
     unary(_name, _gg_function(_name), _pt_function(_theirs), _bound, _domain, kink=_kink)
 # fmt: on
@@ -794,6 +800,8 @@ def _pt_backward(name):
             return g * _pt_silu_derivative(a)
         if name == "softsign_backward":
             return g / (1 + torch.abs(a)) ** 2
+        if name == "hardswish_backward":
+            return torch.ops.aten.hardswish_backward(g, a)
         g = x[0]  # relu_backward_from_output: g's dtype
         return torch.where(x[1] > 0, g, g * p["negative_slope"])
     return apply
@@ -825,6 +833,7 @@ for _name, _covers, _params, _kink in [
     ("gelu_backward",             ["gelu_backward"],                 _gelu_params,     None),
     ("silu_backward",             ["silu_backward"],                 None,             None),
     ("softsign_backward",         ["softsign_backward"],             None,             _kink_of_x),
+    ("hardswish_backward",        ["hardswish_backward"],            None,             _kinks_at_three),
 ]:
     kind(_name, _covers, _backward_build(_name, _params), _gg_backward(_name),
          _pt_backward(_name), _kink)
