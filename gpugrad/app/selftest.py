@@ -97,9 +97,9 @@ class _Progress:
             sys.stderr.flush()
 
 
-def run_tests(device, progress=True):
+def run_tests(device, progress=True, slow=True):
     """Run pytest on the bundled tests with `device` as the default device, in a subprocess,
-    showing its progress on stderr."""
+    showing its progress on stderr; without `slow`, the end-to-end tests marked slow stay out."""
     why = _tests_cannot_run()
     if why:
         return {"status": "not run", "why": why}
@@ -109,7 +109,7 @@ def run_tests(device, progress=True):
         events = pathlib.Path(tmp) / "progress.jsonl"
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                "-p", "gpugrad.app.selftest", str(d), f"--junitxml={report}", "-o", "addopts=",
-               "--rootdir", str(d)]
+               "--rootdir", str(d)] + ([] if slow else ["-m", "not slow"])
         env = dict(os.environ, GPUGRAD_DEVICE=device, **{PROGRESS_ENV: str(events)})
         shown = _Progress(events, device) if progress else None
         if shown:
@@ -220,13 +220,13 @@ def short_benchmark(device):
     return {"status": "done", "rows": rows, "table": table.format_table(rows)}
 
 
-def run(device, bench=True, progress=True):
+def run(device, bench=True, progress=True, slow=True):
     """Everything, as a dict; 'verdict' is PASS, FAIL or INCOMPLETE. When the tests cannot run,
     the benchmark is skipped: the verdict is INCOMPLETE whatever it would time."""
     from gpugrad.app.bench import environment
 
     result = {"device": device, "environment": environment.environment(device)}
-    result["tests"] = run_tests(device, progress=progress)
+    result["tests"] = run_tests(device, progress=progress, slow=slow)
     if progress:
         _say("selftest: compiling the kernels")
     result["kernels"] = check_kernels(device)
@@ -303,7 +303,7 @@ def main(args):
     except devices.DeviceError as e:  # could not run, not a failure of gpugrad: INCOMPLETE
         result = _unusable_device(device, e)
     else:
-        result = run(device, bench=not args.no_bench)
+        result = run(device, bench=not args.no_bench, slow=not args.no_slow)
     print(format_verdict(result))
     if args.json:
         with open(args.json, "w") as fh:

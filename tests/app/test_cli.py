@@ -427,6 +427,26 @@ def test_selftest_shows_its_progress_on_stderr_and_keeps_stdout_one_screen(tmp_p
     assert "selftest:" not in captured.out and captured.out.rstrip().endswith("verdict    PASS")
 
 
+@pytest.mark.slow
+def test_selftest_no_slow_leaves_out_the_tests_marked_slow(tmp_path, monkeypatch):
+    from gpugrad.app import selftest
+
+    fake = _fake_tests(tmp_path, "import pytest\n"
+                                 "def test_quick():\n    pass\n"
+                                 "@pytest.mark.slow\n"
+                                 "def test_end_to_end():\n    assert False\n")
+    (fake / "conftest.py").write_text(
+        "def pytest_configure(config):\n"
+        "    config.addinivalue_line('markers', 'slow: end to end')\n")
+    monkeypatch.setattr(selftest, "tests_dir", lambda: fake)
+    out = tmp_path / "quick.json"
+    assert cli.main(["selftest", "--device", "strict", "--no-bench", "--no-slow",
+                     "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["tests"]["passed"] == 1
+    assert cli.main(["selftest", "--device", "strict", "--no-bench", "--json", str(out)]) == 1
+    assert json.loads(out.read_text())["tests"]["failed"] == 1
+
+
 def test_selftest_without_pytest_says_incomplete_at_once_without_the_benchmark(monkeypatch, capsys):
     from gpugrad.app import selftest
 

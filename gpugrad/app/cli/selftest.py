@@ -10,6 +10,9 @@ def register(subparsers):
                                    "check this install on a device: the bundled tests, the kernels, a short "
                                    "benchmark, one verdict (exit 0 PASS, 1 FAIL, 2 INCOMPLETE)")
     parser.add_argument("--no-bench", action="store_true", help="skip the short benchmark")
+    parser.add_argument("--no-slow", action="store_true",
+                        help="leave out the end-to-end tests marked slow (whole CLI and bench "
+                             "commands), for a run beside one that has them")
     parser.set_defaults(func=run)
 
 
