@@ -2,9 +2,10 @@
 
 CuPy refuses every cuBLAS call while a stream is capturing (cupy/cupy issue 6290), but cuBLAS
 itself captures fine when its handle's stream and workspace are set before the capture begins
-(../shared/gpu-runs/2026-11-22-h100/README.md). gg.cuda.graph runs a step once eagerly before
+(the graphed-step tests passed through it on an H100: bench/results/2026-11-23b-h100/tests-final.txt).
+gg.cuda.graph runs a step once eagerly before
 capturing it, so the eager pass creates the handle for the graph's stream and the capture reuses
-it. backend.matmul sends a graphed step's products here; outside one CuPy's matmul runs.
+it. devices.matmul sends a graphed step's products here; outside one CuPy's matmul runs.
 
 The row-major product C = A @ B is the column-major product C^T = B^T A^T, so cuBLAS is called
 with the operands swapped; an operand that is the transpose of a contiguous array (w.T) is
