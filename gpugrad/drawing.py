@@ -17,6 +17,7 @@ from gpugrad import recording
 from gpugrad import memory
 from gpugrad import tensors
 from gpugrad.engine import backward
+from gpugrad.ops import activation
 
 GraphNode = collections.namedtuple(
     "GraphNode", "id name op shape dtype device saved_bytes saved line inputs")
@@ -32,8 +33,7 @@ or 'input' (data, labels: no gradient)."""
 # symbols of the equations, by op: z = pre-activation, h = activation, l = per-row loss, ...
 _SYMBOL = {"linear": "z", "matmul": "z", "softmax_cross_entropy": "l", "mean": "L", "sum": "S",
            "half_sum_squares": "s"}
-_ACTIVATIONS = {"relu", "leaky_relu", "elu", "gelu", "silu", "softplus", "sigmoid", "tanh",
-                "softsign"}
+_ACTIVATIONS = frozenset(activation.ACTIVATIONS)
 
 
 class Graph:
