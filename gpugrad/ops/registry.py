@@ -21,7 +21,6 @@ the rules as placeholders that raise.
 """
 
 from gpugrad import tensors
-from gpugrad.ops import namespace
 from gpugrad.ops.applying import apply
 from gpugrad.ops.op import CONSTANTS, OPS, Op, no_gradient, takes_ops
 
