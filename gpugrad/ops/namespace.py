@@ -1,5 +1,5 @@
 """The op namespace a rule takes as its first argument, `ops`: ops.<name>(...) is the op of
-the table by that name, called as gg.<name> is (inputs, then params by keyword or in order).
+the table (or of the constants: sign, comparisons) by that name, called as gg.<name> is (inputs, then params by keyword or in order).
 
 array_ops(device): the engine's at first order. Each function is the op's forward on the
 device's arrays alone: no Tensor, no node, none of the checks the forward already did.
@@ -15,7 +15,7 @@ import numpy as np
 from gpugrad import devices
 from gpugrad import recording
 from gpugrad import tensors
-from gpugrad.ops.op import OPS
+from gpugrad.ops.op import CONSTANTS, OPS
 
 
 def where(cond, a, b):
@@ -40,7 +40,7 @@ class _Namespace:
     """Looks an op up once per name and keeps its function as an attribute."""
 
     def __getattr__(self, name):
-        op = OPS.get(name)
+        op = OPS.get(name) or CONSTANTS.get(name)
         if op is None or name.startswith("_"):
             raise AttributeError(f"the op namespace has no op {name!r}")
         function = self._function(op)

@@ -24,7 +24,7 @@ from gpugrad import tensors
 from gpugrad.ops.applying import apply
 from gpugrad.ops.op import CONSTANTS, OPS, Op, no_gradient, takes_ops
 
-__all__ = ["OPS", "CONSTANTS", "Op", "apply", "constant", "no_gradient", "jvp_of_two",
+__all__ = ["OPS", "CONSTANTS", "Op", "apply", "no_gradient", "jvp_of_two",
            "defelementwise", "deflinear", "defop", "defconstant"]
 
 
@@ -66,12 +66,6 @@ def _register(op, doc):
     function.op = op
     op.function = function
     return function
-
-
-def constant(x):
-    """x as a constant inside a rule: a Tensor detached (no gradient flows back through it),
-    an array as it is."""
-    return x.detach() if isinstance(x, tensors.Tensor) else x
 
 
 def jvp_of_two(ts, along_first, along_second):
