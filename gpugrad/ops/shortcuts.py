@@ -1,5 +1,6 @@
 """Two named optimizations that ops declare and the engine applies; the differential fuzzer
-(tests/engine/fuzz.py) runs graphs through both and compares them with the plain rules.
+(tests/engine/fuzz.py) runs graphs through both and compares them with the plain rules
+(tests/engine/test_fuzz.py checks that its graphs take each).
 
 Output-shared aux (Op.aux_from_output): an op that keeps arrays only its backward needs (relu's
 1-bit mask) and can make them again from its output drops them once a consumer saves that
