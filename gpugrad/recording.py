@@ -249,7 +249,7 @@ class Node:
         self.saved = {}
         if not keep:  # structure only (gg.checkpoint's discovery pass)
             return
-        save_for = op.save_for(params)
+        save_for = op.parse_save(op.save(params)) if op.dynamic_save else op.save
         saved = {}
         for i, p in enumerate(parents):
             if p is not None:

@@ -109,7 +109,8 @@ def _run(heads, head_grads, retain_graph, create_graph, targets=None):
     for node, g in zip(roots, head_grads):
         walk.grads[node] = rules.as_array(walk.grads[node] + g) if node in walk.grads else g
     # inf and NaN in gradients are anomaly mode's to report
-    with record() if create_graph else pause(), devices.quiet():
+    with record() if create_graph else pause() if as_tensors else rules.first_order(), \
+            devices.quiet():
         walk.run(order)
     if targets is None:
         accumulation.write_leaves(walk.leaves, as_tensors, external)
@@ -149,46 +150,46 @@ class _Walk:
         self.leaves, self.found, self.freed = [], {}, []
 
     def run(self, order):
-        grads, targets = self.grads, self.targets
+        """For each node with a gradient pending: run its rules, add what they give to its
+        inputs' pending gradients, and free it (unless retain_graph)."""
+        grads, owned, targets, expand = self.grads, self.owned, self.targets, self.expand
+        as_tensors, create_graph, anomaly = self.as_tensors, self.create_graph, self.anomaly
         node = None
         try:
             for node in order:
                 g = grads.pop(node, None)
                 if g is None:
                     continue
-                if not self.as_tensors:
-                    self.owned.pop(id(g), None)
+                if not as_tensors:
+                    owned.pop(id(g), None)
                 if targets is not None:
                     if node in targets:
                         self.found[node] = g
-                    if node not in self.expand:
+                    if node not in expand:
                         continue
                 elif node.op is None:
                     self.leaves.append((node, g))
                     continue
-                self.step(node, g)
+                pending = None
+                if node.op.vjp_into is not None and not as_tensors and not anomaly:
+                    pending = [accumulation.pending_into(grads, owned, p) for p in node.parents]
+                input_grads = rules.input_grads(node, g, as_tensors, create_graph, pending)
+                if anomaly:
+                    checks.check_finite(node, g, input_grads)
+                for p, gi in zip(node.parents, input_grads):
+                    if gi is not None:
+                        accumulation.accumulate(grads, owned, p, gi, g, node, input_grads,
+                                                as_tensors)
+                if not self.retain_graph:
+                    for p in node.parents:  # the common case (no parent shares) costs this loop
+                        if p is not None and p.op is not None and p.op.aux_from_output is not None:
+                            shortcuts.remake_from_output(node, grads, expand)
+                            break
+                    node.free()
+                    self.freed.append(node)
         except BaseException as e:
             self.note_failure(node, e)
             raise
-
-    def step(self, node, g):
-        """Run node's rules on g, add what they give to its inputs' pending gradients, free it."""
-        grads, owned = self.grads, self.owned
-        pending = None
-        if node.op.vjp_into is not None and not self.as_tensors and not self.anomaly:
-            pending = [accumulation.pending_into(grads, owned, p) for p in node.parents]
-        input_grads = rules.input_grads(node, g, self.as_tensors, self.create_graph, pending)
-        if self.anomaly:
-            checks.check_finite(node, g, input_grads)
-        for p, gi in zip(node.parents, input_grads):
-            if gi is not None:
-                accumulation.accumulate(grads, owned, p, gi, g, node, input_grads,
-                                        self.as_tensors)
-        if not self.retain_graph:
-            if shortcuts.shares_an_output(node):
-                shortcuts.remake_from_output(node, grads, self.expand)
-            node.free()
-            self.freed.append(node)
 
     def note_failure(self, node, e):
         if self.freed:

@@ -4,9 +4,11 @@ axes broadcasting added and checked against its input.
 Rules take the op namespace first (ops/namespace.py): at first order its functions are the
 ops' forwards on arrays, so the gradients are arrays; under create_graph they are the ops
 on Tensors, recorded, and under gg.jvp they carry tangents (forward over reverse). Rules that
-do not take the namespace run at first order with recording.raw_rules set, which makes the ops
+do not take the namespace run inside first_order(), where recording.raw_rules makes the ops
 they call on arrays return arrays (applying._raw_apply).
 """
+
+import contextlib
 
 import numpy as np
 
@@ -18,6 +20,19 @@ from gpugrad.ops import namespace
 from gpugrad.recording import GraphError, Unsaved
 
 
+@contextlib.contextmanager
+def first_order():
+    """The engine's scope at first order: nothing recorded, and the ops that rules not taking
+    the op namespace call on arrays return arrays."""
+    state = recording._state
+    outer = state.recording, state.training, state.raw_rules
+    state.recording, state.training, state.raw_rules = False, False, True
+    try:
+        yield
+    finally:
+        state.recording, state.training, state.raw_rules = outer
+
+
 def input_grads(node, g, as_tensors, create_graph, pending=None):
     """The gradients of the node's inputs (None for those that take none): arrays from the
     rules run on arrays, or Tensors from the rules run as Tensor ops. With `pending` (first
@@ -26,7 +41,12 @@ def input_grads(node, g, as_tensors, create_graph, pending=None):
     if as_tensors:
         return _tensor_grads(node, g, create_graph)
     if node.op.tensor_rules:  # rules that need Tensors (a gg.Function's backward): arrays out
-        grads = _tensor_grads(node, tensors.wrap(g, node.out_meta[2]), False)
+        state = recording._state
+        state.raw_rules = False
+        try:
+            grads = _tensor_grads(node, tensors.wrap(g, node.out_meta[2]), False)
+        finally:
+            state.raw_rules = True
         return [None if gi is None else gi.data for gi in grads]
     device = node.out_meta[2]
     be = devices.get(device)
@@ -39,15 +59,8 @@ def input_grads(node, g, as_tensors, create_graph, pending=None):
 def _array_grads(node, g, device, pending):
     """First order: the rules on arrays; none of the checks the forward already did."""
     args, y, aux = _rule_inputs(node, False, False)
-    if node.op.rules_take_ops:
-        grads = _call_rules(node, namespace.array_ops(device), g, args, y, aux, pending)
-    else:
-        state = recording._state
-        outer, state.raw_rules = state.raw_rules, True
-        try:
-            grads = _call_rules(node, None, g, args, y, aux, pending)
-        finally:
-            state.raw_rules = outer
+    ops_ = namespace.array_ops(device) if node.op.rules_take_ops else None
+    grads = _call_rules(node, ops_, g, args, y, aux, pending)
     for i, (p, gi) in enumerate(zip(node.parents, grads)):
         if p is None or gi is None:
             grads[i] = None

@@ -32,14 +32,6 @@ def share_saved_outputs(node, xs):
                 del p.saved[k]
 
 
-def shares_an_output(node):
-    """Whether a parent of node may have dropped its aux arrays for an output node saved."""
-    for p in node.parents:  # the common case (no parent shares) costs this loop
-        if p is not None and p.op is not None and p.op.aux_from_output is not None:
-            return True
-    return False
-
-
 def remake_from_output(node, pending, expand):
     """Before a node frees the output of a parent that dropped its own arrays for it, a
     parent whose backward does not run in this pass (a gradient that stops short of it, or
