@@ -5,7 +5,8 @@ A recorded op leaves a Node holding its input nodes, the arrays its declaration 
 shapes of everything else. A leaf (attach_grad) has a Leaf node holding its tensor only by weak
 reference, so the graph has no cycles and dies with the last tensor that reaches it. This
 module knows no Tensor and no op: ops/applying.py's apply() makes the nodes, and the engine
-(engine/backward.py) walks them (autograd.py also hands on this module's public names: gg.autograd.record).
+(engine/backward.py) walks them (autograd.py also hands on this module's public names:
+gg.autograd.record).
 """
 
 import contextlib
