@@ -27,12 +27,11 @@ class Op:
     rules       vjp (one rule per input, or one for every input of a variadic op), vjp_all
                 (one rule for all inputs), jvp; rules_take_ops: the rules take the op namespace
                 as their first argument (ops/namespace.py), else they are called without it
-                and the ops they call on arrays return arrays (registry._raw_apply);
+                and the ops they call on arrays return arrays (applying._raw_apply);
                 tensor_rules: the rules need Tensors even at first order (user code)
-    shortcuts   named optimizations (ops/shortcuts.py): vjp_into (add
-                one input's gradient into the array pending for it), aux_from_output (the aux
-                arrays can be made again from the output, so a consumer that saves the output
-                makes them redundant)
+    shortcuts   named optimizations (ops/shortcuts.py): vjp_into (add one input's gradient
+                into the array pending for it), aux_from_output (the aux arrays can be made
+                again from the output, so a consumer that saves the output makes them redundant)
     """
 
     __slots__ = (
@@ -101,9 +100,6 @@ class Op:
         if unknown:
             raise TypeError(f"{self.name}: save names unknown inputs {sorted(unknown)}")
         return {i: keys(save.get(n, "")) for i, n in enumerate(self.inputs)}
-
-    def save_for(self, params):
-        return self.parse_save(self.save(params)) if self.dynamic_save else self.save
 
     def input_name(self, i):
         return self.inputs[i] if not self.variadic else f"input {i}"
