@@ -154,6 +154,7 @@ class _Walk:
         inputs' pending gradients, and free it (unless retain_graph)."""
         grads, owned, targets, expand = self.grads, self.owned, self.targets, self.expand
         as_tensors, create_graph, anomaly = self.as_tensors, self.create_graph, self.anomaly
+        input_grads, accumulate = rules.input_grads, accumulation.accumulate
         node = None
         try:
             for node in order:
@@ -173,13 +174,12 @@ class _Walk:
                 pending = None
                 if node.op.vjp_into is not None and not as_tensors and not anomaly:
                     pending = [accumulation.pending_into(grads, owned, p) for p in node.parents]
-                input_grads = rules.input_grads(node, g, as_tensors, create_graph, pending)
+                found = input_grads(node, g, as_tensors, create_graph, pending)
                 if anomaly:
-                    checks.check_finite(node, g, input_grads)
-                for p, gi in zip(node.parents, input_grads):
+                    checks.check_finite(node, g, found)
+                for p, gi in zip(node.parents, found):
                     if gi is not None:
-                        accumulation.accumulate(grads, owned, p, gi, g, node, input_grads,
-                                                as_tensors)
+                        accumulate(grads, owned, p, gi, g, node, found, as_tensors)
                 if not self.retain_graph:
                     for p in node.parents:  # the common case (no parent shares) costs this loop
                         if p is not None and p.op is not None and p.op.aux_from_output is not None:

@@ -103,6 +103,9 @@ def _call_rules(node, ops_, g, args, y, aux, pending=None):
     """The gradient of each input from the op's rules, given `ops_` first where they take the
     op namespace (None for an input that takes none)."""
     op, params = node.op, node.params
+    if ops_ is None and not op.variadic and op.vjp_all is None:  # one rule per input, no lead
+        return [None if p is None else rule(g, *args, y=y, **aux, **params)
+                for p, rule in zip(node.parents, op.vjp)]
     lead = () if ops_ is None else (ops_,)
     if op.vjp_all is not None:
         return list(op.vjp_all(*lead, g, *args, y=y, **aux, **params))
