@@ -4,8 +4,9 @@ graph's nodes, and the tracking of in-place changes.
 A recorded op leaves a Node holding its input nodes, the arrays its declaration saves, and the
 shapes of everything else. A leaf (attach_grad) has a Leaf node holding its tensor only by weak
 reference, so the graph has no cycles and dies with the last tensor that reaches it. This
-module knows no Tensor and no op: ops/registry.py's apply() makes the nodes, and autograd.py's
-engine walks them (autograd.py also hands on this module's public names: gg.autograd.record).
+module knows no Tensor and no op: ops/applying.py's apply() makes the nodes, and the engine
+(engine/backward.py) walks them (autograd.py also hands on this module's public names:
+gg.autograd.record).
 """
 
 import contextlib
@@ -42,7 +43,9 @@ class _State(threading.local):
     structure_only = None  # a _Structure while gg.checkpoint discovers what fn reaches
     anomaly = False  # detect_anomaly: note where each op is recorded, check every gradient
     note_lines = 0  # inside note_lines() or detect_anomaly(): remember each op's user line
-    raw_rules = False  # the engine runs first-order rules on arrays: ops given arrays return arrays
+    # while the engine runs, at first order, a rule that does not take the op namespace: the
+    # ops it calls on arrays return arrays (ops/applying.py's _raw_apply)
+    raw_rules = False
 
 
 _state = _State()
@@ -247,7 +250,7 @@ class Node:
         self.saved = {}
         if not keep:  # structure only (gg.checkpoint's discovery pass)
             return
-        save_for = op.save_for(params)
+        save_for = op.parse_save(op.save(params)) if op.dynamic_save else op.save
         saved = {}
         for i, p in enumerate(parents):
             if p is not None:

@@ -2,22 +2,22 @@
 
 import math
 
-import numpy as np
 
 from gpugrad import devices
-from gpugrad import tensors
+from gpugrad.ops import namespace
 from gpugrad.ops.registry import defconstant, defelementwise
 
 
-def _masked(cond, g):
+def _masked(ops, cond, g):
     """g where cond holds, else 0 (cond is a constant: no gradient flows through it)."""
-    return where(cond, g, 0.0)
+    return ops.where(cond, g, 0.0)
 
 
-def _extreme_partial(g, wins, a, b):
+def _extreme_partial(ops, g, wins, a, b):
     """maximum/minimum: g where this input wins, half of g on a tie, and all of g to both
     inputs where either is NaN (the output is NaN then; PyTorch routes it the same way)."""
-    return _masked(wins, g) + _masked(a == b, g * 0.5) + _masked(_unordered(a, b), g)
+    return (_masked(ops, wins, g) + _masked(ops, a == b, g * 0.5)
+            + _masked(ops, _unordered(a, b), g))
 
 
 def _unordered(a, b):
@@ -26,7 +26,7 @@ def _unordered(a, b):
     return nan_a if isinstance(b, (int, float)) else nan_a | (b != b)
 
 
-def _power_grad_base(g, a, b, y):
+def _power_grad_base(ops, g, a, b, y):
     """d(a ** b)/da = b * a ** (b - 1), which is 0 wherever b == 0 (PyTorch's too): at a == 0
     the formula would be 0 * inf. There the base is taken as 1, a constant, so that neither
     this gradient nor its own derivatives see the infinity."""
@@ -34,14 +34,14 @@ def _power_grad_base(g, a, b, y):
         return g * 0.0 if b == 0 else g * b * a ** (b - 1)
     if isinstance(a, (int, float)):
         return g * b * a ** (b - 1)
-    return g * b * where((a == 0) & (b == 0), 1.0, a) ** (b - 1)
+    return g * b * ops.where((a == 0) & (b == 0), 1.0, a) ** (b - 1)
 
 
-def _log_base(a):
+def _log_base(ops, a):
     """log(a) for the exponent's gradient, with a == 0 giving 0 (the term is 0 there)."""
     if isinstance(a, (int, float)):
         return math.log(a) if a > 0 else (0.0 if a == 0 else math.nan)
-    return log(where(a == 0, 1.0, a))
+    return ops.log(ops.where(a == 0, 1.0, a))
 
 
 def _clip(xp, x, *, a_min=None, a_max=None):
@@ -65,42 +65,42 @@ def _where(xp, a, b, *, cond):
 
 # fmt: off
 add      = defelementwise("add",      lambda xp, a, b: a + b,       save="",
-                          partials=(lambda g, a, b, y: g,            lambda g, a, b, y: g))
+                          partials=(lambda ops, g, a, b, y: g,       lambda ops, g, a, b, y: g))
 subtract = defelementwise("subtract", lambda xp, a, b: a - b,       save="",
-                          partials=(lambda g, a, b, y: g,            lambda g, a, b, y: -g))
+                          partials=(lambda ops, g, a, b, y: g,       lambda ops, g, a, b, y: -g))
 multiply = defelementwise("multiply", lambda xp, a, b: a * b,       save={"a": "b", "b": "a"},
-                          partials=(lambda g, a, b, y: g * b,        lambda g, a, b, y: g * a))
+                          partials=(lambda ops, g, a, b, y: g * b,   lambda ops, g, a, b, y: g * a))
 divide   = defelementwise("divide",   lambda xp, a, b: a / b,       save={"a": "b", "b": "a b"},
-                          partials=(lambda g, a, b, y: g / b,        lambda g, a, b, y: -g * a / (b * b)))
+                          partials=(lambda ops, g, a, b, y: g / b,   lambda ops, g, a, b, y: -g * a / (b * b)))
 power    = defelementwise("power",    lambda xp, a, b: a ** b,      save="a b",
                           partials=(_power_grad_base,
-                                    lambda g, a, b, y: g * a ** b * _log_base(a)))
+                                    lambda ops, g, a, b, y: g * a ** b * _log_base(ops, a)))
 maximum  = defelementwise("maximum",  lambda xp, a, b: xp.maximum(a, b), save="a b",
-                          partials=(lambda g, a, b, y: _extreme_partial(g, a > b, a, b),
-                                    lambda g, a, b, y: _extreme_partial(g, b > a, a, b)))
+                          partials=(lambda ops, g, a, b, y: _extreme_partial(ops, g, a > b, a, b),
+                                    lambda ops, g, a, b, y: _extreme_partial(ops, g, b > a, a, b)))
 minimum  = defelementwise("minimum",  lambda xp, a, b: xp.minimum(a, b), save="a b",
-                          partials=(lambda g, a, b, y: _extreme_partial(g, a < b, a, b),
-                                    lambda g, a, b, y: _extreme_partial(g, b < a, a, b)))
+                          partials=(lambda ops, g, a, b, y: _extreme_partial(ops, g, a < b, a, b),
+                                    lambda ops, g, a, b, y: _extreme_partial(ops, g, b < a, a, b)))
 where_   = defelementwise("where",    _where,                       save="",
-                          partials=(lambda g, a, b, y, cond: _masked(cond, g),
-                                    lambda g, a, b, y, cond: _masked(~cond, g)))
+                          partials=(lambda ops, g, a, b, y, cond: _masked(ops, cond, g),
+                                    lambda ops, g, a, b, y, cond: _masked(ops, ~cond, g)))
 
-square   = defelementwise("square",   lambda xp, x: x * x,          save="x", partials=(lambda g, x, y: (2 * g) * x,))
-negative = defelementwise("negative", lambda xp, x: -x,             save="",  partials=(lambda g, x, y: -g,))
-exp      = defelementwise("exp",      lambda xp, x: xp.exp(x),      save="y", partials=(lambda g, x, y: g * y,))
-expm1    = defelementwise("expm1",    lambda xp, x: xp.expm1(x),    save="y", partials=(lambda g, x, y: g * (y + 1),))
-log      = defelementwise("log",      lambda xp, x: xp.log(x),      save="x", partials=(lambda g, x, y: g / x,))
-log1p    = defelementwise("log1p",    lambda xp, x: xp.log1p(x),    save="x", partials=(lambda g, x, y: g / (x + 1),))
-sqrt     = defelementwise("sqrt",     lambda xp, x: xp.sqrt(x),     save="y", partials=(lambda g, x, y: g * 0.5 / y,))
-abs      = defelementwise("abs",      lambda xp, x: xp.abs(x),      save="x", partials=(lambda g, x, y: g * sign(x),))
-sin      = defelementwise("sin",      lambda xp, x: xp.sin(x),      save="x", partials=(lambda g, x, y: g * cos(x),))
-cos      = defelementwise("cos",      lambda xp, x: xp.cos(x),      save="x", partials=(lambda g, x, y: -g * sin(x),))
-tan      = defelementwise("tan",      lambda xp, x: xp.tan(x),      save="y", partials=(lambda g, x, y: g * (1 + y * y),))
+square   = defelementwise("square",   lambda xp, x: x * x,          save="x", partials=(lambda ops, g, x, y: (2 * g) * x,))
+negative = defelementwise("negative", lambda xp, x: -x,             save="",  partials=(lambda ops, g, x, y: -g,))
+exp      = defelementwise("exp",      lambda xp, x: xp.exp(x),      save="y", partials=(lambda ops, g, x, y: g * y,))
+expm1    = defelementwise("expm1",    lambda xp, x: xp.expm1(x),    save="y", partials=(lambda ops, g, x, y: g * (y + 1),))
+log      = defelementwise("log",      lambda xp, x: xp.log(x),      save="x", partials=(lambda ops, g, x, y: g / x,))
+log1p    = defelementwise("log1p",    lambda xp, x: xp.log1p(x),    save="x", partials=(lambda ops, g, x, y: g / (x + 1),))
+sqrt     = defelementwise("sqrt",     lambda xp, x: xp.sqrt(x),     save="y", partials=(lambda ops, g, x, y: g * 0.5 / y,))
+abs      = defelementwise("abs",      lambda xp, x: xp.abs(x),      save="x", partials=(lambda ops, g, x, y: g * ops.sign(x),))
+sin      = defelementwise("sin",      lambda xp, x: xp.sin(x),      save="x", partials=(lambda ops, g, x, y: g * ops.cos(x),))
+cos      = defelementwise("cos",      lambda xp, x: xp.cos(x),      save="x", partials=(lambda ops, g, x, y: -g * ops.sin(x),))
+tan      = defelementwise("tan",      lambda xp, x: xp.tan(x),      save="y", partials=(lambda ops, g, x, y: g * (1 + y * y),))
 erf      = defelementwise("erf",      lambda xp, x: devices.erf(x), save="x",
-                          partials=(lambda g, x, y: g * (2 / math.sqrt(math.pi)) * exp(-(x * x)),))
+                          partials=(lambda ops, g, x, y: g * (2 / math.sqrt(math.pi)) * ops.exp(-(x * x)),))
 clip     = defelementwise("clip",     _clip,                        save="x",
-                          partials=(lambda g, x, y, a_min, a_max: g if a_min is None and a_max is None
-                                    else _masked(_inside(x, a_min, a_max), g),))
+                          partials=(lambda ops, g, x, y, a_min, a_max: g if a_min is None and a_max is None
+                                    else _masked(ops, _inside(x, a_min, a_max), g),))
 
 sign          = defconstant("sign",          lambda xp, x: xp.sign(x))
 equal         = defconstant("equal",         lambda xp, a, b: a == b)
@@ -116,19 +116,4 @@ isfinite      = defconstant("isfinite",      lambda xp, x: xp.isfinite(x))
 # fmt: on
 
 
-def where(cond, a, b):
-    """Elementwise `a` where cond is true, else `b`; cond gets no gradient."""
-    if isinstance(cond, tensors.Tensor):
-        cond = cond.data
-    elif isinstance(cond, np.generic):  # a comparison of 0-d arrays in a rule run on arrays
-        cond = np.asarray(cond)
-    elif not devices.is_backend_array(cond):
-        cond = tensors.tensor(cond, dtype=bool, device=_device_of(a, b)).data
-    return where_(a, b, cond=cond)
-
-
-def _device_of(*xs):
-    for x in xs:
-        if isinstance(x, tensors.Tensor):
-            return x.device
-    return None
+where = namespace.where  # gg.where(cond, a, b); the rules' ops.where on Tensors

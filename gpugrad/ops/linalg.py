@@ -4,7 +4,6 @@ from gpugrad import recording
 from gpugrad import devices
 from gpugrad import tensors
 from gpugrad.ops import elementwise as ew
-from gpugrad.ops import shape as sh
 from gpugrad.ops.registry import defop
 
 
@@ -21,39 +20,39 @@ def _matmul(xp, a, b):
     return devices.matmul(xp, a, b)
 
 
-def _swap(x):
+def _swap(ops, x):
     axes = list(range(x.ndim))
     axes[-1], axes[-2] = axes[-2], axes[-1]
-    return sh.transpose(x, axes=tuple(axes))
+    return ops.transpose(x, axes=tuple(axes))
 
 
-def _matmul_grad_a(g, a, b, y):
+def _matmul_grad_a(ops, g, a, b, y):
     if b.ndim == 1:  # y = a @ b sums over b's only axis: da = g[..., None] * b
         if a.ndim == 1:
             return g * b
-        return sh.reshape(g, g.shape + (1,)) * b
+        return ops.reshape(g, g.shape + (1,)) * b
     if a.ndim == 1:  # a acts as a row vector (1, k): da = (g[..., None, :] @ b^T)[..., 0, :]
-        row = matmul(sh.reshape(g, g.shape[:-1] + (1, g.shape[-1])), _swap(b))
-        return sh.reshape(row, row.shape[:-2] + (row.shape[-1],))
-    return matmul(g, _swap(b))
+        row = ops.matmul(ops.reshape(g, g.shape[:-1] + (1, g.shape[-1])), _swap(ops, b))
+        return ops.reshape(row, row.shape[:-2] + (row.shape[-1],))
+    return ops.matmul(g, _swap(ops, b))
 
 
-def _matmul_grad_b(g, a, b, y):
+def _matmul_grad_b(ops, g, a, b, y):
     if a.ndim == 1:  # y = a @ b: db = a[:, None] * g[..., None, :]
         if b.ndim == 1:
             return g * a
-        return sh.reshape(a, (a.shape[0], 1)) * sh.reshape(g, g.shape[:-1] + (1, g.shape[-1]))
+        return ops.reshape(a, (a.shape[0], 1)) * ops.reshape(g, g.shape[:-1] + (1, g.shape[-1]))
     if b.ndim == 1:  # b acts as a column (k, 1): db = (a^T @ g[..., None])[..., 0]
-        col = matmul(_swap(a), sh.reshape(g, g.shape + (1,)))
-        return sh.reshape(col, col.shape[:-1])
-    return matmul(_swap(a), g)
+        col = ops.matmul(_swap(ops, a), ops.reshape(g, g.shape + (1,)))
+        return ops.reshape(col, col.shape[:-1])
+    return ops.matmul(_swap(ops, a), g)
 
 
-def _matmul_jvp(ts, a, b, y):
+def _matmul_jvp(ops, ts, a, b, y):
     ta, tb = ts
-    out = None if ta is None else matmul(ta, b)
+    out = None if ta is None else ops.matmul(ta, b)
     if tb is not None:
-        out = matmul(a, tb) if out is None else out + matmul(a, tb)
+        out = ops.matmul(a, tb) if out is None else out + ops.matmul(a, tb)
     return out
 
 
@@ -73,30 +72,30 @@ def _linear(xp, x, w, b):
     return y
 
 
-def _linear_grad_x(g, x, w, b, y):
-    return matmul(g, w)
+def _linear_grad_x(ops, g, x, w, b, y):
+    return ops.matmul(g, w)
 
 
-def _linear_grad_w(g, x, w, b, y):
+def _linear_grad_w(ops, g, x, w, b, y):
     # g^T @ x in W's own (out, in) layout, contiguous; batch dims are summed over (flattened
     # first; a 2-D input, the common case, needs no reshape ops)
-    g2 = g if g.ndim == 2 else sh.reshape(g, (-1, g.shape[-1]))
-    x2 = x if x.ndim == 2 else sh.reshape(x, (-1, x.shape[-1]))
-    return matmul(sh.transpose(g2), x2)
+    g2 = g if g.ndim == 2 else ops.reshape(g, (-1, g.shape[-1]))
+    x2 = x if x.ndim == 2 else ops.reshape(x, (-1, x.shape[-1]))
+    return ops.matmul(ops.transpose(g2), x2)
 
 
 # fmt: off
 linear_ = defop("linear", _linear, save={"x": "w", "w": "x", "b": ""}, optional=("b",),
-                vjp=(_linear_grad_x, _linear_grad_w, lambda g, x, w, b, y: g),
-                jvp=lambda ts, x, w, b, y: _linear_jvp(ts, x, w, b))
+                vjp=(_linear_grad_x, _linear_grad_w, lambda ops, g, x, w, b, y: g),
+                jvp=lambda ops, ts, x, w, b, y: _linear_jvp(ops, ts, x, w, b))
 # fmt: on
 
 
-def _linear_jvp(ts, x, w, b):
+def _linear_jvp(ops, ts, x, w, b):
     tx, tw, tb = ts
     out = None
-    for t in (None if tx is None else matmul(tx, sh.transpose(w)),
-              None if tw is None else matmul(x, sh.transpose(tw)), tb):
+    for t in (None if tx is None else ops.matmul(tx, ops.transpose(w)),
+              None if tw is None else ops.matmul(x, ops.transpose(tw)), tb):
         if t is not None:
             out = t if out is None else out + t
     return out

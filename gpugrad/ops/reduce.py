@@ -5,9 +5,7 @@ import numbers
 import numpy as np
 
 from gpugrad import devices
-from gpugrad.ops import elementwise as ew
-from gpugrad.ops import shape as sh
-from gpugrad.ops.registry import constant, defop, deflinear
+from gpugrad.ops.registry import defop, deflinear
 
 
 def _axes(ndim, axis):
@@ -28,12 +26,12 @@ def _kept_shape(shape, axis):
     return tuple(1 if i in axes else n for i, n in enumerate(shape))
 
 
-def _keep(g, x, axis):
+def _keep(ops, g, x, axis):
     """g reshaped so it broadcasts against x (the reduced axes kept as size 1); as it is when
     it already does (a full reduction's 0-d g broadcasts anywhere): no op for nothing."""
     if axis is None or g.shape == _kept_shape(x.shape, axis):
         return g
-    return sh.reshape(g, _kept_shape(x.shape, axis))
+    return ops.reshape(g, _kept_shape(x.shape, axis))
 
 
 def _count(x, axis):
@@ -81,32 +79,32 @@ def logsumexp_array(xp, x, axis, keepdims):
     return out if keepdims else xp.squeeze(out, axis=axis)
 
 
-def _softmax_of(x, axis):
+def _softmax_of(ops, x, axis):
     """softmax(x) along axis, the gradient of logsumexp: shifted by max(x), a constant (no
     gradient flows through a shift softmax does not see), never by logsumexp(x) itself, which
     rounds to max(x) at large |x| and would give exp(0) = 1 for every tied maximum."""
-    e = ew.exp(x - max(constant(x), axis=axis, keepdims=True))
-    return e / sum(e, axis=axis, keepdims=True)
+    e = ops.exp(x - ops.max(ops.constant(x), axis=axis, keepdims=True))
+    return e / ops.sum(e, axis=axis, keepdims=True)
 
 
-def _attains(x, y, axis):
+def _attains(ops, x, y, axis):
     """Elements of x that attain the extreme y: equal to it, or NaN where y is NaN (a NaN
     result came from them; PyTorch's max() over all elements routes it so too)."""
-    kept = _keep(y, x, axis)
+    kept = _keep(ops, y, x, axis)
     return (x == kept) | ((x != x) & (kept != kept))
 
 
-def _extreme_grad(g, x, y, axis):
+def _extreme_grad(ops, g, x, y, axis):
     """max/min: the gradient is shared equally among all elements that attain the extreme."""
-    hit = _attains(x, y, axis)
-    count = sum(hit.astype(x.dtype), axis=axis, keepdims=True)
-    return ew.where(hit, _keep(g, x, axis) / count, 0.0)
+    hit = _attains(ops, x, y, axis)
+    count = ops.sum(hit.astype(x.dtype), axis=axis, keepdims=True)
+    return ops.where(hit, _keep(ops, g, x, axis) / count, 0.0)
 
 
-def _extreme_jvp(ts, x, y, axis, keepdims):
-    hit = _attains(x, y, axis)
-    count = sum(hit.astype(x.dtype), axis=axis, keepdims=keepdims)
-    return sum(ew.where(hit, ts[0], 0.0), axis=axis, keepdims=keepdims) / count
+def _extreme_jvp(ops, ts, x, y, axis, keepdims):
+    hit = _attains(ops, x, y, axis)
+    count = ops.sum(hit.astype(x.dtype), axis=axis, keepdims=keepdims)
+    return ops.sum(ops.where(hit, ts[0], 0.0), axis=axis, keepdims=keepdims) / count
 
 
 def _norm(xp, x, *, ord=None, axis=None, keepdims=False):
@@ -125,8 +123,8 @@ def _sum_of(terms):
     return out
 
 
-def _safe(y):
-    return ew.where(y == 0, 1.0, y)  # a zero norm has zero (sub)gradient, as in PyTorch
+def _safe(ops, y):
+    return ops.where(y == 0, 1.0, y)  # a zero norm has zero (sub)gradient, as in PyTorch
 
 
 def _half_sum_squares(xp, *xs):
@@ -153,21 +151,21 @@ def _half_sum_squares_into(acc, g, x, y):
 
 # fmt: off
 half_sum_squares = defop("half_sum_squares", _half_sum_squares, save="self",
-                         vjp=(lambda g, x, y: g * x,), vjp_into=_half_sum_squares_into,
-                         jvp=lambda ts, *xs, y: _sum_of(sum(t * x) for t, x in zip(ts, xs) if t is not None))
+                         vjp=(lambda ops, g, x, y: g * x,), vjp_into=_half_sum_squares_into,
+                         jvp=lambda ops, ts, *xs, y: _sum_of(ops.sum(t * x) for t, x in zip(ts, xs) if t is not None))
 sum  = deflinear("sum",  lambda xp, x, *, axis=None, keepdims=False: xp.sum(x, axis=axis, keepdims=keepdims),
-                 vjp=(lambda g, x, y, axis, keepdims: sh.broadcast_to(_keep(g, x, axis), x.shape),))
+                 vjp=(lambda ops, g, x, y, axis, keepdims: ops.broadcast_to(_keep(ops, g, x, axis), x.shape),))
 mean = deflinear("mean", lambda xp, x, *, axis=None, keepdims=False: xp.mean(x, axis=axis, keepdims=keepdims),
-                 vjp=(lambda g, x, y, axis, keepdims: sh.broadcast_to(_keep(g / _count(x, axis), x, axis), x.shape),))
+                 vjp=(lambda ops, g, x, y, axis, keepdims: ops.broadcast_to(_keep(ops, g / _count(x, axis), x, axis), x.shape),))
 max  = defop("max",  lambda xp, x, *, axis=None, keepdims=False: xp.max(x, axis=axis, keepdims=keepdims),
-             save="x y", vjp=(lambda g, x, y, axis, keepdims: _extreme_grad(g, x, y, axis),), jvp=_extreme_jvp)
+             save="x y", vjp=(lambda ops, g, x, y, axis, keepdims: _extreme_grad(ops, g, x, y, axis),), jvp=_extreme_jvp)
 min  = defop("min",  lambda xp, x, *, axis=None, keepdims=False: xp.min(x, axis=axis, keepdims=keepdims),
-             save="x y", vjp=(lambda g, x, y, axis, keepdims: _extreme_grad(g, x, y, axis),), jvp=_extreme_jvp)
+             save="x y", vjp=(lambda ops, g, x, y, axis, keepdims: _extreme_grad(ops, g, x, y, axis),), jvp=_extreme_jvp)
 logsumexp = defop("logsumexp", lambda xp, x, *, axis=None, keepdims=False: logsumexp_array(xp, x, axis, keepdims),
                   save="x",
-                  vjp=(lambda g, x, y, axis, keepdims: _keep(g, x, axis) * _softmax_of(x, axis),),
-                  jvp=lambda ts, x, y, axis, keepdims: sum(ts[0] * _softmax_of(x, axis), axis=axis, keepdims=keepdims))
+                  vjp=(lambda ops, g, x, y, axis, keepdims: _keep(ops, g, x, axis) * _softmax_of(ops, x, axis),),
+                  jvp=lambda ops, ts, x, y, axis, keepdims: ops.sum(ts[0] * _softmax_of(ops, x, axis), axis=axis, keepdims=keepdims))
 norm = defop("norm", _norm, save="x y",
-             vjp=(lambda g, x, y, ord, axis, keepdims: _keep(g, x, axis) * x / _keep(_safe(y), x, axis),),
-             jvp=lambda ts, x, y, ord, axis, keepdims: sum(ts[0] * x, axis=axis, keepdims=keepdims) / _safe(y))
+             vjp=(lambda ops, g, x, y, ord, axis, keepdims: _keep(ops, g, x, axis) * x / _keep(ops, _safe(ops, y), x, axis),),
+             jvp=lambda ops, ts, x, y, ord, axis, keepdims: ops.sum(ts[0] * x, axis=axis, keepdims=keepdims) / _safe(ops, y))
 # fmt: on

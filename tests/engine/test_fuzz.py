@@ -12,6 +12,7 @@ import pytest
 
 import fuzz
 import gpugrad as gg
+from gpugrad.ops import shortcuts
 
 SEED = int(os.environ.get("GPUGRAD_FUZZ_SEED", "0"))  # CI's graphs; set it to fuzz others
 CHUNK = 250  # graphs per test, so that a failure points at a mode and a range of seeds
@@ -59,6 +60,42 @@ def test_backward_on_arrays_gives_the_recorded_rules_bits(start):
     """First-order backward run on arrays against the same rules recorded as Tensor ops
     (create_graph=True), bit for bit, in float32 and float64, where values fan out."""
     _check(fuzz.run(SEED, "arrays_vs_recorded", range(start, start + CHUNK), reference="fd"))
+
+
+def test_the_arrays_vs_recorded_graphs_take_the_engines_shortcuts(monkeypatch):
+    """The named shortcuts of ops/shortcuts.py happen in the graphs that the bitwise check
+    above runs, so that each is compared with the plain rules recorded: relu's mask dropped
+    for the output its consumer saves, the mask made again from that output, and the L2
+    gradient added into the one pending for its weight."""
+    taken = {"share": 0, "remake": 0, "into": 0}
+    share, remake = shortcuts.share_saved_outputs, shortcuts.remake_from_output
+    op = gg.OPS["half_sum_squares"]
+    into = op.vjp_into
+
+    def sharing_parents(node):
+        return sum(1 for p in node.parents if p is not None and p.op is not None
+                   and p.op.aux_from_output is not None and not p.freed and "y" in p.saved)
+
+    def counted_share(node, xs):
+        before = sharing_parents(node)
+        share(node, xs)
+        taken["share"] += sharing_parents(node) - before
+
+    def counted_remake(node, pending, expand):
+        before = sharing_parents(node)
+        remake(node, pending, expand)
+        taken["remake"] += before - sharing_parents(node)
+
+    def counted_into(acc, g, x, y):
+        out = into(acc, g, x, y=y)
+        taken["into"] += out is None
+        return out
+
+    monkeypatch.setattr(shortcuts, "share_saved_outputs", counted_share)
+    monkeypatch.setattr(shortcuts, "remake_from_output", counted_remake)
+    monkeypatch.setattr(op, "vjp_into", counted_into)
+    _check(fuzz.run(SEED, "arrays_vs_recorded", range(ARRAYS_GRAPHS), reference="fd"))
+    assert all(taken.values()), f"a shortcut no graph took: {taken}"
 
 
 @pytest.mark.parametrize("mode", list(GRAPHS))

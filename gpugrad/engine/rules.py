@@ -1,0 +1,203 @@
+"""One node's backward: its rules run on what it saved, each gradient summed back over the
+axes broadcasting added and checked against its input.
+
+Rules take the op namespace first (ops/namespace.py): at first order its functions are the
+ops' forwards on arrays, so the gradients are arrays; under create_graph they are the ops
+on Tensors, recorded, and under gg.jvp they carry tangents (forward over reverse). Rules that
+do not take the namespace run inside first_order(), where recording.raw_rules makes the ops
+they call on arrays return arrays (applying._raw_apply).
+"""
+
+import contextlib
+
+import numpy as np
+
+from gpugrad import devices
+from gpugrad import recording
+from gpugrad import tensors
+from gpugrad.engine import checks
+from gpugrad.ops import namespace
+from gpugrad.recording import GraphError, Unsaved
+
+
+@contextlib.contextmanager
+def first_order():
+    """The engine's scope at first order: nothing recorded, and the ops that rules not taking
+    the op namespace call on arrays return arrays."""
+    state = recording._state
+    outer = state.recording, state.training, state.raw_rules
+    state.recording, state.training, state.raw_rules = False, False, True
+    try:
+        yield
+    finally:
+        state.recording, state.training, state.raw_rules = outer
+
+
+def input_grads(node, g, as_tensors, create_graph, pending=None):
+    """The gradients of the node's inputs (None for those that take none): arrays from the
+    rules run on arrays, or Tensors from the rules run as Tensor ops. With `pending` (first
+    order), an op's vjp_into may add an input's gradient into the array pending for it and
+    give None for it (ops/shortcuts.py)."""
+    if as_tensors:
+        return _tensor_grads(node, g, create_graph)
+    if node.op.tensor_rules:  # rules that need Tensors (a gg.Function's backward): arrays out
+        state = recording._state
+        state.raw_rules = False
+        try:
+            grads = _tensor_grads(node, tensors.wrap(g, node.out_meta[2]), False)
+        finally:
+            state.raw_rules = True
+        return [None if gi is None else gi.data for gi in grads]
+    device = node.out_meta[2]
+    be = devices.get(device)
+    if be.is_cpu:
+        return _array_grads(node, g, device, pending)
+    with be.active:  # once for the node's ops, which then need no device switch of their own
+        return _array_grads(node, g, device, pending)
+
+
+def _array_grads(node, g, device, pending):
+    """First order: the rules on arrays; none of the checks the forward already did."""
+    args, y, aux = _rule_inputs(node, False, False)
+    ops_ = namespace.array_ops(device) if node.op.rules_take_ops else None
+    grads = _call_rules(node, ops_, g, args, y, aux, pending)
+    for i, (p, gi) in enumerate(zip(node.parents, grads)):
+        if p is None or gi is None:
+            grads[i] = None
+            continue
+        shape, dtype, input_device = node.metas[i]
+        if isinstance(gi, np.generic):  # NumPy's 0-d arithmetic gives scalars
+            gi = np.asarray(gi)
+        elif not devices.is_backend_array(gi):
+            raise _not_a(node, i, gi, "an array")
+        if gi.shape != shape:
+            gi = _fitted(node, i, gi, shape, namespace.array_ops(input_device))
+        grads[i] = gi if gi.dtype == dtype else as_array(gi.astype(dtype))
+    return grads
+
+
+def _tensor_grads(node, g, create_graph):
+    """The rules as Tensor ops: recorded under create_graph, so the gradients have history,
+    and carrying tangents under gg.jvp (forward over reverse)."""
+    op = node.op
+    args, y, aux = _rule_inputs(node, True, create_graph)
+    ops_ = namespace.TENSOR_OPS if op.rules_take_ops else None
+    grads = _call_rules(node, ops_, g, args, y, aux)
+    for i, (p, gi) in enumerate(zip(node.parents, grads)):
+        if p is None or gi is None:
+            grads[i] = None
+            continue
+        shape, dtype, device = node.metas[i]
+        if not isinstance(gi, tensors.Tensor):
+            raise _not_a(node, i, gi, "a Tensor")
+        if gi.shape != shape:
+            gi = _fitted(node, i, gi, shape, namespace.TENSOR_OPS)
+        if gi.device != device:
+            raise GraphError(f"{op.name}: gradient for {op.input_name(i)} is on {gi.device!r} "
+                             f"but the input is on {device!r}")
+        grads[i] = gi if gi.dtype == dtype else gi.astype(dtype)
+    return grads
+
+
+def _call_rules(node, ops_, g, args, y, aux, pending=None):
+    """The gradient of each input from the op's rules, given `ops_` first where they take the
+    op namespace (None for an input that takes none)."""
+    op, params = node.op, node.params
+    if ops_ is None and not op.variadic and op.vjp_all is None:  # one rule per input, no lead
+        return [None if p is None else rule(g, *args, y=y, **aux, **params)
+                for p, rule in zip(node.parents, op.vjp)]
+    lead = () if ops_ is None else (ops_,)
+    if op.vjp_all is not None:
+        return list(op.vjp_all(*lead, g, *args, y=y, **aux, **params))
+    if op.variadic:  # one rule, applied to each input that takes a gradient
+        rule, out = op.vjp[0], []
+        for i, p in enumerate(node.parents):
+            if p is None:
+                out.append(None)
+            elif pending is not None and pending[i] is not None:
+                out.append(op.vjp_into(pending[i], g, args[i], y=y, **aux, **params))
+            else:
+                out.append(rule(*lead, g, args[i], y=y, **aux, **params))
+        return out
+    return [None if p is None else rule(*lead, g, *args, y=y, **aux, **params)
+            for p, rule in zip(node.parents, op.vjp)]
+
+
+def _as_is(a, device, node=None):
+    return a
+
+
+def _with_tangent(node, key, t):
+    """A saved Tensor with the tangents it had when the node was recorded under gg.jvp."""
+    if node.tangents is not None and key in node.tangents:
+        t._tangent = node.tangents[key]
+    return t
+
+
+def _rule_inputs(node, as_tensors, create_graph):
+    """What the node saved, for its rules: as arrays, or as Tensors (with their history when
+    create_graph, and their tangents under gg.jvp); placeholders for what it did not save."""
+    if node.epoch != recording._epoch:
+        checks.check_unchanged(node)
+    op, saved = node.op, node.saved
+    wrap = tensors.wrap if as_tensors else _as_is
+    args = []
+    for i, meta in enumerate(node.metas):
+        if meta is None:
+            args.append(saved[i])
+        elif i in saved:
+            a = wrap(saved[i], meta[2], node.parents[i] if create_graph else None)
+            args.append(_with_tangent(node, i, a) if as_tensors else a)
+        else:
+            args.append(Unsaved(op.name, op.input_name(i), meta))
+    if "y" in saved:
+        y = wrap(saved["y"], node.out_meta[2], node if create_graph else None)
+        y = _with_tangent(node, "y", y) if as_tensors else y
+    else:
+        y = Unsaved(op.name, "its output y", node.out_meta)
+    aux = {}
+    for k in op.aux:  # arrays only backward needs (no history: they are not differentiable)
+        a = saved.get(k)
+        if a is not None:
+            aux[k] = wrap(a, node.out_meta[2])
+        elif op.aux_from_output is not None and "y" in saved:
+            aux[k] = None  # dropped for the output a consumer keeps: the rule reads y
+        else:
+            aux[k] = Unsaved(op.name, k, (None, None, node.out_meta[2]))
+    return args, y, aux
+
+
+def unbroadcast(ops, g, shape):
+    """Sum a gradient over the axes broadcasting added, back to `shape`: the leading axes it
+    lacks, and the axes where it has size 1 and the gradient does not. Anything else (fewer
+    dimensions than the input, a size that is neither) is left as it is for the caller's
+    shape check to name."""
+    if g.shape == shape:
+        return g
+    lead = g.ndim - len(shape)
+    if lead < 0 or any(n != 1 and g.shape[lead + i] != n for i, n in enumerate(shape)):
+        return g  # not a broadcast of the input's shape
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
+    if not axes:
+        return g
+    return ops.reshape(ops.sum(g, axis=axes, keepdims=True), shape)
+
+
+def _fitted(node, i, gi, shape, ops):
+    """A rule's gradient for input i summed back over the axes broadcasting added (arrays or
+    Tensors alike, by `ops`), or a GraphError naming both shapes."""
+    gi = unbroadcast(ops, gi, shape)
+    if gi.shape != shape:
+        raise GraphError(f"{node.op.name}: gradient for {node.op.input_name(i)} has shape "
+                         f"{gi.shape} but the input has shape {shape}")
+    return gi
+
+
+def _not_a(node, i, gi, what):
+    return GraphError(f"{node.op.name}: the gradient rule for {node.op.input_name(i)} returned "
+                      f"{type(gi).__name__}, not {what}")
+
+
+def as_array(a):
+    return np.asarray(a) if isinstance(a, np.generic) else a
