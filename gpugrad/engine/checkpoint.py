@@ -13,7 +13,8 @@ def _checkpoint_forward(xp, *xs, fn, n_args, result, outside, arg_nodes):
 
 
 def _checkpoint_vjp(ops, g, *xs, y, fn, n_args, result, outside, arg_nodes):
-    """Recompute fn on fresh leaves and return the gradients of every parent of the node."""
+    """Recompute fn on fresh leaves and return the gradients of every parent of the node (on
+    Tensors at every order, as fn is user code: `ops` goes unused)."""
     create = recording.is_recording()  # the engine records here exactly when create_graph
     fresh = []
     with recording.record(train_mode=recording.is_training()):

@@ -284,9 +284,9 @@ def test_a_rule_that_returns_no_array_fails_by_name(device):
 
 
 def test_a_function_backward_runs_on_tensors_at_first_order(device):
-    """The engine runs built-in rules on arrays at first order, where gg ops given arrays return
-    arrays; a gg.Function's backward is user code and keeps the public behaviour: Tensors in,
-    and gg ops on arrays return Tensors."""
+    """The engine runs built-in rules on the op namespace's array forwards at first order; a
+    gg.Function's backward is user code and keeps the public behaviour: Tensors in, and gg ops
+    on arrays return Tensors."""
     seen = []
 
     class Twice(gg.Function):
