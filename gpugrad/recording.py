@@ -43,9 +43,6 @@ class _State(threading.local):
     structure_only = None  # a _Structure while gg.checkpoint discovers what fn reaches
     anomaly = False  # detect_anomaly: note where each op is recorded, check every gradient
     note_lines = 0  # inside note_lines() or detect_anomaly(): remember each op's user line
-    # while the engine runs, at first order, a rule that does not take the op namespace: the
-    # ops it calls on arrays return arrays (ops/applying.py's _raw_apply)
-    raw_rules = False
 
 
 _state = _State()

@@ -109,8 +109,7 @@ def _run(heads, head_grads, retain_graph, create_graph, targets=None):
     for node, g in zip(roots, head_grads):
         walk.grads[node] = rules.as_array(walk.grads[node] + g) if node in walk.grads else g
     # inf and NaN in gradients are anomaly mode's to report
-    with record() if create_graph else pause() if as_tensors else rules.first_order(), \
-            devices.quiet():
+    with record() if create_graph else pause(), devices.quiet():
         walk.run(order)
     if targets is None:
         accumulation.write_leaves(walk.leaves, as_tensors, external)

@@ -12,8 +12,9 @@ def _checkpoint_forward(xp, *xs, fn, n_args, result, outside, arg_nodes):
     return result.pop()  # computed once, in structure-only mode, before the node was made
 
 
-def _checkpoint_vjp(g, *xs, y, fn, n_args, result, outside, arg_nodes):
-    """Recompute fn on fresh leaves and return the gradients of every parent of the node."""
+def _checkpoint_vjp(ops, g, *xs, y, fn, n_args, result, outside, arg_nodes):
+    """Recompute fn on fresh leaves and return the gradients of every parent of the node (on
+    Tensors at every order, as fn is user code: `ops` goes unused)."""
     create = recording.is_recording()  # the engine records here exactly when create_graph
     fresh = []
     with recording.record(train_mode=recording.is_training()):

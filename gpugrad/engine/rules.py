@@ -1,14 +1,11 @@
 """One node's backward: its rules run on what it saved, each gradient summed back over the
 axes broadcasting added and checked against its input.
 
-Rules take the op namespace first (ops/namespace.py): at first order its functions are the
-ops' forwards on arrays, so the gradients are arrays; under create_graph they are the ops
-on Tensors, recorded, and under gg.jvp they carry tangents (forward over reverse). Rules that
-do not take the namespace run inside first_order(), where recording.raw_rules makes the ops
-they call on arrays return arrays (applying._raw_apply).
+Every rule takes the op namespace first (ops/namespace.py): at first order its functions are
+the ops' forwards on arrays, so the gradients are arrays; under create_graph they are the ops
+on Tensors, recorded, and under gg.jvp they carry tangents (forward over reverse). One rule,
+one path: which namespace it gets is the only difference.
 """
-
-import contextlib
 
 import numpy as np
 
@@ -20,19 +17,6 @@ from gpugrad.ops import namespace
 from gpugrad.recording import GraphError, Unsaved
 
 
-@contextlib.contextmanager
-def first_order():
-    """The engine's scope at first order: nothing recorded, and the ops that rules not taking
-    the op namespace call on arrays return arrays."""
-    state = recording._state
-    outer = state.recording, state.training, state.raw_rules
-    state.recording, state.training, state.raw_rules = False, False, True
-    try:
-        yield
-    finally:
-        state.recording, state.training, state.raw_rules = outer
-
-
 def input_grads(node, g, as_tensors, create_graph, pending=None):
     """The gradients of the node's inputs (None for those that take none): arrays from the
     rules run on arrays, or Tensors from the rules run as Tensor ops. With `pending` (first
@@ -41,12 +25,7 @@ def input_grads(node, g, as_tensors, create_graph, pending=None):
     if as_tensors:
         return _tensor_grads(node, g, create_graph)
     if node.op.tensor_rules:  # rules that need Tensors (a gg.Function's backward): arrays out
-        state = recording._state
-        state.raw_rules = False
-        try:
-            grads = _tensor_grads(node, tensors.wrap(g, node.out_meta[2]), False)
-        finally:
-            state.raw_rules = True
+        grads = _tensor_grads(node, tensors.wrap(g, node.out_meta[2]), False)
         return [None if gi is None else gi.data for gi in grads]
     device = node.out_meta[2]
     be = devices.get(device)
@@ -59,8 +38,7 @@ def input_grads(node, g, as_tensors, create_graph, pending=None):
 def _array_grads(node, g, device, pending):
     """First order: the rules on arrays; none of the checks the forward already did."""
     args, y, aux = _rule_inputs(node, False, False)
-    ops_ = namespace.array_ops(device) if node.op.rules_take_ops else None
-    grads = _call_rules(node, ops_, g, args, y, aux, pending)
+    grads = _call_rules(node, namespace.array_ops(device), g, args, y, aux, pending)
     for i, (p, gi) in enumerate(zip(node.parents, grads)):
         if p is None or gi is None:
             grads[i] = None
@@ -81,8 +59,7 @@ def _tensor_grads(node, g, create_graph):
     and carrying tangents under gg.jvp (forward over reverse)."""
     op = node.op
     args, y, aux = _rule_inputs(node, True, create_graph)
-    ops_ = namespace.TENSOR_OPS if op.rules_take_ops else None
-    grads = _call_rules(node, ops_, g, args, y, aux)
+    grads = _call_rules(node, namespace.TENSOR_OPS, g, args, y, aux)
     for i, (p, gi) in enumerate(zip(node.parents, grads)):
         if p is None or gi is None:
             grads[i] = None
@@ -99,16 +76,12 @@ def _tensor_grads(node, g, create_graph):
     return grads
 
 
-def _call_rules(node, ops_, g, args, y, aux, pending=None):
-    """The gradient of each input from the op's rules, given `ops_` first where they take the
-    op namespace (None for an input that takes none)."""
+def _call_rules(node, ops, g, args, y, aux, pending=None):
+    """The gradient of each input from the op's rules, given the op namespace `ops` first
+    (None for an input that takes none)."""
     op, params = node.op, node.params
-    if ops_ is None and not op.variadic and op.vjp_all is None:  # one rule per input, no lead
-        return [None if p is None else rule(g, *args, y=y, **aux, **params)
-                for p, rule in zip(node.parents, op.vjp)]
-    lead = () if ops_ is None else (ops_,)
     if op.vjp_all is not None:
-        return list(op.vjp_all(*lead, g, *args, y=y, **aux, **params))
+        return list(op.vjp_all(ops, g, *args, y=y, **aux, **params))
     if op.variadic:  # one rule, applied to each input that takes a gradient
         rule, out = op.vjp[0], []
         for i, p in enumerate(node.parents):
@@ -117,9 +90,9 @@ def _call_rules(node, ops_, g, args, y, aux, pending=None):
             elif pending is not None and pending[i] is not None:
                 out.append(op.vjp_into(pending[i], g, args[i], y=y, **aux, **params))
             else:
-                out.append(rule(*lead, g, args[i], y=y, **aux, **params))
+                out.append(rule(ops, g, args[i], y=y, **aux, **params))
         return out
-    return [None if p is None else rule(*lead, g, *args, y=y, **aux, **params)
+    return [None if p is None else rule(ops, g, *args, y=y, **aux, **params)
             for p, rule in zip(node.parents, op.vjp)]
 
 

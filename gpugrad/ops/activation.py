@@ -21,9 +21,8 @@ from gpugrad import devices
 from gpugrad.devices.cuda import kernels, specs
 from gpugrad.devices.cuda import references as ref
 from gpugrad.devices.cuda.references import leaky_relu_mask, relu_mask
-from gpugrad.ops import elementwise as ew
 from gpugrad.ops import reduce
-from gpugrad.ops.registry import OPS, defelementwise, defop, jvp_of_two, no_gradient
+from gpugrad.ops.registry import defelementwise, defop, jvp_of_two, no_gradient
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
@@ -41,11 +40,11 @@ class Activation(NamedTuple):
     module: str          # its gg.nn module class (PyTorch's name for it)
     forward: Callable    # (xp, x, **params) -> y, on arrays
     backward: Callable = None  # (xp, g, s, **params) -> dx on arrays, s the saved x or y
-    backward_derivative: Callable = None  # (g, s, **params): g times d(backward)/ds, in Tensor ops
+    backward_derivative: Callable = None  # (ops, g, s, **params): g times d(backward)/ds, in `ops`
     variant: str = None  # the parameter that picks the kernel (gelu's approximate)
     check: Callable = None     # (params) -> None, raising for bad parameters
     saves_if: Callable = None  # (params) -> "x" or "y" where that depends on them (elu)
-    forward_partial: Callable = None  # (g, x, y, **params) -> dx where the backward op is not it
+    forward_partial: Callable = None  # (ops, g, x, y, **params) -> dx where the backward op is not it
 
     def kernel(self, params):
         """The kernel name for these parameters."""
@@ -132,37 +131,37 @@ def _hardswish_array(xp, x):
 
 
 # ---------------------------------------------------------------------------- second derivatives
-# In Tensor ops: the rule of each backward op with respect to what it saved, times g.
+# In the op namespace `ops`: the rule of each backward op with respect to what it saved, times g.
 
 
-def _gelu_second_derivative(g, x, approximate):
+def _gelu_second_derivative(ops, g, x, approximate):
     if approximate == "tanh":
-        t = OPS["tanh"].function(_SQRT_2_OVER_PI * (x + _GELU_C * x * x * x))
+        t = ops.tanh(_SQRT_2_OVER_PI * (x + _GELU_C * x * x * x))
         du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_C * x * x)
         d2u = 6 * _SQRT_2_OVER_PI * _GELU_C * x
         return g * ((1 - t * t) * (du - x * t * du * du + 0.5 * x * d2u))
-    return g * (_INV_SQRT_2PI * ew.exp(-0.5 * (x * x)) * (2 - x * x))
+    return g * (_INV_SQRT_2PI * ops.exp(-0.5 * (x * x)) * (2 - x * x))
 
 
-def _silu_second_derivative(g, x):
-    s = OPS["sigmoid"].function(x)
+def _silu_second_derivative(ops, g, x):
+    s = ops.sigmoid(x)
     return g * (s * (1 - s) * (2 + x * (1 - 2 * s)))
 
 
-def _softplus_second_derivative(g, x, beta, threshold):
-    s = OPS["sigmoid"].function(x * beta)
-    return ew.where(x * beta > threshold, 0.0, g * beta * s * (1 - s))
+def _softplus_second_derivative(ops, g, x, beta, threshold):
+    s = ops.sigmoid(x * beta)
+    return ops.where(x * beta > threshold, 0.0, g * beta * s * (1 - s))
 
 
-def _softsign_second_derivative(g, x):
-    d = 1 + ew.abs(x)
-    return -2 * g * ew.sign(x) / (d * d * d)
+def _softsign_second_derivative(ops, g, x):
+    d = 1 + ops.abs(x)
+    return -2 * g * ops.sign(x) / (d * d * d)
 
 
-def _elu_grad(g, x, y, alpha):
+def _elu_grad(ops, g, x, y, alpha):
     if alpha >= 0:
-        return OPS["elu_backward"].function(g, y, alpha=alpha)
-    return ew.where(x <= 0, g * alpha * ew.exp(x), g)  # a negative alpha needs x, not y
+        return ops.elu_backward(g, y, alpha=alpha)
+    return ops.where(x <= 0, g * alpha * ops.exp(x), g)  # a negative alpha needs x, not y
 
 
 def _check_softplus(params):
@@ -183,7 +182,7 @@ ACTIVATIONS = {a.name: a for a in (
     Activation("elu", {None: ("elu", "Elu")}, "y", (("alpha", 1.0),), "ELU",
                forward=lambda xp, x, alpha: xp.where(x > 0, x, alpha * xp.expm1(xp.minimum(x, 0))),
                backward=lambda xp, g, out, alpha: xp.where(out <= 0, g * (out + alpha), g),  # NaN: g
-               backward_derivative=lambda g, out, alpha: ew.where(out > 0, 0.0, g),
+               backward_derivative=lambda ops, g, out, alpha: ops.where(out > 0, 0.0, g),
                saves_if=lambda p: "y" if p["alpha"] >= 0 else "x", forward_partial=_elu_grad),
     Activation("gelu", {"none": ("gelu", "Gelu"), "tanh": ("gelu_tanh", "GeluTanh")}, "x",
                (("approximate", "none"),), "GELU", variant="approximate",
@@ -194,17 +193,17 @@ ACTIVATIONS = {a.name: a for a in (
                forward=_softplus_array, check=_check_softplus, backward=_softplus_bwd_array, backward_derivative=_softplus_second_derivative),
     Activation("sigmoid", {None: ("sigmoid", "Sigmoid")}, "y", (), "Sigmoid",
                forward=_sigmoid_array, backward=lambda xp, g, out: g * out * (1 - out),
-               backward_derivative=lambda g, out: g * (1 - 2 * out)),
+               backward_derivative=lambda ops, g, out: g * (1 - 2 * out)),
     Activation("tanh", {None: ("tanh", "Tanh")}, "y", (), "Tanh",
                forward=lambda xp, x: xp.tanh(x), backward=lambda xp, g, out: g * (1 - out * out),
-               backward_derivative=lambda g, out: -2 * g * out),
+               backward_derivative=lambda ops, g, out: -2 * g * out),
     Activation("softsign", {None: ("softsign", "Softsign")}, "x", (), "Softsign",
                forward=_softsign_array, backward=lambda xp, g, x: g / ((1 + xp.abs(x)) ** 2),
                backward_derivative=_softsign_second_derivative),
     # backward: PyTorch's branches, 0 up to -3 and 1 from 3 on; a NaN input passes g on
     Activation("hardswish", {None: ("hardswish", "Hardswish")}, "x", (), "Hardswish",
                forward=_hardswish_array, backward=lambda xp, g, x: xp.where(x <= -3, 0.0, xp.where(x < 3, g * (x / 3 + 0.5), g)),
-               backward_derivative=lambda g, x: ew.where(x <= -3, 0.0, ew.where(x < 3, g / 3, 0.0))),
+               backward_derivative=lambda ops, g, x: ops.where(x <= -3, 0.0, ops.where(x < 3, g / 3, 0.0))),
 )}
 # fmt: on
 
@@ -232,14 +231,14 @@ def _output_backward(xp, g, out, *, negative_slope=0.0, leaky=False):
 # the (integer) mask.
 # fmt: off
 relu_backward = defop("relu_backward", _mask_backward, save="mask",
-                      vjp=(lambda h, g, mask, y, negative_slope: relu_backward(h, mask, negative_slope=negative_slope), no_gradient),
-                      jvp=lambda ts, g, mask, y, negative_slope: None if ts[0] is None else relu_backward(ts[0], mask, negative_slope=negative_slope))
+                      vjp=(lambda ops, h, g, mask, y, negative_slope: ops.relu_backward(h, mask, negative_slope=negative_slope), no_gradient),
+                      jvp=lambda ops, ts, g, mask, y, negative_slope: None if ts[0] is None else ops.relu_backward(ts[0], mask, negative_slope=negative_slope))
 # The same from the output, where the next op keeps it and no mask was kept (relu_backward's
 # twin, so that no mask has to be made again for a backward)
 relu_backward_from_output = defop(
     "relu_backward_from_output", _output_backward, save="out",
-    vjp=(lambda h, g, out, y, negative_slope, leaky: relu_backward_from_output(h, out, negative_slope=negative_slope, leaky=leaky), no_gradient),
-    jvp=lambda ts, g, out, y, negative_slope, leaky: None if ts[0] is None else relu_backward_from_output(ts[0], out, negative_slope=negative_slope, leaky=leaky))
+    vjp=(lambda ops, h, g, out, y, negative_slope, leaky: ops.relu_backward_from_output(h, out, negative_slope=negative_slope, leaky=leaky), no_gradient),
+    jvp=lambda ops, ts, g, out, y, negative_slope, leaky: None if ts[0] is None else ops.relu_backward_from_output(ts[0], out, negative_slope=negative_slope, leaky=leaky))
 # fmt: on
 
 
@@ -302,14 +301,14 @@ def _backward_op(a):
     s = "x" if a.saves == "x" else "out"
     name = f"{a.name}_backward"
 
-    def along_g(t, saved, p):  # the op itself: linear in g
-        return OPS[name].function(t, saved, **p)
+    def along_g(ops, t, saved, p):  # the op itself: linear in g
+        return getattr(ops, name)(t, saved, **p)
 
     return defop(name, backward, save={"g": s, s: f"g {s}"}, params=dict(a.params),
-                 vjp=(lambda h, g, saved, y, **p: along_g(h, saved, p),
-                      lambda h, g, saved, y, **p: a.backward_derivative(h * g, saved, **p)),
-                 jvp=lambda ts, g, saved, y, **p: jvp_of_two(
-                     ts, lambda t: along_g(t, saved, p), lambda t: a.backward_derivative(t * g, saved, **p)))
+                 vjp=(lambda ops, h, g, saved, y, **p: along_g(ops, h, saved, p),
+                      lambda ops, h, g, saved, y, **p: a.backward_derivative(ops, h * g, saved, **p)),
+                 jvp=lambda ops, ts, g, saved, y, **p: jvp_of_two(
+                     ts, lambda t: along_g(ops, t, saved, p), lambda t: a.backward_derivative(ops, t * g, saved, **p)))
 
 
 def _declare(a):
@@ -319,24 +318,25 @@ def _declare(a):
     if a.saves == "mask":
         leaky = "negative_slope" in params
 
-        def partial(g, x, y, mask, **p):  # mask None: dropped for the output, read that
+        def partial(ops, g, x, y, mask, **p):  # mask None: dropped for the output, read that
             slope = p.get("negative_slope", 0.0)
             if mask is None:
-                return relu_backward_from_output(g, y, negative_slope=slope, leaky=leaky)
-            return relu_backward(g, mask, negative_slope=slope)
+                return ops.relu_backward_from_output(g, y, negative_slope=slope, leaky=leaky)
+            return ops.relu_backward(g, mask, negative_slope=slope)
         op = defelementwise(a.name, forward, save="mask", aux=("mask",), params=params,
                             forward_saving=_mask_saving_of(a, forward), partials=(partial,),
                             aux_from_output=_mask_from_output(a))
         return {a.name: op}
     backward = _backward_op(a)
+    name = backward.op.name
     if a.forward_partial is not None:
         partial = a.forward_partial
     elif a.saves == "x":
-        def partial(g, x, y, **p):
-            return backward(g, x, **p)
+        def partial(ops, g, x, y, **p):
+            return getattr(ops, name)(g, x, **p)
     else:
-        def partial(g, x, y, **p):
-            return backward(g, y, **p)
+        def partial(ops, g, x, y, **p):
+            return getattr(ops, name)(g, y, **p)
     save = (lambda p: a.saved(p)) if a.saves_if else a.saves
     op = defelementwise(a.name, forward, save=save, params=params, partials=(partial,))
     return {a.name: op, f"{a.name}_backward": backward}
@@ -390,9 +390,9 @@ def _log_softmax(xp, x, *, axis=-1):
 
 # fmt: off
 softmax     = defop("softmax",     _softmax,     save="y",
-                    vjp=(lambda g, x, y, axis: y * (g - reduce.sum(g * y, axis=axis, keepdims=True)),),
-                    jvp=lambda ts, x, y, axis: y * (ts[0] - reduce.sum(ts[0] * y, axis=axis, keepdims=True)))
+                    vjp=(lambda ops, g, x, y, axis: y * (g - ops.sum(g * y, axis=axis, keepdims=True)),),
+                    jvp=lambda ops, ts, x, y, axis: y * (ts[0] - ops.sum(ts[0] * y, axis=axis, keepdims=True)))
 log_softmax = defop("log_softmax", _log_softmax, save="y",
-                    vjp=(lambda g, x, y, axis: g - ew.exp(y) * reduce.sum(g, axis=axis, keepdims=True),),
-                    jvp=lambda ts, x, y, axis: ts[0] - reduce.sum(ew.exp(y) * ts[0], axis=axis, keepdims=True))
+                    vjp=(lambda ops, g, x, y, axis: g - ops.exp(y) * ops.sum(g, axis=axis, keepdims=True),),
+                    jvp=lambda ops, ts, x, y, axis: ts[0] - ops.sum(ops.exp(y) * ts[0], axis=axis, keepdims=True))
 # fmt: on

@@ -25,9 +25,7 @@ def apply(op, inputs, params):
         xs = inputs
         arrays, device = fast
     else:
-        xs, arrays, device = _other_inputs(op, inputs, params)
-        if arrays is None:  # an op a rule called on arrays, run on them (_raw_apply)
-            return xs
+        xs, arrays, device = _other_inputs(op, inputs)
     state = recording._state  # one lookup of the thread's recording state
     parents = tangents = None
     constant = False  # the output is in the graph with a zero derivative (recording.CONSTANT)
@@ -97,14 +95,9 @@ def _fast_inputs(inputs):
     return (arrays, device) if device is not None else None
 
 
-def _other_inputs(op, inputs, params):
+def _other_inputs(op, inputs):
     """(inputs as Tensors or scalars, their arrays, their device): arrays and lists become
-    tensors on the common device; tensors on different devices are refused. While the engine
-    runs rules that do not take the op namespace: (the op's result on arrays, None, None)."""
-    if recording._state.raw_rules:
-        raw = _raw_apply(op, inputs, params)
-        if raw is not None:
-            return raw, None, None
+    tensors on the common device; tensors on different devices are refused."""
     xs = _coerce(op, inputs)
     device = None
     arrays = []
@@ -164,45 +157,6 @@ def _record(op, state, parents, xs, arrays, y, y_device, params, aux, structure)
     return node
 
 
-def _raw_apply(op, inputs, params):
-    """A rule's op on arrays, run on arrays: the forward alone, no Tensor, no node, no check.
-    For the rules that do not take the op namespace (op.Op.rules_take_ops), while the engine
-    runs them at first order. None where an input is a Tensor or none is an array (the
-    ordinary path takes those)."""
-    be = None
-    for x in inputs:
-        cls = type(x)
-        if cls is np.ndarray:
-            be = be or _CPU
-        elif x is None or cls in _SCALARS or isinstance(x, np.generic):
-            continue
-        elif isinstance(x, tensors.Tensor):
-            return None
-        elif isinstance(x, recording.Unsaved):
-            x.fail()
-        elif be is None:
-            device = devices.device_of_array(x)
-            if device is None:  # not an array (a list): the ordinary path
-                return None
-            be = devices.get(device)
-    if be is None:  # NumPy scalars only, which 0-d arithmetic on the CPU gives
-        if not any(isinstance(x, np.generic) for x in inputs):
-            return None
-        be = _CPU
-    try:
-        y = op.forward(be.xp, *inputs, **params)
-    except recording.ShapeError:
-        raise
-    except (ValueError, IndexError, TypeError) as e:
-        raise op.forward_error(inputs, e) from e
-    if be.is_cpu and type(y) is not np.ndarray and not devices.is_backend_array(y):
-        y = np.asarray(y)  # as apply() does
-    return y
-
-
-_CPU = devices.get("cpu")
-
-
 # ---------------------------------------------------------------------------- forward mode
 
 
@@ -226,13 +180,12 @@ def _set_tangents(op, tangents, xs, y, node, aux, params):
     has its own by then."""
     state = recording._state
     extra = {k: tensors.wrap(a, y.device) for k, a in aux.items()} if aux else {}
-    lead = (namespace.TENSOR_OPS,) if op.rules_take_ops else ()
     y._tangent = {}
     for level in sorted(tangents):
         outer = state.forward_levels
         state.forward_levels = tuple(lv for lv in outer if lv < level)
         try:
-            t = op.jvp(*lead, tangents[level], *xs, y=y, **extra, **params)
+            t = op.jvp(namespace.TENSOR_OPS, tangents[level], *xs, y=y, **extra, **params)
             if t is None:  # only inputs the output does not vary with have tangents
                 continue
             if t.shape != y.shape:

@@ -65,7 +65,7 @@ def _function_op(cls):
         names = [str(k) for k in params["ctx"].saved_keys if not isinstance(k, tuple)]
         return " ".join(names)
 
-    def vjp_all(g, *xs, y, ctx):
+    def vjp_all(ops, g, *xs, y, ctx):  # ops unused: the user's backward calls gg ops
         ctx.saved_tensors = tuple(_saved(k, xs, y, g) for k in ctx.saved_keys)
         grads = cls.backward(ctx, g)
         grads = grads if isinstance(grads, (tuple, list)) else (grads,)
@@ -74,7 +74,7 @@ def _function_op(cls):
                             f"{len(xs)} input(s)")
         return [None if gi is None else _as_tensor(gi, g) for gi in grads]
 
-    def jvp(ts, *xs, y, ctx):
+    def jvp(ops, ts, *xs, y, ctx):
         if "jvp" not in cls.__dict__:
             raise TypeError(f"{name} defines no jvp(ctx, *tangents), so forward mode cannot "
                             f"pass through it")

@@ -11,9 +11,6 @@ import numpy as np
 from gpugrad import devices
 from gpugrad import tensors
 from gpugrad.devices.cuda import specs
-from gpugrad.ops import activation as act
-from gpugrad.ops import reduce
-from gpugrad.ops import shape as sh
 from gpugrad.ops.registry import defop, jvp_of_two
 
 
@@ -56,27 +53,27 @@ def _onehot_like(x, labels):
         return tensors.wrap(_onehot(be.xp, labels, x.shape[1], x.dtype), x.device)
 
 
-def _xent_backward_grad_g(h, g, x, y, labels):
-    return reduce.sum((act.softmax(x, axis=1) - _onehot_like(x, labels)) * h, axis=1)
+def _xent_backward_grad_g(ops, h, g, x, y, labels):
+    return ops.sum((ops.softmax(x, axis=1) - _onehot_like(x, labels)) * h, axis=1)
 
 
-def _xent_backward_grad_x(h, g, x, y, labels):
-    hg = h * (sh.reshape(g, (g.shape[0], 1)) if g.ndim else g)  # softmax's vjp, cotangent h * g
-    p = act.softmax(x, axis=1)
-    return p * (hg - reduce.sum(hg * p, axis=1, keepdims=True))
+def _xent_backward_grad_x(ops, h, g, x, y, labels):
+    hg = h * (ops.reshape(g, (g.shape[0], 1)) if g.ndim else g)  # softmax's vjp, cotangent h * g
+    p = ops.softmax(x, axis=1)
+    return p * (hg - ops.sum(hg * p, axis=1, keepdims=True))
 
 
 # fmt: off
 softmax_cross_entropy = defop(
     "softmax_cross_entropy", _xent, save="x",
-    vjp=(lambda g, x, y, labels: softmax_cross_entropy_backward(g, x, labels=labels),),
-    jvp=lambda ts, x, y, labels: reduce.sum((act.softmax(x, axis=1) - _onehot_like(x, labels)) * ts[0], axis=1))
+    vjp=(lambda ops, g, x, y, labels: ops.softmax_cross_entropy_backward(g, x, labels=labels),),
+    jvp=lambda ops, ts, x, y, labels: _xent_backward_grad_g(ops, ts[0], None, x, None, labels))
 softmax_cross_entropy_backward = defop(
     "softmax_cross_entropy_backward", _xent_backward, save={"g": "x", "x": "g x"},
     vjp=(_xent_backward_grad_g, _xent_backward_grad_x),
-    jvp=lambda ts, g, x, y, labels: jvp_of_two(
-        ts, lambda t: softmax_cross_entropy_backward(t, x, labels=labels),
-        lambda t: _xent_backward_grad_x(t, g, x, None, labels)))
+    jvp=lambda ops, ts, g, x, y, labels: jvp_of_two(
+        ts, lambda t: ops.softmax_cross_entropy_backward(t, x, labels=labels),
+        lambda t: _xent_backward_grad_x(ops, t, g, x, None, labels)))
 # fmt: on
 
 

@@ -25,10 +25,9 @@ class Op:
                 dynamic_save), aux (names of arrays only backward needs), forward_saving
                 (forward that also returns those arrays)
     rules       vjp (one rule per input, or one for every input of a variadic op), vjp_all
-                (one rule for all inputs), jvp; rules_take_ops: the rules take the op namespace
-                as their first argument (ops/namespace.py), else they are called without it
-                and the ops they call on arrays return arrays (applying._raw_apply);
-                tensor_rules: the rules need Tensors even at first order (user code)
+                (one rule for all inputs), jvp; each takes the op namespace as its first
+                argument (ops/namespace.py); tensor_rules: the rules need Tensors even at
+                first order (user code)
     shortcuts   named optimizations (ops/shortcuts.py): vjp_into (add one input's gradient
                 into the array pending for it), aux_from_output (the aux arrays can be made
                 again from the output, so a consumer that saves the output makes them redundant)
@@ -38,7 +37,7 @@ class Op:
         "name", "forward", "inputs", "variadic", "defaults", "optional", "function",
         "kind", "differentiable", "moves_device",
         "save", "dynamic_save", "aux", "forward_saving",
-        "vjp", "vjp_all", "jvp", "rules_take_ops", "tensor_rules",
+        "vjp", "vjp_all", "jvp", "tensor_rules",
         "vjp_into", "aux_from_output",
     )
 
@@ -69,8 +68,8 @@ class Op:
         self.aux, self.forward_saving = tuple(aux), forward_saving
         self.dynamic_save = callable(save)
         self.save = save if self.dynamic_save else self.parse_save(save)
+        _check_rules_take_ops(name, (*(vjp or ()), vjp_all, jvp))
         self.vjp, self.vjp_all, self.jvp = vjp, vjp_all, jvp
-        self.rules_take_ops = _rules_take_ops(name, vjp, vjp_all)
         self.tensor_rules = kind == "function"
         self.vjp_into = None
         self.aux_from_output = None
@@ -141,12 +140,12 @@ def takes_ops(rule):
     return code is not None and code.co_argcount > 0 and code.co_varnames[0] == "ops"
 
 
-def _rules_take_ops(name, vjp, vjp_all):
-    rules = [r for r in (*(vjp or ()), vjp_all) if r is not None and r is not no_gradient]
-    taking = {takes_ops(r) for r in rules}
-    if len(taking) > 1:
-        raise TypeError(f"{name}: either every rule takes the op namespace `ops` first or none")
-    return taking == {True}
+def _check_rules_take_ops(name, rules):
+    for rule in rules:
+        if rule is not None and rule is not no_gradient and not takes_ops(rule):
+            raise TypeError(f"{name}: every rule takes the op namespace `ops` first, as "
+                            f"rule(ops, g, *inputs, y, **params); "
+                            f"{getattr(rule, '__name__', rule)!r} does not")
 
 
 def no_gradient(*args, **kwargs):

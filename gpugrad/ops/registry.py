@@ -12,17 +12,15 @@ A declaration names the op, gives its forward as `lambda xp, <inputs>, *, <param
 Rules are called as `rule(ops, g, *inputs, y=y, **params)`, where `ops` is the op namespace
 (ops/namespace.py): the ops' forwards on arrays at first order, the recorded Tensor ops under
 create_graph=True or gg.jvp, so one rule serves both. A rule therefore uses only what arrays
-and Tensors share: operators, .shape/.ndim/.dtype/.T/.astype, and `ops`. A rule whose first
-parameter is not named `ops` is called without it: at first order the ops it calls on arrays
-return arrays while the engine runs it (applying._raw_apply). `save=` is a string of names
-("x y") needed for every input, or a dict {input: names} saying what the gradient of that
-input needs, or a callable of the params returning either. Inputs that are not saved reach
-the rules as placeholders that raise.
+and Tensors share: operators, .shape/.ndim/.dtype/.T/.astype, and `ops`; an Op whose rules do
+not take `ops` first is refused. `save=` is a string of names ("x y") needed for every input,
+or a dict {input: names} saying what the gradient of that input needs, or a callable of the
+params returning either. Inputs that are not saved reach the rules as placeholders that raise.
 """
 
 from gpugrad import tensors
 from gpugrad.ops.applying import apply
-from gpugrad.ops.op import CONSTANTS, OPS, Op, no_gradient, takes_ops
+from gpugrad.ops.op import CONSTANTS, OPS, Op, no_gradient
 
 __all__ = ["OPS", "CONSTANTS", "Op", "apply", "no_gradient", "jvp_of_two",
            "defelementwise", "deflinear", "defop", "defconstant"]
@@ -79,17 +77,14 @@ def jvp_of_two(ts, along_first, along_second):
 
 def _elementwise_jvp(partials):
     """The sum of the partials applied to the tangents (None where an input has none)."""
-    def terms(lead, ts, xs, y, params):
+    def jvp(ops, ts, *xs, y, **params):
         out = None
         for partial, t in zip(partials, ts):
             if t is not None:
-                term = partial(*lead, t, *xs, y=y, **params)
+                term = partial(ops, t, *xs, y=y, **params)
                 out = term if out is None else out + term
         return out
-
-    if all(takes_ops(p) for p in partials):
-        return lambda ops, ts, *xs, y, **params: terms((ops,), ts, xs, y, params)
-    return lambda ts, *xs, y, **params: terms((), ts, xs, y, params)
+    return jvp
 
 
 def defelementwise(name, forward, save, partials, forward_saving=None, aux=(), doc=None,
@@ -108,10 +103,7 @@ def _linear_jvp(op, ts, xs, params):
 
 def deflinear(name, forward, vjp=None, vjp_all=None, moves_device=False, doc=None):
     op = Op(name, forward, "", "linear", vjp=vjp, vjp_all=vjp_all, moves_device=moves_device)
-    if op.rules_take_ops:
-        op.jvp = lambda ops, ts, *xs, y, **params: _linear_jvp(op, ts, xs, params)
-    else:
-        op.jvp = lambda ts, *xs, y, **params: _linear_jvp(op, ts, xs, params)
+    op.jvp = lambda ops, ts, *xs, y, **params: _linear_jvp(op, ts, xs, params)
     return _register(op, doc)
 
 
@@ -119,9 +111,6 @@ def defop(name, forward, save, jvp, vjp=None, vjp_all=None, optional=(), doc=Non
           params=None, vjp_into=None):
     op = Op(name, forward, save, "general", vjp=vjp, vjp_all=vjp_all, jvp=jvp,
             optional=optional, params=params)
-    if jvp is not None and (vjp is not None or vjp_all is not None) and (
-            takes_ops(jvp) != op.rules_take_ops):
-        raise TypeError(f"{name}: its jvp and vjp rules must agree on taking `ops` first")
     if vjp_into is not None and not (op.variadic and vjp is not None):
         raise TypeError(f"{name}: vjp_into needs a variadic op with one vjp rule per input")
     op.vjp_into = vjp_into

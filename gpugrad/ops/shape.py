@@ -139,32 +139,32 @@ def _normal_axis(axis, ndim):
     return axis % ndim
 
 
-def _concatenate_grads(g, *xs, y, axis):
+def _concatenate_grads(ops, g, *xs, y, axis):
     ax = _normal_axis(axis, g.ndim)
     grads, start = [], 0
     for x in xs:
         n = x.shape[ax]
-        grads.append(_getitem(g, key=(slice(None),) * ax + (slice(start, start + n),)))
+        grads.append(ops.getitem(g, key=(slice(None),) * ax + (slice(start, start + n),)))
         start += n
     return grads
 
 
-def _stack_grads(g, *xs, y, axis):
+def _stack_grads(ops, g, *xs, y, axis):
     ax = _normal_axis(axis, g.ndim)
-    return [_getitem(g, key=(slice(None),) * ax + (i,)) for i in range(len(xs))]
+    return [ops.getitem(g, key=(slice(None),) * ax + (i,)) for i in range(len(xs))]
 
 
-def _take_grad(g, x, y, indices, axis):
+def _take_grad(ops, g, x, y, indices, axis):
     if axis is None:
-        return reshape(scatter(g, key=(indices,), shape=(x.size,)), x.shape)
+        return ops.reshape(ops.scatter(g, key=(indices,), shape=(x.size,)), x.shape)
     ax = _normal_axis(axis, x.ndim)
-    return scatter(g, key=(slice(None),) * ax + (indices,), shape=x.shape)
+    return ops.scatter(g, key=(slice(None),) * ax + (indices,), shape=x.shape)
 
 
-def _transpose_grad(g, x, y, axes):
+def _transpose_grad(ops, g, x, y, axes):
     if axes is None:
-        return transpose(g)
-    return transpose(g, axes=tuple(int(i) for i in np.argsort([a % x.ndim for a in axes])))
+        return ops.transpose(g)
+    return ops.transpose(g, axes=tuple(int(i) for i in np.argsort([a % x.ndim for a in axes])))
 
 
 def _stack_forward(xp, *xs, axis=0):
@@ -192,24 +192,24 @@ def _concatenate_forward(xp, *xs, axis=0):
 
 # fmt: off
 reshape      = deflinear("reshape",      lambda xp, x, *, shape: xp.reshape(x, shape),
-                         vjp=(lambda g, x, y, shape: reshape(g, x.shape),))
+                         vjp=(lambda ops, g, x, y, shape: ops.reshape(g, x.shape),))
 transpose    = deflinear("transpose",    lambda xp, x, *, axes=None: xp.transpose(x, axes),
                          vjp=(_transpose_grad,))
 broadcast_to = deflinear("broadcast_to", lambda xp, x, *, shape: xp.broadcast_to(x, shape),
-                         vjp=(lambda g, x, y, shape: g,))  # the engine sums g back to x's shape
+                         vjp=(lambda ops, g, x, y, shape: g,))  # the engine sums g back to x's shape
 concatenate  = deflinear("concatenate",  _concatenate_forward, vjp_all=_concatenate_grads)
 stack        = deflinear("stack",        _stack_forward,       vjp_all=_stack_grads)
 _getitem     = deflinear("getitem",      lambda xp, x, *, key: x[key],
-                         vjp=(lambda g, x, y, key: scatter(g, key=key, shape=x.shape),))
+                         vjp=(lambda ops, g, x, y, key: ops.scatter(g, key=key, shape=x.shape),))
 scatter      = deflinear("scatter",      _scatter,
-                         vjp=(lambda g, x, y, key, shape: _getitem(g, key=key),))
+                         vjp=(lambda ops, g, x, y, key, shape: ops.getitem(g, key=key),))
 _take        = deflinear("take",         lambda xp, x, *, indices, axis=None: xp.take(x, indices, axis=axis),
                          vjp=(_take_grad,))
 astype       = deflinear("astype",       lambda xp, x, *, dtype: x.astype(dtype),
-                         vjp=(lambda g, x, y, dtype: g,))  # the engine casts g back to x's dtype
-copy         = deflinear("copy",         lambda xp, x: x.copy(), vjp=(lambda g, x, y: g,))
+                         vjp=(lambda ops, g, x, y, dtype: g,))  # the engine casts g back to x's dtype
+copy         = deflinear("copy",         lambda xp, x: x.copy(), vjp=(lambda ops, g, x, y: g,))
 to_device    = deflinear("to_device",    _to_device, moves_device=True,
-                         vjp=(lambda g, x, y, device: to_device(g, device=x.device),))
+                         vjp=(lambda ops, g, x, y, device: ops.to_device(g, device=x.device),))
 # fmt: on
 
 

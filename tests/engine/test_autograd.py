@@ -261,7 +261,7 @@ def test_a_rule_that_reads_what_was_not_saved_fails_by_name():
     from gpugrad.ops import registry
 
     bad = registry.Op("bad_square", lambda xp, x: x * x, "", "general",
-                      vjp=(lambda g, x, y: 2 * g * x,), jvp=None)
+                      vjp=(lambda ops, g, x, y: 2 * g * x,), jvp=None)
     x = leaf([1.0])
     with gg.autograd.record():
         y = gg.autograd.apply(bad, (x,), {})
@@ -273,7 +273,7 @@ def test_a_rule_that_returns_no_array_fails_by_name(device):
     from gpugrad.ops import registry
 
     bad = registry.Op("bad_rule", lambda xp, x: x * 2, "", "general",
-                      vjp=(lambda g, x, y: [1.0, 2.0],), jvp=None)
+                      vjp=(lambda ops, g, x, y: [1.0, 2.0],), jvp=None)
     x = leaf([1.0, 2.0], device)
     with gg.autograd.record():
         y = gg.autograd.apply(bad, (x,), {})
@@ -284,9 +284,9 @@ def test_a_rule_that_returns_no_array_fails_by_name(device):
 
 
 def test_a_function_backward_runs_on_tensors_at_first_order(device):
-    """The engine runs built-in rules on arrays at first order, where gg ops given arrays return
-    arrays; a gg.Function's backward is user code and keeps the public behaviour: Tensors in,
-    and gg ops on arrays return Tensors."""
+    """The engine runs built-in rules on the op namespace's array forwards at first order; a
+    gg.Function's backward is user code and keeps the public behaviour: Tensors in, and gg ops
+    on arrays return Tensors."""
     seen = []
 
     class Twice(gg.Function):

@@ -222,21 +222,31 @@ def test_mlp_and_cross_entropy_against_torch():
         np.testing.assert_allclose(host(p.grad), tp.grad.numpy(), rtol=1e-4, atol=1e-6)
 
 
-def test_the_ops_per_4_7_training_step_cannot_grow_unnoticed(device):
+def test_the_ops_per_4_7_training_step_are_counted_exactly(device):
     """Each op is at least one call into the array library (a kernel launch on a GPU, where a
-    captured step's replay costs about its kernel count): the 4.7 step (784-256-10, no bias,
-    cross-entropy + L2, backward, SGD) runs 16 today (25 before a 2-D linear's backward and a
-    full mean's backward stopped making no-op reshapes, 20 before backward ran its rules on
-    arrays: a rule's operator arithmetic, g * lam or g / n, is then an array call, no table op,
-    and the L2 gradient is added into the weight's gradient). Lower it here when a change
-    removes ops."""
+    captured step's replay costs about its kernel count). ops_per_step counts every op of the
+    table the step runs: the forward's, applied to Tensors, and those the backward's rules
+    run on arrays; a rule's operator arithmetic (g * lam, g / n) is no op, and the L2 term's
+    gradient is added into the weight's gradient from its layer (no op). So an undercount
+    fails here, and so does a change that adds ops."""
     from gpugrad.app.bench import counting
     from gpugrad.app.bench.suites import mlp as mlp_suite
 
+    def ops_of(hidden_layers):  # a bias-free MLP with this many hidden layers, any widths
+        layers = hidden_layers + 1
+        forward = (["linear", "relu"] * hidden_layers + ["linear"]
+                   + ["softmax_cross_entropy", "mean", "half_sum_squares", "multiply", "add"])
+        backward = (["broadcast_to"]  # the mean's; add and multiply by lam are arithmetic
+                    + ["softmax_cross_entropy_backward"]
+                    + ["transpose", "matmul", "matmul", "relu_backward_from_output"] * (layers - 1)
+                    + ["transpose", "matmul"])  # the first layer's weight; the data takes none
+        return len(forward) + len(backward)
+
+    assert ops_of(1) == 16 and ops_of(3) == 28
     step = mlp_suite.mlp_step_cases([784, 256, 10], 32, device)["gpugrad"]
-    assert counting.ops_per_step(step) == counting.ops_per_step(step) <= 16
+    assert counting.ops_per_step(step) == counting.ops_per_step(step) == ops_of(1)
     deep = mlp_suite.mlp_step_cases([784, 1024, 1024, 1024, 10], 32, device)["gpugrad"]
-    assert counting.ops_per_step(deep) <= 28
+    assert counting.ops_per_step(deep) == ops_of(3)
 
 
 def test_the_matmuls_baseline_runs_the_products_of_the_step(monkeypatch):

@@ -22,24 +22,52 @@ def kernels_per_step(case):
 
 
 def ops_per_step(step):
-    """How many ops (registry.apply calls: each one or more array-library calls on the device)
-    one call of step() runs, forward, backward and update together."""
+    """How many ops of the table one call of step() runs, forward, backward and update
+    together: those applied to Tensors (registry.apply) and those the backward's rules run on
+    arrays through the op namespace (ops.<name>, each one or more array-library calls on the
+    device). A rule's operator arithmetic on arrays (g * lam) is no table op; the strict
+    device's device_calls_per_step counts it."""
+    from gpugrad.ops import namespace
     from gpugrad.ops import registry
 
     count = 0
-    real = registry.apply
+    real_apply, real_array_ops = registry.apply, namespace.array_ops
 
-    def counting(op, inputs, params):
+    def tally():
         nonlocal count
         count += 1
-        return real(op, inputs, params)
 
-    registry.apply = counting  # the op functions look apply up at call time
+    def counting_apply(op, inputs, params):
+        tally()
+        return real_apply(op, inputs, params)
+
+    def counting_array_ops(device):
+        return _CountingOps(real_array_ops(device), tally)
+
+    registry.apply = counting_apply  # the op functions look apply up at call time
+    namespace.array_ops = counting_array_ops  # and the engine the array namespace
     try:
         step()
     finally:
-        registry.apply = real
+        registry.apply, namespace.array_ops = real_apply, real_array_ops
     return count
+
+
+class _CountingOps:
+    """An op namespace whose op calls each call tally() first."""
+
+    def __init__(self, ops, tally):
+        self._ops, self._tally = ops, tally
+
+    def __getattr__(self, name):
+        function = getattr(self._ops, name)
+        if name == "constant":  # marks a value as taking no gradient: no op
+            return function
+
+        def counted(*args, **params):
+            self._tally()
+            return function(*args, **params)
+        return counted
 
 
 def device_calls_per_step(step):
