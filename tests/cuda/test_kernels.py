@@ -231,7 +231,7 @@ def test_installed_package_ships_the_kernel_sources_and_the_tests():
                     "checked where it is installed from a wheel (as in .ci/run)")
     for src in kernels.sources() + ["activations.cuh"]:
         assert f"gpugrad/_kernels/{src}" in names, f"{src} is missing from the wheel"
-    for test in ("conftest.py", "test_ops.py", "host_shim.cpp"):
+    for test in ("conftest.py", "ops/test_ops.py", "cuda/host_shim.cpp", "engine/fuzz.py"):
         assert f"gpugrad/_tests/{test}" in names, f"{test} is missing from the wheel"
 
 
