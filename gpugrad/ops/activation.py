@@ -45,6 +45,7 @@ class Activation(NamedTuple):
     check: Callable = None     # (params) -> None, raising for bad parameters
     saves_if: Callable = None  # (params) -> "x" or "y" where that depends on them (elu)
     forward_partial: Callable = None  # (ops, g, x, y, **params) -> dx where the backward op is not it
+    kinks: tuple = ()    # inputs where its derivative jumps (finite differences keep away)
 
     def kernel(self, params):
         """The kernel name for these parameters."""
@@ -203,7 +204,8 @@ ACTIVATIONS = {a.name: a for a in (
     # backward: PyTorch's branches, 0 up to -3 and 1 from 3 on; a NaN input passes g on
     Activation("hardswish", {None: ("hardswish", "Hardswish")}, "x", (), "Hardswish",
                forward=_hardswish_array, backward=lambda xp, g, x: xp.where(x <= -3, 0.0, xp.where(x < 3, g * (x / 3 + 0.5), g)),
-               backward_derivative=lambda ops, g, x: ops.where(x <= -3, 0.0, ops.where(x < 3, g / 3, 0.0))),
+               backward_derivative=lambda ops, g, x: ops.where(x <= -3, 0.0, ops.where(x < 3, g / 3, 0.0)),
+               kinks=(-3.0, 3.0)),
 )}
 # fmt: on
 

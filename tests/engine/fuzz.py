@@ -587,11 +587,6 @@ def _kink_at_zero(x, p, y):
     return _side(x[0])
 
 
-def _kinks_at_three(x, p, y):
-    """hardswish's pieces meet at -3 and at 3."""
-    return _side(np.asarray(x[-1]) + 3) + _side(np.asarray(x[-1]) - 3)
-
-
 def _pt_function(path):
     """PyTorch's function of one tensor by its dotted name ("torch.exp", "F.silu")."""
     module, attr = path.split(".")
@@ -627,7 +622,6 @@ for _name, _theirs, _bound, _domain, _kink in [
     ("silu",     "F.silu",        lambda p, b: b + 0.3,       None,          None),
     # softsign's second derivative jumps at 0
     ("softsign", "F.softsign",    lambda p, b: 1.0,           None,          _kink_at_zero),
-    ("hardswish", "F.hardswish",  lambda p, b: b,             None,          _kinks_at_three),
 ]:
     unary(_name, _gg_function(_name), _pt_function(_theirs), _bound, _domain, kink=_kink)
 # fmt: on
@@ -800,8 +794,6 @@ def _pt_backward(name):
             return g * _pt_silu_derivative(a)
         if name == "softsign_backward":
             return g / (1 + torch.abs(a)) ** 2
-        if name == "hardswish_backward":
-            return torch.ops.aten.hardswish_backward(g, a)
         g = x[0]  # relu_backward_from_output: g's dtype
         return torch.where(x[1] > 0, g, g * p["negative_slope"])
     return apply
@@ -833,11 +825,39 @@ for _name, _covers, _params, _kink in [
     ("gelu_backward",             ["gelu_backward"],                 _gelu_params,     None),
     ("silu_backward",             ["silu_backward"],                 None,             None),
     ("softsign_backward",         ["softsign_backward"],             None,             _kink_of_x),
-    ("hardswish_backward",        ["hardswish_backward"],            None,             _kinks_at_three),
 ]:
     kind(_name, _covers, _backward_build(_name, _params), _gg_backward(_name),
          _pt_backward(_name), _kink)
 # fmt: on
+
+
+def _declared_kinks(points):
+    """The branch of an activation whose derivative jumps at the declared `points`."""
+    def kink(x, p, y):
+        a = np.asarray(x[-1], dtype=np.float64)
+        return sum(_side(a - c) for c in points)
+    return kink if points else None
+
+
+def _pt_backward_of(activation):
+    """PyTorch's vector-Jacobian product of F.<activation> at x with g: the reference for the
+    backward op of an activation declared with no kinds of its own here."""
+    def apply(x, p):
+        g, a = _pt_same(*x)
+        return torch.func.vjp(getattr(F, activation), a)[1](g)[0]
+    return apply
+
+
+# An activation of the table with no parameters, whose backward reads its input, needs no row
+# here: its kinds follow from its declaration (PyTorch's F.<name> as the reference, the kinks
+# it declares). Others have rows above, with references written out.
+for _name, _act in gg.ops.activation.ACTIVATIONS.items():
+    if _name in KINDS or _act.params or _act.saves != "x":
+        continue
+    unary(_name, _gg_function(_name), _pt_function("F." + _name), lambda p, b: b + 1.0,
+          kink=_declared_kinks(_act.kinks))
+    kind(_name + "_backward", [_name + "_backward"], _backward_build(_name + "_backward"),
+         _gg_backward(_name + "_backward"), _pt_backward_of(_name), _declared_kinks(_act.kinks))
 
 
 # along an axis, and reductions -------------------------------------------------------------
