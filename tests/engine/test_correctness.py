@@ -1,5 +1,6 @@
-"""Wrong derivatives that ordinary programs once got: one test each, with the right answer
-worked out by hand (and by PyTorch where it is installed)."""
+"""Derivatives of ordinary programs that a shortcut in an engine gets wrong (a scalar bias under
+a sum, batched matmul with a unit dimension, forward over reverse, ...): one test each, with the
+right answer worked out by hand (and by PyTorch where it is installed)."""
 
 import math
 
