@@ -170,12 +170,18 @@ class _Walk:
                 elif node.op is None:
                     self.leaves.append((node, g))
                     continue
-                pending = None
-                if node.op.vjp_into is not None and not as_tensors and not anomaly:
-                    pending = [accumulation.pending_into(grads, owned, p) for p in node.parents]
-                found = input_grads(node, g, as_tensors, create_graph, pending)
-                if anomaly:
-                    checks.check_finite(node, g, found)
+                if node.op.kind == "output":  # one output of an op with several (gg.Function)
+                    _into_slot(grads, node, g)
+                    found = ()
+                else:
+                    pending = None
+                    if node.op.vjp_into is not None and not as_tensors and not anomaly:
+                        pending = [accumulation.pending_into(grads, owned, p)
+                                   for p in node.parents]
+                    found = input_grads(node, g, as_tensors, create_graph, pending)
+                if anomaly and found:  # g: a dict of slots at a node with several outputs
+                    checks.check_finite(node, next(iter(g.values())) if type(g) is dict else g,
+                                        found)
                 for p, gi in zip(node.parents, found):
                     if gi is not None:
                         accumulate(grads, owned, p, gi, g, node, found, as_tensors)
@@ -196,6 +202,16 @@ class _Walk:
             reason = f"{type(e).__name__}{at}: {str(e)[:200]}"
             for n in self.freed:
                 n.freed = reason
+
+
+def _into_slot(grads, node, g):
+    """The gradient of one output of an op with several (a gg.Function) waits in that op's
+    node, in the output's slot ({index: gradient}), so that the op's rule runs once with the
+    gradient of every output a gradient reached. A slot may hear from two nodes: the output,
+    and the same output recorded again by the op's rule under create_graph."""
+    slots = grads.setdefault(node.parents[0], {})
+    k = node.params["index"]
+    slots[k] = g if k not in slots else rules.as_array(slots[k] + g)
 
 
 def gradients(heads, head_grads, targets, create_graph=False):

@@ -25,7 +25,10 @@ def input_grads(node, g, as_tensors, create_graph, pending=None):
     if as_tensors:
         return _tensor_grads(node, g, create_graph)
     if node.op.tensor_rules:  # rules that need Tensors (a gg.Function's backward): arrays out
-        grads = _tensor_grads(node, tensors.wrap(g, node.out_meta[2]), False)
+        device = node.out_meta[2]  # g: {output index: gradient} for a Function with several
+        g = ({k: tensors.wrap(a, device) for k, a in g.items()} if type(g) is dict
+             else tensors.wrap(g, device))
+        grads = _tensor_grads(node, g, False)
         return [None if gi is None else gi.data for gi in grads]
     device = node.out_meta[2]
     be = devices.get(device)
