@@ -59,6 +59,11 @@ def _inside(x, lo, hi):
     return inside
 
 
+def _lerp(xp, a, b, w):
+    """a + w (b - a), from the nearer end (exact at w = 0 and w = 1, as PyTorch computes it)."""
+    return xp.where(w < 0.5, a + w * (b - a), b - (b - a) * (1 - w))
+
+
 def _where(xp, a, b, *, cond):
     return xp.where(cond, a, b)
 
@@ -101,6 +106,16 @@ erf      = defelementwise("erf",      lambda xp, x: devices.erf(x), save="x",
 clip     = defelementwise("clip",     _clip,                        save="x",
                           partials=(lambda ops, g, x, y, a_min, a_max: g if a_min is None and a_max is None
                                     else _masked(ops, _inside(x, a_min, a_max), g),))
+remainder = defelementwise("remainder", lambda xp, a, b: xp.remainder(a, b), save={"b": "a b"},
+                           partials=(lambda ops, g, a, b, y: g,
+                                     lambda ops, g, a, b, y: -g * ops.floor(a / b)))
+fmod      = defelementwise("fmod",      lambda xp, a, b: xp.fmod(a, b),      save={"b": "a b"},
+                           partials=(lambda ops, g, a, b, y: g,
+                                     lambda ops, g, a, b, y: -g * ops.trunc(a / b)))
+lerp      = defelementwise("lerp",      _lerp, save={"a": "w", "b": "w", "w": "a b"},
+                           partials=(lambda ops, g, a, b, w, y: g * (1 - w),
+                                     lambda ops, g, a, b, w, y: g * w,
+                                     lambda ops, g, a, b, w, y: g * (b - a)))
 
 sign          = defconstant("sign",          lambda xp, x: xp.sign(x))
 equal         = defconstant("equal",         lambda xp, a, b: a == b)
@@ -113,7 +128,12 @@ logical_and   = defconstant("logical_and",   lambda xp, a, b: xp.logical_and(a, 
 logical_or    = defconstant("logical_or",    lambda xp, a, b: xp.logical_or(a, b))
 logical_not   = defconstant("logical_not",   lambda xp, x: xp.logical_not(x))
 isfinite      = defconstant("isfinite",      lambda xp, x: xp.isfinite(x))
+floor         = defconstant("floor",         lambda xp, x: xp.floor(x))
+ceil          = defconstant("ceil",          lambda xp, x: xp.ceil(x))
+trunc         = defconstant("trunc",         lambda xp, x: xp.trunc(x))
+round         = defconstant("round",         lambda xp, x, *, decimals=0: xp.round(x, decimals))
 # fmt: on
 
 
+mod = remainder  # NumPy's other name for it; Python's % on tensors
 where = namespace.where  # gg.where(cond, a, b); the rules' ops.where on Tensors

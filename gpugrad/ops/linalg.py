@@ -2,8 +2,6 @@
 
 from gpugrad import recording
 from gpugrad import devices
-from gpugrad import tensors
-from gpugrad.ops import elementwise as ew
 from gpugrad.ops.registry import defop
 
 
@@ -106,15 +104,3 @@ def linear(x, w, b=None):
     computed in its own layout (no transposed copy)."""
     return linear_(x, w, b)
 
-
-def dot(a, b):
-    """NumPy's dot for operands up to 2-D (and any a with a 1-D or 2-D b); scalars multiply."""
-    a = a if isinstance(a, tensors.Tensor) else tensors.tensor(a)
-    b = b if isinstance(b, tensors.Tensor) else tensors.tensor(b, device=a.device)
-    if a.ndim == 0 or b.ndim == 0:
-        return ew.multiply(a, b)
-    if b.ndim > 2:
-        raise recording.ShapeError(
-            f"dot: b has shape {b.shape}; NumPy's N-D dot (b.ndim > 2) is not supported, "
-            f"use gg.matmul for batched products")
-    return matmul(a, b)

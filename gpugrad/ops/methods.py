@@ -10,8 +10,11 @@ import numbers
 from gpugrad import devices
 from gpugrad import recording
 from gpugrad import tensors
+from gpugrad.ops import cumulative
 from gpugrad.ops import elementwise as ew
+from gpugrad.ops import joining
 from gpugrad.ops import linalg
+from gpugrad.ops import rearrange
 from gpugrad.ops import reduce
 from gpugrad.ops import shape
 
@@ -69,12 +72,22 @@ METHODS = {
     "mean": lambda self, axis=None, keepdims=False: reduce.mean(self, axis=axis, keepdims=keepdims),
     "max": lambda self, axis=None, keepdims=False: reduce.max(self, axis=axis, keepdims=keepdims),
     "min": lambda self, axis=None, keepdims=False: reduce.min(self, axis=axis, keepdims=keepdims),
+    "prod": lambda self, axis=None, keepdims=False: reduce.prod(self, axis=axis, keepdims=keepdims),
+    "var": lambda self, axis=None, ddof=0, keepdims=False: reduce.var(self, axis=axis, ddof=ddof, keepdims=keepdims),
+    "std": lambda self, axis=None, ddof=0, keepdims=False: reduce.std(self, axis=axis, ddof=ddof, keepdims=keepdims),
+    "cumsum": lambda self, axis=None: cumulative.cumsum(self, axis=axis),
+    "cumprod": lambda self, axis=None: cumulative.cumprod(self, axis=axis),
+    "ravel": joining.ravel, "flatten": joining.flatten, "squeeze": joining.squeeze,
+    "unsqueeze": joining.unsqueeze,
+    "repeat": rearrange.repeat,  # NumPy's ndarray.repeat; PyTorch's Tensor.repeat is gg.tile
+    "diagonal": rearrange.diagonal, "trace": rearrange.trace,
     "__getitem__": lambda self, key: shape.getitem(self, key), "__setitem__": setitem,
     "__add__": lambda a, b: ew.add(a, b),            "__radd__": lambda a, b: ew.add(b, a),
     "__sub__": lambda a, b: ew.subtract(a, b),       "__rsub__": lambda a, b: ew.subtract(b, a),
     "__mul__": lambda a, b: ew.multiply(a, b),       "__rmul__": lambda a, b: ew.multiply(b, a),
     "__truediv__": lambda a, b: ew.divide(a, b),     "__rtruediv__": lambda a, b: ew.divide(b, a),
     "__pow__": lambda a, b: ew.power(a, b),          "__rpow__": lambda a, b: ew.power(b, a),
+    "__mod__": lambda a, b: ew.remainder(a, b),      "__rmod__": lambda a, b: ew.remainder(b, a),
     "__matmul__": lambda a, b: linalg.matmul(a, b),  "__rmatmul__": lambda a, b: linalg.matmul(b, a),
     "__neg__": lambda a: ew.negative(a), "__pos__": lambda a: a, "__abs__": lambda a: ew.abs(a),
     "__eq__": lambda a, b: ew.equal(a, b),           "__ne__": lambda a, b: ew.not_equal(a, b),

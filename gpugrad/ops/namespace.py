@@ -6,8 +6,9 @@ device's arrays alone: no Tensor, no node, none of the checks the forward alread
 TENSOR_OPS: each function is the op itself on Tensors, recorded under create_graph=True and
 carrying tangents under gg.jvp. So one rule, written once, serves every order.
 
-Besides the ops, both have where(cond, a, b) (cond a constant, NumPy's argument order) and
-constant(x) (x with no gradient flowing back through it).
+Besides the ops, both have where(cond, a, b) (cond a constant, NumPy's argument order),
+constant(x) (x with no gradient flowing back through it) and full_like(x, value) (a constant
+of x's shape, dtype and device).
 """
 
 import numpy as np
@@ -58,6 +59,10 @@ class TensorOps(_Namespace):
         return x.detach() if isinstance(x, tensors.Tensor) else x
 
     @staticmethod
+    def full_like(x, value):
+        return tensors.full(x.shape, value, dtype=x.dtype, device=x.device)
+
+    @staticmethod
     def _function(op):
         return op.function
 
@@ -73,6 +78,9 @@ class ArrayOps(_Namespace):
     @staticmethod
     def constant(x):
         return x  # arrays carry no gradient
+
+    def full_like(self, x, value):
+        return self._xp.full_like(x, value)
 
     def where(self, cond, a, b):
         if isinstance(cond, np.generic):  # NumPy's 0-d comparisons give scalars

@@ -1,10 +1,11 @@
-"""Reductions over an axis (or all axes): sum, mean, max, min, logsumexp, norm."""
+"""Reductions over an axis (or all axes): sum, mean, prod, max, min, var, std, logsumexp, norm."""
 
 import numbers
 
 import numpy as np
 
 from gpugrad import devices
+from gpugrad.ops import cumulative
 from gpugrad.ops.registry import defop, deflinear
 
 
@@ -107,6 +108,37 @@ def _extreme_jvp(ops, ts, x, y, axis, keepdims):
     return ops.sum(ops.where(hit, ts[0], 0.0), axis=axis, keepdims=keepdims) / count
 
 
+def _prod_partials(ops, x, axis):
+    """d prod / d x_k: the product of the other elements of its slice, exact to every order
+    where elements are zero (cumulative.exclusive_products; no division). Several reduced
+    axes are moved last and taken as one."""
+    axes = _axes(x.ndim, axis)
+    if len(axes) == 1:
+        return cumulative.exclusive_products(ops, x, axes[0])
+    others = [a for a in range(x.ndim) if a not in axes]
+    order = tuple(others + list(axes))
+    moved = ops.transpose(x, axes=order)
+    lead = moved.shape[: len(others)]
+    flat = ops.reshape(moved, lead + (-1,))
+    partials = ops.reshape(cumulative.exclusive_products(ops, flat, len(others)), moved.shape)
+    return ops.transpose(partials, axes=tuple(int(i) for i in np.argsort(order)))
+
+
+def _moments_forward(how):
+    def forward(xp, x, *, axis=None, ddof=0, keepdims=False):
+        n = _count(x, axis)
+        if n - ddof <= 0:
+            raise ValueError(f"{how}: ddof={ddof} leaves no degrees of freedom over {n} "
+                             f"element(s) per result")
+        return getattr(xp, how)(x, axis=axis, ddof=ddof, keepdims=keepdims)
+    return forward
+
+
+def _centered(ops, x, axis, ddof):
+    """(x - mean(x)) / (n - ddof) along axis, kept: half the gradient of var."""
+    return (x - ops.mean(x, axis=axis, keepdims=True)) / (_count(x, axis) - ddof)
+
+
 def _norm(xp, x, *, ord=None, axis=None, keepdims=False):
     if ord not in (None, 2, "fro"):
         raise ValueError(f"norm supports the 2-norm (ord=None, 2 or 'fro'), got ord={ord!r}")
@@ -124,7 +156,7 @@ def _sum_of(terms):
 
 
 def _safe(ops, y):
-    return ops.where(y == 0, 1.0, y)  # a zero norm has zero (sub)gradient, as in PyTorch
+    return ops.where(y == 0, 1.0, y)  # a zero norm or std has zero (sub)gradient, as in PyTorch
 
 
 def _half_sum_squares(xp, *xs):
@@ -157,6 +189,15 @@ sum  = deflinear("sum",  lambda xp, x, *, axis=None, keepdims=False: xp.sum(x, a
                  vjp=(lambda ops, g, x, y, axis, keepdims: ops.broadcast_to(_keep(ops, g, x, axis), x.shape),))
 mean = deflinear("mean", lambda xp, x, *, axis=None, keepdims=False: xp.mean(x, axis=axis, keepdims=keepdims),
                  vjp=(lambda ops, g, x, y, axis, keepdims: ops.broadcast_to(_keep(ops, g / _count(x, axis), x, axis), x.shape),))
+prod = defop("prod", lambda xp, x, *, axis=None, keepdims=False: xp.prod(x, axis=axis, keepdims=keepdims),
+             save="x", vjp=(lambda ops, g, x, y, axis, keepdims: _keep(ops, g, x, axis) * _prod_partials(ops, x, axis),),
+             jvp=lambda ops, ts, x, y, axis, keepdims: ops.sum(ts[0] * _prod_partials(ops, x, axis), axis=axis, keepdims=keepdims))
+var  = defop("var", _moments_forward("var"), save="x",
+             vjp=(lambda ops, g, x, y, axis, ddof, keepdims: _keep(ops, g, x, axis) * 2 * _centered(ops, x, axis, ddof),),
+             jvp=lambda ops, ts, x, y, axis, ddof, keepdims: ops.sum(ts[0] * (2 * _centered(ops, x, axis, ddof)), axis=axis, keepdims=keepdims))
+std  = defop("std", _moments_forward("std"), save="x y",
+             vjp=(lambda ops, g, x, y, axis, ddof, keepdims: _keep(ops, g / _safe(ops, y), x, axis) * _centered(ops, x, axis, ddof),),
+             jvp=lambda ops, ts, x, y, axis, ddof, keepdims: ops.sum(ts[0] * _centered(ops, x, axis, ddof), axis=axis, keepdims=keepdims) / _safe(ops, y))
 max  = defop("max",  lambda xp, x, *, axis=None, keepdims=False: xp.max(x, axis=axis, keepdims=keepdims),
              save="x y", vjp=(lambda ops, g, x, y, axis, keepdims: _extreme_grad(ops, g, x, y, axis),), jvp=_extreme_jvp)
 min  = defop("min",  lambda xp, x, *, axis=None, keepdims=False: xp.min(x, axis=axis, keepdims=keepdims),

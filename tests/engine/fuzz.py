@@ -578,6 +578,10 @@ def unary(name, gg_fn, pt_fn, bound, domain=None, params=None, kink=None):
             i = b.bounded(i, 3.0)
         elif domain == "unit" and v.bound > 1.2:
             i = b.step("tanh", (i,), {}, v.shape, 1.0)
+        elif domain == "inside_unit":  # (-0.9, 0.9): arcsin's and arctanh's derivatives stay finite
+            i = b.scalar(b.step("tanh", (i,), {}, v.shape, 1.0), "*", 0.9)
+        elif domain == "above_one":  # >= 1.5, for arccosh
+            i = b.scalar(b.positive(i), "+", 1.0)
         p = params(b.rng) if params else {}
         return b.step(name, (i,), p, b.values[i].shape, bound(p, b.values[i].bound))
     kind(name, [name], build, gg_fn, pt_fn, kink)
@@ -1506,6 +1510,11 @@ kind("matmul", ["matmul"], _matmul_build,
      lambda x, p: x[0] @ x[1] if p["style"] == "op" else gg.matmul(x[0], x[1])
      if p["style"] == "fn" else gg.dot(x[0], x[1]),
      lambda x, p: torch.matmul(*_pt_same(*x)))
+
+
+import fuzz_numpy  # noqa: E402  (its kinds use the helpers above)
+
+fuzz_numpy.register(sys.modules[__name__])
 
 
 # ----------------------------------------------------------------------------- generating

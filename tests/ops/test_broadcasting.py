@@ -40,6 +40,9 @@ NOT_BROADCASTING = {        # inputs that never meet elementwise; each is still 
     "concatenate": "inputs are joined along an axis; the others must be equal",
     "stack": "inputs are stacked; their shapes must be equal",
     "half_sum_squares": "a sum of squares over a list of unrelated arrays",
+    "einsum": "operands meet by their labels; a size-1 axis under the ellipsis broadcasts "
+              "(a case of its own in tests/ops/test_ops.py)",
+    "linear_recurrence": "b and a have one shape (refused otherwise)",
 }
 
 
