@@ -20,7 +20,7 @@ class Tensor:
     """An n-dimensional array on a device that can take part in differentiation."""
 
     __slots__ = ("data", "device", "_node", "grad", "_tangent", "__weakref__")
-    __array_ufunc__ = None  # NumPy defers to our reflected operators
+    # NumPy's protocols (__array_ufunc__, __array_function__) are installed by ops/interop.py
     __array_priority__ = 1000
 
     def __init__(self, data, dtype=None, device=None, requires_grad=False):

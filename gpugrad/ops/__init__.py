@@ -36,6 +36,7 @@ from gpugrad.ops.joining import (
 )
 from gpugrad.ops.loss import softmax_cross_entropy, softmax_cross_entropy_backward
 from gpugrad.ops.function import Function
+from gpugrad.ops import interop  # noqa: F401 (installs the NumPy protocols)
 
 _INTERNAL = {"getitem", "scatter", "to_device"}  # reached through t[...], t.to(), backward
 __all__ = ["OPS", "CONSTANTS", "Function", *contraction.BUILT, *rearrange.BUILT,
