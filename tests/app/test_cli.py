@@ -107,7 +107,10 @@ def test_bench_all_prints_ratios_and_writes_json(tmp_path, capsys):
     result = json.loads(out.read_text())
     rows = result["rows"]
     assert result["environment"]["device"] == "cpu" and result["environment"]["numpy"]
-    assert {r["suite"] for r in rows} == {"kernels", "mlp", "memory", "jacobian", "overhead"}
+    assert {r["suite"] for r in rows} == {"kernels", "mlp", "memory", "jacobian", "overhead",
+                                          "einsum"}
+    einsum = {(r["problem"].split(" ")[0], r["impl"], r["mode"]) for r in rows if r["suite"] == "einsum"}
+    assert {("batched", "gpugrad", "forward + backward"), ("bilinear,", "numpy", "forward")} <= einsum
     overhead = {(r["impl"], r["mode"]): r for r in rows if r["suite"] == "overhead"}
     assert {m for _, m in overhead} == {"no grad", "record", "record + backward"}
     assert all(r["us per op"] > 0 for r in overhead.values())
@@ -128,6 +131,8 @@ def test_bench_all_prints_ratios_and_writes_json(tmp_path, capsys):
         assert all(_ratio_or_flagged(r, "gpugrad time / this", others=ours) for r in torch_rows)
         mlp = [r for r in rows if r["suite"] == "mlp" and r["impl"] == "gpugrad"]
         assert mlp and all(_ratio_or_flagged(r, "gpugrad / torch", others=rows) for r in mlp)
+        ours = [r for r in rows if r["suite"] == "einsum" and r["impl"] == "gpugrad"]
+        assert len(ours) == 4 and all(_ratio_or_flagged(r, "gpugrad / torch") for r in ours)
     except ImportError:
         assert "PyTorch is not installed" in printed
     assert "% of copy" in printed and "samples/s" in printed

@@ -18,7 +18,9 @@ RATIO_COLUMNS = {
                "products, captured / torch graph)",
         "jacobian": "gg.jacobian's time / torch.func's in the same mode (rev / jacrev, fwd / "
                     "jacfwd)",
-        "overhead": "gpugrad's time per op / PyTorch's in the same mode"},
+        "overhead": "gpugrad's time per op / PyTorch's in the same mode",
+        "einsum": "gg.einsum's time / torch.einsum's in the same mode (forward; forward + "
+                  "backward of every operand under a sum)"},
     "gpugrad time / this": {"kernels": "gpugrad's time / this row's"},
     "% of copy": {"kernels": "100 x (bytes the kernel moves / its time) / (bytes a device copy "
                              "moves / its time)"},

@@ -134,3 +134,25 @@ def overhead_cases(chain, x_host, be):
 
     return {("torch", "no grad"): t_plain, ("torch", "record"): lambda: chain(tx, torch.tanh),
             ("torch", "record + backward"): t_backward}
+
+
+def einsum_cases(spec, hosts, be):
+    """{(impl, mode): fn()}: torch.einsum forward, and forward + backward of every operand
+    under a sum, on the same operands; none where PyTorch is missing or cannot reach the
+    device."""
+    torch = torch_or_none()
+    if torch is None or not (be.xp is np or (be.is_cuda and torch.cuda.is_available())):
+        return {}
+    dev = "cuda" if be.is_cuda else "cpu"
+    ts = [torch.tensor(h, device=dev, requires_grad=True) for h in hosts]
+    sync = torch.cuda.synchronize if be.is_cuda else (lambda: None)
+
+    def forward():
+        with torch.no_grad():
+            torch.einsum(spec, *ts)
+        sync()
+
+    def backward():
+        torch.einsum(spec, *ts).sum().backward()
+        sync()
+    return {("torch", "forward"): forward, ("torch", "forward + backward"): backward}

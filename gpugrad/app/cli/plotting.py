@@ -11,6 +11,7 @@ BENCH_PLOTS = {
     "memory": ("train / predict", lambda r: f"batch {r['batch']}"),
     "jacobian": ("gpugrad / torch", lambda r: f"{r['shape (m, n)']} {r['impl'].split()[-1]}"),
     "overhead": ("gpugrad / torch", lambda r: r["mode"]),
+    "einsum": ("gpugrad / torch", lambda r: f"{r['problem'].split(' ')[0]} {r['mode']}"),
 }
 
 
