@@ -10,6 +10,7 @@ first, and three or more operands are contracted two at a time in the order NumP
 einsum_path chooses (each intermediate is an op of the graph and saves its operands).
 """
 
+import functools
 import string
 
 import numpy as np
@@ -143,6 +144,15 @@ def _contract(x, tx, y, ty, keep, last):
     return _einsum(x, y, subscripts=spec), out
 
 
+@functools.lru_cache(maxsize=256)
+def _path(spec, shapes):
+    """The pairs NumPy's einsum_path (greedy) contracts, in order, for operands of these
+    shapes (kept: a model calls one contraction with one set of shapes again and again)."""
+    stand_ins = [np.lib.stride_tricks.as_strided(np.zeros(1, np.int8), s, (0,) * len(s))
+                 for s in shapes]
+    return tuple(np.einsum_path(spec, *stand_ins, optimize="greedy")[0][1:])
+
+
 def einsum(subscripts, *operands):
     """NumPy's einsum on tensors: any subscripts NumPy takes (ellipsis, repeated labels,
     implicit output), differentiable in every operand, to any order."""
@@ -162,9 +172,7 @@ def einsum(subscripts, *operands):
         return xs[0] if terms[0] == output else _einsum(xs[0], None, subscripts=f"{terms[0]}->{output}")
     order = [(0, 1)]
     if len(xs) > 2:
-        spec = ",".join(terms) + "->" + output
-        order = np.einsum_path(spec, *(rearrange.shape_only(x) for x in xs),
-                               optimize="greedy")[0][1:]
+        order = _path(",".join(terms) + "->" + output, tuple(x.shape for x in xs))
     for step in order:
         picked = [(xs[i], terms[i]) for i in step]
         for i in sorted(step, reverse=True):

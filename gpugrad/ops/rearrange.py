@@ -17,11 +17,6 @@ from gpugrad.ops import reduce
 from gpugrad.ops import shape as sh
 
 
-def shape_only(x):
-    """A zero-strided host stand-in of x's shape (for NumPy's shape arithmetic)."""
-    return np.lib.stride_tricks.as_strided(np.zeros(1, np.int8), x.shape, (0,) * x.ndim)
-
-
 def _tensor(x):
     return x if isinstance(x, tensors.Tensor) else tensors.tensor(x)
 
