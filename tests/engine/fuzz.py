@@ -2,8 +2,8 @@
 one seed, run in gpugrad and in PyTorch (float64), with values and every leaf's gradient
 compared in eight modes (MODES).
 
-    python -m tests.fuzz --graphs 100000 --seed 0 [--mode all|first|...] [--device cpu|strict]
-    python -m tests.fuzz --replay SEED --mode MODE [--op KIND]   # one graph, printed, with diffs
+    python -m tests.engine.fuzz --graphs 100000 --seed 0 [--mode all|first|...] [--device cpu|strict]
+    python -m tests.engine.fuzz --replay SEED --mode MODE [--op KIND]   # one graph, printed, with diffs
 
 Graph i of a run with base seed S is built from graph_seed(S, i), its mode and (for the
 every-op sweep) a forced op alone, so each failure prints the command that rebuilds it. Where
@@ -1512,7 +1512,10 @@ kind("matmul", ["matmul"], _matmul_build,
      lambda x, p: torch.matmul(*_pt_same(*x)))
 
 
-import fuzz_numpy  # noqa: E402  (its kinds use the helpers above)
+if __package__:  # python -m tests.engine.fuzz
+    from . import fuzz_numpy  # noqa: E402  (its kinds use the helpers above)
+else:  # imported as `fuzz` by the tests, or run as a script from its folder
+    import fuzz_numpy  # noqa: E402
 
 fuzz_numpy.register(sys.modules[__name__])
 
@@ -2426,7 +2429,7 @@ MODE_CHECKS = {"first": mode_first, "second": mode_second, "forward": mode_forwa
 
 def replay_command(seed, mode, force=None, reference="torch"):
     device = gg.default_device()
-    return (f"python -m tests.fuzz --replay {seed} --mode {mode} --device {device}"
+    return (f"python -m tests.engine.fuzz --replay {seed} --mode {mode} --device {device}"
             + (f" --op {force}" if force else "")
             + (" --reference fd" if reference == "fd" else ""))
 
@@ -2649,7 +2652,7 @@ def _replay(seed, mode, reference, force, minimize=False):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m tests.fuzz", description=__doc__.split(
+    parser = argparse.ArgumentParser(prog="python -m tests.engine.fuzz", description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--graphs", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0, help="base seed of the run")
@@ -2659,7 +2662,7 @@ def main(argv=None):
     parser.add_argument("--replay", type=int, metavar="SEED",
                         help="rebuild one graph from its seed, print it and its diffs")
     parser.add_argument("--op", choices=sorted(KINDS), metavar="KIND",
-                        help="force this kind of op into each graph (tests/fuzz.py KINDS)")
+                        help="force this kind of op into each graph (tests/engine/fuzz.py KINDS)")
     parser.add_argument("--reference", choices=("torch", "fd"), default=None,
                         help="torch (default where installed) or finite differences alone")
     parser.add_argument("--sweep", action="store_true", help="every op in every mode, once")

@@ -1,4 +1,4 @@
-"""The differential fuzzer (tests/fuzz.py) as CI runs it on the default device: random graphs
+"""The differential fuzzer (tests/engine/fuzz.py) as CI runs it on the default device: random graphs
 in every mode against PyTorch, the bitwise arrays-vs-recorded property, a run against finite
 differences alone (which needs no PyTorch), every op in every mode, and the fuzzer's coverage
 of the op table. A failure prints each failing graph with the command that replays it."""
@@ -127,7 +127,7 @@ def test_the_fuzzer_covers_every_op_in_the_table():
     assert not sorted(set(EXCLUDED) - set(gg.OPS)), "exclusions of ops that are not in gg.OPS"
     assert not sorted(set(EXCLUDED) & declared), "exclusions of ops that the fuzzer covers"
     missing = sorted(set(gg.OPS) - declared - set(EXCLUDED))
-    assert not missing, f"ops in gg.OPS that no kind of tests/fuzz.py calls: {missing}"
+    assert not missing, f"ops in gg.OPS that no kind of tests/engine/fuzz.py calls: {missing}"
     unknown = sorted(declared - set(gg.OPS))
     assert not unknown, f"kinds claim ops that gg.OPS lacks: {unknown}"
     recorded, errors = set(), []
