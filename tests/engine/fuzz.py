@@ -1831,6 +1831,22 @@ def _close(a, b, rtol, atol):
     return bool(np.all(ok))
 
 
+def _distance(ours, est, rtol, atol):
+    """The largest error of ours against the estimate, in units of the tolerance."""
+    worst = 0.0
+    for a, b in zip(ours, est):
+        err = np.abs(a - b) / (rtol * np.abs(b) + atol * _scale(b))
+        err = np.where((np.isnan(a) & np.isnan(b)) | (a == b), 0.0, err)
+        worst = max(worst, float(np.max(err, initial=0.0)))
+    return worst
+
+
+def _closer(ours, theirs, est, rtol, atol):
+    """Whether ours is far closer to the finite differences than theirs, where both lie within
+    the differences' own tolerance (small values, whose tolerance is set by the scale 1)."""
+    return _distance(ours, est, rtol, atol) * 100 <= _distance(theirs, est, rtol, atol)
+
+
 def _all_close(ours, theirs, rtol, atol):
     return len(ours) == len(theirs) and all(_close(a, b, rtol, atol)
                                             for a, b in zip(ours, theirs))
@@ -1915,6 +1931,10 @@ class Case:
             other = theirs if isinstance(theirs, list) else est
             return self.add(check, "kink", "the finite differences' stencil crosses a kink"
                             + (":\n" + _diff(ours, other) if isinstance(other, list) else ""))
+        if ours_ok and theirs_ok and _closer(ours, theirs, est, rtol, atol):
+            return self.add(check, "pytorch", "finite differences side with gpugrad (both "
+                            "within their tolerance, gpugrad 100x or more closer):\n"
+                            + _diff(ours, theirs))
         if ours_ok and not theirs_ok:
             if theirs is None:
                 return self.add(check, "ok")

@@ -111,7 +111,9 @@ def _lerp_build(f):
 
 def _reductions(f):
     for name in ("prod", "var", "std"):
-        f.kind(name, [name], _moment_build(f, name), _gg_moment(name), _pt_moment(f, name))
+        # std is not differentiable where it is 0 (|x1 - x2| / 2 for two elements), as norm
+        f.kind(name, [name], _moment_build(f, name), _gg_moment(name), _pt_moment(f, name),
+               (lambda x, p, y: f._side(y)) if name == "std" else None)
     for name in ("cumsum", "cumprod"):
         f.kind(name, [name], _running_build(f, name), _gg_running(name), _pt_running(f, name))
     f.kind("linear_recurrence", ["linear_recurrence"], _recurrence_build(f),
@@ -405,7 +407,7 @@ def _joins(f):
            lambda x, p: gg.tensordot(x[0], x[1], axes=p["axes"]),
            lambda x, p: f.torch.tensordot(*f._pt_same(*x), dims=p["axes"]))
     f.kind("kron", ["einsum", "reshape"], _pair_build(f, "kron"), lambda x, p: gg.kron(x[0], x[1]),
-           lambda x, p: f.torch.kron(*f._pt_same(*x)))
+           lambda x, p: f.torch.kron(*(t.contiguous() for t in f._pt_same(*x))))  # PyTorch 2.13: kron of a transposed view raises
     f.kind("split", ["getitem"], _split_build(f),
            lambda x, p: getattr(gg, p["fn"])(x[0], p["sections"], axis=p["axis"])[p["pick"]],
            lambda x, p: f.torch.tensor_split(x[0], p["sections"], dim=p["axis"])[p["pick"]])
