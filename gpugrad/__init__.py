@@ -8,6 +8,8 @@ from gpugrad.devices.cuda.kernels import fused
 from gpugrad.devices import (
     DeviceError, default_device, device, get_default_dtype, seed, set_default_dtype,
 )
+from gpugrad.devices.dtypes import BFLOAT16 as bfloat16, FLOAT16 as float16  # noqa: F401
+from gpugrad.devices.dtypes import FLOAT32 as float32, FLOAT64 as float64  # noqa: F401
 from gpugrad.autograd import AnomalyError, GraphError, ShapeError, no_grad
 from gpugrad.engine.transforms import (
     grad, hessian, hvp, jacfwd, jacobian, jacrev, jvp, value_and_grad, vjp,

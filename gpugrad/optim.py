@@ -175,9 +175,10 @@ class Optimizer:
         if shape != p.shape:
             raise ValueError(f"{who}: {where} has shape {shape} but parameter {position} has "
                              f"shape {p.shape}; nothing was changed")
-        if dtype != p.dtype:
+        if dtype != _carry(p):
             raise TypeError(f"{who}: {where} has dtype {dtype} but parameter {position} has "
-                            f"dtype {p.dtype}; nothing was changed")
+                            f"dtype {p.dtype}, whose buffers are {_carry(p)}; nothing was "
+                            f"changed")
 
     def _buffer_on_device(self, name, value, p):
         return tensors.tensor(value, device=p.device).data  # a copy, on the parameter's device
@@ -186,6 +187,22 @@ class Optimizer:
         """{attribute: value} of the hyperparameters in `group`, checked as __init__ checks
         them (a subclass adds its own)."""
         return {"lr": _checked(who, "lr", group["lr"], 0, low_open=True)}
+
+
+def _carry(p):
+    """The dtype a parameter's update is computed and its buffers are kept in: float32 for a
+    16-bit parameter (eps = 1e-8 is 0 in float16, and lr * g rounds away in bfloat16)."""
+    return devices.accumulating(p.dtype)
+
+
+def _carried_update(p, update):
+    """update(values, gradient), in place on the parameter for float32 and float64; for a
+    16-bit parameter on float32 copies, rounded once back into it."""
+    if p.dtype not in devices.LOW_PRECISION:
+        return update(p.data, p.grad.data)
+    wide = p.data.astype(_carry(p))
+    update(wide, p.grad.data.astype(_carry(p)))
+    p.data[...] = wide.astype(p.dtype)
 
 
 def _check_keys(who, where, mapping, expected):
@@ -238,24 +255,29 @@ class SGD(Optimizer):
                 continue
             autograd.changed_in_place(p.data)
             be = devices.get(p.device)
-            xp, g = be.xp, p.grad.data
+            xp = be.xp
             with be.active:
                 if self.momentum:
                     v = st.get("momentum_buffer")
                     if v is None:
-                        v = st["momentum_buffer"] = xp.zeros_like(p.data)
-                    step = devices.fused("sgd_step", xp, p.data, g, v)
-                    if step:
-                        step(p.data, g, v, self.lr, self.momentum, self.weight_decay)
-                    else:
-                        specs.SGD_STEP.reference(xp, p.data, g, v, self.lr, self.momentum,
-                                                 self.weight_decay)
+                        v = st["momentum_buffer"] = xp.zeros_like(p.data, dtype=_carry(p))
+                    _carried_update(p, lambda w, g: self._momentum_step(xp, w, g, v))
                 else:
-                    update = devices.fused("sgd_update", xp, p.data, g)
-                    if update:
-                        update(p.data, g, self.lr, self.weight_decay)
-                    else:
-                        specs.SGD_UPDATE.reference(xp, p.data, g, self.lr, self.weight_decay)
+                    _carried_update(p, lambda w, g: self._plain_step(xp, w, g))
+
+    def _momentum_step(self, xp, w, g, v):
+        step = devices.fused("sgd_step", xp, w, g, v)
+        if step:
+            step(w, g, v, self.lr, self.momentum, self.weight_decay)
+        else:
+            specs.SGD_STEP.reference(xp, w, g, v, self.lr, self.momentum, self.weight_decay)
+
+    def _plain_step(self, xp, w, g):
+        update = devices.fused("sgd_update", xp, w, g)
+        if update:
+            update(w, g, self.lr, self.weight_decay)
+        else:
+            specs.SGD_UPDATE.reference(xp, w, g, self.lr, self.weight_decay)
 
 
 class Adam(Optimizer):
@@ -323,13 +345,16 @@ class Adam(Optimizer):
                 if t is None:
                     t = st["step"] = xp.zeros((), np.float64)
                 t += 1
-                c1 = (1 - self.beta1 ** t).astype(p.dtype)
-                c2 = (1 - self.beta2 ** t).astype(p.dtype)
-                g = p.grad.data + self.weight_decay * p.data if self.weight_decay else p.grad.data
-                m = st.setdefault("exp_avg", xp.zeros_like(p.data))
-                v = st.setdefault("exp_avg_sq", xp.zeros_like(p.data))
-                m *= self.beta1
-                m += (1 - self.beta1) * g
-                v *= self.beta2
-                v += (1 - self.beta2) * g * g
-                p.data -= self.lr * (m / c1) / (xp.sqrt(v / c2) + self.eps)
+                m = st.setdefault("exp_avg", xp.zeros_like(p.data, dtype=_carry(p)))
+                v = st.setdefault("exp_avg_sq", xp.zeros_like(p.data, dtype=_carry(p)))
+                _carried_update(p, lambda w, g: self._adam_step(xp, w, g, m, v, t))
+
+    def _adam_step(self, xp, w, g, m, v, t):
+        c1 = (1 - self.beta1 ** t).astype(w.dtype)
+        c2 = (1 - self.beta2 ** t).astype(w.dtype)
+        g = g + self.weight_decay * w if self.weight_decay else g
+        m *= self.beta1
+        m += (1 - self.beta1) * g
+        v *= self.beta2
+        v += (1 - self.beta2) * g * g
+        w -= self.lr * (m / c1) / (xp.sqrt(v / c2) + self.eps)

@@ -72,7 +72,7 @@ class Tensor:
         if grad_req == "null":
             self._node, self.grad = None, None
             return self
-        if self.dtype.kind != "f":
+        if not devices.is_float(self.dtype):
             raise TypeError(f"attach_grad: only floating-point tensors can receive gradients, "
                             f"this one has dtype {self.dtype}")
         self._node = recording.Leaf(self, grad_req)
@@ -270,7 +270,7 @@ array = tensor
 def check_numeric(dtype, data):
     """Tensors hold booleans, integers or real floats: every rule and kernel assumes real
     arithmetic (the sigmoid of a complex number would come out as a wrong real number)."""
-    if dtype.kind not in "biuf":
+    if dtype.kind not in "biuf" and dtype != devices.BFLOAT16:
         what = {"c": "complex numbers", "O": "Python objects", "U": "strings", "S": "bytes",
                 "M": "dates", "m": "time spans", "V": "structured records"}.get(dtype.kind, "")
         raise TypeError(f"cannot make a tensor of dtype {dtype}{f' ({what})' if what else ''}: "

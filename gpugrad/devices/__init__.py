@@ -29,6 +29,9 @@ from gpugrad.devices.cupy import (  # noqa: F401
     cuda_available, cuda_device_count, cuda_unavailable_reason, cupy_version,
 )
 from gpugrad.devices.numpy import ERROR_STATE, QUIET_STATE, quiet  # noqa: F401
+from gpugrad.devices.dtypes import (  # noqa: F401
+    BFLOAT16, FLOAT16, LOW_PRECISION, accumulating, epsilon, is_float,
+)
 
 # kind -> "module:Backend class"
 _BACKENDS = {
@@ -102,7 +105,7 @@ def set_default_dtype(dtype):
     """Set the dtype of tensors made from Python scalars and lists (float32 at start)."""
     global _default_dtype
     dt = as_dtype(dtype)
-    if dt.kind != "f":
+    if not is_float(dt):
         raise TypeError(f"the default dtype must be a floating type, got {dt}")
     _default_dtype = dt
 
@@ -251,10 +254,27 @@ def fused(name, xp, *arrays):
 
 def matmul(xp, a, b):
     """xp.matmul, except inside a graphed step, where the device of `a` says how (a CUDA
-    graph cannot capture CuPy's matmul: Backend.matmul)."""
+    graph cannot capture CuPy's matmul: Backend.matmul). 16-bit operands are multiplied in
+    float32 and the product rounded once to their dtype."""
+    if a.dtype in LOW_PRECISION or b.dtype in LOW_PRECISION:
+        return carried(lambda p, q: matmul(xp, p, q), a, b)
     if in_graph_step():
         return _backend_of_array(a).matmul(a, b)
     return xp.matmul(a, b)
+
+
+def carried(fn, *arrays, **params):
+    """fn(*args, **params) with the 16-bit float arrays among args carried in float32 and the
+    result rounded once to the arrays' result dtype (other args as they are): for what
+    accumulates."""
+    low = [isinstance(getattr(a, "dtype", None), np.dtype) and a.dtype in LOW_PRECISION
+           for a in arrays]
+    if not any(low):
+        return fn(*arrays, **params)
+    dtype = np.result_type(*(a.dtype for a in arrays if isinstance(getattr(a, "dtype", None), np.dtype)))
+    wide = [a.astype(accumulating(a.dtype)) if is_low else a for a, is_low in zip(arrays, low)]
+    out = fn(*wide, **params)
+    return out.astype(dtype) if is_float(out.dtype) else out
 
 
 def sum_of_squares(xp, arrays, scale=1.0):

@@ -11,6 +11,7 @@ import contextlib
 import numpy as np
 
 from gpugrad.devices import capture
+from gpugrad.devices import dtypes
 from gpugrad.devices.cuda import kernels
 
 
@@ -123,7 +124,7 @@ def _sampled_dtype(dtype):
     """The dtype random samples are drawn in: float32 or float64, which the generators
     support; other float dtypes are drawn in float32 and rounded."""
     dtype = np.dtype(dtype)
-    if dtype.kind != "f":
+    if not dtypes.is_float(dtype):
         raise TypeError(f"random samples are floating point; dtype {dtype} is not")
     return dtype if dtype in (np.float32, np.float64) else np.dtype(np.float32)
 

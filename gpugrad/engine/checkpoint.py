@@ -2,6 +2,7 @@
 backward. Built on autograd's public entry points: structure-only recording, to find what the
 function reaches, and backward.gradients, to differentiate the recomputation."""
 
+from gpugrad import devices
 from gpugrad import recording
 from gpugrad.engine import backward
 from gpugrad import tensors
@@ -23,7 +24,7 @@ def _checkpoint_vjp(ops, g, *xs, y, fn, n_args, result, outside, arg_nodes):
                 fresh.append(x)  # with its history, so second derivatives reach the real input
                 continue
             t = tensors.wrap(x.data, x.device)
-            if x.dtype.kind == "f":
+            if devices.is_float(x.dtype):
                 t._node = recording.Leaf(t, "write")
             fresh.append(t)
         out = fn(*fresh)

@@ -69,7 +69,7 @@ def _track(x):
     x = _as_tensor(x)
     if x._node is not None and x._node is not recording.CONSTANT:
         return x
-    if x.dtype.kind != "f":
+    if not devices.is_float(x.dtype):
         raise TypeError(f"cannot differentiate with respect to a tensor of dtype {x.dtype}")
     t = tensors.wrap(x.data, x.device)
     t._tangent = x._tangent

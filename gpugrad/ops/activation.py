@@ -12,7 +12,6 @@ pattern) whose rules come from the row's `backward_derivative`, so create_graph=
 differentiates through the fused path too.
 """
 
-import math
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -21,13 +20,10 @@ from gpugrad import devices
 from gpugrad.devices.cuda import kernels, specs
 from gpugrad.devices.cuda import references as ref
 from gpugrad.devices.cuda.references import leaky_relu_mask, relu_mask
+from gpugrad.ops import activation_formulas as formula
 from gpugrad.ops import reduce
 from gpugrad.ops.registry import defelementwise, defop, jvp_of_two, no_gradient
 
-_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
-_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
-_GELU_C = 0.044715
 
 
 class Activation(NamedTuple):
@@ -63,85 +59,17 @@ class Activation(NamedTuple):
         return self.saves_if(params) if self.saves_if else self.saves
 
 
-# ---------------------------------------------------------------------------- array formulas
-# The xp compositions: the CPU path, and the kernels' reference. They compute the same guarded
-# formulas as activations.cuh.
-
-
-def _sigmoid_array(xp, x):
-    e = xp.exp(-xp.abs(x))  # never overflows
-    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
-
-
-def _gelu_array(xp, x, approximate):
-    if approximate == "tanh":
-        s = 1 + xp.tanh(_SQRT_2_OVER_PI * (x + _GELU_C * x * x * x))
-        return xp.where(s == 0, 0.0, 0.5 * x * s)  # -inf * 0 would be NaN; the limit is 0
-    cdf = 0.5 * (1 + devices.erf(x * _INV_SQRT_2))
-    return xp.where(cdf == 0, 0.0, x * cdf)
-
-
-def _gelu_bwd_array(xp, g, x, approximate):
-    if approximate == "tanh":
-        t = xp.tanh(_SQRT_2_OVER_PI * (x + _GELU_C * x * x * x))
-        sech2 = 1 - t * t
-        du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_C * x * x)
-        return g * (0.5 * (1 + t) + xp.where(sech2 == 0, 0.0, 0.5 * x * sech2 * du))
-    cdf = 0.5 * (1 + devices.erf(x * _INV_SQRT_2))
-    pdf = _INV_SQRT_2PI * xp.exp(-0.5 * x * x)
-    return g * (cdf + xp.where(pdf == 0, 0.0, x * pdf))
-
-
-def _silu_array(xp, x):
-    s = _sigmoid_array(xp, x)
-    return xp.where(s == 0, 0.0, x * s)
-
-
-def _silu_bwd_array(xp, g, x):
-    s = _sigmoid_array(xp, x)
-    p = s * (1 - s)
-    return g * (s + xp.where(p == 0, 0.0, x * p))
-
-
-def _softplus_array(xp, x, beta, threshold):
-    bx = x * beta
-    return xp.where(bx > threshold, x, (xp.maximum(bx, 0) + xp.log1p(xp.exp(-xp.abs(bx)))) / beta)
-
-
-def _softplus_bwd_array(xp, g, x, beta, threshold):
-    # the branch is the forward's, beta * x > threshold: the output cannot tell it (just
-    # above the threshold both branches give outputs above it)
-    bx = x * beta
-    return xp.where(bx > threshold, g, g * _sigmoid_array(xp, bx))
-
-
-def _softsign_array(xp, x):
-    a = xp.abs(x)
-    # above 1 as 1 - 1/(1 + a), so that inf gives 1; below, a / (1 + a) of min(a, 1) never
-    # sees inf / inf
-    small = xp.minimum(a, 1)
-    r = xp.where(a > 1, 1 - 1 / (1 + a), small / (1 + small))
-    return xp.where(x < 0, -r, r)
-
-
-def _hardswish_array(xp, x):
-    # x * clip(x + 3, 0, 6) / 6 on x clipped to [-3, 3], x itself above: -inf gives its
-    # limit 0 (not -inf * 0) and no product overflows
-    c = xp.clip(x, -3, 3)
-    return xp.where(x >= 3, x, c * (c + 3) / 6)
-
-
 # ---------------------------------------------------------------------------- second derivatives
 # In the op namespace `ops`: the rule of each backward op with respect to what it saved, times g.
 
 
 def _gelu_second_derivative(ops, g, x, approximate):
     if approximate == "tanh":
-        t = ops.tanh(_SQRT_2_OVER_PI * (x + _GELU_C * x * x * x))
-        du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_C * x * x)
-        d2u = 6 * _SQRT_2_OVER_PI * _GELU_C * x
+        t = ops.tanh(formula.SQRT_2_OVER_PI * (x + formula.GELU_C * x * x * x))
+        du = formula.SQRT_2_OVER_PI * (1 + 3 * formula.GELU_C * x * x)
+        d2u = 6 * formula.SQRT_2_OVER_PI * formula.GELU_C * x
         return g * ((1 - t * t) * (du - x * t * du * du + 0.5 * x * d2u))
-    return g * (_INV_SQRT_2PI * ops.exp(-0.5 * (x * x)) * (2 - x * x))
+    return g * (formula.INV_SQRT_2PI * ops.exp(-0.5 * (x * x)) * (2 - x * x))
 
 
 def _silu_second_derivative(ops, g, x):
@@ -187,23 +115,23 @@ ACTIVATIONS = {a.name: a for a in (
                saves_if=lambda p: "y" if p["alpha"] >= 0 else "x", forward_partial=_elu_grad),
     Activation("gelu", {"none": ("gelu", "Gelu"), "tanh": ("gelu_tanh", "GeluTanh")}, "x",
                (("approximate", "none"),), "GELU", variant="approximate",
-               forward=_gelu_array, backward=_gelu_bwd_array, backward_derivative=_gelu_second_derivative),
+               forward=formula.gelu, backward=formula.gelu_backward, backward_derivative=_gelu_second_derivative),
     Activation("silu", {None: ("silu", "Silu")}, "x", (), "SiLU",
-               forward=_silu_array, backward=_silu_bwd_array, backward_derivative=_silu_second_derivative),
+               forward=formula.silu, backward=formula.silu_backward, backward_derivative=_silu_second_derivative),
     Activation("softplus", {None: ("softplus", "Softplus")}, "x", (("beta", 1.0), ("threshold", 20.0)), "Softplus",
-               forward=_softplus_array, check=_check_softplus, backward=_softplus_bwd_array, backward_derivative=_softplus_second_derivative),
+               forward=formula.softplus, check=_check_softplus, backward=formula.softplus_backward, backward_derivative=_softplus_second_derivative),
     Activation("sigmoid", {None: ("sigmoid", "Sigmoid")}, "y", (), "Sigmoid",
-               forward=_sigmoid_array, backward=lambda xp, g, out: g * out * (1 - out),
+               forward=formula.sigmoid, backward=lambda xp, g, out: g * out * (1 - out),
                backward_derivative=lambda ops, g, out: g * (1 - 2 * out)),
     Activation("tanh", {None: ("tanh", "Tanh")}, "y", (), "Tanh",
                forward=lambda xp, x: xp.tanh(x), backward=lambda xp, g, out: g * (1 - out * out),
                backward_derivative=lambda ops, g, out: -2 * g * out),
     Activation("softsign", {None: ("softsign", "Softsign")}, "x", (), "Softsign",
-               forward=_softsign_array, backward=lambda xp, g, x: g / ((1 + xp.abs(x)) ** 2),
+               forward=formula.softsign, backward=lambda xp, g, x: g / ((1 + xp.abs(x)) ** 2),
                backward_derivative=_softsign_second_derivative),
     # backward: PyTorch's branches, 0 up to -3 and 1 from 3 on; a NaN input passes g on
     Activation("hardswish", {None: ("hardswish", "Hardswish")}, "x", (), "Hardswish",
-               forward=_hardswish_array, backward=lambda xp, g, x: xp.where(x <= -3, 0.0, xp.where(x < 3, g * (x / 3 + 0.5), g)),
+               forward=formula.hardswish, backward=lambda xp, g, x: xp.where(x <= -3, 0.0, xp.where(x < 3, g * (x / 3 + 0.5), g)),
                backward_derivative=lambda ops, g, x: ops.where(x <= -3, 0.0, ops.where(x < 3, g / 3, 0.0)),
                kinks=(-3.0, 3.0)),
 )}
@@ -249,7 +177,10 @@ def _forward_of(a):
         if a.check:
             a.check(params)
         k = devices.fused(a.kernel(params) + "_fwd", xp, x)
-        return k(x, *a.kernel_scalars(params)) if k else a.forward(xp, x, **params)
+        if k:
+            return k(x, *a.kernel_scalars(params))
+        # relu's family selects (exact in any dtype, as its recorded path computes it)
+        return a.forward(xp, x, **params) if a.saves == "mask" else devices.carried(a.forward, xp, x, **params)
     return forward
 
 
@@ -292,7 +223,7 @@ def _backward_op(a):
     `backward_derivative`."""
     def run(xp, g, s, params):
         k = devices.fused(a.kernel(params) + "_bwd", xp, g, s)
-        return k(g, s, *a.kernel_scalars(params)) if k else a.backward(xp, g, s, **params)
+        return k(g, s, *a.kernel_scalars(params)) if k else devices.carried(a.backward, xp, g, s, **params)
 
     if a.saves == "x":
         def backward(xp, g, x, **params):

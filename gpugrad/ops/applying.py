@@ -16,6 +16,7 @@ _Tensor = tensors.Tensor
 _ERROR_STATE, _QUIET_STATE = devices.ERROR_STATE, devices.QUIET_STATE
 _CONSTANT = recording.CONSTANT
 _SCALARS = (bool, int, float)
+_BFLOAT16 = devices.BFLOAT16  # a float NumPy calls void (devices/dtypes.py)
 
 
 def apply(op, inputs, params):
@@ -64,7 +65,7 @@ def apply(op, inputs, params):
     if be.is_cpu and type(y) is not np.ndarray and not devices.is_backend_array(y):
         y = np.asarray(y)  # NumPy reductions return scalars (to_device returns a device array)
     y_device = devices.device_of_array(y) if op.moves_device else device
-    if y.dtype.kind != "f":  # integer and bool results never take a gradient
+    if y.dtype.kind != "f" and y.dtype != _BFLOAT16:  # integer and bool results never take a gradient
         return tensors.wrap(y, y_device, None)
     node = _CONSTANT if constant else None
     if parents is not None:

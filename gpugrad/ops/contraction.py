@@ -31,8 +31,9 @@ def _terms(subscripts):
 
 def _forward(xp, a, b, *, subscripts):
     if b is None:
-        return xp.einsum(subscripts, a)
-    return xp.einsum(subscripts, a, b, optimize=True)  # a pair: tensordot, so BLAS
+        return devices.carried(lambda a: xp.einsum(subscripts, a), a)
+    # a pair: tensordot, so BLAS; 16-bit operands in float32, the product rounded once
+    return devices.carried(lambda a, b: xp.einsum(subscripts, a, b, optimize=True), a, b)
 
 
 def _grad(ops, g, mine, other, subscripts, which):

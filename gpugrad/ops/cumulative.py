@@ -10,6 +10,7 @@ import numbers
 
 import numpy as np
 
+from gpugrad import devices
 from gpugrad import recording
 from gpugrad.ops.registry import deflinear, defop
 
@@ -119,11 +120,11 @@ def exclusive_products(ops, x, axis):
 
 
 # fmt: off
-linear_recurrence = defop("linear_recurrence", _scan, save={"b": "a", "a": "a y"},
+linear_recurrence = defop("linear_recurrence", lambda xp, b, a, *, axis=-1: devices.carried(_scan, xp, b, a, axis=axis), save={"b": "a", "a": "a y"},
                           vjp=(lambda ops, g, b, a, y, axis: backward_scan(ops, _full(ops, g, y), a, axis),
                                _scan_grad_a),
                           jvp=_scan_jvp)
-cumsum  = deflinear("cumsum",  lambda xp, x, *, axis=None: xp.cumsum(x, axis=axis), vjp=(_cumsum_grad,))
-cumprod = defop("cumprod",     lambda xp, x, *, axis=None: xp.cumprod(x, axis=axis), save="x y",
+cumsum  = deflinear("cumsum",  lambda xp, x, *, axis=None: devices.carried(xp.cumsum, x, axis=axis), vjp=(_cumsum_grad,))
+cumprod = defop("cumprod",     lambda xp, x, *, axis=None: devices.carried(xp.cumprod, x, axis=axis), save="x y",
                 vjp=(_cumprod_grad,), jvp=_cumprod_jvp)
 # fmt: on

@@ -47,7 +47,7 @@ def _log_base(ops, a):
 def _clip(xp, x, *, a_min=None, a_max=None):
     if a_min is None and a_max is None:
         return x.copy()
-    return xp.clip(x, a_min, a_max)
+    return xp.clip(x, a_min, a_max).astype(x.dtype, copy=False)  # bfloat16 comes back float32
 
 
 def _inside(x, lo, hi):

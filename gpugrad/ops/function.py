@@ -15,6 +15,7 @@ keeps in the Function node's slot for that output (engine/backward.py), so the F
 rule runs once, with every output's gradient or None.
 """
 
+from gpugrad import devices
 from gpugrad import recording
 from gpugrad import tensors
 from gpugrad.ops import applying
@@ -143,7 +144,7 @@ def _several_outputs(xp, xs, ys, ctx):
                     else ("const", a))
     ctx.saved_keys = tuple(keys)
     ctx._outputs, ctx._several = ys, len(ys)
-    floating = [y.dtype for y in ys if y.dtype.kind == "f"]
+    floating = [y.dtype for y in ys if devices.is_float(y.dtype)]
     return xp.empty((0,), floating[0] if floating else ys[0].dtype)
 
 
@@ -152,7 +153,7 @@ def _output_tensors(cls, output_ops, ctx, hidden):
     that is in the graph, with its tangents under gg.jvp."""
     outs = []
     for k, a in enumerate(ctx._outputs):
-        if hidden._node is None or a.dtype.kind != "f":
+        if hidden._node is None or not devices.is_float(a.dtype):
             outs.append(tensors.wrap(a, hidden.device))
             continue
         outs.append(_record_output(cls.__name__, output_ops, hidden, k, a))
@@ -194,7 +195,7 @@ def _set_output_tangents(cls, ctx, xs, outs):
                 raise TypeError(f"{cls.__name__}.jvp returned {len(got)} tangent(s) for "
                                 f"{len(outs)} output(s)")
             for out, t in zip(outs, got):
-                if t is not None and out.dtype.kind == "f":
+                if t is not None and devices.is_float(out.dtype):
                     out._tangent = out._tangent or {}
                     out._tangent[level] = _fitted_tangent(_as_tensor(t, out), out)
         finally:

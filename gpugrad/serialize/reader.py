@@ -17,7 +17,9 @@ import numpy as np
 
 from gpugrad import devices
 from gpugrad import tensors
-from gpugrad.serialize.fileformat import FORMAT, MANIFEST, VERSION, StateFileError
+from gpugrad.serialize.fileformat import (
+    FORMAT, MANIFEST, NAMED, STORED_AS, VERSION, StateFileError,
+)
 
 _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -177,11 +179,14 @@ class _Archive:
                     f"its header declares {expected:,} bytes of array data (shape {shape}, "
                     f"{dtype}) but it holds {available:,} bytes: "
                     f"{'truncated' if available < expected else 'more than declared'}")
-            if declared is not None and (shape, dtype) != declared:
+            named = declared is not None and declared[1] == devices.BFLOAT16
+            if declared is not None and (shape, dtype) != (
+                    declared[0], np.dtype(STORED_AS["bfloat16"]) if named else declared[1]):
                 raise StateFileError(
                     f"it holds shape {shape} and dtype {dtype} but the manifest says "
                     f"{declared[0]} and {declared[1]}")
             flat = np.frombuffer(data, dtype=dtype, count=math.prod(shape), offset=fp.tell())
+            flat = flat.view(devices.BFLOAT16) if named else flat
             return flat.reshape(shape, order="F" if fortran else "C").copy()
 
     def _check_extent(self, info):
@@ -213,6 +218,8 @@ def _declared(entry):
             or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
                        for n in entry[0]) or not isinstance(entry[1], str)):
         raise StateFileError(f"an array's entry is {entry!r:.80}, not [shape, dtype]")
+    if entry[1] in NAMED:  # bfloat16: stored as the uint16 of its bits
+        return tuple(entry[0]), devices.as_dtype(NAMED[entry[1]])
     dtype = np.dtype(entry[1])
     if dtype.kind not in "biuf":
         raise StateFileError(f"an array's dtype is {dtype}")

@@ -106,7 +106,7 @@ def _encode(value, keys, members, arrays, containers):
         kind = ("tensor" if isinstance(value, tensors.Tensor)
                 else "scalar" if isinstance(value, np.generic) else "array")
         dtype = np.dtype(value.dtype)
-        if dtype.kind not in "biuf":
+        if dtype.kind not in "biuf" and dtype != devices.BFLOAT16:
             raise TypeError(f"gg.save: {_shown(keys)} has dtype {dtype}; only boolean, "
                             f"integer and floating-point arrays are stored")
         device = value.device if kind == "tensor" else devices.device_of_array(value)
@@ -114,7 +114,8 @@ def _encode(value, keys, members, arrays, containers):
             raise TypeError(f"gg.save: {_shown(keys)} is on the meta device, which holds a "
                             f"shape and a dtype but no values")
         member = _member_name(keys, arrays)
-        arrays[member] = [list(value.shape), dtype.newbyteorder("=").str]
+        arrays[member] = [list(value.shape), "bfloat16" if dtype == devices.BFLOAT16
+                          else dtype.newbyteorder("=").str]
         members.append((member, value))
         return {kind: member}
     if isinstance(value, numbers.Integral):
@@ -173,6 +174,8 @@ def _host_array(value):
         arr = np.asarray(value)
     else:
         arr = devices.get(devices.device_of_array(value)).to_host(value)
+    if arr.dtype == devices.BFLOAT16:
+        return arr.view(np.uint16)  # the same bits (fileformat.STORED_AS)
     return arr.astype(arr.dtype.newbyteorder("="), copy=False)
 
 

@@ -21,7 +21,7 @@ def register(subparsers):
                         help=arguments.LAYERS_HELP + "; each one more adds a hidden layer")
     parser.add_argument("--activation", default="relu", choices=sorted(ops.activation.ACTIVATIONS),
                         help="the hidden layers' activation")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16", "float16"],
                         help="of the parameters and activations")
     parser.add_argument("--lam", type=arguments.real(0), default=1e-3, help="the L2 penalty's lambda")
     parser.add_argument("--checkpoint", action="store_true", help="also checkpoint the hidden layers")
