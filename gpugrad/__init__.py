@@ -2,7 +2,8 @@
 
 __version__ = "0.1.0"
 
-from gpugrad import autograd, cuda, data, devices, memory, nn, ops, optim, testing
+from gpugrad import amp, autograd, cuda, data, devices, memory, nn, ops, optim, testing
+from gpugrad.amp import autocast
 
 from gpugrad.devices.cuda.kernels import fused
 from gpugrad.devices import (

@@ -43,9 +43,25 @@ class _State(threading.local):
     structure_only = None  # a _Structure while gg.checkpoint discovers what fn reaches
     anomaly = False  # detect_anomaly: note where each op is recorded, check every gradient
     note_lines = 0  # inside note_lines() or detect_anomaly(): remember each op's user line
+    autocast = None  # the 16-bit dtype inside gg.autocast (ops/autocasting.py), else None
 
 
 _state = _State()
+
+
+@contextlib.contextmanager
+def autocasting(dtype):
+    """Ops cast their inputs as gg.autocast's table says for `dtype` (None: not at all)."""
+    prev = _state.autocast
+    _state.autocast = dtype
+    try:
+        yield
+    finally:
+        _state.autocast = prev
+
+
+def autocast_dtype():
+    return _state.autocast
 
 
 def is_recording():

@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 
+from gpugrad import amp
 from gpugrad import autograd
 from gpugrad import devices
 from gpugrad import memory
@@ -46,9 +47,11 @@ def checkpointed_forward(model):
     return forward
 
 
-def torch_saved_bytes(d, h, q, batch, layers, activation, lam, seed=0):
-    """Bytes PyTorch saves for backward for the same model and loss, each storage once,
-    parameters apart: (activations, parameters). Needs torch."""
+def torch_saved_bytes(d, h, q, batch, layers, activation, lam, seed=0, dtype="float32",
+                      autocast=None):
+    """Bytes PyTorch saves for backward for the same model and loss (in `dtype`, under
+    torch.autocast(autocast) when given), each storage once, parameters apart: (activations,
+    parameters). Needs torch."""
     import torch
 
     torch_module = getattr(torch.nn, ops.activation.ACTIVATIONS[activation].module)
@@ -59,8 +62,8 @@ def torch_saved_bytes(d, h, q, batch, layers, activation, lam, seed=0):
         mods.append(torch.nn.Linear(a, b, bias=False))
         if i < len(sizes) - 2:
             mods.append(torch_module())
-    model = torch.nn.Sequential(*mods)
-    x = torch.randn(batch, d)
+    model = torch.nn.Sequential(*mods).to(getattr(torch, str(dtype)))
+    x = torch.randn(batch, d, dtype=getattr(torch, str(dtype)))
     y = torch.randint(0, q, (batch,))
     param_ptrs = {p.untyped_storage().data_ptr() for p in model.parameters()}
     storages = {}
@@ -69,7 +72,9 @@ def torch_saved_bytes(d, h, q, batch, layers, activation, lam, seed=0):
         s = t.untyped_storage()
         storages[s.data_ptr()] = s.nbytes()
         return t
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    cast = torch.autocast("cpu", dtype=getattr(torch, autocast or "bfloat16"),
+                          enabled=autocast is not None)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), cast:
         loss = torch.nn.functional.cross_entropy(model(x), y) + lam / 2 * sum(
             (p * p).sum() for p in model.parameters())
     del loss
@@ -79,32 +84,41 @@ def torch_saved_bytes(d, h, q, batch, layers, activation, lam, seed=0):
 
 
 def experiment(d, h, q, batches, layers=2, activation="relu", dtype="float32", device=None,
-               lam=1e-3, with_checkpoint=False, with_torch=False, seed=0):
-    """Rows of analytic vs measured, predict vs train, per batch size (gpugrad memory)."""
-    rows = []
-    for batch in batches:
-        devices.seed(seed)
-        model = mlp_4_7(d, h, q, layers, activation, dtype, device)
-        x = tensors.randn(batch, d, dtype=dtype, device=device)
-        y = np.random.default_rng(seed).integers(0, q, batch)
-        loss_fn = loss_4_7(model, lam)
-        r = memory.compare(model, x, y, loss_fn)
-        est = memory.estimate(model, (batch, d), loss_fn, labels=y)["saved activations"]
-        row = {"batch": batch, "parameters": r.train["parameters"],
-               "gradients": r.train["gradients"],
-               "saved (formula)": (memory.mlp_formula(d, h, q, batch, dtype, activation=activation)
-                                   ["saved activations"] if layers == 2 else None),
-               "saved (measured)": r.train["saved activations"],
-               "saved (estimate)": est,
-               "predict peak": r.predict["total peak"], "train peak": r.train["total peak"],
-               "train/predict peak": r.train["total peak"] / r.predict["total peak"],
-               "saved by op": r.by_op}
-        if with_torch:
-            row["saved (torch)"] = torch_saved_bytes(d, h, q, batch, layers, activation, lam, seed)[0]
-        if with_checkpoint:
-            row.update(_checkpoint_row(model, x, y, loss_fn, device))
-        rows.append(row)
-    return rows
+               lam=1e-3, with_checkpoint=False, with_torch=False, seed=0, autocast=None):
+    """Rows of analytic vs measured, predict vs train, per batch size (gpugrad memory); every
+    pass under gg.autocast(autocast) when given."""
+    with amp.autocast(autocast or "bfloat16", enabled=autocast is not None):
+        return [_experiment_row(d, h, q, batch, layers, activation, dtype, device, lam,
+                                with_checkpoint, with_torch, seed, autocast)
+                for batch in batches]
+
+
+def _experiment_row(d, h, q, batch, layers, activation, dtype, device, lam, with_checkpoint,
+                    with_torch, seed, autocast):
+    """One batch size's row of experiment()."""
+    devices.seed(seed)
+    model = mlp_4_7(d, h, q, layers, activation, dtype, device)
+    x = tensors.randn(batch, d, dtype=dtype, device=device)
+    y = np.random.default_rng(seed).integers(0, q, batch)
+    loss_fn = loss_4_7(model, lam)
+    r = memory.compare(model, x, y, loss_fn)
+    est = memory.estimate(model, (batch, d), loss_fn, labels=y)["saved activations"]
+    row = {"batch": batch, "parameters": r.train["parameters"],
+           "gradients": r.train["gradients"],
+           "saved (formula)": (memory.mlp_formula(d, h, q, batch, dtype, activation=activation,
+                                                  autocast=autocast)
+                               ["saved activations"] if layers == 2 else None),
+           "saved (measured)": r.train["saved activations"],
+           "saved (estimate)": est,
+           "predict peak": r.predict["total peak"], "train peak": r.train["total peak"],
+           "train/predict peak": r.train["total peak"] / r.predict["total peak"],
+           "saved by op": r.by_op}
+    if with_torch:
+        row["saved (torch)"] = torch_saved_bytes(d, h, q, batch, layers, activation, lam, seed,
+                                                 dtype, autocast)[0]
+    if with_checkpoint:
+        row.update(_checkpoint_row(model, x, y, loss_fn, device))
+    return row
 
 
 def _checkpoint_row(model, x, y, loss_fn, device):

@@ -5,6 +5,7 @@ import time
 
 import numpy as np
 
+from gpugrad import amp
 from gpugrad import autograd
 from gpugrad import devices
 from gpugrad import data
@@ -17,7 +18,11 @@ CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "gpugrad-train-checkpoint", 1
 # what a resumed run must share with the run that saved the checkpoint, for the two to equal
 # one uninterrupted run
 RESUMED_SETTINGS = ("dataset", "layers", "hidden", "batch", "optimizer", "lr", "momentum",
-                    "weight_decay", "seed")
+                    "weight_decay", "seed", "precision")
+# --precision: the dtype gg.autocast computes the layers in (None: float32 throughout); fp16
+# also scales the loss (gg.amp.GradScaler), whose state a checkpoint keeps
+PRECISIONS = {"fp32": None, "bf16": "bfloat16", "fp16": "float16"}
+_DEFAULT_SETTINGS = {"precision": "fp32"}  # what a checkpoint from before a setting existed had
 
 
 def build_mlp(layers, n_in, hidden, n_out, device=None):
@@ -98,14 +103,15 @@ def _host_copy(obj):
     return obj
 
 
-def checkpoint(model, opt, epoch, settings, history=()):
+def checkpoint(model, opt, epoch, settings, history=(), scaler=None):
     """What resuming needs, as host copies (gg.save writes it): the model's and optimizer's
     state dicts, the epochs done and their history, and the settings a resumed run must share.
     No random state is needed: the model's initialization is replaced by its saved state, and
     each epoch's batch order comes from (seed, epoch)."""
     return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "epoch": int(epoch),
             "settings": dict(settings), "model": _host_copy(model.state_dict()),
-            "optimizer": _host_copy(opt.state_dict()), "history": _host_copy(list(history))}
+            "optimizer": _host_copy(opt.state_dict()), "history": _host_copy(list(history)),
+            **({"scaler": scaler.state_dict()} if scaler is not None and scaler.enabled else {})}
 
 
 def check_checkpoint(state, settings):
@@ -118,6 +124,7 @@ def check_checkpoint(state, settings):
         raise ValueError(f"it is a checkpoint of version {state.get('version')}; this gpugrad "
                          f"reads version {CHECKPOINT_VERSION}")
     saved = state.get("settings", {})
+    saved = {**_DEFAULT_SETTINGS, **saved}
     return {k: (saved.get(k), settings[k]) for k in RESUMED_SETTINGS
             if _plain(saved.get(k)) != _plain(settings[k])}
 
@@ -130,7 +137,7 @@ def _plain(value):
 def train(dataset, layers=2, hidden=256, epochs=20, batch=32, lr=None, momentum=0.9,
           weight_decay=0.0, device=None, seed=0, progress=None, on_epoch=None,
           distributed=False, optimizer="sgd", resume=None, on_checkpoint=None,
-          dataset_name=None):
+          dataset_name=None, precision="fp32"):
     """Train an MLP of `layers` weight layers; returns (model, history) with one dict per epoch.
 
     on_epoch(model, entry), if given, is called as each epoch finishes, so a caller can show it
@@ -139,6 +146,8 @@ def train(dataset, layers=2, hidden=256, epochs=20, batch=32, lr=None, momentum=
     its shard of every batch, the gradients are averaged before each update, and the figures
     are over all ranks.
     optimizer: 'sgd' (momentum, weight decay) or 'adam'; lr None is its default (0.1, 1e-3).
+    precision: 'fp32', 'bf16' (the layers under gg.autocast(bfloat16)) or 'fp16' (under
+    gg.autocast(float16), the loss scaled by a gg.amp.GradScaler); parameters stay float32.
     resume: a checkpoint (checkpoint(), or gg.load of what `gpugrad train --save` wrote) to
     continue from: `epochs` more epochs, numbered on from its epoch, so that 3 epochs and 2
     resumed equal 5 bit for bit. on_checkpoint(state), if given, gets checkpoint() after each
@@ -147,7 +156,10 @@ def train(dataset, layers=2, hidden=256, epochs=20, batch=32, lr=None, momentum=
     lr = OPTIMIZERS.get(optimizer, 0.1) if lr is None else lr
     settings = {"dataset": dataset_name, "layers": layers, "hidden": hidden, "batch": batch,
                 "optimizer": optimizer, "lr": lr, "momentum": momentum,
-                "weight_decay": weight_decay, "seed": seed}
+                "weight_decay": weight_decay, "seed": seed, "precision": precision}
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    scaler = amp.GradScaler(enabled=precision == "fp16")
     devices.seed(seed)
     n_classes = int(max(dataset.train_y.max(), dataset.test_y.max())) + 1
     model = build_mlp(layers, dataset.train_x.shape[1], hidden, n_classes, device=device)
@@ -158,6 +170,8 @@ def train(dataset, layers=2, hidden=256, epochs=20, batch=32, lr=None, momentum=
         model.load_state_dict(resume["model"])
         opt.load_state_dict(resume["optimizer"])
         done = int(resume["epoch"])
+        if "scaler" in resume:
+            scaler.load_state_dict(resume["scaler"])
         history = [dict(h) for h in resume.get("history", [])]
     dist = None
     if distributed:
@@ -167,7 +181,8 @@ def train(dataset, layers=2, hidden=256, epochs=20, batch=32, lr=None, momentum=
         dist.broadcast_parameters(model)
     for epoch in range(done + 1, done + epochs + 1):
         t0 = time.perf_counter()
-        loss, correct = _run_epoch(model, opt, dataset, batch, seed, epoch, device, dist, progress)
+        loss, correct = _run_epoch(model, opt, dataset, batch, seed, epoch, device, dist, progress,
+                                   PRECISIONS[precision], scaler)
         history.append({
             "epoch": epoch, "loss": loss,
             "train accuracy": correct / len(dataset.train_x),
@@ -177,11 +192,12 @@ def train(dataset, layers=2, hidden=256, epochs=20, batch=32, lr=None, momentum=
         if on_epoch is not None:
             on_epoch(model, history[-1])
         if on_checkpoint is not None:
-            on_checkpoint(checkpoint(model, opt, epoch, settings, history))
+            on_checkpoint(checkpoint(model, opt, epoch, settings, history, scaler))
     return model, history[done:]
 
 
-def _run_epoch(model, opt, dataset, batch, seed, epoch, device, dist, progress):
+def _run_epoch(model, opt, dataset, batch, seed, epoch, device, dist, progress, cast=None,
+               scaler=None):
     """One pass over the training set: (mean loss, examples classified right), over all ranks
     when `dist` (gg.distributed) is given."""
     losses, correct = [], 0
@@ -193,13 +209,17 @@ def _run_epoch(model, opt, dataset, batch, seed, epoch, device, dist, progress):
             part = dist.shard(len(xb))
             xb, yb = xb[part], yb[part]
         x = tensors.tensor(xb, device=device)
-        with autograd.record():
+        with autograd.record(), amp.autocast(cast or "bfloat16", enabled=cast is not None):
             logits = model(x)
             loss = nn.functional.cross_entropy(logits, yb)
-        loss.backward()
+        (scaler.scale(loss) if scaler is not None else loss).backward()
         if dist is not None:
             dist.average_gradients(model)
-        opt.step()
+        if scaler is not None:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
         losses.append(loss.item())
         correct += int((logits.numpy().argmax(axis=1) == yb).sum())
     if dist is not None:  # every rank saw its shards: the epoch's figures are their sums

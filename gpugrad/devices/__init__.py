@@ -30,7 +30,7 @@ from gpugrad.devices.cupy import (  # noqa: F401
 )
 from gpugrad.devices.numpy import ERROR_STATE, QUIET_STATE, quiet  # noqa: F401
 from gpugrad.devices.dtypes import (  # noqa: F401
-    BFLOAT16, FLOAT16, LOW_PRECISION, accumulating, epsilon, is_float,
+    BFLOAT16, FLOAT16, FLOAT32, LOW_PRECISION, accumulating, epsilon, is_float,
 )
 
 # kind -> "module:Backend class"

@@ -109,7 +109,8 @@ def _run(heads, head_grads, retain_graph, create_graph, targets=None):
     for node, g in zip(roots, head_grads):
         walk.grads[node] = rules.as_array(walk.grads[node] + g) if node in walk.grads else g
     # inf and NaN in gradients are anomaly mode's to report
-    with record() if create_graph else pause(), devices.quiet():
+    # the rules compute in the dtypes the forward saved, not as autocast would cast them
+    with record() if create_graph else pause(), devices.quiet(), recording.autocasting(None):
         walk.run(order)
     if targets is None:
         accumulation.write_leaves(walk.leaves, as_tensors, external)

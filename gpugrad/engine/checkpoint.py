@@ -9,16 +9,17 @@ from gpugrad import tensors
 from gpugrad.ops import registry
 
 
-def _checkpoint_forward(xp, *xs, fn, n_args, result, outside, arg_nodes):
+def _checkpoint_forward(xp, *xs, fn, n_args, result, outside, arg_nodes, autocast):
     return result.pop()  # computed once, in structure-only mode, before the node was made
 
 
-def _checkpoint_vjp(ops, g, *xs, y, fn, n_args, result, outside, arg_nodes):
-    """Recompute fn on fresh leaves and return the gradients of every parent of the node (on
-    Tensors at every order, as fn is user code: `ops` goes unused)."""
+def _checkpoint_vjp(ops, g, *xs, y, fn, n_args, result, outside, arg_nodes, autocast):
+    """Recompute fn on fresh leaves, under the autocast of its first run, and return the
+    gradients of every parent of the node (on Tensors at every order, as fn is user code:
+    `ops` goes unused)."""
     create = recording.is_recording()  # the engine records here exactly when create_graph
     fresh = []
-    with recording.record(train_mode=recording.is_training()):
+    with recording.record(train_mode=recording.is_training()), recording.autocasting(autocast):
         for x in xs[:n_args]:
             if create and x._node is not None:
                 fresh.append(x)  # with its history, so second derivatives reach the real input
@@ -77,5 +78,5 @@ def checkpoint(fn, *args):
     outside = [n for n in found.outside if n not in arg_nodes]
     inputs = list(args) + [found.outside[n] for n in outside]
     params = {"fn": fn, "n_args": len(args), "result": [out.data], "outside": outside,
-              "arg_nodes": arg_nodes}
+              "arg_nodes": arg_nodes, "autocast": recording.autocast_dtype()}
     return registry.apply(_checkpoint_op(), tuple(inputs), params)

@@ -9,6 +9,7 @@ import contextlib
 import numpy as np
 
 from gpugrad import autograd
+from gpugrad import devices
 from gpugrad import ops
 from gpugrad import tensors
 from gpugrad.devices import meta
@@ -19,7 +20,7 @@ from gpugrad.memory import ledger
 # ---------------------------------------------------------------------------- section 4.7
 
 def mlp_formula(d, h, q, batch, dtype="float32", bias=False, activation="relu",
-                optimizer=None, label_dtype="int64"):
+                optimizer=None, label_dtype="int64", autocast=None):
     """Bytes of section 4.7's network, z = W1 x (+ b1), h = phi(z), o = W2 h (+ b2),
     L = cross_entropy(o, y), s = lambda/2 (|W1|^2 + |W2|^2), for a batch, term by term.
 
@@ -37,18 +38,25 @@ def mlp_formula(d, h, q, batch, dtype="float32", bias=False, activation="relu",
     parameters; SGD with momentum keeps one more copy, Adam two. Prediction keeps nothing: its
     peak is the parameters, the input x (the caller holds it) and the largest pair of
     consecutive intermediates alive at once (z while h is computed, or h while o is).
+    Under gg.autocast(autocast) (float32 parameters) x, z and h are kept in the 16-bit dtype
+    the layers compute in, and so is W2's 16-bit copy, which dL/dh reads (W1's is not kept:
+    x takes no gradient); the loss computes in float32, so o is kept in float32.
     Returns a dict of these terms in bytes, with totals.
     """
     s = np.dtype(dtype).itemsize
+    low = None if autocast is None else devices.as_dtype(autocast).itemsize
+    a = low or s  # the activations' bytes per element
     params = (h * d + q * h + ((h + q) if bias else 0)) * s
     terms = collections.OrderedDict()
-    terms["x"] = batch * d * s
+    terms["x"] = batch * d * a
     declared = ops.activation.ACTIVATIONS[activation]
     saves = declared.saved(dict(declared.params))
     if saves == "x":  # a "mask" is read from h, which the next layer keeps: nothing more
-        terms["z"] = batch * h * s
-    terms["h"] = batch * h * s
-    terms["o"] = batch * q * s
+        terms["z"] = batch * h * a
+    terms["h"] = batch * h * a
+    if low:
+        terms["W2 (16-bit copy)"] = q * h * low
+    terms["o"] = batch * q * (4 if low else s)
     terms["labels"] = batch * np.dtype(label_dtype).itemsize
     opt = {None: 0, "sgd": 0, "sgd-momentum": params, "adam": 2 * params}[optimizer]
     live_pair = max(2 * batch * h, batch * h + batch * q) * s

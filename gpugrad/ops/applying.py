@@ -8,6 +8,7 @@ import numpy as np
 from gpugrad import devices
 from gpugrad import recording
 from gpugrad import tensors
+from gpugrad.ops import autocasting
 from gpugrad.ops import namespace
 from gpugrad.ops import op as op_table
 from gpugrad.ops import shortcuts
@@ -21,13 +22,15 @@ _BFLOAT16 = devices.BFLOAT16  # a float NumPy calls void (devices/dtypes.py)
 
 def apply(op, inputs, params):
     """Run an op's forward; record a recording.Node when recording and an input is in the graph."""
+    state = recording._state  # one lookup of the thread's recording state
+    if state.autocast is not None:  # inside gg.autocast: the inputs cast as its table says
+        inputs = autocasting.cast_inputs(op, inputs, state.autocast)
     fast = _fast_inputs(inputs)
     if fast is not None:
         xs = inputs
         arrays, device = fast
     else:
         xs, arrays, device = _other_inputs(op, inputs)
-    state = recording._state  # one lookup of the thread's recording state
     parents = tangents = None
     constant = False  # the output is in the graph with a zero derivative (recording.CONSTANT)
     if op.differentiable:
@@ -185,6 +188,7 @@ def _set_tangents(op, tangents, xs, y, node, aux, params):
     for level in sorted(tangents):
         outer = state.forward_levels
         state.forward_levels = tuple(lv for lv in outer if lv < level)
+        cast, state.autocast = state.autocast, None  # a tangent follows its output's dtype
         try:
             t = op.jvp(namespace.TENSOR_OPS, tangents[level], *xs, y=y, **extra, **params)
             if t is None:  # only inputs the output does not vary with have tangents
@@ -194,7 +198,7 @@ def _set_tangents(op, tangents, xs, y, node, aux, params):
             if t.dtype != y.dtype:
                 t = t.astype(y.dtype)
         finally:
-            state.forward_levels = outer
+            state.forward_levels, state.autocast = outer, cast
         y._tangent[level] = t
     y._tangent = y._tangent or None
     if node is not None and node is not _CONSTANT:

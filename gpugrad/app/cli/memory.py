@@ -23,6 +23,8 @@ def register(subparsers):
                         help="the hidden layers' activation")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16", "float16"],
                         help="of the parameters and activations")
+    parser.add_argument("--autocast", choices=["bf16", "fp16"], default=None,
+                        help="every pass under gg.autocast in this dtype (parameters in --dtype)")
     parser.add_argument("--lam", type=arguments.real(0), default=1e-3, help="the L2 penalty's lambda")
     parser.add_argument("--checkpoint", action="store_true", help="also checkpoint the hidden layers")
     parser.add_argument("--compare-torch", action="store_true",
@@ -44,9 +46,12 @@ def run(args):
     rows = experiments.experiment(args.d, args.h, args.q, batches, layers=args.layers,
                                   activation=args.activation, dtype=args.dtype, device=device,
                                   lam=args.lam, with_checkpoint=args.checkpoint,
-                                  with_torch=args.compare_torch)
+                                  with_torch=args.compare_torch,
+                                  autocast={"bf16": "bfloat16", "fp16": "float16"}.get(args.autocast))
     print(f"section 4.7 network: d={args.d}, h={args.h}, q={args.q}, {args.layers} weight layers, "
-          f"{args.activation}, {args.dtype}, no bias, J = L + lambda/2 sum |W|^2, device {device}")
+          f"{args.activation}, {args.dtype}"
+          f"{f' under autocast {args.autocast}' if args.autocast else ''}, no bias, "
+          f"J = L + lambda/2 sum |W|^2, device {device}")
     cols = [c for c in rows[0] if c != "saved by op"]
     print(table.format_table([{**{c: r[c] for c in cols}, "suite": None} for r in rows]))
     if args.layers == 2:

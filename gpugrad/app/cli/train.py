@@ -20,6 +20,9 @@ def register(subparsers):
                         help="sgd (with --momentum) or adam")
     parser.add_argument("--weight-decay", type=arguments.real(0), default=0.0,
                         help="L2 weight decay, added to the gradient as PyTorch does")
+    parser.add_argument("--precision", choices=list(training.PRECISIONS), default="fp32",
+                        help="the layers' dtype: fp32, or under gg.autocast bf16 or fp16 (with "
+                             "loss scaling); parameters stay float32")
     parser.add_argument("--distributed", action="store_true",
                         help="data parallel over the ranks of mpirun (needs the distributed extra)")
     parser.add_argument("--save", metavar="FILE", type=arguments.output_file("state"),
@@ -37,7 +40,8 @@ def run(args):
     lr = training.OPTIMIZERS[args.optimizer] if args.lr is None else args.lr
     settings = {"dataset": args.dataset, "layers": args.layers, "hidden": args.hidden,
                 "batch": args.batch, "optimizer": args.optimizer, "lr": lr,
-                "momentum": args.momentum, "weight_decay": args.weight_decay, "seed": args.seed}
+                "momentum": args.momentum, "weight_decay": args.weight_decay, "seed": args.seed,
+                "precision": args.precision}
     resume = read_checkpoint(args.resume, settings) if args.resume else None
     if args.distributed:
         _join_ranks(args)
@@ -114,7 +118,8 @@ def _train(args, dataset, device, lr, resume):
             batch=args.batch, lr=lr, momentum=args.momentum, optimizer=args.optimizer,
             weight_decay=args.weight_decay, device=device, seed=args.seed, progress=progress,
             on_epoch=on_epoch, distributed=args.distributed, resume=resume,
-            on_checkpoint=on_checkpoint if args.save else None, dataset_name=args.dataset)
+            on_checkpoint=on_checkpoint if args.save else None, dataset_name=args.dataset,
+            precision=args.precision)
     except KeyboardInterrupt:
         interrupted = True
         print(f"interrupted during epoch {first_epoch + len(history)}: keeping the "
