@@ -653,3 +653,28 @@ def test_train_refuses_to_resume_what_it_cannot_continue_exactly(tmp_path, capsy
         assert exit_info.value.code == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, err
+
+
+@pytest.mark.slow
+def test_bench_mlp_under_autocast(tmp_path, capsys):
+    """--precision bf16 adds the step under gg.autocast (and torch.autocast beside it, where
+    PyTorch is installed), each with its time over its own library's float32 step; given to
+    another suite it is refused, naming the command that takes it."""
+    out = tmp_path / "mlp.json"
+    assert cli.main(["bench", "mlp", "--device", "cpu", "--batch", "8", "--precision", "bf16",
+                     "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    impls = {r["impl"] for r in rows}
+    assert "gpugrad bf16" in impls
+    ours = [r for r in rows if r["impl"] == "gpugrad bf16"]
+    assert all(_ratio_or_flagged(r, "time / fp32") for r in ours)
+    try:
+        import torch  # noqa: F401
+
+        assert "torch bf16" in impls
+        assert all(_ratio_or_flagged(r, "gpugrad / torch", others=rows) for r in ours)
+    except ImportError:
+        pass
+    capsys.readouterr()
+    assert cli.main(["bench", "kernels", "--device", "cpu", "--precision", "bf16"]) == 1
+    assert "gpugrad bench mlp --precision bf16" in capsys.readouterr().err

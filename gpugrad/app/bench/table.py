@@ -26,6 +26,7 @@ RATIO_COLUMNS = {
                              "moves / its time)"},
     "captured / hand-written": {"mlp": "the captured step's time / the hand-written captured "
                                        "step's"},
+    "time / fp32": {"mlp": "the step's time under autocast / the same library's float32 step's"},
 }
 
 

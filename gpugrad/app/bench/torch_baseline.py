@@ -48,7 +48,8 @@ def activation_backward(be, activation, declared_name, g, x, y):
     return lambda: torch_vjp(tg)
 
 
-def mlp_step_cases(sizes, weights_host, activations_host, x_host, y_host, lam, lr, be):
+def mlp_step_cases(sizes, weights_host, activations_host, x_host, y_host, lam, lr, be,
+                   precision=None):
     """{impl: step()}: the same bias-free MLP's SGD step in PyTorch ("torch"; "torch graph" on
     CUDA: captured) from the same weights and data, and its matrix products alone ("torch
     matmuls"); none where PyTorch is missing or cannot reach the device."""
@@ -71,15 +72,24 @@ def mlp_step_cases(sizes, weights_host, activations_host, x_host, y_host, lam, l
         torch.matmul, *([torch.from_numpy(a).to(dev) for a in arrays]
                         for arrays in (weights_host, activations_host)))}
 
-    def theirs():
-        topt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(tmodel(tx), ty) + lam / 2 * sum(
-            (p * p).sum() for p in tmodel.parameters())
-        loss.backward()
-        topt.step()
-    cases["torch"] = theirs
+    def step_in(cast):
+        def theirs():
+            topt.zero_grad(set_to_none=True)
+            with torch.autocast(dev, dtype=getattr(torch, cast or "bfloat16"),
+                                enabled=cast is not None):
+                loss = torch.nn.functional.cross_entropy(tmodel(tx), ty) + lam / 2 * sum(
+                    (p * p).sum() for p in tmodel.parameters())
+            loss.backward()
+            topt.step()
+        return theirs
+    cases["torch"] = step_in(None)
     if be.is_cuda:
-        cases["torch graph"] = captured(torch, theirs, topt)
+        cases["torch graph"] = captured(torch, cases["torch"], topt)
+    if precision is not None:
+        cast = {"bf16": "bfloat16", "fp16": "float16"}[precision]
+        cases[f"torch {precision}"] = step_in(cast)
+        if be.is_cuda:
+            cases[f"torch {precision} graph"] = captured(torch, cases[f"torch {precision}"], topt)
     return cases
 
 

@@ -22,6 +22,9 @@ def register(subparsers):
                         help="mlp only: comma-separated batch sizes (default 32,1024; with "
                              "--full 32,128,512,1024,4096); --quick or --full still sets the "
                              "blocks per case (3 or 5)")
+    parser.add_argument("--precision", choices=["bf16", "fp16"], default=None,
+                        help="mlp only: also time each step under autocast in this dtype "
+                             "(gg.autocast beside torch.autocast; no loss scaling)")
     parser.set_defaults(func=run)
 
 
@@ -54,7 +57,12 @@ def run(args):
         print("note: PyTorch is not installed, so there are no PyTorch baselines "
               "(pip install torch==2.13.0)")
     results = {"environment": env, "quick": not args.full, "rows": []}
+    if args.precision is not None and names != ["mlp"]:
+        raise ValueError(f"--precision times the mlp suite under autocast, not {args.suite}'s: "
+                         f"gpugrad bench mlp --precision {args.precision}")
     options = {"batches": args.batch} if args.batch is not None else {}  # mlp alone takes it
+    if args.precision is not None:
+        options["precision"] = args.precision
     for suite in names:
         rows = suites.SUITES[suite](device, quick=not args.full, progress=progress, **options)
         results["rows"] += rows

@@ -14,14 +14,16 @@ MLP_MODELS = {"4.7 (784-256-10)": [784, 256, 10], "deep (784-1024x3-10)": [784, 
 
 
 
-def mlp_step_cases(sizes, batch, device, lam=1e-3, lr=0.01):
+def mlp_step_cases(sizes, batch, device, lam=1e-3, lr=0.01, precision=None):
     """{impl: step()} for one SGD training step (forward, cross-entropy + L2, backward, update)
-    of the same bias-free MLP on the same data, in gpugrad and (when installed) PyTorch."""
+    of the same bias-free MLP on the same data, in gpugrad and (when installed) PyTorch; with
+    precision ("bf16" or "fp16") also the step under each library's autocast in that dtype
+    ("gpugrad bf16", "torch bf16"; no loss scaling)."""
     be = devices.get(device)
     rng = np.random.default_rng(batch)
     x_host = rng.standard_normal((batch, sizes[0])).astype(np.float32)
     y_host = rng.integers(0, sizes[-1], batch)
-    params, cases = _gpugrad_cases(sizes, x_host, y_host, device, lam, lr)
+    params, cases = _gpugrad_cases(sizes, x_host, y_host, device, lam, lr, precision)
     # the step's matrix products alone, in the array library and in PyTorch: the gap between
     # them is the floor under gpugrad / torch
     weights_host = [p.numpy() for p in params]
@@ -31,7 +33,7 @@ def mlp_step_cases(sizes, batch, device, lam=1e-3, lr=0.01):
     cases[f"{array_baseline.array_library(device)} matmuls"] = array_baseline.matmul_products(
         be.xp.matmul, weights, acts)
     cases.update(torch_baseline.mlp_step_cases(sizes, weights_host, acts_host, x_host, y_host,
-                                               lam, lr, be))
+                                               lam, lr, be, precision))
     if be.is_cuda:  # the floor: the same step by hand on CuPy arrays, captured
         with be.active:
             floor_weights = [be.xp.asarray(w) for w in weights_host]
@@ -45,7 +47,10 @@ def mlp_step_cases(sizes, batch, device, lam=1e-3, lr=0.01):
     return cases
 
 
-def _gpugrad_cases(sizes, x_host, y_host, device, lam, lr):
+PRECISIONS = {"bf16": "bfloat16", "fp16": "float16"}
+
+
+def _gpugrad_cases(sizes, x_host, y_host, device, lam, lr, precision=None):
     """(the model's parameters, {impl: step()}): gpugrad's step eager, with labels from the host
     (not on the CPU) and captured (on CUDA)."""
     from gpugrad import nn
@@ -60,9 +65,10 @@ def _gpugrad_cases(sizes, x_host, y_host, device, lam, lr):
         x, y = gpugrad.tensor(x_host, device=device), be.asarray(y_host)
     params = model.parameters()
 
-    def step_with(labels):
+    def step_with(labels, cast=None):
         def step():
-            with gpugrad.autograd.record():
+            with gpugrad.autograd.record(), gpugrad.autocast(cast or "bfloat16",
+                                                             enabled=cast is not None):
                 loss = F.cross_entropy(model(x), labels) + lam * F.l2_penalty(params)
             loss.backward()
             opt.step()
@@ -70,6 +76,11 @@ def _gpugrad_cases(sizes, x_host, y_host, device, lam, lr):
 
     ours = step_with(y)
     cases = {"gpugrad": ours}
+    if precision is not None:
+        cases[f"gpugrad {precision}"] = step_with(y, PRECISIONS[precision])
+        if be.is_cuda:
+            cases[f"gpugrad {precision} captured"] = gpugrad.cuda.graph(
+                cases[f"gpugrad {precision}"], device=device)
     if not be.is_cpu:  # labels as a data loader gives them, host data: checked on the host
         # before they move, where labels on the device are read back to be checked (a sync)
         cases["gpugrad host labels"] = step_with(y_host)
@@ -78,21 +89,22 @@ def _gpugrad_cases(sizes, x_host, y_host, device, lam, lr):
     return params, cases
 
 
-_TORCH_COUNTERPART = {"gpugrad captured": "torch graph"}
+_TORCH_COUNTERPART = {"gpugrad captured": "torch graph", "gpugrad bf16 captured": "torch bf16 graph",
+                      "gpugrad fp16 captured": "torch fp16 graph"}
 
 
 MLP_BATCHES = {True: [32, 1024], False: [32, 128, 512, 1024, 4096]}  # quick, full
 
 
-def mlp_suite(device, quick=True, progress=None, batches=None, yardstick=None):
+def mlp_suite(device, quick=True, progress=None, batches=None, yardstick=None, precision=None):
     """Step time, samples/s and gpugrad/torch for the section 4.7 and the deep MLP, at
-    `batches` (default: MLP_BATCHES[quick])."""
+    `batches` (default: MLP_BATCHES[quick]); with precision, the steps under autocast too."""
     batches = MLP_BATCHES[quick] if batches is None else list(batches)
     yardstick = yardstick if yardstick is not None else Yardstick()
     rows = []
     work = [(name, b) for name in MLP_MODELS for b in batches]
     for i, (name, batch) in enumerate(work):
-        cases = mlp_step_cases(MLP_MODELS[name], batch, device)
+        cases = mlp_step_cases(MLP_MODELS[name], batch, device, precision=precision)
         ops = counting.ops_per_step(cases["gpugrad"])
         strict = devices.get(device).name == "strict"
         calls = sum(counting.device_calls_per_step(cases["gpugrad"]).values()) if strict else None
@@ -105,9 +117,13 @@ def mlp_suite(device, quick=True, progress=None, batches=None, yardstick=None):
         pairs = {}
         for impl in cases:
             base = ("torch matmuls" if impl.endswith(" matmuls")
-                    else _TORCH_COUNTERPART.get(impl, "torch"))
+                    else _TORCH_COUNTERPART.get(impl, impl.replace("gpugrad", "torch")
+                                                if precision and precision in impl else "torch"))
             if not impl.startswith(("torch", "jax", "hand")) and base in cases:
                 pairs[impl, "gpugrad / torch"] = (impl, base)
+            fp32 = impl.replace(f" {precision}", "") if precision else None
+            if precision and precision in impl and fp32 in cases:
+                pairs[impl, "time / fp32"] = (impl, fp32)
         if "gpugrad captured" in cases and "hand-written captured" in cases:
             pairs["gpugrad captured", "captured / hand-written"] = (
                 "gpugrad captured", "hand-written captured")
@@ -131,7 +147,9 @@ def mlp_suite(device, quick=True, progress=None, batches=None, yardstick=None):
                    if "gpugrad / torch" in mine else None,
                    **({"captured / hand-written": table.ratio_of(mine["captured / hand-written"])
                        if "captured / hand-written" in mine else None}
-                      if "hand-written captured" in cases else {})}
+                      if "hand-written captured" in cases else {}),
+                   **({"time / fp32": table.ratio_of(mine["time / fp32"])
+                       if "time / fp32" in mine else None} if precision else {})}
             rows.append(table.with_verdicts(row, list(mine.values())) if mine
                         else table.with_turn_note(row, blocks, impl))
         if progress:
