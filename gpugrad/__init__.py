@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from gpugrad import amp, autograd, cuda, data, devices, memory, nn, ops, optim, testing
+from gpugrad import amp, autograd, backends, cuda, data, devices, memory, nn, ops, optim, testing
 from gpugrad.amp import autocast
 
 from gpugrad.devices.cuda.kernels import fused

@@ -222,3 +222,35 @@ def _has_torch():
     except ImportError:
         return False
     return True
+
+
+def test_the_tf32_switch(monkeypatch, capsys):
+    """gg.backends.matmul.allow_tf32: off by default, a bool, reported by gpugrad info, and
+    handed to CuPy's compute type for float32 where CuPy is loaded (a stand-in CuPy here: the
+    GPU's own effect is for a GPU run to measure)."""
+    import sys
+    import types
+
+    from gpugrad.app import cli
+
+    assert gg.backends.matmul.allow_tf32 is False
+    with pytest.raises(TypeError, match="True or False"):
+        gg.backends.matmul.allow_tf32 = 1
+    calls = []
+    linalg = types.SimpleNamespace(COMPUTE_TYPE_TF32="tf32", COMPUTE_TYPE_DEFAULT="default",
+                                   set_compute_type=lambda dtype, kind: calls.append((dtype, kind)))
+    core = types.ModuleType("cupy._core")
+    core._routines_linalg = linalg
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "cupy", types.ModuleType("cupy"))
+        m.setitem(sys.modules, "cupy._core", core)
+        m.setitem(sys.modules, "cupy._core._routines_linalg", linalg)
+        gg.backends.matmul.allow_tf32 = True
+        gg.backends.matmul.allow_tf32 = False
+    assert calls == [(np.float32, "tf32"), (np.float32, "default")]
+    try:
+        gg.backends.matmul.allow_tf32 = True
+        assert cli.main(["info"]) == 0
+        assert "tf32 matmul               on" in capsys.readouterr().out
+    finally:
+        gg.backends.matmul.allow_tf32 = False

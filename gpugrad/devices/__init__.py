@@ -277,6 +277,15 @@ def carried(fn, *arrays, **params):
     return out.astype(dtype) if is_float(out.dtype) else out
 
 
+def set_tf32(on):
+    """TF32 for float32 matrix products on CUDA devices (gg.backends.matmul.allow_tf32):
+    CuPy's compute type and gpugrad's cuBLAS handles, now where CuPy is loaded, else when a
+    CUDA device is first used; nothing on the CPU."""
+    from gpugrad.devices.cuda import cublas
+
+    cublas.set_tf32(on)
+
+
 def sum_of_squares(xp, arrays, scale=1.0):
     """scale * the sum of the squares of every element of every array (Backend.sum_of_squares),
     on the device of the arrays, whose namespace is xp."""

@@ -84,6 +84,9 @@ class CupyBackend(backend.Backend):
         self.active = cp.cuda.Device(self.index)
         with self.active:
             self.rng = cp.random.RandomState()
+        from gpugrad.devices.cuda import cublas
+
+        cublas.apply_tf32_to_cupy(cp)  # gg.backends.matmul.allow_tf32, set before CuPy loaded
 
     @classmethod
     def device_of(cls, arr):

@@ -43,6 +43,8 @@ def info_report(compile_kernels=False):
         "default dtype": str(devices.get_default_dtype()),
         "nvcc": f"{nvcc}: {kernels.nvcc_version(nvcc)}" if nvcc else "not found",
         "differentiable ops": len(gpugrad.OPS),
+        "tf32 matmul": ("on" if gpugrad.backends.matmul.allow_tf32 else "off")
+        + " (gg.backends.matmul.allow_tf32; CUDA only)",
         **kernels.compile_report(devices.get("cuda:0").xp if cuda_ok else None, compile_kernels),
     }
 

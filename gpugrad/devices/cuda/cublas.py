@@ -80,6 +80,35 @@ def matmul(xp, a, b, gemm, alpha=1.0, into=None):
 
 _lib = None
 _handles = {}  # (device, stream pointer) -> (handle, workspace)
+DEFAULT_MATH, TF32_TENSOR_OP_MATH = 0, 3  # cublasMath_t
+_tf32 = False  # gg.backends.matmul.allow_tf32
+
+
+def set_tf32(on):
+    """TF32 for float32 products: the math mode of every handle of ours (and of those made
+    later), and CuPy's compute type for float32 where CuPy is loaded (else at its first use:
+    apply_tf32_to_cupy)."""
+    global _tf32
+    _tf32 = on
+    import sys
+
+    cp = sys.modules.get("cupy")
+    if cp is not None:
+        apply_tf32_to_cupy(cp)
+        for handle, _, _ in _handles.values():
+            _check(_library(cp).cublasSetMathMode(handle, _math_mode()), "cublasSetMathMode")
+
+
+def _math_mode():
+    return TF32_TENSOR_OP_MATH if _tf32 else DEFAULT_MATH
+
+
+def apply_tf32_to_cupy(cp):
+    """CuPy's compute type for float32 products, as gg.backends.matmul.allow_tf32 says."""
+    from cupy._core import _routines_linalg as linalg
+
+    linalg.set_compute_type(np.float32, linalg.COMPUTE_TYPE_TF32 if _tf32
+                            else linalg.COMPUTE_TYPE_DEFAULT)
 _lock = threading.Lock()
 
 
@@ -109,7 +138,7 @@ def _library(cp):
             raise capture.DeviceError("the capturable matmul needs libcublas, which was not "
                                       "found in this process nor on the library path")
         for fn in ("cublasCreate_v2", "cublasSetStream_v2", "cublasSetWorkspace_v2",
-                   "cublasSgemm_v2", "cublasDgemm_v2"):
+                   "cublasSgemm_v2", "cublasDgemm_v2", "cublasSetMathMode"):
             getattr(_lib, fn).restype = ctypes.c_int
     return _lib
 
@@ -139,6 +168,7 @@ def _handle(cp):
             _check(lib.cublasSetWorkspace_v2(handle, ctypes.c_void_p(workspace.ptr),
                                              ctypes.c_size_t(WORKSPACE_BYTES)),
                    "cublasSetWorkspace")
+            _check(lib.cublasSetMathMode(handle, _math_mode()), "cublasSetMathMode")
             entry = _handles[key] = (handle, workspace, stream)
     return entry[0]
 
