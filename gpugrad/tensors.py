@@ -254,6 +254,7 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
     dev = devices.canonical_device(device) if device is not None else (
         src_device or devices.default_device())
     be = devices.get(dev)
+    be.check_dtype(arr.dtype if dtype is None else dtype)
     if src_device is not None and src_device != dev:
         arr = devices.get(src_device).to_host(arr)
     with be.active:
@@ -296,6 +297,7 @@ def _host_list(data):
 def _creation(device, dtype):
     be = devices.get(devices.canonical_device(device) if device is not None else None)
     dt = devices.as_dtype(dtype) or devices.get_default_dtype()
+    be.check_dtype(dt)
     return be, dt
 
 

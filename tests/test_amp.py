@@ -254,3 +254,13 @@ def test_the_tf32_switch(monkeypatch, capsys):
         assert "tf32 matmul               on" in capsys.readouterr().out
     finally:
         gg.backends.matmul.allow_tf32 = False
+
+
+def test_bfloat16_on_a_cupy_too_old_for_it_is_refused_by_name():
+    from gpugrad.devices import cupy as cupy_device
+
+    for old in ("13.6.0", "12.3.0", "not a version"):
+        refusal = cupy_device.bfloat16_refusal(old)
+        assert isinstance(refusal, gg.DeviceError) and "CuPy 14 or later" in str(refusal)
+    assert cupy_device.bfloat16_refusal("14.0.0") is None
+    gg.devices.get("cpu").check_dtype(gg.bfloat16)  # NumPy holds it: no error

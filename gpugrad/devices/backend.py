@@ -72,6 +72,9 @@ class Backend:
         """The fused kernel `name` for these arrays of namespace xp, or None (see devices.fused)."""
         return None
 
+    def check_dtype(self, dtype):
+        """Raise where this device cannot hold `dtype` (every device holds what NumPy does)."""
+
     def matmul(self, a, b):
         """xp.matmul, except inside a graphed step on a device whose graphs cannot capture it:
         there the product goes through `gemm`, the capturable cuBLAS call. The eager pass of a

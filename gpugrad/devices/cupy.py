@@ -6,6 +6,7 @@ its first runtime call raises), so it is probed once and the reason kept when it
 
 from gpugrad.devices import backend
 from gpugrad.devices import capture
+from gpugrad.devices import dtypes
 
 _INSTALL_HINT = (
     "pip install 'gpugrad[cuda13]' (CUDA 13) or 'gpugrad[cuda12]' (CUDA 12)"
@@ -41,6 +42,19 @@ def _probe_cupy():
 
 def cuda_available():
     return _probe_cupy() is not None
+
+
+BFLOAT16_CUPY = 14  # the first CuPy whose arrays hold ml_dtypes' bfloat16
+
+
+def bfloat16_refusal(version):
+    """The error for bfloat16 on a CuPy of this version, or None where it can hold it."""
+    major = int(version.split(".")[0]) if version and version.split(".")[0].isdigit() else 0
+    if major >= BFLOAT16_CUPY:
+        return None
+    return capture.DeviceError(f"bfloat16 on a CUDA device needs CuPy {BFLOAT16_CUPY} or later; "
+                               f"this is CuPy {version} (pip install -U 'gpugrad[cuda13]'), or "
+                               f"use float16")
 
 
 def cupy_version():
@@ -87,6 +101,12 @@ class CupyBackend(backend.Backend):
         from gpugrad.devices.cuda import cublas
 
         cublas.apply_tf32_to_cupy(cp)  # gg.backends.matmul.allow_tf32, set before CuPy loaded
+
+    def check_dtype(self, dtype):
+        if dtype == dtypes.BFLOAT16:
+            refusal = bfloat16_refusal(self.xp.__version__)
+            if refusal is not None:
+                raise refusal
 
     @classmethod
     def device_of(cls, arr):

@@ -36,6 +36,7 @@ def astype(self, dtype):
     """This tensor in another dtype (differentiable between floating dtypes)."""
     dtype = devices.as_dtype(dtype)
     tensors.check_numeric(dtype, self)
+    devices.get(self.device).check_dtype(dtype)
     return shape.astype(self, dtype=dtype)
 
 
