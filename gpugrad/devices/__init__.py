@@ -256,11 +256,21 @@ def matmul(xp, a, b):
     """xp.matmul, except inside a graphed step, where the device of `a` says how (a CUDA
     graph cannot capture CuPy's matmul: Backend.matmul). 16-bit operands are multiplied in
     float32 and the product rounded once to their dtype."""
-    if a.dtype in LOW_PRECISION or b.dtype in LOW_PRECISION:
+    if (a.dtype.itemsize == 2 or b.dtype.itemsize == 2) and (
+            a.dtype in LOW_PRECISION or b.dtype in LOW_PRECISION):  # the first test is cheap
         return carried(lambda p, q: matmul(xp, p, q), a, b)
     if in_graph_step():
         return _backend_of_array(a).matmul(a, b)
     return xp.matmul(a, b)
+
+
+def over(fn, x, **params):
+    """fn(x, **params), carried in float32 and rounded once where x is a 16-bit float: for
+    the reductions and running ops. (A 2-byte itemsize is tested first: it costs 40 ns where
+    carried's scan costs 700.)"""
+    if x.dtype.itemsize != 2:
+        return fn(x, **params)
+    return carried(fn, x, **params)
 
 
 def carried(fn, *arrays, **params):

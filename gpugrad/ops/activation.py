@@ -180,7 +180,9 @@ def _forward_of(a):
         if k:
             return k(x, *a.kernel_scalars(params))
         # relu's family selects (exact in any dtype, as its recorded path computes it)
-        return a.forward(xp, x, **params) if a.saves == "mask" else devices.carried(a.forward, xp, x, **params)
+        if x.dtype.itemsize != 2 or a.saves == "mask":
+            return a.forward(xp, x, **params)
+        return devices.carried(a.forward, xp, x, **params)
     return forward
 
 
@@ -223,7 +225,11 @@ def _backward_op(a):
     `backward_derivative`."""
     def run(xp, g, s, params):
         k = devices.fused(a.kernel(params) + "_bwd", xp, g, s)
-        return k(g, s, *a.kernel_scalars(params)) if k else devices.carried(a.backward, xp, g, s, **params)
+        if k:
+            return k(g, s, *a.kernel_scalars(params))
+        if g.dtype.itemsize != 2 and s.dtype.itemsize != 2:
+            return a.backward(xp, g, s, **params)
+        return devices.carried(a.backward, xp, g, s, **params)
 
     if a.saves == "x":
         def backward(xp, g, x, **params):

@@ -124,7 +124,7 @@ linear_recurrence = defop("linear_recurrence", lambda xp, b, a, *, axis=-1: devi
                           vjp=(lambda ops, g, b, a, y, axis: backward_scan(ops, _full(ops, g, y), a, axis),
                                _scan_grad_a),
                           jvp=_scan_jvp)
-cumsum  = deflinear("cumsum",  lambda xp, x, *, axis=None: devices.carried(xp.cumsum, x, axis=axis), vjp=(_cumsum_grad,))
-cumprod = defop("cumprod",     lambda xp, x, *, axis=None: devices.carried(xp.cumprod, x, axis=axis), save="x y",
+cumsum  = deflinear("cumsum",  lambda xp, x, *, axis=None: devices.over(xp.cumsum, x, axis=axis), vjp=(_cumsum_grad,))
+cumprod = defop("cumprod",     lambda xp, x, *, axis=None: devices.over(xp.cumprod, x, axis=axis), save="x y",
                 vjp=(_cumprod_grad,), jvp=_cumprod_jvp)
 # fmt: on

@@ -108,6 +108,18 @@ def _extreme_jvp(ops, ts, x, y, axis, keepdims):
     return ops.sum(ops.where(hit, ts[0], 0.0), axis=axis, keepdims=keepdims) / count
 
 
+def _sum(xp, x, *, axis=None, keepdims=False):
+    if x.dtype.itemsize != 2:  # sum and mean run in every step: devices.over's call inlined
+        return xp.sum(x, axis=axis, keepdims=keepdims)
+    return devices.carried(xp.sum, x, axis=axis, keepdims=keepdims)
+
+
+def _mean(xp, x, *, axis=None, keepdims=False):
+    if x.dtype.itemsize != 2:
+        return xp.mean(x, axis=axis, keepdims=keepdims)
+    return devices.carried(xp.mean, x, axis=axis, keepdims=keepdims)
+
+
 def _prod_partials(ops, x, axis):
     """d prod / d x_k: the product of the other elements of its slice, exact to every order
     where elements are zero (cumulative.exclusive_products; no division). Several reduced
@@ -130,7 +142,7 @@ def _moments_forward(how):
         if n - ddof <= 0:
             raise ValueError(f"{how}: ddof={ddof} leaves no degrees of freedom over {n} "
                              f"element(s) per result")
-        return devices.carried(getattr(xp, how), x, axis=axis, ddof=ddof, keepdims=keepdims)
+        return devices.over(getattr(xp, how), x, axis=axis, ddof=ddof, keepdims=keepdims)
     return forward
 
 
@@ -145,7 +157,7 @@ def _norm(xp, x, *, ord=None, axis=None, keepdims=False):
     if ord == 2 and (axis is None and x.ndim > 1 or not isinstance(axis, (int, type(None)))):
         raise ValueError("norm: ord=2 of a matrix (spectral norm) is not supported; use "
                          "ord='fro' or give a single axis")
-    return devices.carried(lambda x: xp.sqrt(xp.sum(x * x, axis=axis, keepdims=keepdims)), x)
+    return devices.over(lambda x: xp.sqrt(xp.sum(x * x, axis=axis, keepdims=keepdims)), x)
 
 
 def _sum_of(terms):
@@ -162,6 +174,8 @@ def _safe(ops, y):
 def _half_sum_squares(xp, *xs):
     if not xs:
         raise ValueError("half_sum_squares needs at least one tensor")
+    if all(x.dtype.itemsize != 2 for x in xs):
+        return devices.sum_of_squares(xp, xs, 0.5)
     return devices.carried(lambda *xs: devices.sum_of_squares(xp, xs, 0.5), *xs)
 
 
@@ -185,11 +199,11 @@ def _half_sum_squares_into(acc, g, x, y):
 half_sum_squares = defop("half_sum_squares", _half_sum_squares, save="self",
                          vjp=(lambda ops, g, x, y: g * x,), vjp_into=_half_sum_squares_into,
                          jvp=lambda ops, ts, *xs, y: _sum_of(ops.sum(t * x) for t, x in zip(ts, xs) if t is not None))
-sum  = deflinear("sum",  lambda xp, x, *, axis=None, keepdims=False: devices.carried(xp.sum, x, axis=axis, keepdims=keepdims),
+sum  = deflinear("sum",  _sum,
                  vjp=(lambda ops, g, x, y, axis, keepdims: ops.broadcast_to(_keep(ops, g, x, axis), x.shape),))
-mean = deflinear("mean", lambda xp, x, *, axis=None, keepdims=False: devices.carried(xp.mean, x, axis=axis, keepdims=keepdims),
+mean = deflinear("mean", _mean,
                  vjp=(lambda ops, g, x, y, axis, keepdims: ops.broadcast_to(_keep(ops, g / _count(x, axis), x, axis), x.shape),))
-prod = defop("prod", lambda xp, x, *, axis=None, keepdims=False: devices.carried(xp.prod, x, axis=axis, keepdims=keepdims),
+prod = defop("prod", lambda xp, x, *, axis=None, keepdims=False: devices.over(xp.prod, x, axis=axis, keepdims=keepdims),
              save="x", vjp=(lambda ops, g, x, y, axis, keepdims: _keep(ops, g, x, axis) * _prod_partials(ops, x, axis),),
              jvp=lambda ops, ts, x, y, axis, keepdims: ops.sum(ts[0] * _prod_partials(ops, x, axis), axis=axis, keepdims=keepdims))
 var  = defop("var", _moments_forward("var"), save="x",
@@ -202,7 +216,7 @@ max  = defop("max",  lambda xp, x, *, axis=None, keepdims=False: xp.max(x, axis=
              save="x y", vjp=(lambda ops, g, x, y, axis, keepdims: _extreme_grad(ops, g, x, y, axis),), jvp=_extreme_jvp)
 min  = defop("min",  lambda xp, x, *, axis=None, keepdims=False: xp.min(x, axis=axis, keepdims=keepdims),
              save="x y", vjp=(lambda ops, g, x, y, axis, keepdims: _extreme_grad(ops, g, x, y, axis),), jvp=_extreme_jvp)
-logsumexp = defop("logsumexp", lambda xp, x, *, axis=None, keepdims=False: devices.carried(logsumexp_array, xp, x, axis, keepdims),
+logsumexp = defop("logsumexp", lambda xp, x, *, axis=None, keepdims=False: devices.over(lambda x: logsumexp_array(xp, x, axis, keepdims), x),
                   save="x",
                   vjp=(lambda ops, g, x, y, axis, keepdims: _keep(ops, g, x, axis) * _softmax_of(ops, x, axis),),
                   jvp=lambda ops, ts, x, y, axis, keepdims: ops.sum(ts[0] * _softmax_of(ops, x, axis), axis=axis, keepdims=keepdims))
