@@ -108,7 +108,9 @@ def test_bench_all_prints_ratios_and_writes_json(tmp_path, capsys):
     rows = result["rows"]
     assert result["environment"]["device"] == "cpu" and result["environment"]["numpy"]
     assert {r["suite"] for r in rows} == {"kernels", "mlp", "memory", "jacobian", "overhead",
-                                          "einsum"}
+                                          "einsum", "rnn"}
+    assert {r["layer"] for r in rows if r["suite"] == "rnn" and r["impl"] == "gpugrad"} == {
+        "RNN", "LSTM", "GRU"}
     einsum = {(r["problem"].split(" ")[0], r["impl"], r["mode"]) for r in rows if r["suite"] == "einsum"}
     assert {("batched", "gpugrad", "forward + backward"), ("bilinear,", "numpy", "forward")} <= einsum
     overhead = {(r["impl"], r["mode"]): r for r in rows if r["suite"] == "overhead"}
@@ -678,3 +680,24 @@ def test_bench_mlp_under_autocast(tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(["bench", "kernels", "--device", "cpu", "--precision", "bf16"]) == 1
     assert "gpugrad bench mlp --precision bf16" in capsys.readouterr().err
+
+
+def test_the_rnn_suites_models_compute_what_pytorchs_do():
+    """The rnn suite times the same model in both libraries: gpugrad's layer and PyTorch's
+    layer and cell loop, from the weights the suite copies, give the same outputs."""
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install torch==2.13.0)")
+    import numpy as np
+
+    import gpugrad as gg
+    from gpugrad import nn
+
+    x = np.random.default_rng(0).standard_normal((5, 3, 28)).astype(np.float32)
+    for kind in ("RNN", "LSTM", "GRU"):
+        gg.seed(0)
+        layer = getattr(nn, kind)(28, 16)
+        ours = layer(gg.tensor(x))[0].numpy()
+        theirs = getattr(torch.nn, kind)(28, 16)
+        with torch.no_grad():
+            for name, p in layer.named_parameters():
+                getattr(theirs, f"{name}_l0").copy_(torch.from_numpy(p.numpy()))
+        np.testing.assert_allclose(ours, theirs(torch.from_numpy(x))[0].detach().numpy(), atol=1e-6)

@@ -27,6 +27,9 @@ RATIO_COLUMNS = {
     "captured / hand-written": {"mlp": "the captured step's time / the hand-written captured "
                                        "step's"},
     "time / fp32": {"mlp": "the step's time under autocast / the same library's float32 step's"},
+    "gpugrad / torch layer": {"rnn": "gpugrad's step time / PyTorch's with torch.nn.<layer>"},
+    "gpugrad / torch cells": {"rnn": "gpugrad's step time / PyTorch's with a Python loop of "
+                                     "torch.nn.<layer>Cell"},
 }
 
 

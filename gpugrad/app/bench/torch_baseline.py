@@ -166,3 +166,46 @@ def einsum_cases(spec, hosts, be):
         torch.einsum(spec, *ts).sum().backward()
         sync()
     return {("torch", "forward"): forward, ("torch", "forward + backward"): backward}
+
+
+def rnn_step_cases(kind, layer_weights, head_weights, x_host, y_host, lr, be):
+    """{impl: step()}: the same character model's training step with torch.nn.<kind> ("torch",
+    cuDNN on CUDA) and with a Python loop of torch.nn.<kind>Cell ("torch cells"), from the
+    same weights; none where PyTorch is missing or cannot reach the device."""
+    torch = torch_or_none()
+    if torch is None or not (be.xp is np or (be.is_cuda and torch.cuda.is_available())):
+        return {}
+    dev = "cuda" if be.is_cuda else "cpu"
+    steps, batch, vocabulary = x_host.shape
+    hidden = layer_weights["weight_hh"].shape[1]
+    layer = getattr(torch.nn, kind)(vocabulary, hidden).to(dev)
+    cell = getattr(torch.nn, f"{kind}Cell")(vocabulary, hidden).to(dev)
+    head = torch.nn.Linear(hidden, vocabulary).to(dev)
+    with torch.no_grad():
+        for name, w in layer_weights.items():
+            getattr(layer, f"{name}_l0").copy_(torch.from_numpy(w))
+            getattr(cell, name).copy_(torch.from_numpy(w))
+        for name, w in head_weights.items():
+            getattr(head, name).copy_(torch.from_numpy(w))
+    x, y = torch.from_numpy(x_host).to(dev), torch.from_numpy(y_host).to(dev)
+    sync = torch.cuda.synchronize if be.is_cuda else (lambda: None)
+
+    def step_with(run, params):
+        opt = torch.optim.SGD(params, lr=lr)
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            out = run()
+            torch.nn.functional.cross_entropy(head(out.reshape(-1, hidden)), y).backward()
+            opt.step()
+            sync()
+        return step
+
+    def cells():
+        state, outs = None, []
+        for t in range(steps):
+            state = cell(x[t], state)
+            outs.append(state[0] if kind == "LSTM" else state)
+        return torch.stack(outs)
+    return {"torch": step_with(lambda: layer(x)[0], [*layer.parameters(), *head.parameters()]),
+            "torch cells": step_with(cells, [*cell.parameters(), *head.parameters()])}

@@ -12,6 +12,7 @@ BENCH_PLOTS = {
     "jacobian": ("gpugrad / torch", lambda r: f"{r['shape (m, n)']} {r['impl'].split()[-1]}"),
     "overhead": ("gpugrad / torch", lambda r: r["mode"]),
     "einsum": ("gpugrad / torch", lambda r: f"{r['problem'].split(' ')[0]} {r['mode']}"),
+    "rnn": ("gpugrad / torch layer", lambda r: f"{r['layer']} {r['T, batch, hidden']}"),
 }
 
 
