@@ -17,7 +17,6 @@ import numpy as np
 
 from gpugrad import devices
 from gpugrad import recording
-from gpugrad import tensors
 from gpugrad.ops import rearrange
 from gpugrad.ops import registry
 from gpugrad.ops.registry import defop, jvp_of_two
@@ -164,10 +163,7 @@ def einsum(subscripts, *operands):
     devices.forbid_in_graph_step("einsum", "CuPy's einsum calls cuBLAS, which a stream capture "
                                  "refuses; write the contraction with gg.matmul (capturable) or "
                                  "run einsum outside the step")
-    first = next((x for x in operands if isinstance(x, tensors.Tensor)), None)
-    device = None if first is None else first.device
-    xs = [x if isinstance(x, tensors.Tensor) else tensors.tensor(x, device=device)
-          for x in operands]
+    xs = rearrange.on_one_device(operands)
     terms, output = _parse(subscripts, [x.shape for x in xs])
     pairs = [_distinct_labels(x, t) for x, t in zip(xs, terms)]
     xs, terms = [p[0] for p in pairs], [p[1] for p in pairs]
@@ -195,9 +191,7 @@ def einsum(subscripts, *operands):
 
 
 def _as_tensors(a, b):
-    a = a if isinstance(a, tensors.Tensor) else tensors.tensor(a)
-    b = b if isinstance(b, tensors.Tensor) else tensors.tensor(b, device=a.device)
-    return a, b
+    return rearrange.on_one_device((a, b))
 
 
 def _tensordot_axes(a, b, axes):

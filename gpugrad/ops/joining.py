@@ -7,8 +7,8 @@ import numbers
 
 import numpy as np
 
-from gpugrad import tensors
 from gpugrad.ops import shape as sh
+from gpugrad.ops import rearrange
 from gpugrad.ops.rearrange import _axis, _tensor
 
 
@@ -100,9 +100,7 @@ def _joined(xs, who):
     xs = list(xs)
     if not xs:
         raise ValueError(f"{who}: needs at least one tensor")
-    first = next((x for x in xs if isinstance(x, tensors.Tensor)), None)
-    device = None if first is None else first.device
-    return [x if isinstance(x, tensors.Tensor) else tensors.tensor(x, device=device) for x in xs]
+    return rearrange.on_one_device(xs)
 
 
 def hstack(xs):

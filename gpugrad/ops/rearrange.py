@@ -21,6 +21,13 @@ def _tensor(x):
     return x if isinstance(x, tensors.Tensor) else tensors.tensor(x)
 
 
+def on_one_device(xs):
+    """xs as Tensors: host data (arrays, lists, numbers) on the device of the first Tensor."""
+    first = next((x for x in xs if isinstance(x, tensors.Tensor)), None)
+    device = None if first is None else first.device
+    return [x if isinstance(x, tensors.Tensor) else tensors.tensor(x, device=device) for x in xs]
+
+
 def _axis(axis, ndim, who):
     if not isinstance(axis, numbers.Integral) or not -ndim <= axis < max(ndim, 1):
         raise ValueError(f"{who}: axis {axis!r} is out of range for {ndim} dimension(s)")
