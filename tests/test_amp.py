@@ -212,6 +212,10 @@ def test_gpugrad_memory_under_autocast_beside_pytorchs_autocast(capsys):
     # x and h in bfloat16, W2's bfloat16 copy, the float32 logits, the int64 labels
     by_hand = 1024 * 784 * 2 + 1024 * 256 * 2 + 10 * 256 * 2 + 1024 * 10 * 4 + 1024 * 8
     assert row["saved (formula)"] == row["saved (measured)"] == row["saved (estimate)"] == by_hand
+    # and by dtype, as `gpugrad memory` prints them
+    assert row["saved by dtype"] == {"bfloat16": 1024 * 784 * 2 + 1024 * 256 * 2 + 10 * 256 * 2,
+                                     "float32": 1024 * 10 * 4, "int64": 1024 * 8}
+    assert "saved by dtype at the largest batch: bfloat16 2,135,040, float32 40,960, int64 8,192" in out
     if _has_torch():
         assert 0 <= row["saved (torch)"] - row["saved (measured)"] <= 8
 

@@ -93,6 +93,15 @@ def experiment(d, h, q, batches, layers=2, activation="relu", dtype="float32", d
                 for batch in batches]
 
 
+def _bytes_by_dtype(buffers):
+    """{dtype name: bytes} of the saved activations (not parameters) in a ledger's buffers."""
+    out = {}
+    for _op, _name, _shape, dtype, nbytes, is_param in buffers:
+        if not is_param:
+            out[dtype] = out.get(dtype, 0) + nbytes
+    return out
+
+
 def _experiment_row(d, h, q, batch, layers, activation, dtype, device, lam, with_checkpoint,
                     with_torch, seed, autocast):
     """One batch size's row of experiment()."""
@@ -112,7 +121,7 @@ def _experiment_row(d, h, q, batch, layers, activation, dtype, device, lam, with
            "saved (estimate)": est,
            "predict peak": r.predict["total peak"], "train peak": r.train["total peak"],
            "train/predict peak": r.train["total peak"] / r.predict["total peak"],
-           "saved by op": r.by_op}
+           "saved by op": r.by_op, "saved by dtype": _bytes_by_dtype(r.buffers)}
     if with_torch:
         row["saved (torch)"] = torch_saved_bytes(d, h, q, batch, layers, activation, lam, seed,
                                                  dtype, autocast)[0]

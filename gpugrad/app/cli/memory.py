@@ -52,7 +52,7 @@ def run(args):
           f"{args.activation}, {args.dtype}"
           f"{f' under autocast {args.autocast}' if args.autocast else ''}, no bias, "
           f"J = L + lambda/2 sum |W|^2, device {device}")
-    cols = [c for c in rows[0] if c != "saved by op"]
+    cols = [c for c in rows[0] if c not in ("saved by op", "saved by dtype")]
     print(table.format_table([{**{c: r[c] for c in cols}, "suite": None} for r in rows]))
     if args.layers == 2:
         ok = all(r["saved (formula)"] == r["saved (measured)"] == r["saved (estimate)"] for r in rows)
@@ -60,6 +60,8 @@ def run(args):
               f"at every batch size")
     print("saved by op at the largest batch: " + ", ".join(
         f"{op} {b:,}" for op, b in sorted(rows[-1]["saved by op"].items(), key=lambda kv: -kv[1])))
+    print("saved by dtype at the largest batch: " + ", ".join(
+        f"{dtype} {b:,}" for dtype, b in sorted(rows[-1]["saved by dtype"].items(), key=lambda kv: -kv[1])))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"args": {k: v for k, v in vars(args).items() if k != "func"}, "rows": rows}, fh, indent=2)
