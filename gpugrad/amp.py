@@ -6,6 +6,7 @@ import numpy as np
 
 from gpugrad import devices
 from gpugrad import recording
+from gpugrad.devices.cuda import specs
 
 
 @contextlib.contextmanager
@@ -68,18 +69,23 @@ class GradScaler:
             raise RuntimeError("GradScaler.unscale_ was already called for this optimizer "
                                "since the last update()")
         inv = np.float32(1.0 / np.float64(self._scale))  # PyTorch's: the reciprocal in float64
-        found = None
+        found = {}  # device -> a 0-d float32 flag there, set to 1 by an inf or NaN
         for p in optimizer.params:
             if p.grad is None:
                 continue
             g = p.grad.data
             be = devices.get(p.device)
             with be.active:
-                g *= inv.astype(g.dtype)
+                flag = found.get(p.device)
+                if flag is None:
+                    flag = found[p.device] = be.xp.zeros((), np.float32)
+                unscale = devices.fused("unscale_and_check", be.xp, g, flag)  # one kernel
+                if unscale:
+                    unscale(g, flag, inv)
+                else:
+                    specs.UNSCALE_AND_CHECK.reference(be.xp, g, flag, inv)
                 recording.changed_in_place(g)
-                bad = ~be.xp.isfinite(g).all()
-                found = bad if found is None else found | bad
-        self._found_inf[id(optimizer)] = found
+        self._found_inf[id(optimizer)] = list(found.values()) or None
 
     def step(self, optimizer):
         """optimizer.step() unless a gradient held inf or NaN (unscaling first if needed)."""
@@ -89,7 +95,7 @@ class GradScaler:
             self.unscale_(optimizer)
         found = self._found_inf[id(optimizer)]
         devices.forbid_host_read("GradScaler.step (whether a gradient is inf)")
-        skipped = found is not None and bool(found)  # the one read of the device per step
+        skipped = found is not None and any(bool(f) for f in found)  # one read per device
         self._found_inf[id(optimizer)] = skipped
         return None if skipped else optimizer.step()
 
@@ -99,7 +105,8 @@ class GradScaler:
             return
         if not self._found_inf:
             raise RuntimeError("GradScaler.update: no step() or unscale_() since the last one")
-        if any(bool(f) for f in self._found_inf.values() if f is not None):
+        if any(f if isinstance(f, bool) else any(bool(x) for x in f)
+               for f in self._found_inf.values() if f is not None):
             self._scale = np.float32(self._scale * np.float32(self.backoff_factor))
             self._growth_tracker = 0
         else:

@@ -261,23 +261,29 @@ class SGD(Optimizer):
                     v = st.get("momentum_buffer")
                     if v is None:
                         v = st["momentum_buffer"] = xp.zeros_like(p.data, dtype=_carry(p))
-                    _carried_update(p, lambda w, g: self._momentum_step(xp, w, g, v))
+                    self._momentum_step(xp, p, v)
                 else:
-                    _carried_update(p, lambda w, g: self._plain_step(xp, w, g))
+                    self._plain_step(xp, p)
 
-    def _momentum_step(self, xp, w, g, v):
-        step = devices.fused("sgd_step", xp, w, g, v)
+    # One kernel on the parameter itself where the kernel takes it (a 16-bit one computed in
+    # float32 and rounded once); otherwise the kernel's reference, on float32 copies of a
+    # 16-bit parameter rounded back once: the same numbers.
+
+    def _momentum_step(self, xp, p, v):
+        hyper = (self.lr, self.momentum, self.weight_decay)
+        step = devices.fused("sgd_step", xp, p.data, p.grad.data, v)
         if step:
-            step(w, g, v, self.lr, self.momentum, self.weight_decay)
+            step(p.data, p.grad.data, v, *hyper)
         else:
-            specs.SGD_STEP.reference(xp, w, g, v, self.lr, self.momentum, self.weight_decay)
+            _carried_update(p, lambda w, g: specs.SGD_STEP.reference(xp, w, g, v, *hyper))
 
-    def _plain_step(self, xp, w, g):
-        update = devices.fused("sgd_update", xp, w, g)
+    def _plain_step(self, xp, p):
+        hyper = (self.lr, self.weight_decay)
+        update = devices.fused("sgd_update", xp, p.data, p.grad.data)
         if update:
-            update(w, g, self.lr, self.weight_decay)
+            update(p.data, p.grad.data, *hyper)
         else:
-            specs.SGD_UPDATE.reference(xp, w, g, self.lr, self.weight_decay)
+            _carried_update(p, lambda w, g: specs.SGD_UPDATE.reference(xp, w, g, *hyper))
 
 
 class Adam(Optimizer):

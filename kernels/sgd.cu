@@ -8,29 +8,34 @@
 //   launches two or three.
 // Without weight decay the term is left out, not multiplied by 0: an infinite parameter stays
 // infinite, as in the composition (0 * inf would make it NaN).
-template <typename T>
-__device__ __forceinline__ T decayed(T grad, T weight_decay, T param) {
-  return weight_decay == T(0) ? grad : grad + weight_decay * param;
+// A 16-bit parameter and gradient are widened to float, the velocity is kept in float, and the
+// parameter is rounded once on store (precision.cuh): lr * v would round away in bfloat16.
+#include "precision.cuh"
+
+template <typename C>
+__device__ __forceinline__ C decayed(C grad, C weight_decay, C param) {
+  return weight_decay == C(0) ? grad : grad + weight_decay * param;
 }
 
 template <typename T>
-__global__ void sgd_step(T* __restrict__ param, const T* __restrict__ grad, T* __restrict__ v,
-                         long long n, T lr, T momentum, T weight_decay) {
+__global__ void sgd_step(T* __restrict__ param, const T* __restrict__ grad,
+                         compute_t<T>* __restrict__ v, long long n, compute_t<T> lr,
+                         compute_t<T> momentum, compute_t<T> weight_decay) {
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
        i += (long long)blockDim.x * gridDim.x) {
-    const T p = param[i];
-    const T vi = momentum * v[i] + decayed(grad[i], weight_decay, p);
+    const compute_t<T> p = widen(param[i]);
+    const compute_t<T> vi = momentum * v[i] + decayed(widen(grad[i]), weight_decay, p);
     v[i] = vi;
-    param[i] = p - lr * vi;
+    param[i] = rounded<T>(p - lr * vi);
   }
 }
 
 template <typename T>
-__global__ void sgd_update(T* __restrict__ param, const T* __restrict__ grad, long long n, T lr,
-                           T weight_decay) {
+__global__ void sgd_update(T* __restrict__ param, const T* __restrict__ grad, long long n,
+                           compute_t<T> lr, compute_t<T> weight_decay) {
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
        i += (long long)blockDim.x * gridDim.x) {
-    const T p = param[i];
-    param[i] = p - lr * decayed(grad[i], weight_decay, p);
+    const compute_t<T> p = widen(param[i]);
+    param[i] = rounded<T>(p - lr * decayed(widen(grad[i]), weight_decay, p));
   }
 }

@@ -5,8 +5,10 @@
 // into g by the caller. Reads the row twice (max, then sum) and writes once; saves nothing but
 // the logits and labels. Labels outside [0, C) give NaN (the Python side checks them first).
 // Launched by gpugrad/devices/cuda/specs.py (softmax_xent_fwd / softmax_xent_bwd); its NumPy
-// reference is gpugrad/devices/cuda/references.py.
+// reference is gpugrad/devices/cuda/references.py. A 16-bit T is read into float and the row
+// reduced in float; the loss and dx are rounded once on store (precision.cuh).
 #include "activations.cuh"
+#include "precision.cuh"
 
 // NVRTC has no math.h, so infinity and NaN come from their bit patterns
 template <typename T> __device__ T inf_();
@@ -34,31 +36,34 @@ template <typename T, typename Op> __device__ T block_reduce(T v, T* buf, Op op)
   return out;
 }
 
-template <typename T>
-__device__ void row_max_and_sum(const T* row, long long c, T* buf, T& m, T& s) {
-  T local = -inf_<T>();
-  for (long long j = threadIdx.x; j < c; j += blockDim.x) local = MaxOp<T>()(local, row[j]);
-  m = block_reduce(local, buf, MaxOp<T>());
-  const T shift = (m == -inf_<T>() || m == inf_<T>()) ? T(0) : m;
-  T acc = T(0);
-  for (long long j = threadIdx.x; j < c; j += blockDim.x) acc += gg::exp_(row[j] - shift);
-  s = block_reduce(acc, buf, SumOp<T>());
+// m and s in C = compute_t<T>, the row's maximum (the shift) and its sum of exponentials
+template <typename T, typename C>
+__device__ void row_max_and_sum(const T* row, long long c, C* buf, C& m, C& s) {
+  C local = -inf_<C>();
+  for (long long j = threadIdx.x; j < c; j += blockDim.x) local = MaxOp<C>()(local, widen(row[j]));
+  m = block_reduce(local, buf, MaxOp<C>());
+  const C shift = (m == -inf_<C>() || m == inf_<C>()) ? C(0) : m;
+  C acc = C(0);
+  for (long long j = threadIdx.x; j < c; j += blockDim.x) acc += gg::exp_(widen(row[j]) - shift);
+  s = block_reduce(acc, buf, SumOp<C>());
   m = shift;
 }
 
 template <typename T, typename L>
 __global__ void softmax_xent_fwd(const T* __restrict__ logits, const L* __restrict__ labels,
                                  T* __restrict__ loss, long long n, long long c) {
-  __shared__ T buf[256];
+  using C = compute_t<T>;
+  __shared__ C buf[256];
   for (long long r = blockIdx.x; r < n; r += gridDim.x) {
     const T* row = logits + r * c;
-    T m, s;
+    C m, s;
     row_max_and_sum(row, c, buf, m, s);
     if (threadIdx.x == 0) {
       const L label = labels[r];
       // log(s) - (x[label] - m), not log(s) + m - x[label]: adding m back first cancels
       // catastrophically when |m| is large (1e8 in float32 would give 0, not log 2)
-      loss[r] = (label < 0 || label >= c) ? nan_<T>() : gg::log_(s) - (row[label] - m);
+      loss[r] = rounded<T>((label < 0 || label >= c) ? nan_<C>()
+                                                     : gg::log_(s) - (widen(row[label]) - m));
     }
   }
 }
@@ -67,16 +72,17 @@ template <typename T, typename L>
 __global__ void softmax_xent_bwd(const T* __restrict__ logits, const L* __restrict__ labels,
                                  const T* __restrict__ g, T* __restrict__ dx, long long n,
                                  long long c, long long g_stride) {
-  __shared__ T buf[256];
+  using C = compute_t<T>;
+  __shared__ C buf[256];
   for (long long r = blockIdx.x; r < n; r += gridDim.x) {
     const T* row = logits + r * c;
-    T m, s;
+    C m, s;
     row_max_and_sum(row, c, buf, m, s);
     const L label = labels[r];
-    const T gr = g[r * g_stride], inv = T(1) / s;
+    const C gr = widen(g[r * g_stride]), inv = C(1) / s;
     for (long long j = threadIdx.x; j < c; j += blockDim.x) {
-      const T p = gg::exp_(row[j] - m) * inv;
-      dx[r * c + j] = (label < 0 || label >= c) ? nan_<T>() : (p - T(j == label)) * gr;
+      const C p = gg::exp_(widen(row[j]) - m) * inv;
+      dx[r * c + j] = rounded<T>((label < 0 || label >= c) ? nan_<C>() : (p - C(j == label)) * gr);
     }
   }
 }

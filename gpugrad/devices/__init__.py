@@ -255,9 +255,16 @@ def fused(name, xp, *arrays):
 def matmul(xp, a, b):
     """xp.matmul, except inside a graphed step, where the device of `a` says how (a CUDA
     graph cannot capture CuPy's matmul: Backend.matmul). 16-bit operands are multiplied in
-    float32 and the product rounded once to their dtype."""
+    float32 and the product rounded once to their dtype: on a device with a gemm (CUDA) by
+    cublasGemmEx with a float32 compute type, eager and captured alike (1-D and 2-D operands
+    of one dtype); elsewhere as float32 copies."""
     if (a.dtype.itemsize == 2 or b.dtype.itemsize == 2) and (
             a.dtype in LOW_PRECISION or b.dtype in LOW_PRECISION):  # the first test is cheap
+        gemm = _backend_of_array(a).gemm
+        if gemm is not None and a.dtype == b.dtype and a.ndim <= 2 and b.ndim <= 2:
+            from gpugrad.devices.cuda import cublas
+
+            return cublas.matmul(xp, a, b, gemm)
         return carried(lambda p, q: matmul(xp, p, q), a, b)
     if in_graph_step():
         return _backend_of_array(a).matmul(a, b)

@@ -28,6 +28,7 @@ import numpy as np
 
 from gpugrad.devices import backend
 from gpugrad.devices import capture
+from gpugrad.devices import dtypes
 from gpugrad.devices import numpy as numpy_device
 from gpugrad.devices import strict_array
 from gpugrad.devices.cuda import kernels
@@ -175,41 +176,50 @@ def _column_major(x, op, rows, cols, ld):
 
 def gemm(dtype, op_a, op_b, m, n, k, a, lda, b, ldb, c, ldc, alpha=1.0, beta=0.0):
     """cuBLAS's gemm (column-major, C = alpha op(A) op(B) + beta C) with NumPy: the capturable
-    matmul's stand-in, executing the same plan as on CUDA (gpugrad/devices/cuda/cublas.py)."""
+    matmul's stand-in, executing the same plan as on CUDA (gpugrad/devices/cuda/cublas.py).
+    16-bit operands are multiplied and accumulated in float32 and C rounded once, as
+    cublasGemmEx with a float32 compute type does."""
     for x in (a, b, c):
         if not isinstance(x, StrictArray) or x.dtype != dtype:
             raise TypeError(f"gemm: operands must be {dtype} device arrays")
-    product = _column_major(a, op_a, m, k, lda) @ _column_major(b, op_b, k, n, ldb)
+    wide = dtypes.accumulating(dtype)
+    # op(A) op(B) as (op(B)^T op(A)^T)^T: the row-major product the caller asked for, which NumPy
+    # sums as it sums that product on the CPU
+    product = (_column_major(b, op_b, k, n, ldb).T.astype(wide, copy=False)
+               @ _column_major(a, op_a, m, k, lda).T.astype(wide, copy=False)).T
     if not c.flags.c_contiguous or c.size != m * n or ldc != m:
         raise ValueError("gemm: the output must be a contiguous m x n column-major buffer")
     if alpha != 1.0:
-        product = product * product.dtype.type(alpha)
+        product = product * wide.type(alpha)
     flat = c._a.reshape(-1)
     if beta == 0.0:  # as cuBLAS: C is not read (it may hold garbage, even NaN)
         flat[:] = product.reshape(-1, order="F")
     else:
-        flat[:] = product.reshape(-1, order="F") + beta * flat
+        flat[:] = product.reshape(-1, order="F") + beta * flat.astype(wide, copy=False)
 
 
 # ---------------------------------------------------------------------------- kernel stand-ins
 
-_CTYPES = {"float": np.float32, "double": np.float64, "int": np.int32, "long long": np.int64,
+_CTYPES = {"float": np.float32, "double": np.float64, "float16_bits": np.float16,
+           "bfloat16_bits": dtypes.BFLOAT16, "int": np.int32, "long long": np.int64,
            "unsigned int": np.uint32}
 
 
 @functools.lru_cache(maxsize=None)
 def _signatures(source):
-    """{kernel: [(C type, is pointer), ...]} read from a .cu file's __global__ declarations."""
+    """{kernel: ([template parameter names], [(C type, is pointer), ...])} read from a .cu
+    file's template <...> __global__ declarations."""
     text = (kernels.source_dir() / source).read_text()
     out = {}
-    for name, params in re.findall(r"__global__\s+void\s+(\w+)\s*\(([^)]*)\)", text):
+    declarations = r"template\s*<([^>]*)>\s*__global__\s+void\s+(\w+)\s*\(([^)]*)\)"
+    for template, name, params in re.findall(declarations, text):
         parsed = []
         for p in params.split(","):
             p = p.replace("const", " ").replace("__restrict__", " ")
             pointer = "*" in p
             ctype = " ".join(p.replace("*", " ").split()[:-1])
             parsed.append((ctype, pointer))
-        out[name] = parsed
+        out[name] = ([t.split()[-1] for t in template.split(",")], parsed)
     return out
 
 
@@ -229,14 +239,12 @@ class _StandIn:
         self.expression = expression
         self.spec = kernels.spec_of(source, expression)
         self.name, templates = _templates(expression)
-        signature = _signatures(source).get(self.name)
-        if signature is None:
+        declared = _signatures(source).get(self.name)
+        if declared is None:
             raise KeyError(f"{source} has no __global__ kernel {self.name}")
-        # the template parameters are T (the float type), then Op or L, in that order
-        names = {"T": templates[0]}
-        if len(templates) > 1:
-            names["Op" if templates[1] not in _CTYPES else "L"] = templates[1]
-        self.signature = [(names.get(c, c), p) for c, p in signature]
+        names = dict(zip(declared[0], templates))  # T (the stored float type), then Op or L
+        names["compute_t<T>"] = kernels.COMPUTE[names["T"]]
+        self.signature = [(names.get(c, c), p) for c, p in declared[1]]
 
     def __call__(self, grid, block, args):
         if not (isinstance(grid, tuple) and isinstance(block, tuple)
@@ -254,12 +262,18 @@ class _StandIn:
         self._check_sizes(arrays, n, scalars[: self.spec.sizes])
         calls[f"kernel {self.name}"] += 1
         split = len(arrays) - self.spec.writes  # the outputs are the last arrays
+        # as the kernel computes a 16-bit T: in float32, rounded once on store
+        work = [a.astype(np.float32) if self.spec.carried and a.dtype in dtypes.LOW_PRECISION
+                else a for a in arrays]
         with np.errstate(all="ignore"):  # a CUDA kernel does not warn
-            results = self.spec.reference(np, *arrays[:split], *scalars[self.spec.sizes:])
+            results = self.spec.reference(np, *work[:split], *scalars[self.spec.sizes:])
         if self.spec.writes == 1:
             results = (results,)
         for out, result in zip(arrays[split:], results if self.spec.writes else ()):
-            out[...] = result  # an in-place kernel's reference has updated its arrays
+            out[...] = result
+        for array, worked in zip(arrays, work if not self.spec.writes else ()):
+            if worked is not array:  # an in-place kernel's reference has updated its arrays
+                array[...] = worked
 
     def _checked(self, i, arg, ctype, pointer):
         """A pointer argument as a NumPy view of its device array, a scalar as a Python one."""

@@ -147,14 +147,21 @@ def _mask_backward(xp, g, mask, *, negative_slope=0.0):
                          f"elements ({(g.size + 31) // 32} words), got {mask.dtype} of shape "
                          f"{mask.shape}")
     k = devices.fused("relu_bwd_mask", xp, g)
-    return (k(g, mask, negative_slope) if k
-            else specs.RELU_BWD_MASK.reference(xp, g, mask, negative_slope))
+    if k:
+        return k(g, mask, negative_slope)
+    if g.dtype.itemsize != 2:
+        return specs.RELU_BWD_MASK.reference(xp, g, mask, negative_slope)
+    return devices.carried(lambda g: specs.RELU_BWD_MASK.reference(xp, g, mask, negative_slope), g)
 
 
 def _output_backward(xp, g, out, *, negative_slope=0.0, leaky=False):
     k = devices.fused("relu_bwd_out", xp, g, out)
-    return (k(g, out, negative_slope, leaky) if k
-            else specs.RELU_BWD_OUT.reference(xp, g, out, negative_slope, leaky))
+    if k:
+        return k(g, out, negative_slope, leaky)
+    if g.dtype.itemsize != 2 and out.dtype.itemsize != 2:
+        return specs.RELU_BWD_OUT.reference(xp, g, out, negative_slope, leaky)
+    return devices.carried(lambda g, out: specs.RELU_BWD_OUT.reference(
+        xp, g, out, negative_slope, leaky), g, out)
 
 
 # The backward of relu and leaky_relu from the mask: linear in g, nothing to differentiate in
@@ -179,10 +186,10 @@ def _forward_of(a):
         k = devices.fused(a.kernel(params) + "_fwd", xp, x)
         if k:
             return k(x, *a.kernel_scalars(params))
-        # relu's family selects (exact in any dtype, as its recorded path computes it)
-        if x.dtype.itemsize != 2 or a.saves == "mask":
+        if x.dtype.itemsize != 2:
             return a.forward(xp, x, **params)
-        return devices.carried(a.forward, xp, x, **params)
+        # a 16-bit x in float32, rounded once, as the kernel computes it
+        return devices.carried(lambda x: a.forward(xp, x, **params), x)
     return forward
 
 
@@ -194,10 +201,9 @@ def _mask_saving_of(a, forward):
         k = devices.fused("relu_fwd_mask", xp, x) if slope != 0 else None
         if k:
             y, mask = k(x, slope or 0.0)
-        elif slope == 0:  # leaky_relu's mask x > 0, which relu_fwd_mask makes for no zero slope
-            y, mask = forward(xp, x, **params), kernels.pack_mask(xp, leaky_relu_mask(xp, x))
-        else:
-            y, mask = specs.RELU_FWD_MASK.reference(xp, x, slope or 0.0)
+        else:  # relu_fwd_mask's reference, with a zero slope's mask leaky_relu's x > 0
+            bits = relu_mask if slope is None else leaky_relu_mask
+            y, mask = forward(xp, x, **params), kernels.pack_mask(xp, bits(xp, x))
         return y, {"mask": mask}
     return forward_saving
 
@@ -229,7 +235,7 @@ def _backward_op(a):
             return k(g, s, *a.kernel_scalars(params))
         if g.dtype.itemsize != 2 and s.dtype.itemsize != 2:
             return a.backward(xp, g, s, **params)
-        return devices.carried(a.backward, xp, g, s, **params)
+        return devices.carried(lambda g, s: a.backward(xp, g, s, **params), g, s)
 
     if a.saves == "x":
         def backward(xp, g, x, **params):

@@ -24,7 +24,12 @@ def _xent(xp, x, *, labels):
     k = devices.fused("softmax_xent_fwd", xp, x, labels)
     if k:
         return k(x, labels)
-    return specs.SOFTMAX_XENT_FWD.reference(xp, x, labels, labels_in_range=_labels_checked())
+    checked = _labels_checked()
+    if x.dtype.itemsize != 2:
+        return specs.SOFTMAX_XENT_FWD.reference(xp, x, labels, labels_in_range=checked)
+    # a 16-bit x in float32, rounded once, as the kernel computes it
+    return devices.carried(lambda x: specs.SOFTMAX_XENT_FWD.reference(
+        xp, x, labels, labels_in_range=checked), x)
 
 
 def _xent_backward(xp, g, x, *, labels):
@@ -33,8 +38,11 @@ def _xent_backward(xp, g, x, *, labels):
     k = devices.fused("softmax_xent_bwd", xp, x, labels, g)
     if k:
         return k(x, labels, g)
-    return specs.SOFTMAX_XENT_BWD.reference(xp, x, labels, g,
-                                             labels_in_range=_labels_checked())
+    checked = _labels_checked()
+    if x.dtype.itemsize != 2 and g.dtype.itemsize != 2:
+        return specs.SOFTMAX_XENT_BWD.reference(xp, x, labels, g, labels_in_range=checked)
+    return devices.carried(lambda x, g: specs.SOFTMAX_XENT_BWD.reference(
+        xp, x, labels, g, labels_in_range=checked), x, g)
 
 
 def _labels_checked():

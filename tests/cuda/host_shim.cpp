@@ -50,3 +50,12 @@ GG_ACTIVATIONS(SHIM_ACT, SHIM_FWD)
 GG_ACTIVATIONS(SHIM_ACT, SHIM_FWD)
 #undef T
 #undef S
+
+// bfloat16's rounding and widening (precision.cuh), which the kernels store 16-bit results with
+#include "precision.cuh"
+extern "C" void bfloat16_round(const float* x, unsigned short* out, long n) {
+  for (long i = 0; i < n; ++i) out[i] = rounded<bfloat16_bits>(x[i]).bits;
+}
+extern "C" void bfloat16_widen(const unsigned short* x, float* out, long n) {
+  for (long i = 0; i < n; ++i) out[i] = widen(bfloat16_bits{x[i]});
+}

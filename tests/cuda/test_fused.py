@@ -213,7 +213,8 @@ def test_the_fused_path_is_taken_only_for_arrays_that_suit_the_kernels():
     assert gate("tanh_fwd", np.float32(2.0))                     # 0-d: the launchers keep shapes
     assert not gate("sigmoid_bwd", f32, f64)                      # mixed dtypes: the composition casts
     assert not gate("sigmoid_bwd", f32, np.ones((2, 4), np.float32))  # broadcasting
-    assert not gate("sigmoid_fwd", np.ones(4, np.float16))        # no half kernels
+    assert gate("sigmoid_fwd", np.ones(4, np.float16))            # 16-bit kernels compute in float32
+    assert not gate("sigmoid_fwd", np.ones(4, np.int32))          # integers take the formula
     assert gate("sgd_step", f32, f32, f32)
     assert not gate("sgd_step", f32, f32[::2].copy()[:1], f32)
     assert not kernels.suits("sgd_step", (np.ones((4, 4), np.float32).T,  # updates in place

@@ -159,6 +159,34 @@ def test_stable_where_the_true_value_is_finite(host_lib):
                                [0, 1e-60, 1 / 101**2, 1 / 101**2, 1e-60], rtol=1e-12)
 
 
+def test_bfloat16_rounds_as_ml_dtypes(host_lib):
+    """The kernels' float -> bfloat16 store is round to nearest, ties to even, as ml_dtypes
+    (the CPU path) rounds: over every exponent, subnormals, exact ties, the largest floats
+    (which round to inf), inf and NaN; widening back is exact."""
+    rng = np.random.default_rng(0)
+    bits = rng.integers(0, 2**32, 200_000, dtype=np.uint64).astype(np.uint32)
+    ties = (rng.integers(0, 2**16, 1000, dtype=np.uint64).astype(np.uint32) << 16) | 0x8000
+    edges = np.array([0, 0x80000000, 1, 0x7F7FFFFF, 0xFF7FFFFF, 0x7F800000, 0xFF800000,
+                      0x7FC00000, 0xFFC00001, 0x7F800001, 0x00008000, 0x3F808000, 0x3F818000],
+                     np.uint32)
+    x = np.concatenate([bits, ties, edges]).view(np.float32)
+    out = np.empty(x.size, np.uint16)
+    f32 = np.ctypeslib.ndpointer(np.float32, flags="C_CONTIGUOUS")
+    u16 = np.ctypeslib.ndpointer(np.uint16, flags="C_CONTIGUOUS")
+    host_lib.bfloat16_round.argtypes = [f32, u16, ctypes.c_long]
+    host_lib.bfloat16_round(x, out, x.size)
+    with np.errstate(all="ignore"):
+        expected = x.astype(gg.bfloat16)
+    nan = np.isnan(x)
+    np.testing.assert_array_equal(out[~nan], expected.view(np.uint16)[~nan])
+    assert np.isnan(out.view(gg.bfloat16)[nan].astype(np.float32)).all()
+    np.testing.assert_array_equal(np.signbit(out.view(gg.bfloat16)[nan]), np.signbit(x[nan]))
+    back = np.empty(x.size, np.float32)
+    host_lib.bfloat16_widen.argtypes = [u16, f32, ctypes.c_long]
+    host_lib.bfloat16_widen(out, back, x.size)
+    np.testing.assert_array_equal(back[~nan], expected[~nan].astype(np.float32))
+
+
 # ---------------------------------------------------------------- switch, masks, packaging
 
 

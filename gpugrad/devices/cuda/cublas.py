@@ -5,7 +5,8 @@ itself captures fine when its handle's stream and workspace are set before the c
 (the graphed-step tests passed through it on an H100: bench/results/2026-11-23b-h100/tests-final.txt).
 gg.cuda.graph runs a step once eagerly before
 capturing it, so the eager pass creates the handle for the graph's stream and the capture reuses
-it. devices.matmul sends a graphed step's products here; outside one CuPy's matmul runs.
+it. devices.matmul sends a graphed step's products here, and every product of 16-bit operands
+(cublasGemmEx, accumulated in float32); other products outside a step run CuPy's matmul.
 
 The row-major product C = A @ B is the column-major product C^T = B^T A^T, so cuBLAS is called
 with the operands swapped; an operand that is the transpose of a contiguous array (w.T) is
@@ -18,9 +19,13 @@ import threading
 
 import numpy as np
 
-from gpugrad.devices import capture
+from gpugrad.devices import capture, dtypes
 
 OP_N, OP_T = 0, 1
+# cublasGemmEx's cudaDataType_t of each 16-bit dtype, and its float32 compute type and algorithm
+_DATA_TYPE = {dtypes.FLOAT16: 2, dtypes.BFLOAT16: 14}  # CUDA_R_16F, CUDA_R_16BF
+COMPUTE_32F, GEMM_DEFAULT = 68, -1  # CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT
+_GEMM_DTYPES = (dtypes.FLOAT32, dtypes.FLOAT64, *_DATA_TYPE)
 WORKSPACE_BYTES = 32 << 20  # what cuBLAS asks for on Hopper; it may use less
 
 
@@ -30,10 +35,11 @@ def check_operands(a, b):
         raise capture.GraphStepError(
             f"matmul of shapes {a.shape} and {b.shape} inside a graphed step (gg.cuda.graph): "
             f"the capturable matmul takes 1-D and 2-D operands; reshape batched operands to 2-D")
-    if a.dtype != b.dtype or a.dtype.name not in ("float32", "float64"):
+    if a.dtype != b.dtype or a.dtype not in _GEMM_DTYPES:
         raise capture.GraphStepError(
             f"matmul of {a.dtype} and {b.dtype} inside a graphed step (gg.cuda.graph): the "
-            f"capturable matmul takes two float32 or two float64 operands")
+            f"capturable matmul takes two operands of one dtype: float32, float64, float16 or "
+            f"bfloat16")
 
 
 def _operand(xp, x):
@@ -138,7 +144,7 @@ def _library(cp):
             raise capture.DeviceError("the capturable matmul needs libcublas, which was not "
                                       "found in this process nor on the library path")
         for fn in ("cublasCreate_v2", "cublasSetStream_v2", "cublasSetWorkspace_v2",
-                   "cublasSgemm_v2", "cublasDgemm_v2", "cublasSetMathMode"):
+                   "cublasSgemm_v2", "cublasDgemm_v2", "cublasGemmEx", "cublasSetMathMode"):
             getattr(_lib, fn).restype = ctypes.c_int
     return _lib
 
@@ -174,9 +180,18 @@ def _handle(cp):
 
 
 def cupy_gemm(cp, dtype, op_a, op_b, m, n, k, a, lda, b, ldb, c, ldc, alpha=1.0, beta=0.0):
-    """C = alpha op(A) op(B) + beta C, column-major, on CuPy's current stream."""
+    """C = alpha op(A) op(B) + beta C, column-major, on CuPy's current stream; 16-bit operands
+    through cublasGemmEx, accumulated in float32 and C rounded once."""
     lib = _library(cp)
     handle = _handle(cp)
+    if dtype in _DATA_TYPE:
+        kind, one, zero = _DATA_TYPE[dtype], ctypes.c_float(alpha), ctypes.c_float(beta)
+        _check(lib.cublasGemmEx(handle, op_a, op_b, m, n, k, ctypes.byref(one),
+                                ctypes.c_void_p(a.data.ptr), kind, lda,
+                                ctypes.c_void_p(b.data.ptr), kind, ldb, ctypes.byref(zero),
+                                ctypes.c_void_p(c.data.ptr), kind, ldc, COMPUTE_32F, GEMM_DEFAULT),
+               "cublasGemmEx")
+        return
     scalar = ctypes.c_float if dtype == np.float32 else ctypes.c_double
     fn = lib.cublasSgemm_v2 if dtype == np.float32 else lib.cublasDgemm_v2
     # host pointers: cuBLAS reads them when the call is made, or captured into the graph

@@ -23,21 +23,28 @@ from typing import Callable
 
 import numpy as np
 
+from gpugrad.devices import dtypes
+
 # the layout of relu's 1-bit mask, which the library and the tests reach here
 from gpugrad.devices.cuda.references import pack_mask, unpack_mask  # noqa: F401
 
 _PACKAGE = pathlib.Path(__file__).resolve().parents[2]  # gpugrad/
 BLOCK = 256
 _WAVES = 2  # grid-stride kernels get this many full waves of resident blocks, then loop
-DTYPES = {"float32": "float", "float64": "double"}
+# the float types a kernel is instantiated for: C type T, and the C type C it computes in (the
+# 16-bit floats are stored as their bits and computed in float: kernels/precision.cuh)
+DTYPES = {"float32": ("float", "float"), "float64": ("double", "double"),
+          "float16": ("float16_bits", "float"), "bfloat16": ("bfloat16_bits", "float")}
 LABEL_DTYPES = {"int32": "int", "int64": "long long"}
 # the same, keyed by dtype: every launch looks these up, and NumPy's dtype.name is slow
-CTYPE = {np.dtype(name): ctype for name, ctype in DTYPES.items()}
+_DTYPE_OF_NAME = {"bfloat16": dtypes.BFLOAT16}
+CTYPE = {_DTYPE_OF_NAME.get(name, np.dtype(name)): ctype for name, (ctype, _) in DTYPES.items()}
+COMPUTE = dict(DTYPES.values())  # T -> C
 LABEL_CTYPE = {np.dtype(name): ctype for name, ctype in LABEL_DTYPES.items()}
 
 
 def same_dtype_and_shape(arrays):
-    """float32/float64 arrays of one dtype and one shape (0-d included: launchers keep shapes)."""
+    """float arrays of one dtype and one shape (0-d included: launchers keep shapes)."""
     first = arrays[0]
     return first.dtype in CTYPE and all(
         a.dtype == first.dtype and a.shape == first.shape for a in arrays[1:])
@@ -56,12 +63,15 @@ class KernelSpec:
 
     name: str            # the fused op name ops ask devices.fused() for: "sigmoid_fwd", "sgd_step"
     source: str          # its .cu file in kernels/
-    template: str        # the __global__ instantiated, T the float type, L the label type
+    template: str        # the __global__ instantiated: T the stored float type, C the one it
+    #                      computes in, L the label type
     launch: Callable     # (xp, *arrays, *scalars) -> outputs: runs the kernel
     reference: Callable  # (xp, *arrays, *scalars) -> outputs: the same math on arrays
     accepts: Callable = same_dtype_and_shape  # (arrays) -> whether the kernel takes them
     writes: int = 1      # the kernel's last `writes` arrays are its outputs (0: in place)
     sizes: int = 0       # its first `sizes` scalars are sizes the reference reads from shapes
+    carried: bool = True  # a 16-bit T computed in float32, rounded once on store (False: each
+    #                       step rounded in T, as the composition it equals rounds it)
 
     @property
     def function(self):
@@ -71,7 +81,7 @@ class KernelSpec:
     def expressions(self):
         """Every instantiation the loader compiles: one per float type (and label type)."""
         labels = LABEL_DTYPES.values() if "{L}" in self.template else [None]
-        return [self.template.format(T=T, L=L) for T in DTYPES.values() for L in labels]
+        return [self.template.format(T=T, C=C, L=L) for T, C in DTYPES.values() for L in labels]
 
 
 _SPECS = {}  # name -> KernelSpec, as declared
@@ -149,7 +159,7 @@ def compiled(xp, name, ctype, label_ctype=None):
     found = _functions.get(key)
     if found is None:
         s = _SPECS[name]
-        expression = s.template.format(T=ctype, L=label_ctype)
+        expression = s.template.format(T=ctype, C=COMPUTE[ctype], L=label_ctype)
         if hasattr(xp, "stand_in_kernel"):
             found = (xp.stand_in_kernel(s.source, expression), 65535 * 4)
         else:
@@ -162,15 +172,17 @@ def compiled(xp, name, ctype, label_ctype=None):
 
 def launch(xp, name, n, arrays, scalars=(), dtype=None, grid=None, per_thread=1, labels=None):
     """Run kernel `name` over n elements (nothing for n = 0): T is dtype's C type, L that of
-    the labels' dtype; a scalar that is not already a NumPy scalar is passed in dtype, as the
-    kernel's T parameters are. Without a grid, one thread per `per_thread` elements up to the
-    device's cap, then they loop."""
+    the labels' dtype; a scalar that is not already a NumPy scalar is passed in the dtype the
+    kernel computes in (float32 for a 16-bit dtype), as its compute_t<T> parameters are.
+    Without a grid, one thread per `per_thread` elements up to the device's cap, then they
+    loop."""
     if not n:
         return
     dtype = dtype or arrays[0].dtype
     k, most_blocks = compiled(xp, name, CTYPE[dtype],
                               None if labels is None else LABEL_CTYPE[labels])
-    typed = tuple(v if isinstance(v, np.generic) else dtype.type(v) for v in scalars)
+    scalar = dtypes.accumulating(dtype).type
+    typed = tuple(v if isinstance(v, np.generic) else scalar(v) for v in scalars)
     if grid is None:
         grid = (min(max(-(-n // (per_thread * BLOCK)), 1), most_blocks),)
     k(grid, (BLOCK,), (*arrays, np.int64(n), *typed))

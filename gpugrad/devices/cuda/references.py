@@ -99,6 +99,18 @@ def add_scaled(xp, acc, s, x):
     return acc
 
 
+def unscale_and_check(xp, g, found, inv):
+    """In place: g = g * inv (a 16-bit g computed in float32 and rounded once), and found (a
+    0-d float32 flag) set to 1 where g then holds inf or NaN: GradScaler's unscale_."""
+    with np.errstate(over="ignore", invalid="ignore"):  # what overflows is what it looks for
+        if g.dtype.itemsize == 2:
+            g[...] = g.astype(np.float32) * np.float32(inv)
+        else:
+            g *= g.dtype.type(inv)
+    found[...] = xp.maximum(found, (~xp.isfinite(g).all()).astype(found.dtype))
+    return g
+
+
 # ---------------------------------------------------------------------------- 1-bit masks
 
 

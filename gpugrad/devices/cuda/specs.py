@@ -1,6 +1,7 @@
 """One KernelSpec per fused kernel: its launcher, which arrays it takes, and its reference.
 
-The fixed kernels (relu's 1-bit mask kernels, softmax cross-entropy, SGD, the scaled add) are
+The fixed kernels (relu's 1-bit mask kernels, softmax cross-entropy, SGD, the scaled add,
+GradScaler's unscale and inf check) are
 declared here, with their references from references.py; their ops call spec.reference where
 the kernel does not run. The other activation kernels are declared by their rows in
 gpugrad/ops/activation.py through activation_specs(), which holds the CUDA side (template,
@@ -13,6 +14,7 @@ spends ~6 us in Python.
 
 import numpy as np
 
+from gpugrad.devices import dtypes
 from gpugrad.devices.cuda import kernels
 from gpugrad.devices.cuda import references as ref
 from gpugrad.devices.cuda.kernels import CTYPE, LABEL_CTYPE, KernelSpec
@@ -25,13 +27,25 @@ def _contiguous_alike(arrays):
     return kernels.same_dtype_and_shape(arrays) and all(a.flags.c_contiguous for a in arrays)
 
 
+def _parameter_alike(arrays):
+    """A parameter and its gradient as _contiguous_alike, and a velocity beside them (SGD with
+    momentum) contiguous, of their shape and of the dtype the kernel computes in: float32 for
+    a 16-bit parameter."""
+    param, grad, *velocity = arrays
+    return _contiguous_alike((param, grad)) and all(
+        v.dtype == dtypes.accumulating(param.dtype) and v.shape == param.shape
+        and v.flags.c_contiguous for v in velocity)
+
+
 def _float_first(arrays):
-    """The gradient float32/float64; the packed mask beside it is checked by its op."""
+    """The gradient of a float dtype a kernel takes; the packed mask beside it is checked by
+    its op."""
     return arrays[0].dtype in CTYPE
 
 
 def _rows(arrays):
-    """Logits (N, C) float32/float64, integer labels (N,), then (N,) arrays of the logits' dtype."""
+    """Logits (N, C) of a float dtype a kernel takes, integer labels (N,), then (N,) arrays of
+    the logits' dtype."""
     x, labels, *others = arrays
     return (x.ndim == 2 and x.dtype in CTYPE and labels.dtype in LABEL_CTYPE
             and labels.shape == (x.shape[0],)
@@ -88,10 +102,10 @@ def activation_specs(kernel, functor, saves, forward, backward=None):
     unless its backward reads a mask, <kernel>_bwd, dx from g and the saved x or y (`saves`).
     functor: the row's Functor name; forward(xp, x, p0, p1) and backward(xp, g, s, p0, p1):
     the row's math with the kernels' scalars."""
-    out = [KernelSpec(f"{kernel}_fwd", "activations.cu", f"act_fwd<{{T}}, {functor}Fwd<{{T}}>>",
+    out = [KernelSpec(f"{kernel}_fwd", "activations.cu", f"act_fwd<{{T}}, {functor}Fwd<{{C}}>>",
                       _activation_forward(f"{kernel}_fwd"), forward)]
     if backward is not None:
-        template = f"act_bwd<{{T}}, {functor}BwdFrom{saves.upper()}<{{T}}>>"
+        template = f"act_bwd<{{T}}, {functor}BwdFrom{saves.upper()}<{{C}}>>"
         out.append(KernelSpec(f"{kernel}_bwd", "activations.cu", template,
                               _activation_backward(f"{kernel}_bwd"), backward))
     return out
@@ -163,6 +177,20 @@ def _add_scaled(xp, acc, s, x):
     return acc
 
 
+def _gradient_and_flag(arrays):
+    """A C-contiguous gradient of a float dtype a kernel takes, and a 0-d float32 flag."""
+    g, found = arrays
+    return (g.dtype in CTYPE and g.flags.c_contiguous and found.shape == ()
+            and found.dtype == np.float32)
+
+
+def _unscale_and_check(xp, g, found, inv):
+    _in_place("unscale_and_check unscales in place: the gradient must be contiguous", g)
+    kernels.launch(xp, "unscale_and_check", g.size, (g, found),
+                   (dtypes.accumulating(g.dtype).type(inv),))
+    return g
+
+
 RELU_FWD_MASK = KernelSpec("relu_fwd_mask", "activations.cu", "relu_fwd_mask<{T}>",
                            _relu_fwd_mask, ref.forward_with_mask, writes=2)
 RELU_BWD_MASK = KernelSpec("relu_bwd_mask", "activations.cu", "relu_bwd_mask<{T}>",
@@ -174,12 +202,16 @@ SOFTMAX_XENT_FWD = KernelSpec("softmax_xent_fwd", "softmax_xent.cu", "softmax_xe
 SOFTMAX_XENT_BWD = KernelSpec("softmax_xent_bwd", "softmax_xent.cu", "softmax_xent_bwd<{T}, {L}>",
                               _softmax_xent_bwd, ref.softmax_xent_grad, accepts=_rows, sizes=2)
 SGD_STEP = KernelSpec("sgd_step", "sgd.cu", "sgd_step<{T}>", _sgd_step, ref.sgd_step,
-                      accepts=_contiguous_alike, writes=0)
+                      accepts=_parameter_alike, writes=0)
 SGD_UPDATE = KernelSpec("sgd_update", "sgd.cu", "sgd_update<{T}>", _sgd_update, ref.sgd_update,
-                        accepts=_contiguous_alike, writes=0)
+                        accepts=_parameter_alike, writes=0)
 ADD_SCALED = KernelSpec("add_scaled", "accumulate.cu", "add_scaled<{T}>", _add_scaled,
-                        ref.add_scaled, accepts=_scaled, writes=0)
+                        ref.add_scaled, accepts=_scaled, writes=0, carried=False)
+# the reference computes a 16-bit g in float32 and checks the rounded result, as the kernel
+UNSCALE_AND_CHECK = KernelSpec("unscale_and_check", "unscale.cu", "unscale_and_check<{T}>",
+                               _unscale_and_check, ref.unscale_and_check,
+                               accepts=_gradient_and_flag, writes=0, carried=False)
 for _spec in (RELU_FWD_MASK, RELU_BWD_MASK, RELU_BWD_OUT, SOFTMAX_XENT_FWD, SOFTMAX_XENT_BWD,
-              SGD_STEP, SGD_UPDATE, ADD_SCALED):
+              SGD_STEP, SGD_UPDATE, ADD_SCALED, UNSCALE_AND_CHECK):
     kernels.declare(_spec)
 del _spec
