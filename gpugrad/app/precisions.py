@@ -42,3 +42,8 @@ def note(precision, device):
             f"GPUs; off CUDA float32 products are computed in float32): these are float32's "
             f"numbers")
 
+
+def label(precision, device):
+    """How the bench names a step in this precision: the precision, and for tf32 off CUDA what
+    it really is (PyTorch on the CPU ignores its TF32 switch too)."""
+    return precision if has_effect(precision, device) else f"{precision} (no-op off CUDA)"

@@ -1,6 +1,7 @@
-"""--precision tf32 in `gpugrad train`: float32 with gg.backends.matmul.allow_tf32 on while
-the run lasts and as it was after; off CUDA it changes nothing (NumPy has no TF32), the numbers
-are float32's bit for bit, and the run says so."""
+"""--precision tf32 in `gpugrad train` and `gpugrad bench mlp`: float32 with
+gg.backends.matmul.allow_tf32 on while the run or the step lasts and as it was after; off CUDA
+it changes nothing (NumPy has no TF32), the numbers are float32's bit for bit, and the run
+says so."""
 
 import json
 import types
@@ -10,7 +11,9 @@ import pytest
 
 import gpugrad as gg
 from gpugrad import devices
-from gpugrad.app import cli, training
+from gpugrad.app import cli, precisions, training
+from gpugrad.app.bench import torch_baseline
+from gpugrad.app.bench.suites import mlp
 
 
 def _on_cuda(device):
@@ -130,3 +133,79 @@ def test_a_checkpoint_resumes_only_in_the_precision_it_was_trained_in(tmp_path, 
                 f"--precision {trained}") in err and "Traceback" not in err, err
     assert cli.main(common + ["--precision", "tf32", "--resume", str(saved["tf32"])]) == 0
     assert "resuming from" in capsys.readouterr().out
+
+
+def test_the_bench_steps_in_tf32_equal_float32_off_cuda_and_turn_the_switch_on(monkeypatch):
+    """gpugrad's tf32 step runs whole (forward, backward, update) with the switch on and puts
+    it back; off CUDA it is named for what it is and updates the weights as the fp32 step does."""
+    from gpugrad.nn import functional
+
+    device = gg.default_device()
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((4, 6)).astype(np.float32), rng.integers(0, 3, 4)
+    seen, cross_entropy = [], functional.cross_entropy
+
+    def recording(*args, **kwargs):
+        seen.append(gg.backends.matmul.allow_tf32)
+        return cross_entropy(*args, **kwargs)
+    monkeypatch.setattr(functional, "cross_entropy", recording)
+    tag = precisions.label("tf32", device)
+    weights = {}
+    for impl in ("gpugrad", f"gpugrad {tag}"):
+        params, cases = mlp._gpugrad_cases([6, 5, 3], x, y, device, 1e-3, 0.1, precision="tf32")
+        cases[impl]()
+        weights[impl] = [p.numpy() for p in params]
+    assert seen == [False, True] and gg.backends.matmul.allow_tf32 is False
+    if _on_cuda(device):
+        assert tag == "tf32"
+        return
+    assert tag == "tf32 (no-op off CUDA)"
+    for a, b in zip(*weights.values()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_pytorchs_tf32_step_sets_both_switches_and_restores_them():
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install torch==2.13.0)")
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    before = matmul.allow_tf32, cudnn.allow_tf32
+    seen = []
+
+    def step():
+        seen.append((matmul.allow_tf32, cudnn.allow_tf32))
+        if len(seen) > 1:
+            raise RuntimeError("a step that fails")
+    tf32_step = torch_baseline.with_tf32(torch, step)
+    tf32_step()
+    assert (matmul.allow_tf32, cudnn.allow_tf32) == before
+    with pytest.raises(RuntimeError, match="a step that fails"):
+        tf32_step()
+    assert seen == [(True, True), (True, True)]
+    assert (matmul.allow_tf32, cudnn.allow_tf32) == before
+
+
+@pytest.mark.slow
+def test_bench_mlp_tf32(tmp_path, capsys):
+    """--precision tf32 adds each library's step with its TF32 switch on, beside its own float32
+    step; off CUDA the rows say they are float32 and the run says why."""
+    device = gg.default_device()
+    out = tmp_path / "mlp.json"
+    assert cli.main(["bench", "mlp", "--device", device, "--batch", "8", "--precision", "tf32",
+                     "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    results = json.loads(out.read_text())
+    tag = precisions.label("tf32", device)
+    impls = {r["impl"] for r in results["rows"]}
+    assert f"gpugrad {tag}" in impls
+    ours = [r for r in results["rows"] if r["impl"] == f"gpugrad {tag}"]
+    assert all(r.get("time / fp32") is None or r["time / fp32"] > 0 for r in ours)
+    assert all(r.get("time / fp32") is not None or "note" in r or any(
+        o.get("note") for o in results["rows"] if o["batch"] == r["batch"]
+        and o["model"] == r["model"]) for r in ours)
+    if torch_baseline.torch_or_none() is not None:
+        assert f"torch {tag}" in impls
+    if _on_cuda(device):
+        assert "note" not in results and f"gpugrad {tag} captured" in impls
+    else:
+        assert results["note"].startswith(f"note: --precision tf32 has no effect on {device}")
+        assert results["note"] in printed
+    assert gg.backends.matmul.allow_tf32 is False
