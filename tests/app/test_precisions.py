@@ -12,7 +12,7 @@ import pytest
 import gpugrad as gg
 from gpugrad import devices
 from gpugrad.app import cli, precisions, training
-from gpugrad.app.bench import torch_baseline
+from gpugrad.app.bench import jax_baseline, torch_baseline
 from gpugrad.app.bench.suites import mlp
 
 
@@ -181,6 +181,14 @@ def test_pytorchs_tf32_step_sets_both_switches_and_restores_them():
         tf32_step()
     assert seen == [(True, True), (True, True)]
     assert (matmul.allow_tf32, cudnn.allow_tf32) == before
+
+
+def test_the_jax_baseline_has_every_bench_precision():
+    """The JAX rows (a GPU's) know every precision the bench takes."""
+    bench = cli.build_parser().commands["bench"]
+    choices = next(a.choices for a in bench._actions if a.dest == "precision")
+    assert set(choices) <= set(jax_baseline.JAX_PRECISIONS)
+    assert set(training.PRECISIONS) == set(jax_baseline.JAX_PRECISIONS) - {None}
 
 
 @pytest.mark.slow

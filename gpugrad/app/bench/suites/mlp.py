@@ -47,6 +47,9 @@ def mlp_step_cases(sizes, batch, device, lam=1e-3, lr=0.01, precision=None):
         jax_step = jax_baseline.training_step(weights_host, x_host, y_host, lam, lr)
         if jax_step is not None:
             cases["jax jit"] = jax_step
+            if precision is not None:
+                cases[f"jax {tag} jit"] = jax_baseline.training_step(
+                    weights_host, x_host, y_host, lam, lr, precision)
     return cases
 
 
