@@ -12,6 +12,7 @@ from gpugrad import data
 from gpugrad import nn
 from gpugrad import optim
 from gpugrad import tensors
+from gpugrad.app import precisions
 
 OPTIMIZERS = {"sgd": 0.1, "adam": 1e-3}  # name -> its default learning rate
 CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "gpugrad-train-checkpoint", 1
@@ -19,9 +20,10 @@ CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "gpugrad-train-checkpoint", 1
 # one uninterrupted run
 RESUMED_SETTINGS = ("dataset", "layers", "hidden", "batch", "optimizer", "lr", "momentum",
                     "weight_decay", "seed", "precision")
-# --precision: the dtype gg.autocast computes the layers in (None: float32 throughout); fp16
-# also scales the loss (gg.amp.GradScaler), whose state a checkpoint keeps
-PRECISIONS = {"fp32": None, "bf16": "bfloat16", "fp16": "float16"}
+# --precision: the dtype gg.autocast computes the layers in (None: float32 throughout; tf32
+# also turns gg.backends.matmul.allow_tf32 on for the run); fp16 also scales the loss
+# (gg.amp.GradScaler), whose state a checkpoint keeps
+PRECISIONS = precisions.AUTOCAST
 _DEFAULT_SETTINGS = {"precision": "fp32"}  # what a checkpoint from before a setting existed had
 
 
@@ -146,8 +148,10 @@ def train(dataset, layers=2, hidden=256, epochs=20, batch=32, lr=None, momentum=
     its shard of every batch, the gradients are averaged before each update, and the figures
     are over all ranks.
     optimizer: 'sgd' (momentum, weight decay) or 'adam'; lr None is its default (0.1, 1e-3).
-    precision: 'fp32', 'bf16' (the layers under gg.autocast(bfloat16)) or 'fp16' (under
-    gg.autocast(float16), the loss scaled by a gg.amp.GradScaler); parameters stay float32.
+    precision: 'fp32', 'tf32' (float32 with gg.backends.matmul.allow_tf32 on until the run
+    ends, then as it was; no effect off CUDA), 'bf16' (the layers under
+    gg.autocast(bfloat16)) or 'fp16' (under gg.autocast(float16), the loss scaled by a
+    gg.amp.GradScaler); parameters stay float32.
     resume: a checkpoint (checkpoint(), or gg.load of what `gpugrad train --save` wrote) to
     continue from: `epochs` more epochs, numbered on from its epoch, so that 3 epochs and 2
     resumed equal 5 bit for bit. on_checkpoint(state), if given, gets checkpoint() after each
@@ -179,21 +183,25 @@ def train(dataset, layers=2, hidden=256, epochs=20, batch=32, lr=None, momentum=
 
         dist.init()
         dist.broadcast_parameters(model)
-    for epoch in range(done + 1, done + epochs + 1):
-        t0 = time.perf_counter()
-        loss, correct = _run_epoch(model, opt, dataset, batch, seed, epoch, device, dist, progress,
-                                   PRECISIONS[precision], scaler)
-        history.append({
-            "epoch": epoch, "loss": loss,
-            "train accuracy": correct / len(dataset.train_x),
-            "test accuracy": accuracy(model, dataset.test_x, dataset.test_y, device),
-            "seconds": time.perf_counter() - t0,
-        })
-        if on_epoch is not None:
-            on_epoch(model, history[-1])
-        if on_checkpoint is not None:
-            on_checkpoint(checkpoint(model, opt, epoch, settings, history, scaler))
+    with precisions.matmul_mode(precision):
+        for epoch in range(done + 1, done + epochs + 1):
+            history.append(_epoch(model, opt, dataset, batch, seed, epoch, device, dist,
+                                  progress, PRECISIONS[precision], scaler))
+            if on_epoch is not None:
+                on_epoch(model, history[-1])
+            if on_checkpoint is not None:
+                on_checkpoint(checkpoint(model, opt, epoch, settings, history, scaler))
     return model, history[done:]
+
+
+def _epoch(model, opt, dataset, batch, seed, epoch, device, dist, progress, cast, scaler):
+    """One epoch of training and its entry in the history."""
+    t0 = time.perf_counter()
+    loss, correct = _run_epoch(model, opt, dataset, batch, seed, epoch, device, dist, progress,
+                               cast, scaler)
+    return {"epoch": epoch, "loss": loss, "train accuracy": correct / len(dataset.train_x),
+            "test accuracy": accuracy(model, dataset.test_x, dataset.test_y, device),
+            "seconds": time.perf_counter() - t0}
 
 
 def _run_epoch(model, opt, dataset, batch, seed, epoch, device, dist, progress, cast=None,

@@ -5,11 +5,19 @@ import os
 
 import numpy as np
 
+# --precision -> (the dtype the products' inputs are cast to, or None: float32; the precision
+# a product asks for). "highest" is float32 itself; "default", JAX's own default, is TF32 on
+# NVIDIA GPUs of compute capability 8.0 and later. bf16 and fp16 cast the inputs of each
+# product and keep the weights float32, as autocast does, and the logits go back to float32
+# for the loss, as autocast's float32 list says
+JAX_PRECISIONS = {None: (None, "highest"), "fp32": (None, "highest"), "tf32": (None, "default"),
+                  "bf16": ("bfloat16", "default"), "fp16": ("float16", "default")}
 
-def training_step(weights_host, x_host, y_host, lam, lr):
-    """The same step in JAX, jit-compiled, its matmuls at full float32 precision (JAX's default
-    on a GPU is TF32); each call waits for its result, as CUDA events cannot see JAX's stream.
-    None when JAX or its GPU backend is missing."""
+
+def training_step(weights_host, x_host, y_host, lam, lr, precision=None):
+    """The same step in JAX, jit-compiled, its matmuls at full float32 precision, or in
+    `precision` (JAX_PRECISIONS); each call waits for its result, as CUDA events cannot see
+    JAX's stream. None when JAX or its GPU backend is missing."""
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # leave CuPy its memory
     try:
         import jax
@@ -17,13 +25,19 @@ def training_step(weights_host, x_host, y_host, lam, lr):
         gpu = jax.devices("gpu")[0]
     except Exception:  # noqa: BLE001 - not installed, or no GPU backend: no row
         return None
+    cast, matmul_precision = JAX_PRECISIONS[precision]
+    cast = getattr(jnp, cast) if cast else None
 
     def loss_fn(ws, x, y):
         h = x
         for i, w in enumerate(ws):
-            h = jnp.matmul(h, w.T, precision="highest")
+            if cast is not None:  # the weights stay float32; their copies in `cast` are not
+                h, w = h.astype(cast), w.astype(cast)
+            h = jnp.matmul(h, w.T, precision=matmul_precision)
             if i < len(ws) - 1:
                 h = jax.nn.relu(h)
+        if cast is not None:
+            h = h.astype(jnp.float32)
         logp = jax.nn.log_softmax(h, axis=1)
         xent = -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
         return xent + lam / 2 * sum(jnp.sum(w * w) for w in ws)

@@ -26,7 +26,8 @@ RATIO_COLUMNS = {
                              "moves / its time)"},
     "captured / hand-written": {"mlp": "the captured step's time / the hand-written captured "
                                        "step's"},
-    "time / fp32": {"mlp": "the step's time under autocast / the same library's float32 step's"},
+    "time / fp32": {"mlp": "the step's time in this precision (under autocast, or with TF32 on) / "
+                           "the same library's float32 step's"},
     "gpugrad / torch layer": {"rnn": "gpugrad's step time / PyTorch's with torch.nn.<layer>"},
     "gpugrad / torch cells": {"rnn": "gpugrad's step time / PyTorch's with a Python loop of "
                                      "torch.nn.<layer>Cell"},

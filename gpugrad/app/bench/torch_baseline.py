@@ -49,10 +49,12 @@ def activation_backward(be, activation, declared_name, g, x, y):
 
 
 def mlp_step_cases(sizes, weights_host, activations_host, x_host, y_host, lam, lr, be,
-                   precision=None):
+                   precision=None, tag=None):
     """{impl: step()}: the same bias-free MLP's SGD step in PyTorch ("torch"; "torch graph" on
     CUDA: captured) from the same weights and data, and its matrix products alone ("torch
-    matmuls"); none where PyTorch is missing or cannot reach the device."""
+    matmuls"); with precision also the step in it, named "torch <tag>" (tag: the precision
+    unless given): under torch.autocast for bf16 and fp16, with PyTorch's TF32 switches on
+    for tf32. None where PyTorch is missing or cannot reach the device."""
     torch = torch_or_none()
     if torch is None or (be.is_cuda and not torch.cuda.is_available()):
         return {}
@@ -86,11 +88,28 @@ def mlp_step_cases(sizes, weights_host, activations_host, x_host, y_host, lam, l
     if be.is_cuda:
         cases["torch graph"] = captured(torch, cases["torch"], topt)
     if precision is not None:
-        cast = {"bf16": "bfloat16", "fp16": "float16"}[precision]
-        cases[f"torch {precision}"] = step_in(cast)
-        if be.is_cuda:
-            cases[f"torch {precision} graph"] = captured(torch, cases[f"torch {precision}"], topt)
+        name = f"torch {tag or precision}"
+        cases[name] = (with_tf32(torch, step_in(None)) if precision == "tf32"
+                       else step_in({"bf16": "bfloat16", "fp16": "float16"}[precision]))
+        if be.is_cuda:  # captured with the switches on, as gpugrad's step is
+            cases[f"{name} graph"] = captured(torch, cases[name], topt)
     return cases
+
+
+def with_tf32(torch, step):
+    """step() with torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    on while it runs and as they were after, an error included (on the CPU PyTorch ignores
+    both, as NumPy has no TF32 either)."""
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+
+    def tf32_step():
+        before = matmul.allow_tf32, cudnn.allow_tf32
+        matmul.allow_tf32 = cudnn.allow_tf32 = True
+        try:
+            step()
+        finally:
+            matmul.allow_tf32, cudnn.allow_tf32 = before
+    return tf32_step
 
 
 def captured(torch, step, opt):

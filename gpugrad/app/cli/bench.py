@@ -4,7 +4,7 @@ terminal."""
 import json
 import sys
 
-from gpugrad.app import training
+from gpugrad.app import precisions, training
 from gpugrad.app.bench import environment, suites, table, torch_baseline
 from gpugrad.app.cli import arguments, plotting, refusals
 
@@ -22,9 +22,11 @@ def register(subparsers):
                         help="mlp only: comma-separated batch sizes (default 32,1024; with "
                              "--full 32,128,512,1024,4096); --quick or --full still sets the "
                              "blocks per case (3 or 5)")
-    parser.add_argument("--precision", choices=["bf16", "fp16"], default=None,
-                        help="mlp only: also time each step under autocast in this dtype "
-                             "(gg.autocast beside torch.autocast; no loss scaling)")
+    parser.add_argument("--precision", choices=["tf32", "bf16", "fp16"], default=None,
+                        help="mlp only: also time each step in this precision: tf32 (float32 "
+                             "with each library's TF32 switch on for the step; no effect off "
+                             "CUDA) or under autocast in bf16 or fp16 (gg.autocast beside "
+                             "torch.autocast; no loss scaling)")
     parser.set_defaults(func=run)
 
 
@@ -58,11 +60,15 @@ def run(args):
               "(pip install torch==2.13.0)")
     results = {"environment": env, "quick": not args.full, "rows": []}
     if args.precision is not None and names != ["mlp"]:
-        raise ValueError(f"--precision times the mlp suite under autocast, not {args.suite}'s: "
+        raise ValueError(f"--precision times the mlp suite's steps, not {args.suite}'s: "
                          f"gpugrad bench mlp --precision {args.precision}")
     options = {"batches": args.batch} if args.batch is not None else {}  # mlp alone takes it
     if args.precision is not None:
         options["precision"] = args.precision
+        note = precisions.note(args.precision, device)  # tf32 off CUDA: float32's numbers
+        if note:
+            print(note)
+            results["note"] = note
     for suite in names:
         rows = suites.SUITES[suite](device, quick=not args.full, progress=progress, **options)
         results["rows"] += rows

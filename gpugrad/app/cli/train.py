@@ -6,7 +6,7 @@ import os
 import sys
 
 import gpugrad
-from gpugrad.app import training
+from gpugrad.app import precisions, training
 from gpugrad.app.cli import arguments, plotting, refusals
 
 
@@ -21,8 +21,10 @@ def register(subparsers):
     parser.add_argument("--weight-decay", type=arguments.real(0), default=0.0,
                         help="L2 weight decay, added to the gradient as PyTorch does")
     parser.add_argument("--precision", choices=list(training.PRECISIONS), default="fp32",
-                        help="the layers' dtype: fp32, or under gg.autocast bf16 or fp16 (with "
-                             "loss scaling); parameters stay float32")
+                        help="fp32; tf32 (float32 with gg.backends.matmul.allow_tf32 on for "
+                             "the run: TF32 tensor cores on CUDA, no effect elsewhere); or the "
+                             "layers under gg.autocast in bf16 or fp16 (with loss scaling); "
+                             "parameters stay float32")
     parser.add_argument("--distributed", action="store_true",
                         help="data parallel over the ranks of mpirun (needs the distributed extra)")
     parser.add_argument("--save", metavar="FILE", type=arguments.output_file("state"),
@@ -48,7 +50,7 @@ def run(args):
     dataset = training.load_dataset(args.dataset)
     _check_fits_and_announce(args, dataset, device, lr, resume)
     history, finished, interrupted = _train(args, dataset, device, lr, resume)
-    _report(args, history, finished, interrupted)
+    _report(args, device, history, finished, interrupted)
     return 130 if interrupted else 0
 
 
@@ -83,6 +85,9 @@ def _check_fits_and_announce(args, dataset, device, lr, resume):
     if resume is not None:
         print(f"resuming from {args.resume} after epoch {int(resume['epoch'])}: "
               f"{args.epochs} more epoch(s)")
+    note = precisions.note(args.precision, device)  # tf32 off CUDA: float32's numbers
+    if note:
+        print(note)
 
 
 def _train(args, dataset, device, lr, resume):
@@ -127,7 +132,7 @@ def _train(args, dataset, device, lr, resume):
     return history, finished, interrupted
 
 
-def _report(args, history, finished, interrupted):
+def _report(args, device, history, finished, interrupted):
     if history:
         total = sum(h["seconds"] for h in history)
         print(f"final test accuracy {history[-1]['test accuracy']:.2%} after {total:.1f} s of "
@@ -138,8 +143,10 @@ def _report(args, history, finished, interrupted):
               f"(go on with --resume {args.save})")
     if args.json:
         with open(args.json, "w") as fh:
+            note = precisions.note(args.precision, device)
             json.dump({"args": vars(args) | {"func": None}, "history": history,
-                       "interrupted": interrupted}, fh, indent=2)
+                       "interrupted": interrupted, **({"note": note} if note else {})},
+                      fh, indent=2)
     if args.plot and history:
         plotting.plot_history(history, args.plot, f"MLP of {args.layers} weight layer(s) on {args.dataset}")
 

@@ -6,6 +6,7 @@ import numpy as np
 
 import gpugrad
 from gpugrad import devices
+from gpugrad.app import precisions
 from gpugrad.app.bench import array_baseline, counting, jax_baseline, table, torch_baseline
 from gpugrad.app.bench.blocks import Blocks
 from gpugrad.app.bench.yardstick import Yardstick
@@ -17,8 +18,9 @@ MLP_MODELS = {"4.7 (784-256-10)": [784, 256, 10], "deep (784-1024x3-10)": [784, 
 def mlp_step_cases(sizes, batch, device, lam=1e-3, lr=0.01, precision=None):
     """{impl: step()} for one SGD training step (forward, cross-entropy + L2, backward, update)
     of the same bias-free MLP on the same data, in gpugrad and (when installed) PyTorch; with
-    precision ("bf16" or "fp16") also the step under each library's autocast in that dtype
-    ("gpugrad bf16", "torch bf16"; no loss scaling)."""
+    precision also the step in that precision in each library: "tf32" with its TF32 switch on
+    for the step (labelled as a no-op off CUDA), "bf16" or "fp16" under its autocast ("gpugrad
+    bf16", "torch bf16"; no loss scaling)."""
     be = devices.get(device)
     rng = np.random.default_rng(batch)
     x_host = rng.standard_normal((batch, sizes[0])).astype(np.float32)
@@ -32,8 +34,9 @@ def mlp_step_cases(sizes, batch, device, lam=1e-3, lr=0.01, precision=None):
         weights, acts = ([be.xp.asarray(a) for a in arrays] for arrays in (weights_host, acts_host))
     cases[f"{array_baseline.array_library(device)} matmuls"] = array_baseline.matmul_products(
         be.xp.matmul, weights, acts)
+    tag = precisions.label(precision, device) if precision else None
     cases.update(torch_baseline.mlp_step_cases(sizes, weights_host, acts_host, x_host, y_host,
-                                               lam, lr, be, precision))
+                                               lam, lr, be, precision, tag))
     if be.is_cuda:  # the floor: the same step by hand on CuPy arrays, captured
         with be.active:
             floor_weights = [be.xp.asarray(w) for w in weights_host]
@@ -44,10 +47,10 @@ def mlp_step_cases(sizes, batch, device, lam=1e-3, lr=0.01, precision=None):
         jax_step = jax_baseline.training_step(weights_host, x_host, y_host, lam, lr)
         if jax_step is not None:
             cases["jax jit"] = jax_step
+            if precision is not None:
+                cases[f"jax {tag} jit"] = jax_baseline.training_step(
+                    weights_host, x_host, y_host, lam, lr, precision)
     return cases
-
-
-PRECISIONS = {"bf16": "bfloat16", "fp16": "float16"}
 
 
 def _gpugrad_cases(sizes, x_host, y_host, device, lam, lr, precision=None):
@@ -65,22 +68,29 @@ def _gpugrad_cases(sizes, x_host, y_host, device, lam, lr, precision=None):
         x, y = gpugrad.tensor(x_host, device=device), be.asarray(y_host)
     params = model.parameters()
 
-    def step_with(labels, cast=None):
+    def step_with(labels, precision=None):
+        cast = precisions.AUTOCAST[precision] if precision else None
+
         def step():
             with gpugrad.autograd.record(), gpugrad.autocast(cast or "bfloat16",
                                                              enabled=cast is not None):
                 loss = F.cross_entropy(model(x), labels) + lam * F.l2_penalty(params)
             loss.backward()
             opt.step()
-        return step
+
+        def tf32_step():  # the switch on for the whole step (backward's products too)
+            with precisions.matmul_mode("tf32"):
+                step()
+        return tf32_step if precision == "tf32" else step
 
     ours = step_with(y)
     cases = {"gpugrad": ours}
     if precision is not None:
-        cases[f"gpugrad {precision}"] = step_with(y, PRECISIONS[precision])
-        if be.is_cuda:
-            cases[f"gpugrad {precision} captured"] = gpugrad.cuda.graph(
-                cases[f"gpugrad {precision}"], device=device)
+        tag = precisions.label(precision, device)
+        cases[f"gpugrad {tag}"] = step_with(y, precision)
+        if be.is_cuda:  # captured with the switch on: the replays run TF32's products
+            cases[f"gpugrad {tag} captured"] = gpugrad.cuda.graph(cases[f"gpugrad {tag}"],
+                                                                  device=device)
     if not be.is_cpu:  # labels as a data loader gives them, host data: checked on the host
         # before they move, where labels on the device are read back to be checked (a sync)
         cases["gpugrad host labels"] = step_with(y_host)
@@ -89,8 +99,14 @@ def _gpugrad_cases(sizes, x_host, y_host, device, lam, lr, precision=None):
     return params, cases
 
 
-_TORCH_COUNTERPART = {"gpugrad captured": "torch graph", "gpugrad bf16 captured": "torch bf16 graph",
-                      "gpugrad fp16 captured": "torch fp16 graph"}
+def _torch_counterpart(impl, tag):
+    """The PyTorch row a gpugrad row is timed against: products against products, a captured
+    step against PyTorch's CUDA graph and an eager one against the eager step, each in the
+    row's precision (`tag`, as the row names it)."""
+    if impl.endswith(" matmuls"):
+        return "torch matmuls"
+    precision = f" {tag}" if tag and f" {tag}" in impl else ""
+    return f"torch{precision} graph" if impl.endswith(" captured") else f"torch{precision}"
 
 
 MLP_BATCHES = {True: [32, 1024], False: [32, 128, 512, 1024, 4096]}  # quick, full
@@ -114,15 +130,14 @@ def mlp_suite(device, quick=True, progress=None, batches=None, yardstick=None, p
         # each gpugrad row against its PyTorch counterpart: products with products, the
         # captured step with PyTorch's CUDA graph, the eager step with the eager step; the
         # captured step also against the hand-written floor
+        tag = precisions.label(precision, device) if precision else None
         pairs = {}
         for impl in cases:
-            base = ("torch matmuls" if impl.endswith(" matmuls")
-                    else _TORCH_COUNTERPART.get(impl, impl.replace("gpugrad", "torch")
-                                                if precision and precision in impl else "torch"))
+            base = _torch_counterpart(impl, tag)
             if not impl.startswith(("torch", "jax", "hand")) and base in cases:
                 pairs[impl, "gpugrad / torch"] = (impl, base)
-            fp32 = impl.replace(f" {precision}", "") if precision else None
-            if precision and precision in impl and fp32 in cases:
+            fp32 = impl.replace(f" {tag}", "") if tag else None
+            if tag and f" {tag}" in impl and fp32 in cases:
                 pairs[impl, "time / fp32"] = (impl, fp32)
         if "gpugrad captured" in cases and "hand-written captured" in cases:
             pairs["gpugrad captured", "captured / hand-written"] = (
