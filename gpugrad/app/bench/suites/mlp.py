@@ -1,6 +1,6 @@
 """The mlp suite: one SGD training step of section 4.7's network and of a deep MLP, in gpugrad
-(eager, with host labels, captured) beside PyTorch, JAX, the array library's matrix products
-and the step written by hand."""
+(eager, with host labels, compiled: captured on CUDA, recorded on the CPU) beside PyTorch, JAX,
+the array library's matrix products and the step written by hand."""
 
 import numpy as np
 
@@ -44,6 +44,9 @@ def mlp_step_cases(sizes, batch, device, lam=1e-3, lr=0.01, precision=None):
         jax_step = jax_baseline.training_step(weights_host, x_host, y_host, lam, lr)
         if jax_step is not None:
             cases["jax jit"] = jax_step
+    elif be.is_cpu:  # the floor under the compiled step: the same step by hand on NumPy
+        cases["hand-written"] = array_baseline.hand_written_step(
+            [w.copy() for w in weights_host], x_host, y_host, lam, lr)
     return cases
 
 
@@ -84,13 +87,37 @@ def _gpugrad_cases(sizes, x_host, y_host, device, lam, lr, precision=None):
     if not be.is_cpu:  # labels as a data loader gives them, host data: checked on the host
         # before they move, where labels on the device are read back to be checked (a sync)
         cases["gpugrad host labels"] = step_with(y_host)
-    if be.is_cuda:  # the same step captured once and replayed (on the CPU it would run eagerly)
+    if be.is_cuda:  # the same step captured once and replayed (gg.compile is this on CUDA)
         cases["gpugrad captured"] = gpugrad.cuda.graph(ours, device=device)
+    else:  # recorded once and replayed on the CPU; eager under capture's rules on strict
+        cases["gpugrad compiled"] = gpugrad.compile(ours, device=device)
     return params, cases
 
 
 _TORCH_COUNTERPART = {"gpugrad captured": "torch graph", "gpugrad bf16 captured": "torch bf16 graph",
                       "gpugrad fp16 captured": "torch fp16 graph"}
+
+
+def _pairs(cases, precision):
+    """{(row, column): (impl, baseline)}: each gpugrad row against its PyTorch counterpart
+    (products with products, the captured step with PyTorch's CUDA graph, the eager step with
+    the eager step), and the compiled step against the hand-written floor."""
+    pairs = {}
+    for impl in cases:
+        base = ("torch matmuls" if impl.endswith(" matmuls")
+                else _TORCH_COUNTERPART.get(impl, impl.replace("gpugrad", "torch")
+                                            if precision and precision in impl else "torch"))
+        if not impl.startswith(("torch", "jax", "hand")) and base in cases:
+            pairs[impl, "gpugrad / torch"] = (impl, base)
+        fp32 = impl.replace(f" {precision}", "") if precision else None
+        if precision and precision in impl and fp32 in cases:
+            pairs[impl, "time / fp32"] = (impl, fp32)
+    for mine, floor, column in (("gpugrad captured", "hand-written captured",
+                                 "captured / hand-written"),
+                                ("gpugrad compiled", "hand-written", "compiled / hand-written")):
+        if mine in cases and floor in cases:
+            pairs[mine, column] = (mine, floor)
+    return pairs
 
 
 MLP_BATCHES = {True: [32, 1024], False: [32, 128, 512, 1024, 4096]}  # quick, full
@@ -111,22 +138,7 @@ def mlp_suite(device, quick=True, progress=None, batches=None, yardstick=None, p
         captured_calls = (sum(counting.device_calls_per_captured_step(cases["gpugrad"], device).values())
                           if strict else None)
         be_cuda = devices.get(device).is_cuda
-        # each gpugrad row against its PyTorch counterpart: products with products, the
-        # captured step with PyTorch's CUDA graph, the eager step with the eager step; the
-        # captured step also against the hand-written floor
-        pairs = {}
-        for impl in cases:
-            base = ("torch matmuls" if impl.endswith(" matmuls")
-                    else _TORCH_COUNTERPART.get(impl, impl.replace("gpugrad", "torch")
-                                                if precision and precision in impl else "torch"))
-            if not impl.startswith(("torch", "jax", "hand")) and base in cases:
-                pairs[impl, "gpugrad / torch"] = (impl, base)
-            fp32 = impl.replace(f" {precision}", "") if precision else None
-            if precision and precision in impl and fp32 in cases:
-                pairs[impl, "time / fp32"] = (impl, fp32)
-        if "gpugrad captured" in cases and "hand-written captured" in cases:
-            pairs["gpugrad captured", "captured / hand-written"] = (
-                "gpugrad captured", "hand-written captured")
+        pairs = _pairs(cases, precision)
         blocks = Blocks(cases, device, blocks=3 if quick else 5, yardstick=yardstick)
         verdicts = blocks.settle(list(pairs.values()))
         # on CUDA, what one replay of each captured step launches, counted in its graph
@@ -145,9 +157,10 @@ def mlp_suite(device, quick=True, progress=None, batches=None, yardstick=None, p
                    **({"kernels per step": launches.get(impl)} if be_cuda else {}),
                    "gpugrad / torch": table.ratio_of(mine["gpugrad / torch"])
                    if "gpugrad / torch" in mine else None,
-                   **({"captured / hand-written": table.ratio_of(mine["captured / hand-written"])
-                       if "captured / hand-written" in mine else None}
-                      if "hand-written captured" in cases else {}),
+                   **{col: table.ratio_of(mine[col]) if col in mine else None
+                      for col, floor in (("captured / hand-written", "hand-written captured"),
+                                         ("compiled / hand-written", "hand-written"))
+                      if floor in cases},
                    **({"time / fp32": table.ratio_of(mine["time / fp32"])
                        if "time / fp32" in mine else None} if precision else {})}
             rows.append(table.with_verdicts(row, list(mine.values())) if mine
