@@ -4,6 +4,7 @@ __version__ = "0.1.0"
 
 from gpugrad import amp, autograd, backends, cuda, data, devices, memory, nn, ops, optim, testing
 from gpugrad.amp import autocast
+from gpugrad.cuda.compiled import CompiledStep, compile  # noqa: A004  (as torch.compile)
 
 from gpugrad.devices.cuda.kernels import fused
 from gpugrad.devices import (

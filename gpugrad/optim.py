@@ -205,6 +205,15 @@ def _carried_update(p, update):
     p.data[...] = wide.astype(p.dtype)
 
 
+def _buffer(st, name, xp, p):
+    """The parameter's buffer `name` (zeros the first time), as a step sees it (devices.kept:
+    a step gg.compile records sees what is done to it)."""
+    buf = st.get(name)
+    if buf is None:
+        buf = st[name] = xp.zeros_like(p.data, dtype=_carry(p))
+    return devices.kept(buf)
+
+
 def _check_keys(who, where, mapping, expected):
     missing = sorted(expected - set(mapping), key=str)
     unknown = sorted(set(mapping) - expected, key=str)
@@ -258,10 +267,7 @@ class SGD(Optimizer):
             xp = be.xp
             with be.active:
                 if self.momentum:
-                    v = st.get("momentum_buffer")
-                    if v is None:
-                        v = st["momentum_buffer"] = xp.zeros_like(p.data, dtype=_carry(p))
-                    self._momentum_step(xp, p, v)
+                    self._momentum_step(xp, p, _buffer(st, "momentum_buffer", xp, p))
                 else:
                     self._plain_step(xp, p)
 
@@ -347,12 +353,11 @@ class Adam(Optimizer):
             with be.active:
                 # the step count lives on the device, so a captured step (gg.cuda.graph)
                 # advances it on every replay; float64 gives the same corrections as Python's
-                t = st.get("step")
+                t = devices.kept(st.get("step"))
                 if t is None:
                     t = st["step"] = xp.zeros((), np.float64)
                 t += 1
-                m = st.setdefault("exp_avg", xp.zeros_like(p.data, dtype=_carry(p)))
-                v = st.setdefault("exp_avg_sq", xp.zeros_like(p.data, dtype=_carry(p)))
+                m, v = (_buffer(st, name, xp, p) for name in ("exp_avg", "exp_avg_sq"))
                 _carried_update(p, lambda w, g: self._adam_step(xp, w, g, m, v, t))
 
     def _adam_step(self, xp, w, g, m, v, t):

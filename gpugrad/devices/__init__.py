@@ -23,7 +23,7 @@ import numpy as np
 from gpugrad.devices.capture import (  # noqa: F401
     HOST_READ_WHY, RANDOM_WHY, DeviceError, GraphStepError, bake, capturing,
     forbid_host_read, forbid_in_graph_step, forbid_index_range_check, graph_step,
-    host_reads_allowed, in_graph_step, swapped_in,
+    host_reads_allowed, in_graph_step, kept, swapped_in,
 )
 from gpugrad.devices.cupy import (  # noqa: F401
     cuda_available, cuda_device_count, cuda_unavailable_reason, cupy_version,

@@ -26,17 +26,20 @@ _graph_state = threading.local()
 
 
 @contextlib.contextmanager
-def graph_step(capturing=False, baked=None, swapped=None):
+def graph_step(capturing=False, baked=None, swapped=None, face=None):
     """Mark the code inside as a graphed step (gpugrad/cuda.py), on any device, so that what a
     CUDA graph cannot hold fails here too; `capturing` when a CUDA stream is capturing it;
-    `baked` a list that bake() fills, `swapped` a dict that swapped_in() fills."""
-    before = tuple(getattr(_graph_state, k, None) for k in ("mode", "baked", "swapped"))
+    `baked` a list that bake() fills, `swapped` a dict that swapped_in() fills; `face` what
+    kept() shows arrays through while gg.compile records the step (devices/tape.py)."""
+    names = ("mode", "baked", "swapped", "face")
+    before = tuple(getattr(_graph_state, k, None) for k in names)
     _graph_state.mode = "capturing" if capturing else "step"
-    _graph_state.baked, _graph_state.swapped = baked, swapped
+    _graph_state.baked, _graph_state.swapped, _graph_state.face = baked, swapped, face
     try:
         yield
     finally:
-        _graph_state.mode, _graph_state.baked, _graph_state.swapped = before
+        for k, v in zip(names, before):
+            setattr(_graph_state, k, v)
 
 
 def in_graph_step():
@@ -96,6 +99,14 @@ def bake(owner, *names):
     baked = getattr(_graph_state, "baked", None)
     if baked is not None:
         baked.extend((owner, name, getattr(owner, name)) for name in names)
+
+
+def kept(arr):
+    """An array a step keeps from call to call outside any tensor (an optimizer's state), as
+    the step must see it: itself, or while gg.compile records the step, the face through
+    which the recording sees what is done to it."""
+    face = getattr(_graph_state, "face", None)
+    return arr if face is None else face(arr)
 
 
 def swapped_in(tensor, old):

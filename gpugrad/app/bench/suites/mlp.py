@@ -1,6 +1,6 @@
 """The mlp suite: one SGD training step of section 4.7's network and of a deep MLP, in gpugrad
-(eager, with host labels, captured) beside PyTorch, JAX, the array library's matrix products
-and the step written by hand."""
+(eager, with host labels, compiled: captured on CUDA, recorded on the CPU) beside PyTorch, JAX,
+the array library's matrix products and the step written by hand."""
 
 import numpy as np
 
@@ -50,6 +50,9 @@ def mlp_step_cases(sizes, batch, device, lam=1e-3, lr=0.01, precision=None):
             if precision is not None:
                 cases[f"jax {tag} jit"] = jax_baseline.training_step(
                     weights_host, x_host, y_host, lam, lr, precision)
+    elif be.is_cpu:  # the floor under the compiled step: the same step by hand on NumPy
+        cases["hand-written"] = array_baseline.hand_written_step(
+            [w.copy() for w in weights_host], x_host, y_host, lam, lr)
     return cases
 
 
@@ -94,8 +97,10 @@ def _gpugrad_cases(sizes, x_host, y_host, device, lam, lr, precision=None):
     if not be.is_cpu:  # labels as a data loader gives them, host data: checked on the host
         # before they move, where labels on the device are read back to be checked (a sync)
         cases["gpugrad host labels"] = step_with(y_host)
-    if be.is_cuda:  # the same step captured once and replayed (on the CPU it would run eagerly)
+    if be.is_cuda:  # the same step captured once and replayed (gg.compile is this on CUDA)
         cases["gpugrad captured"] = gpugrad.cuda.graph(ours, device=device)
+    else:  # recorded once and replayed on the CPU; eager under capture's rules on strict
+        cases["gpugrad compiled"] = gpugrad.compile(ours, device=device)
     return params, cases
 
 
@@ -107,6 +112,26 @@ def _torch_counterpart(impl, tag):
         return "torch matmuls"
     precision = f" {tag}" if tag and f" {tag}" in impl else ""
     return f"torch{precision} graph" if impl.endswith(" captured") else f"torch{precision}"
+
+
+def _pairs(cases, tag):
+    """{(row, column): (impl, baseline)}: each gpugrad row against its PyTorch counterpart
+    (_torch_counterpart), each precision's row against its fp32 row, and the captured and
+    compiled steps against the hand-written floor."""
+    pairs = {}
+    for impl in cases:
+        base = _torch_counterpart(impl, tag)
+        if not impl.startswith(("torch", "jax", "hand")) and base in cases:
+            pairs[impl, "gpugrad / torch"] = (impl, base)
+        fp32 = impl.replace(f" {tag}", "") if tag else None
+        if tag and f" {tag}" in impl and fp32 in cases:
+            pairs[impl, "time / fp32"] = (impl, fp32)
+    for mine, floor, column in (("gpugrad captured", "hand-written captured",
+                                 "captured / hand-written"),
+                                ("gpugrad compiled", "hand-written", "compiled / hand-written")):
+        if mine in cases and floor in cases:
+            pairs[mine, column] = (mine, floor)
+    return pairs
 
 
 MLP_BATCHES = {True: [32, 1024], False: [32, 128, 512, 1024, 4096]}  # quick, full
@@ -127,21 +152,7 @@ def mlp_suite(device, quick=True, progress=None, batches=None, yardstick=None, p
         captured_calls = (sum(counting.device_calls_per_captured_step(cases["gpugrad"], device).values())
                           if strict else None)
         be_cuda = devices.get(device).is_cuda
-        # each gpugrad row against its PyTorch counterpart: products with products, the
-        # captured step with PyTorch's CUDA graph, the eager step with the eager step; the
-        # captured step also against the hand-written floor
-        tag = precisions.label(precision, device) if precision else None
-        pairs = {}
-        for impl in cases:
-            base = _torch_counterpart(impl, tag)
-            if not impl.startswith(("torch", "jax", "hand")) and base in cases:
-                pairs[impl, "gpugrad / torch"] = (impl, base)
-            fp32 = impl.replace(f" {tag}", "") if tag else None
-            if tag and f" {tag}" in impl and fp32 in cases:
-                pairs[impl, "time / fp32"] = (impl, fp32)
-        if "gpugrad captured" in cases and "hand-written captured" in cases:
-            pairs["gpugrad captured", "captured / hand-written"] = (
-                "gpugrad captured", "hand-written captured")
+        pairs = _pairs(cases, precisions.label(precision, device) if precision else None)
         blocks = Blocks(cases, device, blocks=3 if quick else 5, yardstick=yardstick)
         verdicts = blocks.settle(list(pairs.values()))
         # on CUDA, what one replay of each captured step launches, counted in its graph
@@ -160,9 +171,10 @@ def mlp_suite(device, quick=True, progress=None, batches=None, yardstick=None, p
                    **({"kernels per step": launches.get(impl)} if be_cuda else {}),
                    "gpugrad / torch": table.ratio_of(mine["gpugrad / torch"])
                    if "gpugrad / torch" in mine else None,
-                   **({"captured / hand-written": table.ratio_of(mine["captured / hand-written"])
-                       if "captured / hand-written" in mine else None}
-                      if "hand-written captured" in cases else {}),
+                   **{col: table.ratio_of(mine[col]) if col in mine else None
+                      for col, floor in (("captured / hand-written", "hand-written captured"),
+                                         ("compiled / hand-written", "hand-written"))
+                      if floor in cases},
                    **({"time / fp32": table.ratio_of(mine["time / fp32"])
                        if "time / fp32" in mine else None} if precision else {})}
             rows.append(table.with_verdicts(row, list(mine.values())) if mine

@@ -1,0 +1,254 @@
+"""gg.compile: a step recorded once and replayed, under gg.cuda.graph's contract.
+
+On the CPU the second call records the step's NumPy calls and later calls replay them: the
+same calls on the same memory, so every replay equals the eager step bit for bit. On the strict
+device the step runs eagerly under capture's rules; on CUDA it is a CUDA graph.
+"""
+
+import numpy as np
+import pytest
+
+import gpugrad as gg
+from gpugrad import nn
+from gpugrad import optim
+from gpugrad.nn import functional as F
+from conftest import host
+
+OPTIMIZERS = {
+    "sgd": lambda ps: optim.SGD(ps, lr=0.05),
+    "sgd-momentum": lambda ps: optim.SGD(ps, lr=0.05, momentum=0.9, weight_decay=1e-2),
+    "adam": lambda ps: optim.Adam(ps, lr=0.01, weight_decay=1e-2),
+}
+
+
+def _records(device):
+    return gg.devices.get(device).xp is np
+
+
+def _twins(device, sizes, optimizer="sgd", dtype="float32", lam=1e-3, clip=None):
+    """Two equal (parameters, optimizer, step) triples: one to run eagerly, one to compile. The
+    step is section 4.7's: cross-entropy + lam * L2 penalty, backward, update."""
+    out = []
+    for _ in range(2):
+        gg.seed(0)
+        model = nn.MLP(sizes, bias=False, device=device, dtype=dtype)
+        params = model.parameters()
+        opt = OPTIMIZERS[optimizer](params)
+
+        def step(x, y, model=model, params=params, opt=opt):
+            with gg.autograd.record():
+                loss = F.cross_entropy(model(x), y) + lam * F.l2_penalty(params)
+            loss.backward()
+            if clip:
+                nn.utils.clip_grad_norm(params, clip)
+            opt.step()
+            return loss
+        out.append((params, opt, step))
+    return out
+
+
+def _batches(n, batch, features, classes, dtype="float32", seed=0):
+    rng = np.random.default_rng(seed)
+    return [(rng.standard_normal((batch, features)).astype(dtype),
+             rng.integers(0, classes, batch)) for _ in range(n)]
+
+
+def _bits(t):
+    return host(t).tobytes()
+
+
+def _same(got, want, device):
+    """Bit for bit where the step records (the same NumPy calls); elsewhere (the capture's
+    matmul and label guards on strict and CUDA) to rounding."""
+    if _records(device):
+        assert _bits(got) == _bits(want)
+    else:
+        tol = 1e-5 if host(want).dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(host(got), host(want), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("sizes", [[784, 256, 10], [784, 1024, 1024, 1024, 10]],
+                         ids=["4.7", "deep"])
+def test_compiled_steps_equal_eager_steps_bit_for_bit(device, sizes, optimizer):
+    # where the step is not recorded (a capture's own matmul), float64 keeps Adam's division
+    # by the root of tiny second moments from magnifying rounding past any tolerance
+    dtype = "float32" if _records(device) else "float64"
+    (p_eager, _, eager), (p_compiled, _, step) = _twins(device, sizes, optimizer, dtype)
+    compiled = gg.compile(step)
+    for x, y in _batches(4, 32, sizes[0], sizes[-1], dtype):
+        want = eager(gg.tensor(x, device=device), gg.tensor(y, device=device))
+        got = compiled(gg.tensor(x, device=device), gg.tensor(y, device=device))
+        _same(got, want, device)
+        for a, b in zip(p_eager, p_compiled):
+            _same(b, a, device)
+            _same(b.grad, a.grad, device)
+    assert compiled.recorded == _records(device)
+    assert compiled.replays == (2 if _records(device) or compiled.captured else 0)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_host_arrays_as_arguments_clipping_and_both_dtypes(device, dtype):
+    """Data given as host arrays (copied into the step's buffers), clip_grad_norm inside the
+    step (its scale computed on the device), momentum with weight decay."""
+    (p_eager, _, eager), (p_compiled, _, step) = _twins(device, [12, 9, 5, 4], "sgd-momentum",
+                                                        dtype, clip=0.5)
+    compiled = gg.compile(step, device=device)
+    for x, y in _batches(5, 7, 12, 4, dtype):
+        want = eager(gg.tensor(x, device=device), y)
+        _same(compiled(x, y), want, device)
+    for a, b in zip(p_eager, p_compiled):
+        _same(b, a, device)
+
+
+def test_outputs_gradients_and_state_stay_the_same_objects(device):
+    """A replay returns the objects the recording returned, its values overwritten; each
+    p.grad and the optimizer's buffers stay the arrays they were, written in place; nothing the
+    recording saw through its faces is left behind."""
+    (p_eager, opt_eager, eager), (params, opt, step) = _twins(device, [6, 8, 3], "adam")
+    compiled = gg.compile(step)
+    outs, grads = [], []
+    for x, y in _batches(4, 5, 6, 3):
+        want = eager(gg.tensor(x, device=device), y)
+        outs.append(compiled(gg.tensor(x, device=device), y))
+        grads.append([p.grad.data for p in params])
+        _same(outs[-1], want, device)
+    if _records(device):
+        assert outs[1] is outs[2] is outs[3]
+        assert all(a is b for a, b in zip(grads[1], grads[3]))
+        for t in [outs[1], *params, *(p.grad for p in params)]:
+            assert type(t.data) is np.ndarray
+        for st in opt.state:
+            assert all(type(a) is np.ndarray for a in st.values())
+    for sa, sb in zip(opt_eager.state, opt.state):
+        for k in sa:  # Adam's step count advanced too
+            _same(sb[k], sa[k], device)
+
+
+def test_replays_run_no_python_of_the_step(device):
+    ran = []
+
+    def step(x):
+        ran.append(1)
+        return (x * 2).sum()
+
+    compiled = gg.compile(step)
+    for v in range(4):
+        assert host(compiled(gg.full((3,), float(v), device=device))) == 6 * v
+    assert len(ran) == (2 if _records(device) or compiled.captured else 4)
+    if _records(device):
+        assert compiled.calls == 2  # the product and the sum: nothing else replays
+
+
+def test_shapes_dtypes_and_values_of_arguments_are_fixed(device):
+    compiled = gg.compile(lambda x, scale: x * scale)
+    compiled(gg.ones((2, 3), device=device), 2.0)
+    compiled(gg.ones((2, 3), device=device), 2.0)
+    with pytest.raises(gg.ShapeError, match=r"shape \(4, 3\) but the step was captured for "
+                                            r"\(2, 3\)"):
+        compiled(gg.ones((4, 3), device=device), 2.0)
+    with pytest.raises(TypeError, match="dtype float64"):
+        compiled(gg.ones((2, 3), dtype="float64", device=device), 2.0)
+    with pytest.raises(gg.cuda.GraphStepError, match="is 3.0 but the step was captured with 2.0"):
+        compiled(gg.ones((2, 3), device=device), 3.0)
+    assert host(compiled(gg.full((2, 3), 5.0, device=device), 2.0)).tolist() == [[10.0] * 3] * 2
+
+
+@pytest.mark.parametrize("read", [
+    (r"item\(\)", lambda loss: float(loss)),
+    (r"numpy\(\)", lambda loss: print(loss.numpy())),
+    (r"bool\(tensor\)", lambda loss: bool(loss > 0)),
+])
+def test_host_reads_inside_the_step_are_refused_by_name(device, read):
+    what, fn = read
+    (_, _, step), _ = _twins(device, [6, 8, 3])
+
+    def reading(x, y):
+        loss = step(x, y)
+        fn(loss)
+        return loss
+
+    compiled = gg.compile(reading)
+    x, y = _batches(1, 5, 6, 3)[0]
+    with pytest.raises(gg.cuda.GraphStepError, match=f"on the host \\({what}"):
+        compiled(gg.tensor(x, device=device), y)
+
+
+def test_a_host_read_of_raw_arrays_is_refused_when_the_step_records():
+    """A data-dependent branch on a parameter's array: NumPy reads it on the first (eager)
+    call, but a recording cannot replay a branch; refused by name, and the next call starts
+    over with NumPy and Tensor.data as they were."""
+    (params, _, step), _ = _twins("cpu", [6, 8, 3])
+
+    def branching(x, y):
+        loss = step(x, y)
+        if (params[0].data > 0).any():
+            return loss * 1
+        return loss
+
+    compiled = gg.compile(branching, device="cpu")
+    x, y = _batches(1, 5, 6, 3)[0]
+    compiled(gg.tensor(x, device="cpu"), y)
+    with pytest.raises(gg.cuda.GraphStepError, match=r"on the host \(__bool__\) inside a "
+                                                     r"compiled step \(gg.compile\)"):
+        compiled(gg.tensor(x, device="cpu"), y)
+    assert not compiled.recorded and type(params[0].data) is np.ndarray
+    assert type(np.zeros(2)) is np.ndarray and type(gg.ones(2, device="cpu").data) is np.ndarray
+
+
+def test_random_numbers_inside_the_step_are_refused(device):
+    with pytest.raises(gg.cuda.GraphStepError, match="random numbers inside a graphed step"):
+        gg.compile(lambda x: x + gg.rand(3, device=device))(gg.ones(3, device=device))
+
+    def with_dropout(x):
+        with gg.autograd.record():
+            return F.dropout(x, 0.5)
+
+    with pytest.raises(gg.cuda.GraphStepError, match="pass them in as an argument"):
+        gg.compile(with_dropout)(gg.ones(3, device=device))
+
+
+def test_a_changed_learning_rate_needs_a_recapture_then_records_again(device):
+    (p_eager, opt_eager, eager), (params, opt, step) = _twins(device, [6, 8, 3], "sgd-momentum")
+    compiled = gg.compile(step)
+    batches = _batches(5, 5, 6, 3)
+    for x, y in batches[:3]:
+        eager(gg.tensor(x, device=device), y)
+        compiled(gg.tensor(x, device=device), y)
+    opt_eager.lr = opt.lr = 0.01
+    with pytest.raises(gg.cuda.GraphStepError, match=r"SGD.lr changed from 0.05 to 0.01"):
+        compiled(gg.tensor(batches[3][0], device=device), batches[3][1])
+    compiled.recapture()
+    for x, y in batches[3:]:
+        want = eager(gg.tensor(x, device=device), y)
+        _same(compiled(gg.tensor(x, device=device), y), want, device)
+    for a, b in zip(p_eager, params):
+        _same(b, a, device)
+
+
+def test_labels_out_of_range_give_nan_on_replay():
+    """As in a CUDA graph: a replay cannot stop to check labels, so a bad one gives NaN."""
+    (_, _, step), _ = _twins("cpu", [6, 8, 3])
+    compiled = gg.compile(step, device="cpu")
+    x, y = _batches(1, 5, 6, 3)[0]
+    compiled(x, y)
+    compiled(x, y)
+    assert np.isfinite(host(compiled(x, y)))
+    assert np.isnan(host(compiled(x, np.array([0, 1, 2, 7, 0]))))
+
+
+def test_calls_before_recording_say_why():
+    compiled = gg.compile(lambda x: x + 1, device="cpu")
+    with pytest.raises(gg.cuda.GraphStepError, match="the second call records"):
+        compiled.calls
+
+
+@pytest.mark.cuda
+def test_on_cuda_compile_is_the_cuda_graph():
+    (p_eager, _, eager), (params, _, step) = _twins("cuda", [6, 8, 3])
+    compiled = gg.compile(step, device="cuda")
+    for x, y in _batches(3, 5, 6, 3):
+        want = eager(gg.tensor(x, device="cuda"), y)
+        np.testing.assert_allclose(host(compiled(gg.tensor(x, device="cuda"), y)), host(want),
+                                   rtol=1e-5)
+    assert compiled.captured and not compiled.recorded and compiled.replays == 2
