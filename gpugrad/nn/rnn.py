@@ -12,6 +12,7 @@ Truncated backpropagation through time, both ways:
 
 import math
 
+from gpugrad import devices
 from gpugrad import ops
 from gpugrad import tensors
 from gpugrad.nn import functional as F
@@ -50,7 +51,10 @@ class _Recurrent(Module):
         return F.linear(x, self.weight_ih, self.bias_ih) + F.linear(h, self.weight_hh, self.bias_hh)
 
     def initial_state(self, batch, like):
-        zeros = tensors.zeros((batch, self.hidden_size), dtype=like.dtype, device=like.device)
+        # like: the input, a tensor or a device array (whose .device is CuPy's own object)
+        device = (like.device if isinstance(like, tensors.Tensor)
+                  else devices.device_of_array(like))
+        zeros = tensors.zeros((batch, self.hidden_size), dtype=like.dtype, device=device)
         return (zeros,) * self.state_size
 
     def _check(self, x, state):

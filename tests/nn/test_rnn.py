@@ -199,3 +199,15 @@ def test_rnn_grads_command(tmp_path, capsys):
     # an open forget gate carries more gradient 20 steps back than the plain recurrences
     assert norms["LSTM f+1"][4] > max(norms["tanh RNN"][4], norms["ReLU RNN"][4])
     assert plot.read_bytes()[:4] == b"\x89PNG" and "per-step factor" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
+def test_a_recurrent_layer_takes_a_device_array_as_its_input(kind, device):
+    """A raw array of the device (CuPy's carries a .device object of its own) gives the same
+    outputs as the tensor over it."""
+    gg.seed(0)
+    layer = getattr(gg.nn, kind)(3, 5, device=device)
+    x = gg.randn(4, 2, 3, device=device)
+    from_array, _ = layer(x.data)
+    from_tensor, _ = layer(x)
+    np.testing.assert_array_equal(host(from_array), host(from_tensor))
