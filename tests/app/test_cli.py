@@ -682,6 +682,18 @@ def test_bench_mlp_under_autocast(tmp_path, capsys):
     assert "gpugrad bench mlp --precision bf16" in capsys.readouterr().err
 
 
+def test_the_rnn_suites_compiled_step_replays(device):
+    """The rnn suite's 'gpugrad compiled' row is the eager step under gg.compile: it records
+    on its second call and replays from its third (on the CPU)."""
+    from gpugrad.app.bench.suites import rnn
+
+    for kind in ("RNN", "LSTM"):
+        compiled = rnn.rnn_step_cases(kind, 3, 2, 8, device)["gpugrad compiled"]
+        for _ in range(3):
+            compiled()
+        assert compiled.replays == 1 or device != "cpu"
+
+
 def test_the_rnn_suites_models_compute_what_pytorchs_do():
     """The rnn suite times the same model in both libraries: gpugrad's layer and PyTorch's
     layer and cell loop, from the weights the suite copies, give the same outputs."""

@@ -39,7 +39,8 @@ def rnn_step_cases(kind, steps, batch, hidden, device, lr=0.1):
             loss = F.cross_entropy(head(out.reshape(-1, hidden)), labels)
         loss.backward()
         opt.step()
-    cases = {"gpugrad": ours}
+    # gg.compile: a CUDA graph on CUDA; on the CPU the step's NumPy calls recorded and replayed
+    cases = {"gpugrad": ours, "gpugrad compiled": gpugrad.compile(ours, device=device)}
     cases.update(torch_baseline.rnn_step_cases(
         kind, {k: p.numpy() for k, p in layer.named_parameters()},
         {k: p.numpy() for k, p in head.named_parameters()}, x_host, y_host, lr,
@@ -54,18 +55,19 @@ def rnn_suite(device, quick=True, progress=None, yardstick=None):
     rows = []
     for i, (kind, (steps, batch, hidden)) in enumerate(work):
         cases = rnn_step_cases(kind, steps, batch, hidden, device)
-        pairs = {(impl, col): ("gpugrad", impl) for impl, col in
-                 (("torch", "gpugrad / torch layer"), ("torch cells", "gpugrad / torch cells"))
-                 if impl in cases}
+        columns = {"torch": "gpugrad / torch layer", "torch cells": "gpugrad / torch cells"}
+        pairs = {(mine, columns[theirs]): (mine, theirs) for mine in ("gpugrad", "gpugrad compiled")
+                 for theirs in columns if theirs in cases}
         blocks = Blocks(cases, device, blocks=3 if quick else 5, min_seconds=0.2,
                         yardstick=yardstick)
         verdicts = blocks.settle(list(pairs.values()))
         for impl in cases:
             row = {"suite": "rnn", "layer": kind, "T, batch, hidden": f"{steps}, {batch}, {hidden}",
                    "impl": impl, "median ms": blocks.median(impl) * 1e3}
-            mine = [verdicts[pair] for (_, col), pair in pairs.items()] if impl == "gpugrad" else []
-            for (_, col), pair in pairs.items():
-                row[col] = table.ratio_of(verdicts[pair]) if impl == "gpugrad" else None
+            mine = [verdicts[pair] for (who, _), pair in pairs.items() if who == impl]
+            for col in columns.values():
+                pair = pairs.get((impl, col))
+                row[col] = table.ratio_of(verdicts[pair]) if pair else None
             rows.append(table.with_verdicts(row, mine) if mine
                         else table.with_turn_note(row, blocks, impl))
         if progress:
