@@ -128,13 +128,16 @@ class MetaArray:
 
     # ------------------------------------------------------------------ NumPy protocols
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        if method != "__call__" or kwargs.get("out") is not None:
+        out = kwargs.pop("out", None)
+        if method != "__call__":
             return NotImplemented
         if ufunc is np.matmul:
             dtype = np.result_type(*(a.dtype if isinstance(a, MetaArray) else a for a in inputs))
-            return MetaArray(_matmul_shape(_shape(inputs[0]), _shape(inputs[1])), dtype)
-        shape = np.broadcast_shapes(*(_shape(a) for a in inputs))
-        return MetaArray(shape, _dtype_of(ufunc, inputs, kwargs))
+            result = MetaArray(_matmul_shape(_shape(inputs[0]), _shape(inputs[1])), dtype)
+        else:
+            shape = np.broadcast_shapes(*(_shape(a) for a in inputs))
+            result = MetaArray(shape, _dtype_of(ufunc, inputs, kwargs))
+        return result if out is None else _written(out, result)
 
     def __array_function__(self, func, types, args, kwargs):
         handler = _FUNCTIONS.get(func)
@@ -144,6 +147,19 @@ class MetaArray:
 
     def __array__(self, dtype=None, copy=None):
         raise TypeError("a meta array has no values (estimate runs on shapes only)")
+
+
+def _written(out, result):
+    """A ufunc's out= (an array or a 1-tuple of one): itself, once the result fits it as NumPy
+    would check."""
+    target = out[0] if isinstance(out, tuple) else out
+    if not isinstance(target, MetaArray):
+        return NotImplemented
+    if np.broadcast_shapes(target.shape, result.shape) != target.shape or not np.can_cast(
+            result.dtype, target.dtype, casting="same_kind"):
+        raise ValueError(f"out= of shape {target.shape} and dtype {target.dtype} cannot hold a "
+                         f"result of shape {result.shape} and dtype {result.dtype}")
+    return target
 
 
 def _binary_operator(ufunc):

@@ -179,7 +179,7 @@ def backward_from_output(xp, g, out, negative_slope=0.0, leaky=False):
     """relu's (leaky: leaky_relu's) backward with its mask's bits tested on the output y, equal
     to x's for y = relu(x) and for leaky_relu with a slope >= 0: relu_bwd_out."""
     if not leaky and not negative_slope:  # relu's mask is !(y <= 0): zero where y <= 0
-        return _kept_where(xp, g, out <= 0, False)
+        return kept_where(xp, g, out <= 0, False)
     bits = leaky_relu_mask(xp, out) if leaky else relu_mask(xp, out)
     return _through_bits(xp, g, bits, negative_slope)
 
@@ -191,10 +191,10 @@ def _through_bits(xp, g, bits, negative_slope):
         scale *= 1 - negative_slope
         scale += negative_slope
         return g * scale
-    return _kept_where(xp, g, bits, True)
+    return kept_where(xp, g, bits, True)
 
 
-def _kept_where(xp, a, cond, keep):
+def kept_where(xp, a, cond, keep):
     """a where the bool array cond (a's shape) is `keep`, and +0 elsewhere, even where a is inf
     or NaN (a product would give NaN there): all-ones or all-zeros words and-ed with a's bits,
     with no host-side check. One pass either way, so a caller holding the complement of the
