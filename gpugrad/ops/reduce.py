@@ -136,19 +136,35 @@ def _prod_partials(ops, x, axis):
     return ops.transpose(partials, axes=tuple(int(i) for i in np.argsort(order)))
 
 
+def _mean_corrected(ops, x, axis):
+    """mean(x) along axis, kept, plus one correction, mean(x - mean(x)): a rounded sum over n
+    misses equal elements' value by an ulp or so, which makes their deviations, var and std
+    tiny instead of 0 and the gradient of std 0/0 noise of order 1; corrected, equal elements
+    give their own value, and every deviation is exactly 0. (ops: an array namespace or the op
+    namespace.)"""
+    m = ops.mean(x, axis=axis, keepdims=True)
+    return m + ops.mean(x - m, axis=axis, keepdims=True)
+
+
 def _moments_forward(how):
     def forward(xp, x, *, axis=None, ddof=0, keepdims=False):
         n = _count(x, axis)
         if n - ddof <= 0:
             raise ValueError(f"{how}: ddof={ddof} leaves no degrees of freedom over {n} "
                              f"element(s) per result")
-        return devices.over(getattr(xp, how), x, axis=axis, ddof=ddof, keepdims=keepdims)
+
+        def moments(x):
+            d = x - _mean_corrected(xp, x, axis)
+            var = xp.sum(d * d, axis=axis, keepdims=keepdims) / (n - ddof)
+            return var if how == "var" else xp.sqrt(var)
+        return devices.over(moments, x)
     return forward
 
 
 def _centered(ops, x, axis, ddof):
-    """(x - mean(x)) / (n - ddof) along axis, kept: half the gradient of var."""
-    return (x - ops.mean(x, axis=axis, keepdims=True)) / (_count(x, axis) - ddof)
+    """(x - mean(x)) / (n - ddof) along axis, kept, the mean corrected as the forward's: half
+    the gradient of var."""
+    return (x - _mean_corrected(ops, x, axis)) / (_count(x, axis) - ddof)
 
 
 def _norm(xp, x, *, ord=None, axis=None, keepdims=False):

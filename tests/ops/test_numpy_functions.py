@@ -335,3 +335,26 @@ def test_einsum_inside_a_graphed_step_is_refused_by_name(device):
     with pytest.raises(gg.cuda.GraphStepError, match="einsum inside a graphed step.*gg.matmul"):
         graphed(a, b)
     np.testing.assert_allclose(host(gg.cuda.graph(lambda a, b: a @ b)(a, b)), host(a) @ host(b))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("rows", [2, 3, 5, 7, 10])
+def test_std_and_var_of_equal_elements_are_0_with_0_gradients(rows, dtype, device):
+    """Equal elements (rows broadcast from one): var and std are exactly 0, and so is their
+    gradient, as finite differences and PyTorch give (a mean rounded by its sum made the
+    deviations an ulp, and std's gradient 0/0 noise of order 1); the second order is 0 up to
+    the rounding of the rows' sum of (1 - 1/n) - 1/n - ..."""
+    values = np.array([[-1.2607284784317017, -1.1042518615722656, 0.1, 3.3]])
+    x = gg.tensor(values, dtype=dtype, device=device, requires_grad=True)
+    w = gg.tensor(np.array([[0.88, -0.61, 0.5, 1.7]]), dtype=dtype, device=device)
+    with gg.autograd.record():
+        rows_of_x = gg.broadcast_to(gg.tanh(x), (rows, 4))
+        s = gg.std(rows_of_x, axis=0, ddof=1, keepdims=True)
+        v = gg.var(rows_of_x, axis=0, keepdims=True)
+        head = (s * w).sum() + (v * w).sum()
+        (g,) = gg.autograd.grad(head, [x], create_graph=True)
+        second = (g * w).sum()
+    assert not host(s).any() and not host(v).any()
+    assert not host(g).any()
+    (gg_of_g,) = gg.autograd.grad(second, [x])
+    assert np.abs(host(gg_of_g)).max() <= 50 * np.finfo(dtype).eps
