@@ -5,7 +5,7 @@ A 16-bit input is computed in float32 and rounded once (devices.carried, in the 
 
 Written for NumPy's speed: one new array per formula where possible, the rest in place
 (out=), and no where() on a data-dependent mask (about 4 ms at 2^20 elements, 40 times a plain
-pass): branches become clamps (an x clamped to +-200 keeps x * 0 from being inf * 0 where the
+pass): branches become clamps (an x clamped to +-_FAR keeps x * 0 from being inf * 0 where the
 other factor has underflowed to 0) and sums of terms of which one is 0."""
 
 import math
