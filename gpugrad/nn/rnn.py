@@ -119,32 +119,27 @@ class RNN(_Recurrent):
 
 
 class LSTM(_Recurrent):
-    """PyTorch's LSTM: gates i, f, g, o; c' = f c + i g; h' = o tanh(c'). State (h, c)."""
+    """PyTorch's LSTM: gates i, f, g, o; c' = f c + i g; h' = o tanh(c'). State (h, c). Each
+    step is one product for the input's four gates, one for the state's, and gg.lstm_cell (one
+    op, fused on CUDA) for the gates and the cell update."""
 
     n_gates, state_size = 4, 2
 
     def cell(self, x, state):
         h, c = state
-        z = self._gates(x, h)
-        H = self.hidden_size
-        i, f = ops.sigmoid(z[:, :H]), ops.sigmoid(z[:, H:2 * H])
-        g, o = ops.tanh(z[:, 2 * H:3 * H]), ops.sigmoid(z[:, 3 * H:])
-        c = f * c + i * g
-        return o * ops.tanh(c), c
+        hc = ops.lstm_cell(self._gates(x, h), c)
+        return hc[0], hc[1]
 
 
 class GRU(_Recurrent):
     """PyTorch's GRU: r, z gates; n = tanh(W_in x + b_in + r (W_hn h + b_hn));
-    h' = (1 - z) n + z h."""
+    h' = (1 - z) n + z h. Each step is one product for the input's three gates, one for the
+    state's, and gg.gru_cell (one op, fused on CUDA) for the rest."""
 
     n_gates = 3
 
     def cell(self, x, state):
         (h,) = state
-        H = self.hidden_size
         gi = F.linear(x, self.weight_ih, self.bias_ih)
         gh = F.linear(h, self.weight_hh, self.bias_hh)
-        r = ops.sigmoid(gi[:, :H] + gh[:, :H])
-        z = ops.sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
-        n = ops.tanh(gi[:, 2 * H:] + r * gh[:, 2 * H:])
-        return ((1 - z) * n + z * h,)
+        return (ops.gru_cell(gi, gh, h),)

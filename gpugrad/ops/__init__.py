@@ -35,6 +35,7 @@ from gpugrad.ops.joining import (
     atleast_1d, atleast_2d, atleast_3d, ravel, flatten, squeeze, expand_dims, unsqueeze,
 )
 from gpugrad.ops.loss import softmax_cross_entropy, softmax_cross_entropy_backward
+from gpugrad.ops.recurrent import lstm_cell, lstm_cell_backward, gru_cell, gru_cell_backward
 from gpugrad.ops.function import Function
 from gpugrad.ops import interop  # noqa: F401 (installs the NumPy protocols)
 

@@ -59,3 +59,46 @@ extern "C" void bfloat16_round(const float* x, unsigned short* out, long n) {
 extern "C" void bfloat16_widen(const unsigned short* x, float* out, long n) {
   for (long i = 0; i < n; ++i) out[i] = widen(bfloat16_bits{x[i]});
 }
+
+// the recurrent cells (recurrent.cuh), laid out as recurrent.cu lays them out: the state's n
+// elements, the projections (rows, blocks * hidden), the results as the kernels write them
+#include "recurrent.cuh"
+#define RECURRENT(T, S)                                                                         \
+  extern "C" void lstm_cell_fwd_##S(const T* c, const T* gates, T* y, long n, long hidden) {    \
+    for (long k = 0; k < n; ++k) {                                                              \
+      const T* a = gates + k / hidden * 3 * hidden + k;                                         \
+      gg::lstm_cell_fwd(a[0], a[hidden], a[2 * hidden], a[3 * hidden], c[k], y[k], y[n + k]);   \
+    }                                                                                           \
+  }                                                                                             \
+  extern "C" void lstm_cell_bwd_##S(const T* c, const T* gates, const T* g, T* d, long n,      \
+                                    long hidden) {                                              \
+    for (long k = 0; k < n; ++k) {                                                              \
+      const T* a = gates + k / hidden * 3 * hidden + k;                                         \
+      T* o = d + k / hidden * 4 * hidden + k;                                                   \
+      gg::lstm_cell_bwd(a[0], a[hidden], a[2 * hidden], a[3 * hidden], c[k], g[k], g[n + k],    \
+                        o[0], o[hidden], o[2 * hidden], o[3 * hidden], o[4 * hidden]);          \
+    }                                                                                           \
+  }                                                                                             \
+  extern "C" void gru_cell_fwd_##S(const T* h, const T* gi, const T* gh, T* y, long n,         \
+                                   long hidden) {                                               \
+    for (long k = 0; k < n; ++k) {                                                              \
+      const T* a = gi + k / hidden * 2 * hidden + k;                                            \
+      const T* b = gh + k / hidden * 2 * hidden + k;                                            \
+      y[k] = gg::gru_cell_fwd(a[0], a[hidden], a[2 * hidden], b[0], b[hidden], b[2 * hidden],  \
+                              h[k]);                                                            \
+    }                                                                                           \
+  }                                                                                             \
+  extern "C" void gru_cell_bwd_##S(const T* h, const T* gi, const T* gh, const T* g, T* d,     \
+                                   long n, long hidden) {                                       \
+    for (long k = 0; k < n; ++k) {                                                              \
+      const T* a = gi + k / hidden * 2 * hidden + k;                                            \
+      const T* b = gh + k / hidden * 2 * hidden + k;                                            \
+      T* o = d + k / hidden * 6 * hidden + k;                                                   \
+      gg::gru_cell_bwd(a[0], a[hidden], a[2 * hidden], b[0], b[hidden], b[2 * hidden], h[k],    \
+                       g[k], o[0], o[hidden], o[2 * hidden], o[5 * hidden], o[6 * hidden]);     \
+      o[3 * hidden] = o[0];                                                                     \
+      o[4 * hidden] = o[hidden];                                                                \
+    }                                                                                           \
+  }
+RECURRENT(float, f32)
+RECURRENT(double, f64)

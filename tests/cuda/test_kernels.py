@@ -15,6 +15,7 @@ import pytest
 import gpugrad as gg
 from gpugrad import devices
 from gpugrad.devices.cuda import kernels
+from gpugrad.devices.cuda import references as ref
 from gpugrad.ops import activation as act
 from conftest import host
 
@@ -272,3 +273,37 @@ def test_the_wheel_check_skips_with_its_reason_where_gpugrad_is_not_installed(mo
     monkeypatch.setattr(importlib.metadata, "files", not_installed)
     with pytest.raises(pytest.skip.Exception, match="gpugrad is not installed here"):
         test_installed_package_ships_the_kernel_sources_and_the_tests()
+
+
+# ---------------------------------------------------------------- the recurrent cells' header
+
+# name -> (the reference, the shapes of its arrays for a state of (rows, hidden), the shape of
+# the result as the kernel writes it)
+CELLS = {
+    "lstm_cell_fwd": (ref.lstm_cell, lambda r, h: [(r, h), (r, 4 * h)], lambda r, h: (2, r, h)),
+    "lstm_cell_bwd": (ref.lstm_cell_grads, lambda r, h: [(r, h), (r, 4 * h), (2, r, h)],
+                      lambda r, h: (r, 5 * h)),
+    "gru_cell_fwd": (ref.gru_cell, lambda r, h: [(r, h), (r, 3 * h), (r, 3 * h)],
+                     lambda r, h: (r, h)),
+    "gru_cell_bwd": (ref.gru_cell_grads, lambda r, h: [(r, h), (r, 3 * h), (r, 3 * h), (r, h)],
+                     lambda r, h: (r, 7 * h)),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", sorted(CELLS))
+def test_recurrent_header_matches_the_references(host_lib, name, dtype):
+    """recurrent.cuh, indexed as recurrent.cu indexes the gates' blocks, against the NumPy
+    references (the CPU path and the strict device's stand-ins), with saturated gates."""
+    reference, shapes, out_shape = CELLS[name]
+    rows, hidden = 5, 7
+    rng = np.random.default_rng(3)
+    arrays = [(rng.standard_normal(s) * 4).astype(dtype) for s in shapes(rows, hidden)]
+    arrays[1].flat[:3] = [40.0, -40.0, 0.0]  # gates pinned at 0 and 1
+    out = np.empty(out_shape(rows, hidden), dtype)
+    ptr = np.ctypeslib.ndpointer(dtype=dtype, flags="C_CONTIGUOUS")
+    fn = getattr(host_lib, f"{name}_{'f32' if dtype == np.float32 else 'f64'}")
+    fn.argtypes = [ptr] * (len(arrays) + 1) + [ctypes.c_long, ctypes.c_long]
+    fn(*arrays, out, rows * hidden, hidden)
+    expected = reference(np, *(a.astype(np.float64) for a in arrays))
+    np.testing.assert_allclose(out, expected, **TOL[dtype])

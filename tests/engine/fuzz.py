@@ -1513,11 +1513,13 @@ kind("matmul", ["matmul"], _matmul_build,
 
 
 if __package__:  # python -m tests.engine.fuzz
-    from . import fuzz_numpy  # noqa: E402  (its kinds use the helpers above)
+    from . import fuzz_cells, fuzz_numpy  # noqa: E402  (their kinds use the helpers above)
 else:  # imported as `fuzz` by the tests, or run as a script from its folder
+    import fuzz_cells  # noqa: E402
     import fuzz_numpy  # noqa: E402
 
 fuzz_numpy.register(sys.modules[__name__])
+fuzz_cells.register(sys.modules[__name__])
 
 
 # ----------------------------------------------------------------------------- generating

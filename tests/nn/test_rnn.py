@@ -211,3 +211,33 @@ def test_a_recurrent_layer_takes_a_device_array_as_its_input(kind, device):
     from_array, _ = layer(x.data)
     from_tensor, _ = layer(x)
     np.testing.assert_array_equal(host(from_array), host(from_tensor))
+
+
+def test_the_cells_name_what_does_not_fit():
+    with pytest.raises(gg.ShapeError, match=r"lstm_cell: the state must be \(\.\.\., H\) and the "
+                                            r"projections \(\.\.\., 4 \* H\).*\(3, 2\).*\(3, 7\)"):
+        gg.lstm_cell(gg.zeros((3, 7)), gg.zeros((3, 2)))
+    with pytest.raises(gg.ShapeError, match=r"gru_cell: .*\(3, 2\).*\(3, 6\), \(2, 6\)"):
+        gg.gru_cell(gg.zeros((3, 6)), gg.zeros((2, 6)), gg.zeros((3, 2)))
+    with pytest.raises(gg.ShapeError, match=r"gru_cell_backward: the gradient must have shape "
+                                            r"\(3, 2\), got \(3, 1\)"):
+        gg.gru_cell_backward(gg.zeros((3, 1)), gg.zeros((3, 6)), gg.zeros((3, 6)), gg.zeros((3, 2)))
+    with pytest.raises(TypeError, match="lstm_cell: inputs must be floating point, got int64"):
+        gg.lstm_cell(gg.zeros((3, 8), dtype="int64"), gg.zeros((3, 2), dtype="int64"))
+
+
+@pytest.mark.parametrize("name", ["LSTM", "GRU"])
+def test_recurrent_layers_under_autocast_compute_the_cells_in_float32(name):
+    """The products run in bfloat16; the cell promotes its bfloat16 gates with the float32 state,
+    as NumPy promotes them, and the result stays within bfloat16's error of float32's."""
+    gg.seed(0)
+    layer = getattr(gg.nn, name)(3, 8)
+    x = gg.tensor(np.random.default_rng(0).standard_normal((6, 2, 3)), dtype="float32")
+    out32, _ = layer(x)
+    with gg.autocast("bfloat16"), gg.autograd.record():
+        out, _ = layer(x)
+        loss = out.sum()
+    loss.backward()
+    assert out.dtype == np.float32 and layer.weight_hh.grad.dtype == np.float32
+    np.testing.assert_allclose(host(out), host(out32), atol=0.05)
+    assert not np.allclose(host(out), host(out32), atol=1e-6)  # the products did round

@@ -43,6 +43,10 @@ NOT_BROADCASTING = {        # inputs that never meet elementwise; each is still 
     "einsum": "operands meet by their labels; a size-1 axis under the ellipsis broadcasts "
               "(a case of its own in tests/ops/test_ops.py)",
     "linear_recurrence": "b and a have one shape (refused otherwise)",
+    "lstm_cell": "gates (..., 4H) and c (..., H) share their leading dimensions (refused otherwise)",
+    "lstm_cell_backward": "g is (2, ..., H) beside gates (..., 4H) and c (..., H) (refused otherwise)",
+    "gru_cell": "gi, gh (..., 3H) and h (..., H) share their leading dimensions (refused otherwise)",
+    "gru_cell_backward": "g and h (..., H) beside gi, gh (..., 3H) (refused otherwise)",
 }
 
 

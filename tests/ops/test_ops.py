@@ -188,6 +188,13 @@ CASES = {
     "matmul":       [(lambda a, b: a @ b, [n(3, 4), n(4, 2)]), (lambda a, b: a @ b, [n(2, 1, 3, 4), n(5, 4, 2)]),
                      (lambda a, b: a @ b, [n(4), n(2, 4, 3)]), (lambda a, b: a @ b, [n(2, 3, 4), n(4)]),
                      (lambda a, b: gg.dot(a, b), [n(4), n(4)])],
+    # the recurrent cells (last, so that the cases above keep their random inputs)
+    "lstm_cell":           [(gg.lstm_cell, [n(3, 8), n(3, 2)]), (gg.lstm_cell, [n(2, 1, 12), n(2, 1, 3)]),
+                            (gg.lstm_cell, [n(4), n(1)])],
+    "lstm_cell_backward":  [(gg.lstm_cell_backward, [n(2, 3, 2), n(3, 8), n(3, 2)])],
+    "gru_cell":            [(gg.gru_cell, [n(3, 6), n(3, 6), n(3, 2)]),
+                            (gg.gru_cell, [n(2, 1, 9), n(2, 1, 9), n(2, 1, 3)])],
+    "gru_cell_backward":   [(gg.gru_cell_backward, [n(3, 2), n(3, 6), n(3, 6), n(3, 2)])],
 }
 # fmt: on
 

@@ -1,6 +1,6 @@
 """The NumPy reference of each fixed fused kernel: softmax cross-entropy, SGD, the scaled add,
-and relu's and leaky_relu's 1-bit mask kernels; the same math as the CUDA source, on arrays of
-any namespace xp.
+relu's and leaky_relu's 1-bit mask kernels, the LSTM and GRU cells; the same math as the CUDA
+source, on arrays of any namespace xp.
 
 Each reference is called as its kernel's launcher is, (xp, *arrays, *scalars), and is both the
 CPU path of its op and what the strict test device computes in place of the compiled kernel.
@@ -207,3 +207,100 @@ def kept_where(xp, a, cond, keep):
         words -= 1  # 0 -> all ones
     xp.bitwise_and(words, a.view(word), out=words)
     return words.view(a.dtype)
+
+
+# ---------------------------------------------------------------------------- recurrent cells
+# gates in PyTorch's order: LSTM i, f, g, o; GRU r, z, n. The `hidden` a kernel takes is read
+# from the shapes here. The backward passes recompute the gates, as the kernels do.
+
+
+def _sigmoid_into(xp, x, out):
+    """1 / (1 + e^-x) into out, as gpugrad's sigmoid computes it on arrays."""
+    xp.negative(x, out=out)
+    xp.exp(out, out=out)
+    out += 1
+    return xp.divide(1, out, out=out)
+
+
+def _lstm_gates(xp, c, gates):
+    """The gates i, f, g, o (views of one new array) and the new cell state c'."""
+    h = c.shape[-1]
+    act = _sigmoid_into(xp, gates, xp.empty(gates.shape, xp.result_type(gates, c)))
+    xp.tanh(gates[..., 2 * h:3 * h], out=act[..., 2 * h:3 * h])
+    i, f, g, o = (act[..., k * h:(k + 1) * h] for k in range(4))
+    c2 = f * c
+    c2 += i * g
+    return i, f, g, o, c2
+
+
+def lstm_cell(xp, c, gates, hidden=None):
+    """h' = o tanh(c') and c' = f c + i g, stacked (2, *c.shape), from gates (..., 4 H)."""
+    i, f, g, o, c2 = _lstm_gates(xp, c, gates)
+    y = xp.empty((2,) + c2.shape, c2.dtype)
+    y[1] = c2
+    xp.tanh(c2, out=y[0])
+    y[0] *= o
+    return y
+
+
+def _times_slope(xp, d, s, tanh=False):
+    """d *= s (1 - s) for a sigmoid's output s, or d *= 1 - s^2 for a tanh's."""
+    if tanh:
+        d *= xp.subtract(1, s * s)
+    else:
+        d *= s
+        d *= xp.subtract(1, s)
+    return d
+
+
+def lstm_cell_grads(xp, c, gates, g, hidden=None):
+    """d gates and d c side by side, (..., 5 H), from g (2, *c.shape): the gradients of h'
+    and c'."""
+    i, f, gg, o, c2 = _lstm_gates(xp, c, gates)
+    h = c.shape[-1]
+    t = xp.tanh(c2)
+    d = xp.empty(c.shape[:-1] + (5 * h,), c2.dtype)
+    block = [d[..., k * h:(k + 1) * h] for k in range(5)]
+    _times_slope(xp, xp.multiply(g[0], t, out=block[3]), o)
+    dct = _times_slope(xp, g[0] * o, t, tanh=True)  # c' reaches the loss directly and via h'
+    dct += g[1]
+    _times_slope(xp, xp.multiply(dct, gg, out=block[0]), i)
+    _times_slope(xp, xp.multiply(dct, c, out=block[1]), f)
+    _times_slope(xp, xp.multiply(dct, i, out=block[2]), gg, tanh=True)
+    xp.multiply(dct, f, out=block[4])
+    return d
+
+
+def _gru_gates(xp, h, gi, gh):
+    """r, z (views of one new array) and n."""
+    k = h.shape[-1]
+    rz = gi[..., :2 * k] + gh[..., :2 * k]
+    _sigmoid_into(xp, rz, rz)
+    r = rz[..., :k]
+    n = gh[..., 2 * k:] * r
+    n += gi[..., 2 * k:]
+    return r, rz[..., k:], xp.tanh(n, out=n)
+
+
+def gru_cell(xp, h, gi, gh, hidden=None):
+    """h' = n + z (h - n), from the projections gi and gh (..., 3 H) of the input and of h."""
+    _, z, n = _gru_gates(xp, h, gi, gh)
+    y = h - n
+    y *= z
+    y += n
+    return y
+
+
+def gru_cell_grads(xp, h, gi, gh, g, hidden=None):
+    """d gi, d gh and d h side by side, (..., 7 H), from g, the gradient of h'."""
+    r, z, n = _gru_gates(xp, h, gi, gh)
+    k = h.shape[-1]
+    d = xp.empty(h.shape[:-1] + (7 * k,), n.dtype)
+    dgi, dgh = d[..., :3 * k], d[..., 3 * k:6 * k]
+    din = _times_slope(xp, xp.multiply(g, xp.subtract(1, z), out=dgi[..., 2 * k:]), n, tanh=True)
+    _times_slope(xp, xp.multiply(din, gh[..., 2 * k:], out=dgi[..., :k]), r)
+    _times_slope(xp, xp.multiply(g, xp.subtract(h, n), out=dgi[..., k:2 * k]), z)
+    dgh[..., :2 * k] = dgi[..., :2 * k]
+    xp.multiply(din, r, out=dgh[..., 2 * k:])
+    xp.multiply(g, z, out=d[..., 6 * k:])
+    return d

@@ -1,7 +1,7 @@
 """One KernelSpec per fused kernel: its launcher, which arrays it takes, and its reference.
 
 The fixed kernels (relu's 1-bit mask kernels, softmax cross-entropy, SGD, the scaled add,
-GradScaler's unscale and inf check) are
+GradScaler's unscale and inf check, the LSTM and GRU cells) are
 declared here, with their references from references.py; their ops call spec.reference where
 the kernel does not run. The other activation kernels are declared by their rows in
 gpugrad/ops/activation.py through activation_specs(), which holds the CUDA side (template,
@@ -191,6 +191,29 @@ def _unscale_and_check(xp, g, found, inv):
     return g
 
 
+def _one_float_dtype(arrays):
+    """Arrays of one float dtype a kernel takes (the recurrent cells: their op checked the
+    shapes)."""
+    first = arrays[0].dtype
+    return first in CTYPE and all(a.dtype == first for a in arrays[1:])
+
+
+def _wider(state, blocks):
+    """The shape of `blocks` arrays of the state's shape side by side on the last axis."""
+    return state.shape[:-1] + (blocks * state.shape[-1],)
+
+
+def _cell(name, output):
+    """The launcher of a recurrent cell kernel: the state (..., H) first, then the gates'
+    projections and the gradient; `output(state, *others)` is the shape it writes."""
+    def launch(xp, state, *others):
+        state, *others = _flat(xp, state, *others)
+        out = xp.empty(output(state, *others), state.dtype)
+        kernels.launch(xp, name, state.size, (state, *others, out), (np.int64(state.shape[-1]),))
+        return out
+    return launch
+
+
 RELU_FWD_MASK = KernelSpec("relu_fwd_mask", "activations.cu", "relu_fwd_mask<{T}>",
                            _relu_fwd_mask, ref.forward_with_mask, writes=2)
 RELU_BWD_MASK = KernelSpec("relu_bwd_mask", "activations.cu", "relu_bwd_mask<{T}>",
@@ -211,7 +234,20 @@ ADD_SCALED = KernelSpec("add_scaled", "accumulate.cu", "add_scaled<{T}>", _add_s
 UNSCALE_AND_CHECK = KernelSpec("unscale_and_check", "unscale.cu", "unscale_and_check<{T}>",
                                _unscale_and_check, ref.unscale_and_check,
                                accepts=_gradient_and_flag, writes=0, carried=False)
+LSTM_CELL_FWD = KernelSpec("lstm_cell_fwd", "recurrent.cu", "lstm_cell_fwd<{T}>",
+                           _cell("lstm_cell_fwd", lambda c, gates: (2,) + c.shape),
+                           ref.lstm_cell, accepts=_one_float_dtype)
+LSTM_CELL_BWD = KernelSpec("lstm_cell_bwd", "recurrent.cu", "lstm_cell_bwd<{T}>",
+                           _cell("lstm_cell_bwd", lambda c, gates, g: _wider(c, 5)),
+                           ref.lstm_cell_grads, accepts=_one_float_dtype)
+GRU_CELL_FWD = KernelSpec("gru_cell_fwd", "recurrent.cu", "gru_cell_fwd<{T}>",
+                          _cell("gru_cell_fwd", lambda h, gi, gh: h.shape),
+                          ref.gru_cell, accepts=_one_float_dtype)
+GRU_CELL_BWD = KernelSpec("gru_cell_bwd", "recurrent.cu", "gru_cell_bwd<{T}>",
+                          _cell("gru_cell_bwd", lambda h, gi, gh, g: _wider(h, 7)),
+                          ref.gru_cell_grads, accepts=_one_float_dtype)
 for _spec in (RELU_FWD_MASK, RELU_BWD_MASK, RELU_BWD_OUT, SOFTMAX_XENT_FWD, SOFTMAX_XENT_BWD,
-              SGD_STEP, SGD_UPDATE, ADD_SCALED, UNSCALE_AND_CHECK):
+              SGD_STEP, SGD_UPDATE, ADD_SCALED, UNSCALE_AND_CHECK, LSTM_CELL_FWD, LSTM_CELL_BWD,
+              GRU_CELL_FWD, GRU_CELL_BWD):
     kernels.declare(_spec)
 del _spec
