@@ -222,12 +222,28 @@ def _sigmoid_into(xp, x, out):
     return xp.divide(1, out, out=out)
 
 
+def _unit_blocks(xp, a, k):
+    """a (..., k H) seen as (k, ..., H), block j being a[..., j H:(j + 1) H]: a view where a
+    reshapes to one."""
+    return xp.moveaxis(a.reshape(a.shape[:-1] + (k, a.shape[-1] // k)), -2, 0)
+
+
+def _times_slope(xp, d, s, out=None, tanh=False):
+    """d s (1 - s) for a sigmoid's output s, or d (1 - s^2) for a tanh's, into out (or d)."""
+    slope = s * s if tanh else xp.subtract(1, s)
+    if tanh:
+        xp.subtract(1, slope, out=slope)
+    else:
+        slope *= s
+    return xp.multiply(d, slope, out=d if out is None else out)
+
+
 def _lstm_gates(xp, c, gates):
-    """The gates i, f, g, o (views of one new array) and the new cell state c'."""
-    h = c.shape[-1]
-    act = _sigmoid_into(xp, gates, xp.empty(gates.shape, xp.result_type(gates, c)))
-    xp.tanh(gates[..., 2 * h:3 * h], out=act[..., 2 * h:3 * h])
-    i, f, g, o = (act[..., k * h:(k + 1) * h] for k in range(4))
+    """The gates i, f, g, o (contiguous blocks of one new array) and the new cell state c'."""
+    a = _unit_blocks(xp, gates, 4)
+    act = _sigmoid_into(xp, a, xp.empty(a.shape, xp.result_type(gates, c)))
+    xp.tanh(a[2], out=act[2])
+    i, f, g, o = act
     c2 = f * c
     c2 += i * g
     return i, f, g, o, c2
@@ -243,31 +259,20 @@ def lstm_cell(xp, c, gates, hidden=None):
     return y
 
 
-def _times_slope(xp, d, s, tanh=False):
-    """d *= s (1 - s) for a sigmoid's output s, or d *= 1 - s^2 for a tanh's."""
-    if tanh:
-        d *= xp.subtract(1, s * s)
-    else:
-        d *= s
-        d *= xp.subtract(1, s)
-    return d
-
-
 def lstm_cell_grads(xp, c, gates, g, hidden=None):
     """d gates and d c side by side, (..., 5 H), from g (2, *c.shape): the gradients of h'
     and c'."""
     i, f, gg, o, c2 = _lstm_gates(xp, c, gates)
-    h = c.shape[-1]
-    t = xp.tanh(c2)
-    d = xp.empty(c.shape[:-1] + (5 * h,), c2.dtype)
-    block = [d[..., k * h:(k + 1) * h] for k in range(5)]
-    _times_slope(xp, xp.multiply(g[0], t, out=block[3]), o)
+    t = xp.tanh(c2, out=c2)
+    d = xp.empty(c.shape[:-1] + (5 * c.shape[-1],), c2.dtype)
+    out = _unit_blocks(xp, d, 5)
+    _times_slope(xp, g[0] * t, o, out[3])
     dct = _times_slope(xp, g[0] * o, t, tanh=True)  # c' reaches the loss directly and via h'
     dct += g[1]
-    _times_slope(xp, xp.multiply(dct, gg, out=block[0]), i)
-    _times_slope(xp, xp.multiply(dct, c, out=block[1]), f)
-    _times_slope(xp, xp.multiply(dct, i, out=block[2]), gg, tanh=True)
-    xp.multiply(dct, f, out=block[4])
+    _times_slope(xp, dct * gg, i, out[0])
+    _times_slope(xp, dct * c, f, out[1])
+    _times_slope(xp, dct * i, gg, out[2], tanh=True)
+    xp.multiply(dct, f, out=out[4])
     return d
 
 
