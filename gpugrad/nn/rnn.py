@@ -119,11 +119,21 @@ class RNN(_Recurrent):
 
 
 class LSTM(_Recurrent):
-    """PyTorch's LSTM: gates i, f, g, o; c' = f c + i g; h' = o tanh(c'). State (h, c). Each
-    step is one product for the input's four gates, one for the state's, and gg.lstm_cell (one
-    op, fused on CUDA) for the gates and the cell update."""
+    """PyTorch's LSTM: gates i, f, g, o; c' = f c + i g; h' = o tanh(c'). State (h, c).
+
+    A whole sequence is one gg.lstm_layer op (the input's projections in one product, the
+    weights' gradients in one product each); with bptt_truncate, and in `cell`, each step is one
+    product for the input's gates, one for the state's, and gg.lstm_cell."""
 
     n_gates, state_size = 4, 2
+
+    def forward(self, x, state=None):
+        if self.bptt_truncate is not None or not x.shape[0]:
+            return super().forward(x, state)
+        h0, c0 = self._check(x, state)
+        bias = None if self.bias_ih is None else self.bias_ih + self.bias_hh
+        y = ops.lstm_layer(x, self.weight_ih, self.weight_hh, bias, h0, c0)
+        return y[0], (y[0, -1], y[1, -1])
 
     def cell(self, x, state):
         h, c = state

@@ -47,7 +47,7 @@ def _checked(name, state, *projections, blocks, gradient=None):
     return tuple(a if a.dtype == dtype else a.astype(dtype) for a in arrays)
 
 
-def _run(spec, xp, *arrays):
+def run(spec, xp, *arrays):
     """The fused kernel where it takes the arrays, else its reference: a 16-bit dtype computed
     in float32 and each result rounded once, as the kernel computes it."""
     k = devices.fused(spec.name, xp, *arrays)
@@ -66,12 +66,12 @@ def _run(spec, xp, *arrays):
 
 def _lstm_forward(xp, gates, c):
     c, gates = _checked("lstm_cell", c, gates, blocks=4)
-    return _run(specs.LSTM_CELL_FWD, xp, c, gates)
+    return run(specs.LSTM_CELL_FWD, xp, c, gates)
 
 
 def _lstm_backward_forward(xp, g, gates, c):
     c, gates, g = _checked("lstm_cell_backward", c, gates, g, blocks=4, gradient=(2,))
-    return _run(specs.LSTM_CELL_BWD, xp, c, gates, g)
+    return run(specs.LSTM_CELL_BWD, xp, c, gates, g)
 
 
 def _lstm_gates(ops, gates, c):
@@ -96,7 +96,7 @@ def _lstm_vjp(ops, g, gates, c, y):
     return d[..., :4 * c.shape[-1]], d[..., 4 * c.shape[-1]:]
 
 
-def _lstm_jvp(ops, ts, gates, c, y):
+def lstm_jvp(ops, ts, gates, c, y):
     tg, tc = _zeros_for_none(ops, ts, (gates, c))
     (i, f, gg, o, c2, t), (si, sf, sg, so, st) = _lstm_gates(ops, gates, c)
     di, df, dg, do = (s * tk for s, tk in zip((si, sf, sg, so), _blocks(tg, 4, c.shape[-1])))
@@ -141,12 +141,12 @@ def _lstm_backward_jvp(ops, ts, g, gates, c, y):
 
 def _gru_forward(xp, gi, gh, h):
     h, gi, gh = _checked("gru_cell", h, gi, gh, blocks=3)
-    return _run(specs.GRU_CELL_FWD, xp, h, gi, gh)
+    return run(specs.GRU_CELL_FWD, xp, h, gi, gh)
 
 
 def _gru_backward_forward(xp, g, gi, gh, h):
     h, gi, gh, g = _checked("gru_cell_backward", h, gi, gh, g, blocks=3, gradient=())
-    return _run(specs.GRU_CELL_BWD, xp, h, gi, gh, g)
+    return run(specs.GRU_CELL_BWD, xp, h, gi, gh, g)
 
 
 def _gru_gates(ops, gi, gh, h):
@@ -211,7 +211,7 @@ def _zeros_for_none(ops, ts, xs):
 
 # fmt: off
 lstm_cell = defop(
-    "lstm_cell", _lstm_forward, save="gates c", vjp_all=_lstm_vjp, jvp=_lstm_jvp,
+    "lstm_cell", _lstm_forward, save="gates c", vjp_all=_lstm_vjp, jvp=lstm_jvp,
     doc="One LSTM step: gates (..., 4H), the summed projections of the input and of h in "
         "PyTorch's order i, f, g, o, and the cell state c (..., H) -> the new h and c, stacked "
         "(2, ..., H).")

@@ -108,9 +108,9 @@ def deflinear(name, forward, vjp=None, vjp_all=None, moves_device=False, doc=Non
 
 
 def defop(name, forward, save, jvp, vjp=None, vjp_all=None, optional=(), doc=None,
-          params=None, vjp_into=None):
+          params=None, vjp_into=None, forward_saving=None, aux=()):
     op = Op(name, forward, save, "general", vjp=vjp, vjp_all=vjp_all, jvp=jvp,
-            optional=optional, params=params)
+            optional=optional, params=params, forward_saving=forward_saving, aux=aux)
     if vjp_into is not None and not (op.variadic and vjp is not None):
         raise TypeError(f"{name}: vjp_into needs a variadic op with one vjp rule per input")
     op.vjp_into = vjp_into

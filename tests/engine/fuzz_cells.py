@@ -1,7 +1,7 @@
-"""The fuzzer's kinds for the recurrent cells (tests/engine/fuzz.py registers them): lstm_cell and
-gru_cell against PyTorch's own equations, and their backward ops against torch.func.vjp of those
-equations, so that the fuzzer's gradients of the backward ops check the cells' second
-derivatives against PyTorch's."""
+"""The fuzzer's kinds for the recurrent cells and layer (tests/engine/fuzz.py registers them):
+lstm_cell and gru_cell against PyTorch's own equations, their backward ops against
+torch.func.vjp of those equations, so that the fuzzer's gradients of the backward ops check the
+cells' second derivatives against PyTorch's, and lstm_layer against a loop of the equations."""
 
 import gpugrad as gg
 
@@ -18,6 +18,9 @@ def register(f):
     f.kind("gru_cell_backward", ["gru_cell_backward"], _build(f, "gru_cell_backward", 3),
            lambda x, p: gg.gru_cell_backward(*x),
            lambda x, p: _pt_backward(f, _pt_gru, *f._pt_same(*x)))
+    f.kind("lstm_layer", ["lstm_layer"], _layer_build,
+           lambda x, p: gg.lstm_layer(*_with_bias(x, p)),
+           lambda x, p: _pt_layer(f, *_with_bias(f._pt_same(*x), p)))
 
 
 def _build(f, name, blocks):
@@ -64,3 +67,36 @@ def _pt_backward(f, cell, g, *inputs):
     differentiable function of g and the inputs."""
     _, vjp = f.torch.func.vjp(lambda *xs: cell(f, *xs), *inputs)
     return f.torch.cat(vjp(g), dim=-1)
+
+
+def _layer_build(b):
+    """A sequence (from the program or new) and weights, bias (or none) and state that fit it."""
+    rng = b.rng
+    x = b.operand(lambda v: len(v.shape) == 3 and v.shape[0] >= 1 and v.shape[2] <= 3,
+                  shape=lambda: tuple(int(d) for d in rng.integers(1, 4, 3)))
+    steps, n, i = b.values[x].shape
+    h = int(rng.integers(1, 3))
+    x = b.bounded(x, 3.0)
+    args = [x, b.bounded(b.exact((4 * h, i)), 1.0), b.bounded(b.exact((4 * h, h)), 1.0)]
+    bias = bool(rng.random() < 0.7)
+    if bias:
+        args.append(b.bounded(b.exact((4 * h,)), 1.0))
+    state = [b.exact((n, h)) for _ in range(2)]
+    bound = b.values[state[1]].bound + steps
+    return b.step("lstm_layer", args + state, {"bias": bias}, (2, steps, n, h), bound)
+
+
+def _with_bias(x, p):
+    return list(x) if p["bias"] else list(x[:3]) + [None] + list(x[3:])
+
+
+def _pt_layer(f, x, w_ih, w_hh, b, h, c):
+    torch = f.torch
+    hs, cs = [], []
+    for t in range(x.shape[0]):
+        gates = x[t] @ w_ih.T + h @ w_hh.T + (0 if b is None else b)
+        out = _pt_lstm(f, gates, c)
+        h, c = out[0], out[1]
+        hs.append(h)
+        cs.append(c)
+    return torch.stack([torch.stack(hs), torch.stack(cs)])

@@ -47,6 +47,8 @@ NOT_BROADCASTING = {        # inputs that never meet elementwise; each is still 
     "lstm_cell_backward": "g is (2, ..., H) beside gates (..., 4H) and c (..., H) (refused otherwise)",
     "gru_cell": "gi, gh (..., 3H) and h (..., H) share their leading dimensions (refused otherwise)",
     "gru_cell_backward": "g and h (..., H) beside gi, gh (..., 3H) (refused otherwise)",
+    "lstm_layer": "a sequence, weights and a state of the shapes PyTorch's LSTM takes (refused "
+                  "otherwise)",
 }
 
 

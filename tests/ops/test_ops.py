@@ -195,6 +195,9 @@ CASES = {
     "gru_cell":            [(gg.gru_cell, [n(3, 6), n(3, 6), n(3, 2)]),
                             (gg.gru_cell, [n(2, 1, 9), n(2, 1, 9), n(2, 1, 3)])],
     "gru_cell_backward":   [(gg.gru_cell_backward, [n(3, 2), n(3, 6), n(3, 6), n(3, 2)])],
+    "lstm_layer":          [(gg.lstm_layer, [n(3, 2, 2), n(8, 2), n(8, 2), n(8), n(2, 2), n(2, 2)]),
+                            (lambda x, wi, wh, h, c: gg.lstm_layer(x, wi, wh, None, h, c),
+                             [n(2, 1, 3), n(4, 3), n(4, 1), n(1, 1), n(1, 1)])],
 }
 # fmt: on
 

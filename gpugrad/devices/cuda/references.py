@@ -225,7 +225,9 @@ def _sigmoid_into(xp, x, out):
 def _unit_blocks(xp, a, k):
     """a (..., k H) seen as (k, ..., H), block j being a[..., j H:(j + 1) H]: a view where a
     reshapes to one."""
-    return xp.moveaxis(a.reshape(a.shape[:-1] + (k, a.shape[-1] // k)), -2, 0)
+    lead = a.ndim - 1
+    blocks = a.reshape(a.shape[:-1] + (k, a.shape[-1] // k))
+    return blocks.transpose((lead,) + tuple(range(lead)) + (lead + 1,))
 
 
 def _times_slope(xp, d, s, out=None, tanh=False):
