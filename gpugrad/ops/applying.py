@@ -35,7 +35,7 @@ def apply(op, inputs, params):
     constant = False  # the output is in the graph with a zero derivative (recording.CONSTANT)
     if op.differentiable:
         if state.recording:  # the inputs' nodes; None unless one takes a gradient
-            parents = tuple(x._node if isinstance(x, _Tensor) else None for x in xs)
+            parents = tuple([x._node if isinstance(x, _Tensor) else None for x in xs])
             constant = _CONSTANT in parents  # nodes compare by identity
             if constant:  # a constant input takes no gradient: no parent
                 parents = tuple(None if p is _CONSTANT else p for p in parents)
@@ -80,13 +80,13 @@ def apply(op, inputs, params):
 
 
 def _fast_inputs(inputs):
-    """(arrays, device) when every input is a Tensor on one device or a Python scalar, else
-    None: the common case in one pass; _other_inputs handles the rest."""
+    """(arrays, device) when every input is a Tensor (or a Parameter) on one device or a Python
+    scalar, else None: the common case in one pass; _other_inputs handles the rest."""
     device = None
     arrays = []
     for x in inputs:
         cls = type(x)
-        if cls is _Tensor:
+        if cls is _Tensor or (cls not in _SCALARS and isinstance(x, _Tensor)):
             if device is None:
                 device = x.device
             elif x.device != device:
@@ -147,8 +147,10 @@ def _coerce(op, inputs):
 
 def _record(op, state, parents, xs, arrays, y, y_device, params, aux, structure):
     """The node of this op's output: what it saved, and where anomaly mode wants the line."""
-    node = recording.Node(op, parents, [x.device if isinstance(x, _Tensor) else None for x in xs],
-                          arrays, y, y_device, params, aux, keep=structure is None)
+    metas = [(a.shape, a.dtype, x.device) if isinstance(x, _Tensor) else None
+             for x, a in zip(xs, arrays)]  # None for Python scalars
+    node = recording.Node(op, parents, metas, arrays, y, y_device, params, aux,
+                          keep=structure is None)
     if structure is not None:
         structure.nodes.add(node)
     else:
