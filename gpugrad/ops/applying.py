@@ -14,6 +14,7 @@ from gpugrad.ops import op as op_table
 from gpugrad.ops import shortcuts
 
 _Tensor = tensors.Tensor
+_new = object.__new__
 _ERROR_STATE, _QUIET_STATE = devices.ERROR_STATE, devices.QUIET_STATE
 _CONSTANT = recording.CONSTANT
 _SCALARS = (bool, int, float)
@@ -73,7 +74,8 @@ def apply(op, inputs, params):
     node = _CONSTANT if constant else None
     if parents is not None:
         node = _record(op, state, parents, xs, arrays, y, y_device, params, aux, structure)
-    out = tensors.wrap(y, y_device, node)
+    out = _new(_Tensor)  # tensors.wrap, inline
+    out.data, out.device, out._node, out.grad, out._tangent = y, y_device, node, None, None
     if tangents is not None:
         _set_tangents(op, tangents, xs, out, node, aux, params)
     return out
