@@ -247,15 +247,13 @@ class Node:
     __slots__ = ("op", "parents", "metas", "saved", "params", "out_meta", "freed", "epoch",
                  "tangents", "__weakref__")
 
-    def __init__(self, op, parents, devices, arrays, y, y_device, params, aux=None, keep=True):
+    def __init__(self, op, parents, metas, arrays, y, y_device, params, aux=None, keep=True):
         self.op = op
         self.parents = parents
         self.params = params
         self.freed = False
         self.epoch = _epoch
-        # (shape, dtype, device) per tensor input; None for Python scalars (device None)
-        self.metas = [(a.shape, a.dtype, d) if d is not None else None
-                      for d, a in zip(devices, arrays)]
+        self.metas = metas  # (shape, dtype, device) per tensor input; None for Python scalars
         self.out_meta = (y.shape, y.dtype, y_device)
         # recorded under gg.jvp: the tangents ({level: Tensor}) of what it saved, by the same
         # keys, so that a backward run under gg.jvp (forward over reverse) carries them on

@@ -20,22 +20,17 @@ def pending_into(grads, owned, p):
     return prev if prev is not None and owned.get(id(prev)) is prev else None
 
 
-def _exclusive(gi, g, node, input_grads):
-    """Whether a rule's result (an array) is a new array nothing else refers to: not a view,
-    not the incoming gradient passed through, not given to two inputs, not from a user's
-    Function."""
-    return (node.op.kind != "function" and getattr(gi, "base", None) is None
-            and gi is not g and (len(input_grads) == 1 or sum(
-                o is gi for o in input_grads) == 1))
-
-
 def accumulate(grads, owned, p, gi, g, node, input_grads, as_tensors):
     """grads[p] += gi: in place into an array this backward owns, else a new sum (arrays at
     first order, Tensors where the rules run as Tensor ops)."""
     prev = grads.get(p)
     if prev is None:
         grads[p] = gi
-        if not as_tensors and _exclusive(gi, g, node, input_grads):
+        # owned if a new array nothing else refers to: not a view, not the incoming gradient
+        # passed through, not given to two inputs, not from a user's Function
+        if (not as_tensors and getattr(gi, "base", None) is None and gi is not g
+                and node.op.kind != "function"
+                and (len(input_grads) == 1 or sum(o is gi for o in input_grads) == 1)):
             owned[id(gi)] = gi
     elif as_tensors:
         grads[p] = prev + gi

@@ -17,29 +17,36 @@ def _toposort(roots):
     """Nodes reachable from roots, each before its inputs (iterative DFS, post-order reversed)."""
     order, seen = [], set()
     stack = [(r, False) for r in roots]
+    push, pop = stack.append, stack.pop
     while stack:
-        node, expanded = stack.pop()
+        node, expanded = pop()
         if expanded:
             order.append(node)
             continue
         if node in seen:
             continue
         seen.add(node)
-        stack.append((node, True))
+        push((node, True))
         if node.op is not None:
-            if isinstance(node.freed, str):  # freed by a backward that then failed
-                raise GraphError(
-                    f"backward through a graph that an earlier backward freed in part and then "
-                    f"failed ({node.freed}); the ops it had finished, {node.op.name!r} among "
-                    f"them, lost what they saved: run the forward again inside record()")
             if node.freed:
-                raise GraphError(
-                    f"backward through a graph that has already been freed (at op "
-                    f"{node.op.name!r}): the first backward frees it unless you pass "
-                    f"retain_graph=True")
-            stack.extend((p, False) for p in node.parents if p is not None and p not in seen)
+                raise _freed_error(node)
+            for p in node.parents:
+                if p is not None and p not in seen:
+                    push((p, False))
     order.reverse()
     return order
+
+
+def _freed_error(node):
+    if isinstance(node.freed, str):  # freed by a backward that then failed
+        return GraphError(
+            f"backward through a graph that an earlier backward freed in part and then "
+            f"failed ({node.freed}); the ops it had finished, {node.op.name!r} among "
+            f"them, lost what they saved: run the forward again inside record()")
+    return GraphError(
+        f"backward through a graph that has already been freed (at op "
+        f"{node.op.name!r}): the first backward frees it unless you pass "
+        f"retain_graph=True")
 
 
 _SCALAR_ONES = {}  # (device, dtype) -> a 0-d 1: the head of every scalar loss's backward
@@ -154,6 +161,7 @@ class _Walk:
         inputs' pending gradients, and free it (unless retain_graph)."""
         grads, owned, targets, expand = self.grads, self.owned, self.targets, self.expand
         as_tensors, create_graph, anomaly = self.as_tensors, self.create_graph, self.anomaly
+        retain_graph, leaves, freed = self.retain_graph, self.leaves, self.freed
         input_grads, accumulate = rules.input_grads, accumulation.accumulate
         node = None
         try:
@@ -163,36 +171,38 @@ class _Walk:
                     continue
                 if not as_tensors:
                     owned.pop(id(g), None)
+                op = node.op
                 if targets is not None:
                     if node in targets:
                         self.found[node] = g
                     if node not in expand:
                         continue
-                elif node.op is None:
-                    self.leaves.append((node, g))
+                elif op is None:
+                    leaves.append((node, g))
                     continue
-                if node.op.kind == "output":  # one output of an op with several (gg.Function)
+                if op.kind == "output":  # one output of an op with several (gg.Function)
                     _into_slot(grads, node, g)
                     found = ()
                 else:
                     pending = None
-                    if node.op.vjp_into is not None and not as_tensors and not anomaly:
+                    if op.vjp_into is not None and not as_tensors and not anomaly:
                         pending = [accumulation.pending_into(grads, owned, p)
                                    for p in node.parents]
                     found = input_grads(node, g, as_tensors, create_graph, pending)
                 if anomaly and found:  # g: a dict of slots at a node with several outputs
                     checks.check_finite(node, next(iter(g.values())) if type(g) is dict else g,
                                         found)
-                for p, gi in zip(node.parents, found):
+                parents = node.parents
+                for p, gi in zip(parents, found):
                     if gi is not None:
                         accumulate(grads, owned, p, gi, g, node, found, as_tensors)
-                if not self.retain_graph:
-                    for p in node.parents:  # the common case (no parent shares) costs this loop
+                if not retain_graph:
+                    for p in parents:  # the common case (no parent shares) costs this loop
                         if p is not None and p.op is not None and p.op.aux_from_output is not None:
                             shortcuts.remake_from_output(node, grads, expand)
                             break
                     node.free()
-                    self.freed.append(node)
+                    freed.append(node)
         except BaseException as e:
             self.note_failure(node, e)
             raise

@@ -30,27 +30,28 @@ def input_grads(node, g, as_tensors, create_graph, pending=None):
              else tensors.wrap(g, device))
         grads = _tensor_grads(node, g, False)
         return [None if gi is None else gi.data for gi in grads]
-    device = node.out_meta[2]
-    be = devices.get(device)
-    if be.is_cpu:
-        return _array_grads(node, g, device, pending)
-    with be.active:  # once for the node's ops, which then need no device switch of their own
-        return _array_grads(node, g, device, pending)
+    ops = namespace.array_ops(node.out_meta[2])
+    if ops.is_cpu:
+        return _array_grads(node, g, ops, pending)
+    with ops.backend.active:  # once for the node's ops, which then need no device switch of their own
+        return _array_grads(node, g, ops, pending)
 
 
-def _array_grads(node, g, device, pending):
+def _array_grads(node, g, ops, pending):
     """First order: the rules on arrays; none of the checks the forward already did."""
     args, y, aux = _rule_inputs(node, False, False)
-    grads = _call_rules(node, namespace.array_ops(device), g, args, y, aux, pending)
+    grads = _call_rules(node, ops, g, args, y, aux, pending)
+    metas = node.metas
     for i, (p, gi) in enumerate(zip(node.parents, grads)):
         if p is None or gi is None:
             grads[i] = None
             continue
-        shape, dtype, input_device = node.metas[i]
-        if isinstance(gi, np.generic):  # NumPy's 0-d arithmetic gives scalars
-            gi = np.asarray(gi)
-        elif not devices.is_backend_array(gi):
-            raise _not_a(node, i, gi, "an array")
+        shape, dtype, input_device = metas[i]
+        if type(gi) is not np.ndarray:  # NumPy's own arrays, the CPU's, need no look-up
+            if isinstance(gi, np.generic):  # NumPy's 0-d arithmetic gives scalars
+                gi = np.asarray(gi)
+            elif not devices.is_backend_array(gi):
+                raise _not_a(node, i, gi, "an array")
         if gi.shape != shape:
             gi = _fitted(node, i, gi, shape, namespace.array_ops(input_device))
         grads[i] = gi if gi.dtype == dtype else as_array(gi.astype(dtype))
@@ -83,24 +84,23 @@ def _call_rules(node, ops, g, args, y, aux, pending=None):
     """The gradient of each input from the op's rules, given the op namespace `ops` first
     (None for an input that takes none)."""
     op, params = node.op, node.params
+    kw = dict(y=y, **aux, **params) if aux or params else {"y": y}  # a name twice raises
     if op.vjp_all is not None:
-        return list(op.vjp_all(ops, g, *args, y=y, **aux, **params))
+        return list(op.vjp_all(ops, g, *args, **kw))
     if op.variadic:  # one rule, applied to each input that takes a gradient
         rule, out = op.vjp[0], []
         for i, p in enumerate(node.parents):
             if p is None:
                 out.append(None)
             elif pending is not None and pending[i] is not None:
-                out.append(op.vjp_into(pending[i], g, args[i], y=y, **aux, **params))
+                out.append(op.vjp_into(pending[i], g, args[i], **kw))
             else:
-                out.append(rule(ops, g, args[i], y=y, **aux, **params))
+                out.append(rule(ops, g, args[i], **kw))
         return out
-    return [None if p is None else rule(ops, g, *args, y=y, **aux, **params)
-            for p, rule in zip(node.parents, op.vjp)]
-
-
-def _as_is(a, device, node=None):
-    return a
+    out = []  # a loop, not a comprehension: Python 3.11 calls a function for one
+    for p, rule in zip(node.parents, op.vjp):
+        out.append(None if p is None else rule(ops, g, *args, **kw))
+    return out
 
 
 def _with_tangent(node, key, t):
@@ -116,26 +116,30 @@ def _rule_inputs(node, as_tensors, create_graph):
     if node.epoch != recording._epoch:
         checks.check_unchanged(node)
     op, saved = node.op, node.saved
-    wrap = tensors.wrap if as_tensors else _as_is
     args = []
     for i, meta in enumerate(node.metas):
         if meta is None:
             args.append(saved[i])
         elif i in saved:
-            a = wrap(saved[i], meta[2], node.parents[i] if create_graph else None)
-            args.append(_with_tangent(node, i, a) if as_tensors else a)
+            a = saved[i]
+            if as_tensors:
+                a = _with_tangent(node, i, tensors.wrap(
+                    a, meta[2], node.parents[i] if create_graph else None))
+            args.append(a)
         else:
             args.append(Unsaved(op.name, op.input_name(i), meta))
     if "y" in saved:
-        y = wrap(saved["y"], node.out_meta[2], node if create_graph else None)
-        y = _with_tangent(node, "y", y) if as_tensors else y
+        y = saved["y"]
+        if as_tensors:
+            y = _with_tangent(node, "y", tensors.wrap(
+                y, node.out_meta[2], node if create_graph else None))
     else:
         y = Unsaved(op.name, "its output y", node.out_meta)
     aux = {}
     for k in op.aux:  # arrays only backward needs (no history: they are not differentiable)
         a = saved.get(k)
         if a is not None:
-            aux[k] = wrap(a, node.out_meta[2])
+            aux[k] = tensors.wrap(a, node.out_meta[2]) if as_tensors else a
         elif op.aux_from_output is not None and "y" in saved:
             aux[k] = None  # dropped for the output a consumer keeps: the rule reads y
         else:

@@ -14,6 +14,7 @@ from gpugrad.ops import op as op_table
 from gpugrad.ops import shortcuts
 
 _Tensor = tensors.Tensor
+_new = object.__new__
 _ERROR_STATE, _QUIET_STATE = devices.ERROR_STATE, devices.QUIET_STATE
 _CONSTANT = recording.CONSTANT
 _SCALARS = (bool, int, float)
@@ -35,7 +36,7 @@ def apply(op, inputs, params):
     constant = False  # the output is in the graph with a zero derivative (recording.CONSTANT)
     if op.differentiable:
         if state.recording:  # the inputs' nodes; None unless one takes a gradient
-            parents = tuple(x._node if isinstance(x, _Tensor) else None for x in xs)
+            parents = tuple([x._node if isinstance(x, _Tensor) else None for x in xs])
             constant = _CONSTANT in parents  # nodes compare by identity
             if constant:  # a constant input takes no gradient: no parent
                 parents = tuple(None if p is _CONSTANT else p for p in parents)
@@ -73,20 +74,21 @@ def apply(op, inputs, params):
     node = _CONSTANT if constant else None
     if parents is not None:
         node = _record(op, state, parents, xs, arrays, y, y_device, params, aux, structure)
-    out = tensors.wrap(y, y_device, node)
+    out = _new(_Tensor)  # tensors.wrap, inline
+    out.data, out.device, out._node, out.grad, out._tangent = y, y_device, node, None, None
     if tangents is not None:
         _set_tangents(op, tangents, xs, out, node, aux, params)
     return out
 
 
 def _fast_inputs(inputs):
-    """(arrays, device) when every input is a Tensor on one device or a Python scalar, else
-    None: the common case in one pass; _other_inputs handles the rest."""
+    """(arrays, device) when every input is a Tensor (or a Parameter) on one device or a Python
+    scalar, else None: the common case in one pass; _other_inputs handles the rest."""
     device = None
     arrays = []
     for x in inputs:
         cls = type(x)
-        if cls is _Tensor:
+        if cls is _Tensor or (cls not in _SCALARS and isinstance(x, _Tensor)):
             if device is None:
                 device = x.device
             elif x.device != device:
@@ -147,8 +149,10 @@ def _coerce(op, inputs):
 
 def _record(op, state, parents, xs, arrays, y, y_device, params, aux, structure):
     """The node of this op's output: what it saved, and where anomaly mode wants the line."""
-    node = recording.Node(op, parents, [x.device if isinstance(x, _Tensor) else None for x in xs],
-                          arrays, y, y_device, params, aux, keep=structure is None)
+    metas = [(a.shape, a.dtype, x.device) if isinstance(x, _Tensor) else None
+             for x, a in zip(xs, arrays)]  # None for Python scalars
+    node = recording.Node(op, parents, metas, arrays, y, y_device, params, aux,
+                          keep=structure is None)
     if structure is not None:
         structure.nodes.add(node)
     else:

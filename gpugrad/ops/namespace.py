@@ -71,8 +71,9 @@ class ArrayOps(_Namespace):
     """The ops' forwards on one device's arrays."""
 
     def __init__(self, be):
+        self.backend = be
+        self.is_cpu = be.is_cpu
         self._xp = be.xp
-        self._is_cpu = be.is_cpu
         self._where = self._function(OPS["where"])
 
     @staticmethod
@@ -88,14 +89,15 @@ class ArrayOps(_Namespace):
         return self._where(a, b, cond=cond)
 
     def _function(self, op):
-        xp, is_cpu, forward = self._xp, self._is_cpu, op.forward
+        xp, is_cpu, forward, bind = self._xp, self.is_cpu, op.forward, op.bind
         n, names, variadic = len(op.inputs), list(op.defaults), op.variadic
 
         def run(*args, **params):
             inputs, extra = ((tuple(args[0]), args[1:]) if variadic else (args[:n], args[n:]))
             if extra:
                 params.update(zip(names, extra))
-            params = op.bind(params)
+            if params or names:  # bind() of no params for an op without any gives them back
+                params = bind(params)
             for x in inputs:
                 if type(x) is recording.Unsaved:
                     x.fail()

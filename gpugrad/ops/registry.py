@@ -58,7 +58,8 @@ def _register(op, doc):
                     raise TypeError(f"{op.name}() takes {n} input(s) ({', '.join(op.inputs)}), "
                                     f"got {len(inputs)}")
                 inputs, params = inputs[:n], positional_params(inputs[n:], params)
-            return apply(op, inputs, op.bind(params))
+            # bind() gives back no params for an op that takes none
+            return apply(op, inputs, op.bind(params) if params or names else params)
     function.__name__ = function.__qualname__ = op.name
     function.__doc__ = doc
     function.op = op

@@ -1639,6 +1639,10 @@ def head_of(program, lib, values):
 
 
 def gg_leaf(v, dtype, requires_grad=False):
+    """A leaf; one that takes a gradient is a gg.nn.Parameter where it has an odd number of
+    elements, so that both kinds run through apply's fast pass (no draw: graphs stay as built)."""
+    if requires_grad and v.data.size % 2:
+        return gg.nn.Parameter(v.data, dtype=dtype)
     return gg.tensor(v.data, dtype=dtype, requires_grad=requires_grad)
 
 

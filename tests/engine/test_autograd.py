@@ -483,3 +483,22 @@ def test_changes_that_cannot_affect_the_gradient_are_allowed():
     w[1] = 9.0  # not saved: d(w x)/dw = x does not depend on w
     z.backward()
     np.testing.assert_array_equal(w.grad.numpy(), [2, 1, 1])
+
+
+def test_parameters_take_applys_one_pass_over_the_inputs(device, monkeypatch):
+    """A Parameter (a Tensor subclass) is read like a Tensor in apply's fast pass; the general
+    coercion never runs, and the gradients reach the Parameter and the plain tensor alike."""
+    from gpugrad.ops import applying
+
+    def not_here(op, inputs):
+        raise AssertionError(f"{op.name}: Parameters and Tensors went the general way")
+
+    w = gg.nn.Parameter(np.array([1.0, -2.0, 3.0]), dtype="float64", device=device)
+    x = leaf([0.5, 4.0, -1.5], device)
+    monkeypatch.setattr(applying, "_other_inputs", not_here)
+    with gg.autograd.record():
+        y = (gg.tanh(w) * x + w * 2.0).sum()
+    y.backward()
+    wv, xv = np.array([1.0, -2.0, 3.0]), np.array([0.5, 4.0, -1.5])
+    np.testing.assert_allclose(host(w.grad), (1 - np.tanh(wv) ** 2) * xv + 2.0, rtol=1e-12)
+    np.testing.assert_allclose(host(x.grad), np.tanh(wv), rtol=1e-12)

@@ -61,7 +61,7 @@ class _CountingOps:
 
     def __getattr__(self, name):
         function = getattr(self._ops, name)
-        if name == "constant":  # marks a value as taking no gradient: no op
+        if name == "constant" or not callable(function):  # no op: a marker or a field
             return function
 
         def counted(*args, **params):
