@@ -113,6 +113,16 @@ class RNN(_Recurrent):
         super().__init__(input_size, hidden_size, bias, bptt_truncate, dtype, device)
         self.nonlinearity = nonlinearity
 
+    def forward(self, x, state=None):
+        """A whole sequence is one gg.rnn_layer op; with bptt_truncate, a step per `cell`."""
+        if self.bptt_truncate is not None or not x.shape[0]:
+            return super().forward(x, state)
+        (h0,) = self._check(x, state)
+        bias = None if self.bias_ih is None else self.bias_ih + self.bias_hh
+        y = ops.rnn_layer(x, self.weight_ih, self.weight_hh, bias, h0,
+                          nonlinearity=self.nonlinearity)
+        return y, y[-1]
+
     def cell(self, x, state):
         z = self._gates(x, state[0])
         return (ops.tanh(z) if self.nonlinearity == "tanh" else ops.relu(z),)

@@ -1,11 +1,14 @@
-"""lstm_layer: a whole LSTM layer's recurrence over a sequence as one op, as cuDNN and oneDNN
-run it: the input's projections of every step in one product, then per step one product of the
-state and gg.lstm_cell's math (its kernel on CUDA); the backward runs the steps in reverse
-through lstm_cell_backward and takes the weights' gradients of every step in one product each.
+"""lstm_layer and rnn_layer: a whole recurrent layer over a sequence as one op, as cuDNN and
+oneDNN run it: the input's projections of every step in one product, then per step one product
+of the state and the cell's math (gg.lstm_cell's kernel on CUDA; tanh or relu for the plain
+RNN); the backward runs the steps in reverse (through lstm_cell_backward, tanh_backward or
+relu_backward_from_output) and takes the weights' gradients of every step in one product each.
 
 lstm_layer(x, w_ih, w_hh, b, h0, c0): x (T, batch, input), PyTorch's weights w_ih (4H, input)
 and w_hh (4H, H), b (4H,) the two biases summed (or None), the initial state h0, c0 (batch, H);
-the result stacks every step's h and c, (2, T, batch, H).
+the result stacks every step's h and c, (2, T, batch, H). rnn_layer(x, w_ih, w_hh, b, h0,
+nonlinearity="tanh"|"relu"): the same for h_t = f(x_t w_ih^T + h_{t-1} w_hh^T + b), every
+step's h, (T, batch, H); its backward reads the derivative from the output.
 
 The forward keeps every step's gate pre-activations (T, batch, 4H), which the backward reads
 at first order. Its rule is written once in `ops`: under create_graph and gg.jvp it computes the
@@ -23,16 +26,20 @@ from gpugrad.ops import recurrent
 from gpugrad.ops.registry import defop
 
 
-def _checked(x, w_ih, w_hh, b, h0, c0):
+def _checked(x, w_ih, w_hh, b, h0, c0=None, gates=4):
     """The arrays in their common float dtype, or an error naming what does not fit."""
+    name, g = ("lstm_layer", "4H") if gates == 4 else ("rnn_layer", "H")
     arrays = {"x": x, "w_ih": w_ih, "w_hh": w_hh, "b": b, "h0": h0, "c0": c0}
     h = w_hh.shape[1] if w_hh.ndim == 2 else 0
-    if not (h and x.ndim == 3 and x.shape[0] >= 1 and w_hh.shape == (4 * h, h)
-            and w_ih.shape == (4 * h, x.shape[2]) and (b is None or b.shape == (4 * h,))
-            and h0.shape == (x.shape[1], h) and c0.shape == h0.shape):
+    if not (h and x.ndim == 3 and x.shape[0] >= 1 and w_hh.shape == (gates * h, h)
+            and w_ih.shape == (gates * h, x.shape[2]) and (b is None or b.shape == (gates * h,))
+            and h0.shape == (x.shape[1], h) and (c0 is None) == (gates == 1)
+            and (c0 is None or c0.shape == h0.shape)):
+        state = "h0 and c0" if gates == 4 else "h0"
         raise recording.ShapeError(
-            f"lstm_layer: x must be (T >= 1, batch, input), w_ih (4H, input), w_hh (4H, H), b "
-            f"(4H,) or None, h0 and c0 (batch, H); got {_shapes(arrays)}")
+            f"{name}: x must be (T >= 1, batch, input), w_ih ({g}, input), w_hh ({g}, H), b "
+            f"({g},) or None, {state} (batch, H); got "
+            f"{_shapes({k: a for k, a in arrays.items() if k != 'c0' or gates == 4})}")
     present = [a for a in arrays.values() if a is not None]
     if not all(devices.is_float(a.dtype) for a in present):
         raise TypeError(f"inputs must be floating point, got "
@@ -82,8 +89,7 @@ def _projections_in(ops, x, w_ih, b):
 
 
 def _vjp(ops, g, x, w_ih, w_hh, b, h0, c0, y, gates):
-    steps, n, i = x.shape
-    h = h0.shape[-1]
+    steps, h = x.shape[0], h0.shape[-1]
     if g.shape != y.shape:  # a gradient broadcast to the output (sum's head)
         g = ops.broadcast_to(g, y.shape)
     kept = not isinstance(g, tensors.Tensor)  # first order: the forward's own pre-activations
@@ -99,26 +105,26 @@ def _vjp(ops, g, x, w_ih, w_hh, b, h0, c0, y, gates):
         dh, dc = ops.matmul(dgates[-1], w_hh), d[..., 4 * h:]
         if t:
             dh, dc = dh + g[0, t - 1], dc + g[1, t - 1]
-    dxw = ops.reshape(ops.stack(dgates[::-1]), (steps * n, 4 * h))
-    hs = ops.concatenate([ops.reshape(h0, (1, n, h)), y[0, :steps - 1]])
-    dxw_t = ops.transpose(dxw)
-    return (ops.reshape(ops.matmul(dxw, w_ih), x.shape),
-            ops.matmul(dxw_t, ops.reshape(x, (steps * n, i))),
-            ops.matmul(dxw_t, ops.reshape(hs, (steps * n, h))),
-            None if b is None else ops.sum(dxw, axis=0), dh, dc)
+    return (*_weight_grads(ops, dgates[::-1], x, w_ih, b, h0, y[0]), dh, dc)
+
+
+def _tangents_in(ops, ts, x, w_ih, w_hh, b, h0, c0=None):
+    """The tangents of the projections (T, batch, gates), of w_hh transposed, of h0 (and of c0),
+    zeros where an input has none."""
+    tx, twi, twh, tb, th, tc = (t if t is not None or x_ is None else ops.full_like(x_, 0)
+                                for t, x_ in zip((*ts, None)[:6], (x, w_ih, w_hh, b, h0, c0)))
+    steps, n, i = x.shape
+    txw = ops.matmul(ops.reshape(tx, (steps * n, i)), ops.transpose(w_ih)) + ops.matmul(
+        ops.reshape(x, (steps * n, i)), ops.transpose(twi))
+    txw = ops.reshape(txw if tb is None else txw + tb, (steps, n, w_ih.shape[0]))
+    return (txw, ops.transpose(twh), th) + (() if c0 is None else (tc,))
 
 
 def _jvp(ops, ts, x, w_ih, w_hh, b, h0, c0, y, gates=None):
-    tx, twi, twh, tb, th, tc = (t if t is not None or x_ is None else ops.full_like(x_, 0)
-                                for t, x_ in zip(ts, (x, w_ih, w_hh, b, h0, c0)))
-    steps, n, i = x.shape
-    xw = _projections_in(ops, x, w_ih, b)
-    txw = ops.matmul(ops.reshape(tx, (steps * n, i)), ops.transpose(w_ih)) + ops.matmul(
-        ops.reshape(x, (steps * n, i)), ops.transpose(twi))
-    txw = ops.reshape(txw if tb is None else txw + tb, xw.shape)
-    w, tw = ops.transpose(w_hh), ops.transpose(twh)
+    txw, tw, th, tc = _tangents_in(ops, ts, x, w_ih, w_hh, b, h0, c0)
+    xw, w = _projections_in(ops, x, w_ih, b), ops.transpose(w_hh)
     h_prev, c_prev, hs, cs = h0, c0, [], []
-    for t in range(steps):
+    for t in range(x.shape[0]):
         pre = xw[t] + ops.matmul(h_prev, w)
         tpre = txw[t] + ops.matmul(th, w) + ops.matmul(h_prev, tw)
         out = recurrent.lstm_jvp(ops, (tpre, tc), pre, c_prev, None)
@@ -129,6 +135,71 @@ def _jvp(ops, ts, x, w_ih, w_hh, b, h0, c0, y, gates=None):
     return ops.stack([ops.stack(hs), ops.stack(cs)])
 
 
+# ---------------------------------------------------------------------------- plain RNN
+
+_ACTIVATION = {"tanh": lambda xp, z, out: xp.tanh(z, out=out),
+               "relu": lambda xp, z, out: xp.maximum(z, 0, out=out)}  # NaN stays NaN, as relu
+# the backward of each from its output, as ops
+_FROM_OUTPUT = {"tanh": lambda ops, g, y: ops.tanh_backward(g, y),
+                "relu": lambda ops, g, y: ops.relu_backward_from_output(g, y)}
+
+
+def _rnn_forward(xp, x, w_ih, w_hh, b, h0, *, nonlinearity="tanh"):
+    if nonlinearity not in _ACTIVATION:
+        raise ValueError(f"rnn_layer: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+    x, w_ih, w_hh, b, h0, _ = _checked(x, w_ih, w_hh, b, h0, gates=1)
+    xw = _projections(xp, x, w_ih, b)
+    y = xp.empty((x.shape[0],) + h0.shape, xw.dtype)
+    h, w, act = h0, w_hh.T, _ACTIVATION[nonlinearity]
+    for t in range(x.shape[0]):
+        h = act(xp, xp.add(xw[t], devices.matmul(xp, h, w), out=y[t]), y[t])
+    return y
+
+
+def _rnn_vjp(ops, g, x, w_ih, w_hh, b, h0, y, nonlinearity):
+    if g.shape != y.shape:  # a gradient broadcast to the output (sum's head)
+        g = ops.broadcast_to(g, y.shape)
+    steps = x.shape[0]
+    dh, dzs, from_output = g[steps - 1], [], _FROM_OUTPUT[nonlinearity]
+    for t in reversed(range(steps)):
+        dzs.append(from_output(ops, dh, y[t]))
+        dh = ops.matmul(dzs[-1], w_hh)
+        if t:
+            dh = dh + g[t - 1]
+    return (*_weight_grads(ops, dzs[::-1], x, w_ih, b, h0, y), dh)
+
+
+def _weight_grads(ops, dzs, x, w_ih, b, h0, hs_after):
+    """The gradients of x, w_ih, w_hh and b from every step's gradient of its pre-activations:
+    one product each over all the steps."""
+    steps, n, i = x.shape
+    h = h0.shape[-1]
+    dz = ops.reshape(ops.stack(dzs), (steps * n, dzs[0].shape[-1]))
+    hs = ops.concatenate([ops.reshape(h0, (1, n, h)), hs_after[:steps - 1]])
+    dz_t = ops.transpose(dz)
+    return (ops.reshape(ops.matmul(dz, w_ih), x.shape),
+            ops.matmul(dz_t, ops.reshape(x, (steps * n, i))),
+            ops.matmul(dz_t, ops.reshape(hs, (steps * n, h))),
+            None if b is None else ops.sum(dz, axis=0))
+
+
+def _rnn_jvp(ops, ts, x, w_ih, w_hh, b, h0, y, nonlinearity):
+    txw, tw, th = _tangents_in(ops, ts, x, w_ih, w_hh, b, h0)
+    w, from_output, hs = ops.transpose(w_hh), _FROM_OUTPUT[nonlinearity], []
+    h_prev = h0
+    for t in range(x.shape[0]):
+        th = from_output(ops, txw[t] + ops.matmul(th, w) + ops.matmul(h_prev, tw), y[t])
+        hs.append(th)
+        h_prev = y[t]
+    return ops.stack(hs)
+
+
+rnn_layer = defop(
+    "rnn_layer", _rnn_forward, save="x w_ih w_hh b h0 y", vjp_all=_rnn_vjp, jvp=_rnn_jvp,
+    optional=("b",),
+    doc="A whole RNN layer over a sequence: x (T, batch, input), w_ih (H, input), w_hh (H, H), "
+        "b (H,) (both biases summed, or None), h0 (batch, H), nonlinearity 'tanh' or 'relu' -> "
+        "every step's h, (T, batch, H).")
 lstm_layer = defop(
     "lstm_layer", _forward, save="x w_ih w_hh b h0 c0 y gates", vjp_all=_vjp, jvp=_jvp, optional=("b",),
     forward_saving=_forward_saving, aux=("gates",),

@@ -3,6 +3,8 @@ lstm_cell and gru_cell against PyTorch's own equations, their backward ops again
 torch.func.vjp of those equations, so that the fuzzer's gradients of the backward ops check the
 cells' second derivatives against PyTorch's, and lstm_layer against a loop of the equations."""
 
+import numpy as np
+
 import gpugrad as gg
 
 
@@ -18,9 +20,13 @@ def register(f):
     f.kind("gru_cell_backward", ["gru_cell_backward"], _build(f, "gru_cell_backward", 3),
            lambda x, p: gg.gru_cell_backward(*x),
            lambda x, p: _pt_backward(f, _pt_gru, *f._pt_same(*x)))
-    f.kind("lstm_layer", ["lstm_layer"], _layer_build,
+    f.kind("lstm_layer", ["lstm_layer"], _layer_build(4),
            lambda x, p: gg.lstm_layer(*_with_bias(x, p)),
            lambda x, p: _pt_layer(f, *_with_bias(f._pt_same(*x), p)))
+    f.kind("rnn_layer", ["rnn_layer"], _layer_build(1),
+           lambda x, p: gg.rnn_layer(*_with_bias(x, p), nonlinearity=p["nonlinearity"]),
+           lambda x, p: _pt_rnn_layer(f, *_with_bias(f._pt_same(*x), p), p["nonlinearity"]),
+           kink=_rnn_kink)
 
 
 def _build(f, name, blocks):
@@ -69,21 +75,38 @@ def _pt_backward(f, cell, g, *inputs):
     return f.torch.cat(vjp(g), dim=-1)
 
 
-def _layer_build(b):
-    """A sequence (from the program or new) and weights, bias (or none) and state that fit it."""
-    rng = b.rng
-    x = b.operand(lambda v: len(v.shape) == 3 and v.shape[0] >= 1 and v.shape[2] <= 3,
-                  shape=lambda: tuple(int(d) for d in rng.integers(1, 4, 3)))
-    steps, n, i = b.values[x].shape
-    h = int(rng.integers(1, 3))
-    x = b.bounded(x, 3.0)
-    args = [x, b.bounded(b.exact((4 * h, i)), 1.0), b.bounded(b.exact((4 * h, h)), 1.0)]
-    bias = bool(rng.random() < 0.7)
-    if bias:
-        args.append(b.bounded(b.exact((4 * h,)), 1.0))
-    state = [b.exact((n, h)) for _ in range(2)]
-    bound = b.values[state[1]].bound + steps
-    return b.step("lstm_layer", args + state, {"bias": bias}, (2, steps, n, h), bound)
+def _layer_build(gates):
+    """A sequence (from the program or new) and weights, bias (or none) and state that fit it;
+    an RNN's nonlinearity."""
+    def build(b):
+        rng = b.rng
+        x = b.operand(lambda v: len(v.shape) == 3 and v.shape[0] >= 1 and v.shape[2] <= 3,
+                      shape=lambda: tuple(int(d) for d in rng.integers(1, 4, 3)))
+        steps, n, i = b.values[x].shape
+        h = int(rng.integers(1, 3))
+        x = b.bounded(x, 3.0)
+        args = [x, b.bounded(b.exact((gates * h, i)), 1.0),
+                b.bounded(b.exact((gates * h, h)), 1.0 if gates == 4 else 0.5)]
+        bias = bool(rng.random() < 0.7)
+        if bias:
+            args.append(b.bounded(b.exact((gates * h,)), 1.0))
+        params = {"bias": bias}
+        if gates == 4:
+            state = [b.exact((n, h)) for _ in range(2)]
+            return b.step("lstm_layer", args + state, params, (2, steps, n, h),
+                          b.values[state[1]].bound + steps)
+        params["nonlinearity"] = str(rng.choice(["tanh", "relu"]))
+        h0 = b.exact((n, h))
+        bound = 1.0 if params["nonlinearity"] == "tanh" else (
+            b.values[h0].bound + 3 * i + 2) * 2 ** steps
+        return b.step("rnn_layer", args + [h0], params, (steps, n, h), bound)
+    return build
+
+
+def _rnn_kink(x, p, out):
+    """relu's branch at every step, the sign of its output (tanh has none)."""
+    out = np.asarray(out, dtype=np.float64)
+    return np.zeros_like(out) if p["nonlinearity"] == "tanh" else np.sign(out)
 
 
 def _with_bias(x, p):
@@ -100,3 +123,13 @@ def _pt_layer(f, x, w_ih, w_hh, b, h, c):
         hs.append(h)
         cs.append(c)
     return torch.stack([torch.stack(hs), torch.stack(cs)])
+
+
+def _pt_rnn_layer(f, x, w_ih, w_hh, b, h, nonlinearity):
+    torch = f.torch
+    act = torch.tanh if nonlinearity == "tanh" else torch.relu
+    hs = []
+    for t in range(x.shape[0]):
+        h = act(x[t] @ w_ih.T + h @ w_hh.T + (0 if b is None else b))
+        hs.append(h)
+    return torch.stack(hs)

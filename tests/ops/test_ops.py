@@ -198,6 +198,9 @@ CASES = {
     "lstm_layer":          [(gg.lstm_layer, [n(3, 2, 2), n(8, 2), n(8, 2), n(8), n(2, 2), n(2, 2)]),
                             (lambda x, wi, wh, h, c: gg.lstm_layer(x, wi, wh, None, h, c),
                              [n(2, 1, 3), n(4, 3), n(4, 1), n(1, 1), n(1, 1)])],
+    "rnn_layer":           [(gg.rnn_layer, [n(3, 2, 2), n(3, 2), n(3, 3) * 0.5, n(3), n(2, 3)]),
+                            (lambda x, wi, wh, h: gg.rnn_layer(x, wi, wh, None, h, nonlinearity="relu"),
+                             [away(2, 2, 3), n(2, 3), n(2, 2) * 0.5, away(2, 2)])],
 }
 # fmt: on
 
