@@ -153,10 +153,19 @@ class LSTM(_Recurrent):
 
 class GRU(_Recurrent):
     """PyTorch's GRU: r, z gates; n = tanh(W_in x + b_in + r (W_hn h + b_hn));
-    h' = (1 - z) n + z h. Each step is one product for the input's three gates, one for the
-    state's, and gg.gru_cell (one op, fused on CUDA) for the rest."""
+    h' = (1 - z) n + z h. A whole sequence is one gg.gru_layer op; with bptt_truncate, and in
+    `cell`, each step is one product for the input's three gates, one for the state's, and
+    gg.gru_cell (one op, fused on CUDA) for the rest."""
 
     n_gates = 3
+
+    def forward(self, x, state=None):
+        """A whole sequence is one gg.gru_layer op; with bptt_truncate, a step per `cell`."""
+        if self.bptt_truncate is not None or not x.shape[0]:
+            return super().forward(x, state)
+        (h0,) = self._check(x, state)
+        y = ops.gru_layer(x, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, h0)
+        return y, y[-1]
 
     def cell(self, x, state):
         (h,) = state

@@ -36,7 +36,7 @@ from gpugrad.ops.joining import (
 )
 from gpugrad.ops.loss import softmax_cross_entropy, softmax_cross_entropy_backward
 from gpugrad.ops.recurrent import lstm_cell, lstm_cell_backward, gru_cell, gru_cell_backward
-from gpugrad.ops.recurrent_layer import lstm_layer, rnn_layer
+from gpugrad.ops.recurrent_layer import lstm_layer, gru_layer, rnn_layer
 from gpugrad.ops.function import Function
 from gpugrad.ops import interop  # noqa: F401 (installs the NumPy protocols)
 

@@ -2,8 +2,9 @@
 autocast is on (recording.autocasting), as PyTorch's autocast op lists are.
 
 - "low": the products, which tensor cores run in the 16-bit dtype (float32 inputs are cast
-  down; float64 stays). Their sums are carried in float32 (devices.carried). A whole LSTM
-  layer (lstm_layer) too, as PyTorch's autocast lists its LSTM: its state is then 16-bit.
+  down; float64 stays). Their sums are carried in float32 (devices.carried). A whole recurrent
+  layer (lstm_layer, gru_layer, rnn_layer) too, as PyTorch's autocast lists its RNNs: its state
+  is then 16-bit.
 - "float32": what loses accuracy in 16 bits: exponentials and logarithms, powers, sums and
   means, products, norms and moments, softmax and its losses, the running ops (16-bit inputs
   are cast up).
@@ -21,7 +22,7 @@ from gpugrad.ops.op import OPS
 LOW, FLOAT32 = "low", "float32"
 
 POLICY = {
-    **dict.fromkeys(("matmul", "linear", "einsum", "lstm_layer"), LOW),
+    **dict.fromkeys(("matmul", "linear", "einsum", "lstm_layer", "gru_layer", "rnn_layer"), LOW),
     **dict.fromkeys((
         "exp", "expm1", "exp2", "log", "log1p", "log2", "log10", "power", "reciprocal", "rsqrt",
         "sinh", "cosh", "tan", "arcsin", "arccos", "arccosh", "arctanh", "softplus",

@@ -167,7 +167,7 @@ def _gru_vjp(ops, g, gi, gh, h, y):
     return d[..., :k], d[..., k:2 * k], d[..., 2 * k:]
 
 
-def _gru_jvp(ops, ts, gi, gh, h, y):
+def gru_jvp(ops, ts, gi, gh, h, y):
     tgi, tgh, th = _zeros_for_none(ops, ts, (gi, gh, h))
     (r, z, n, hn), (sr, sz, sn) = _gru_gates(ops, gi, gh, h)
     (ir, iz, i_n), (hr, hz, thn) = _blocks(tgi, 3, h.shape[-1]), _blocks(tgh, 3, h.shape[-1])
@@ -221,7 +221,7 @@ lstm_cell_backward = defop(
     doc="lstm_cell's backward: g (2, ..., H), the gradients of the new h and c -> the gradients "
         "of gates and c side by side, (..., 5H).")
 gru_cell = defop(
-    "gru_cell", _gru_forward, save="gi gh h", vjp_all=_gru_vjp, jvp=_gru_jvp,
+    "gru_cell", _gru_forward, save="gi gh h", vjp_all=_gru_vjp, jvp=gru_jvp,
     doc="One GRU step: the projections gi, gh (..., 3H) of the input and of the state h "
         "(..., H), each with its bias, in PyTorch's order r, z, n -> the new h.")
 gru_cell_backward = defop(

@@ -1,17 +1,18 @@
-"""lstm_layer and rnn_layer: a whole recurrent layer over a sequence as one op, as cuDNN and
+"""lstm_layer, gru_layer and rnn_layer: a whole recurrent layer over a sequence as one op, as cuDNN and
 oneDNN run it: the input's projections of every step in one product, then per step one product
-of the state and the cell's math (gg.lstm_cell's kernel on CUDA; tanh or relu for the plain
-RNN); the backward runs the steps in reverse (through lstm_cell_backward, tanh_backward or
-relu_backward_from_output) and takes the weights' gradients of every step in one product each.
+of the state and the cell's math (gg.lstm_cell's and gg.gru_cell's kernels on CUDA; tanh or
+relu for the plain RNN); the backward runs the steps in reverse (through lstm_cell_backward,
+gru_cell_backward, tanh_backward or relu_backward_from_output) and takes the weights' gradients of every step in one product each.
 
 lstm_layer(x, w_ih, w_hh, b, h0, c0): x (T, batch, input), PyTorch's weights w_ih (4H, input)
 and w_hh (4H, H), b (4H,) the two biases summed (or None), the initial state h0, c0 (batch, H);
 the result stacks every step's h and c, (2, T, batch, H). rnn_layer(x, w_ih, w_hh, b, h0,
 nonlinearity="tanh"|"relu"): the same for h_t = f(x_t w_ih^T + h_{t-1} w_hh^T + b), every
-step's h, (T, batch, H); its backward reads the derivative from the output.
+step's h, (T, batch, H); its backward reads the derivative from the output. gru_layer(x, w_ih,
+w_hh, b_ih, b_hh, h0): PyTorch's GRU, every step's h, (T, batch, H).
 
-The forward keeps every step's gate pre-activations (T, batch, 4H), which the backward reads
-at first order. Its rule is written once in `ops`: under create_graph and gg.jvp it computes the
+The LSTM's forward keeps every step's gate pre-activations (T, batch, 4H), the GRU's the
+projections of the input and of the state, which the backward reads at first order. Its rule is written once in `ops`: under create_graph and gg.jvp it computes the
 same pre-activations again from the saved input and weights, with the same products in the same
 order, so they carry the history the kept ones lack and their values are the same bits.
 """
@@ -26,20 +27,27 @@ from gpugrad.ops import recurrent
 from gpugrad.ops.registry import defop
 
 
-def _checked(x, w_ih, w_hh, b, h0, c0=None, gates=4):
-    """The arrays in their common float dtype, or an error naming what does not fit."""
-    name, g = ("lstm_layer", "4H") if gates == 4 else ("rnn_layer", "H")
-    arrays = {"x": x, "w_ih": w_ih, "w_hh": w_hh, "b": b, "h0": h0, "c0": c0}
+_GATES = {"lstm_layer": 4, "gru_layer": 3, "rnn_layer": 1}
+
+
+def _checked(name, x, w_ih, w_hh, biases, h0, c0=None):
+    """x, the weights, the biases ({name: array or None}), h0 (and c0 for the LSTM) in their
+    common float dtype, or an error naming what does not fit."""
+    gates = _GATES[name]
+    arrays = {"x": x, "w_ih": w_ih, "w_hh": w_hh, **biases, "h0": h0}
+    if gates == 4:
+        arrays["c0"] = c0
     h = w_hh.shape[1] if w_hh.ndim == 2 else 0
     if not (h and x.ndim == 3 and x.shape[0] >= 1 and w_hh.shape == (gates * h, h)
-            and w_ih.shape == (gates * h, x.shape[2]) and (b is None or b.shape == (gates * h,))
-            and h0.shape == (x.shape[1], h) and (c0 is None) == (gates == 1)
-            and (c0 is None or c0.shape == h0.shape)):
+            and w_ih.shape == (gates * h, x.shape[2]) and h0.shape == (x.shape[1], h)
+            and all(b is None or b.shape == (gates * h,) for b in biases.values())
+            and (gates != 4 or c0.shape == h0.shape)):
+        g = f"{gates}H" if gates > 1 else "H"
+        bias = " and ".join(biases)
         state = "h0 and c0" if gates == 4 else "h0"
         raise recording.ShapeError(
-            f"{name}: x must be (T >= 1, batch, input), w_ih ({g}, input), w_hh ({g}, H), b "
-            f"({g},) or None, {state} (batch, H); got "
-            f"{_shapes({k: a for k, a in arrays.items() if k != 'c0' or gates == 4})}")
+            f"{name}: x must be (T >= 1, batch, input), w_ih ({g}, input), w_hh ({g}, H), "
+            f"{bias} ({g},) or None, {state} (batch, H); got {_shapes(arrays)}")
     present = [a for a in arrays.values() if a is not None]
     if not all(devices.is_float(a.dtype) for a in present):
         raise TypeError(f"inputs must be floating point, got "
@@ -62,7 +70,7 @@ def _projections(xp, x, w_ih, b):
 
 
 def _forward_saving(xp, x, w_ih, w_hh, b, h0, c0):
-    x, w_ih, w_hh, b, h0, c0 = _checked(x, w_ih, w_hh, b, h0, c0)
+    x, w_ih, w_hh, b, h0, c0 = _checked("lstm_layer", x, w_ih, w_hh, {"b": b}, h0, c0)
     xw = _projections(xp, x, w_ih, b)
     steps = x.shape[0]
     y = xp.empty((2, steps) + h0.shape, xw.dtype)
@@ -147,7 +155,7 @@ _FROM_OUTPUT = {"tanh": lambda ops, g, y: ops.tanh_backward(g, y),
 def _rnn_forward(xp, x, w_ih, w_hh, b, h0, *, nonlinearity="tanh"):
     if nonlinearity not in _ACTIVATION:
         raise ValueError(f"rnn_layer: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
-    x, w_ih, w_hh, b, h0, _ = _checked(x, w_ih, w_hh, b, h0, gates=1)
+    x, w_ih, w_hh, b, h0 = _checked("rnn_layer", x, w_ih, w_hh, {"b": b}, h0)
     xw = _projections(xp, x, w_ih, b)
     y = xp.empty((x.shape[0],) + h0.shape, xw.dtype)
     h, w, act = h0, w_hh.T, _ACTIVATION[nonlinearity]
@@ -169,17 +177,18 @@ def _rnn_vjp(ops, g, x, w_ih, w_hh, b, h0, y, nonlinearity):
     return (*_weight_grads(ops, dzs[::-1], x, w_ih, b, h0, y), dh)
 
 
-def _weight_grads(ops, dzs, x, w_ih, b, h0, hs_after):
-    """The gradients of x, w_ih, w_hh and b from every step's gradient of its pre-activations:
-    one product each over all the steps."""
+def _weight_grads(ops, dzs, x, w_ih, b, h0, hs_after, dzs_h=None):
+    """The gradients of x, w_ih, w_hh and b from every step's gradient of its pre-activations
+    (and of its state's projections, dzs_h, where those differ: the GRU's): one product each
+    over all the steps."""
     steps, n, i = x.shape
     h = h0.shape[-1]
     dz = ops.reshape(ops.stack(dzs), (steps * n, dzs[0].shape[-1]))
+    dz_h = dz if dzs_h is None else ops.reshape(ops.stack(dzs_h), dz.shape)
     hs = ops.concatenate([ops.reshape(h0, (1, n, h)), hs_after[:steps - 1]])
-    dz_t = ops.transpose(dz)
     return (ops.reshape(ops.matmul(dz, w_ih), x.shape),
-            ops.matmul(dz_t, ops.reshape(x, (steps * n, i))),
-            ops.matmul(dz_t, ops.reshape(hs, (steps * n, h))),
+            ops.matmul(ops.transpose(dz), ops.reshape(x, (steps * n, i))),
+            ops.matmul(ops.transpose(dz_h), ops.reshape(hs, (steps * n, h))),
             None if b is None else ops.sum(dz, axis=0))
 
 
@@ -200,6 +209,79 @@ rnn_layer = defop(
     doc="A whole RNN layer over a sequence: x (T, batch, input), w_ih (H, input), w_hh (H, H), "
         "b (H,) (both biases summed, or None), h0 (batch, H), nonlinearity 'tanh' or 'relu' -> "
         "every step's h, (T, batch, H).")
+# ---------------------------------------------------------------------------- GRU
+
+
+def _gru_forward_saving(xp, x, w_ih, w_hh, b_ih, b_hh, h0):
+    x, w_ih, w_hh, b_ih, b_hh, h0 = _checked("gru_layer", x, w_ih, w_hh,
+                                             {"b_ih": b_ih, "b_hh": b_hh}, h0)
+    xw = _projections(xp, x, w_ih, b_ih)
+    y = xp.empty((x.shape[0],) + h0.shape, xw.dtype)
+    gh = xp.empty(xw.shape, xw.dtype)
+    h, w = h0, w_hh.T
+    for t in range(x.shape[0]):
+        product = devices.matmul(xp, h, w)
+        if b_hh is None:
+            gh[t] = product
+        else:
+            xp.add(product, b_hh, out=gh[t])
+        y[t] = recurrent.run(specs.GRU_CELL_FWD, xp, h, xw[t], gh[t])
+        h = y[t]
+    return y, {"xw": xw, "gh": gh}
+
+
+def _gru_layer_forward(xp, x, w_ih, w_hh, b_ih, b_hh, h0):
+    return _gru_forward_saving(xp, x, w_ih, w_hh, b_ih, b_hh, h0)[0]
+
+
+def _state_projection(ops, h, w, b_hh):
+    product = ops.matmul(h, w)
+    return product if b_hh is None else product + b_hh
+
+
+def _gru_layer_vjp(ops, g, x, w_ih, w_hh, b_ih, b_hh, h0, y, xw, gh):
+    steps, h = x.shape[0], h0.shape[-1]
+    if g.shape != y.shape:  # a gradient broadcast to the output (sum's head)
+        g = ops.broadcast_to(g, y.shape)
+    kept = not isinstance(g, tensors.Tensor)  # first order: the forward's own projections
+    if not kept:
+        xw, w = _projections_in(ops, x, w_ih, b_ih), ops.transpose(w_hh)
+    dh, dgi, dgh = g[steps - 1], [], []
+    for t in reversed(range(steps)):
+        h_prev = h0 if t == 0 else y[t - 1]
+        gh_t = gh[t] if kept else _state_projection(ops, h_prev, w, b_hh)
+        d = ops.gru_cell_backward(dh, xw[t], gh_t, h_prev)
+        dgi.append(d[..., :3 * h])
+        dgh.append(d[..., 3 * h:6 * h])
+        dh = d[..., 6 * h:] + ops.matmul(dgh[-1], w_hh)
+        if t:
+            dh = dh + g[t - 1]
+    grads = _weight_grads(ops, dgi[::-1], x, w_ih, b_ih, h0, y, dzs_h=dgh[::-1])
+    db_hh = None if b_hh is None else ops.sum(ops.stack(dgh), axis=(0, 1))
+    return (*grads, db_hh, dh)
+
+
+def _gru_layer_jvp(ops, ts, x, w_ih, w_hh, b_ih, b_hh, h0, y, xw=None, gh=None):
+    tx, twi, twh, tbi, tbh, th = ts
+    txw, tw, th = _tangents_in(ops, (tx, twi, twh, tbi, th), x, w_ih, w_hh, b_ih, h0)
+    xw, w = _projections_in(ops, x, w_ih, b_ih), ops.transpose(w_hh)
+    h_prev, hs = h0, []
+    for t in range(x.shape[0]):
+        tgh = ops.matmul(th, w) + ops.matmul(h_prev, tw)
+        tgh = tgh if tbh is None else tgh + tbh
+        th = recurrent.gru_jvp(ops, (txw[t], tgh, th), xw[t],
+                               _state_projection(ops, h_prev, w, b_hh), h_prev, None)
+        hs.append(th)
+        h_prev = y[t]
+    return ops.stack(hs)
+
+
+gru_layer = defop(
+    "gru_layer", _gru_layer_forward, save="x w_ih w_hh b_ih b_hh h0 y xw gh",
+    vjp_all=_gru_layer_vjp, jvp=_gru_layer_jvp, optional=("b_ih", "b_hh"), forward_saving=_gru_forward_saving,
+    aux=("xw", "gh"),
+    doc="A whole GRU layer over a sequence: x (T, batch, input), w_ih and w_hh (3H, input / H), "
+        "b_ih and b_hh (3H,) (or None), h0 (batch, H) -> every step's h, (T, batch, H).")
 lstm_layer = defop(
     "lstm_layer", _forward, save="x w_ih w_hh b h0 c0 y gates", vjp_all=_vjp, jvp=_jvp, optional=("b",),
     forward_saving=_forward_saving, aux=("gates",),

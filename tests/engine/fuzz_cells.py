@@ -23,6 +23,9 @@ def register(f):
     f.kind("lstm_layer", ["lstm_layer"], _layer_build(4),
            lambda x, p: gg.lstm_layer(*_with_bias(x, p)),
            lambda x, p: _pt_layer(f, *_with_bias(f._pt_same(*x), p)))
+    f.kind("gru_layer", ["gru_layer"], _layer_build(3),
+           lambda x, p: gg.gru_layer(*_with_biases(x, p)),
+           lambda x, p: _pt_gru_layer(f, *_with_biases(f._pt_same(*x), p)))
     f.kind("rnn_layer", ["rnn_layer"], _layer_build(1),
            lambda x, p: gg.rnn_layer(*_with_bias(x, p), nonlinearity=p["nonlinearity"]),
            lambda x, p: _pt_rnn_layer(f, *_with_bias(f._pt_same(*x), p), p["nonlinearity"]),
@@ -88,15 +91,18 @@ def _layer_build(gates):
         args = [x, b.bounded(b.exact((gates * h, i)), 1.0),
                 b.bounded(b.exact((gates * h, h)), 1.0 if gates == 4 else 0.5)]
         bias = bool(rng.random() < 0.7)
-        if bias:
-            args.append(b.bounded(b.exact((gates * h,)), 1.0))
+        if bias:  # the GRU's two
+            args += [b.bounded(b.exact((gates * h,)), 1.0) for _ in range(2 if gates == 3 else 1)]
         params = {"bias": bias}
         if gates == 4:
             state = [b.exact((n, h)) for _ in range(2)]
             return b.step("lstm_layer", args + state, params, (2, steps, n, h),
                           b.values[state[1]].bound + steps)
-        params["nonlinearity"] = str(rng.choice(["tanh", "relu"]))
         h0 = b.exact((n, h))
+        if gates == 3:
+            return b.step("gru_layer", args + [h0], params, (steps, n, h),
+                          b.values[h0].bound + 1)
+        params["nonlinearity"] = str(rng.choice(["tanh", "relu"]))
         bound = 1.0 if params["nonlinearity"] == "tanh" else (
             b.values[h0].bound + 3 * i + 2) * 2 ** steps
         return b.step("rnn_layer", args + [h0], params, (steps, n, h), bound)
@@ -107,6 +113,19 @@ def _rnn_kink(x, p, out):
     """relu's branch at every step, the sign of its output (tanh has none)."""
     out = np.asarray(out, dtype=np.float64)
     return np.zeros_like(out) if p["nonlinearity"] == "tanh" else np.sign(out)
+
+
+def _with_biases(x, p):
+    return list(x) if p["bias"] else list(x[:3]) + [None, None] + list(x[3:])
+
+
+def _pt_gru_layer(f, x, w_ih, w_hh, b_ih, b_hh, h):
+    hs = []
+    for t in range(x.shape[0]):
+        gi, gh = x[t] @ w_ih.T, h @ w_hh.T
+        h = _pt_gru(f, gi if b_ih is None else gi + b_ih, gh if b_hh is None else gh + b_hh, h)
+        hs.append(h)
+    return f.torch.stack(hs)
 
 
 def _with_bias(x, p):

@@ -226,20 +226,25 @@ def test_the_cells_name_what_does_not_fit():
         gg.lstm_cell(gg.zeros((3, 8), dtype="int64"), gg.zeros((3, 2), dtype="int64"))
 
 
-@pytest.mark.parametrize("name,dtype", [("LSTM", gg.bfloat16), ("GRU", np.float32)])
-def test_recurrent_layers_under_autocast(name, dtype):
-    """The products run in bfloat16. A whole LSTM layer is one op autocast computes in bfloat16,
-    as PyTorch's autocast does its LSTM; a GRU step's cell promotes its bfloat16 gates with the
-    float32 state, as NumPy promotes them. Both stay within bfloat16's error of float32."""
+@pytest.mark.parametrize("name", ["RNN", "LSTM", "GRU"])
+@pytest.mark.parametrize("truncate", [None, 1])
+def test_recurrent_layers_under_autocast(name, truncate):
+    """The products run in bfloat16. A whole layer is one op that autocast computes in bfloat16,
+    as PyTorch's autocast does its RNNs; with bptt_truncate the steps are separate ops: an LSTM's
+    or GRU's cell promotes its bfloat16 gates with the float32 state, as NumPy promotes them,
+    and an RNN's tanh follows its bfloat16 input. Either way the outputs stay within bfloat16's
+    error of float32's."""
     gg.seed(0)
-    layer = getattr(gg.nn, name)(3, 8)
+    layer = getattr(gg.nn, name)(3, 8, bptt_truncate=truncate)
     x = gg.tensor(np.random.default_rng(0).standard_normal((6, 2, 3)), dtype="float32")
     out32, _ = layer(x)
     with gg.autocast("bfloat16"), gg.autograd.record():
         out, _ = layer(x)
         loss = out.sum()
     loss.backward()
-    assert out.dtype == dtype and layer.weight_hh.grad.dtype == np.float32
+    cell_promotes = truncate is not None and name != "RNN"
+    assert out.dtype == (np.float32 if cell_promotes else gg.bfloat16)
+    assert layer.weight_hh.grad.dtype == np.float32
     wide = host(out).astype(np.float32)
     np.testing.assert_allclose(wide, host(out32), atol=0.05)
     assert not np.allclose(wide, host(out32), atol=1e-6)  # the products did round

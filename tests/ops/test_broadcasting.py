@@ -49,6 +49,8 @@ NOT_BROADCASTING = {        # inputs that never meet elementwise; each is still 
     "gru_cell_backward": "g and h (..., H) beside gi, gh (..., 3H) (refused otherwise)",
     "lstm_layer": "a sequence, weights and a state of the shapes PyTorch's LSTM takes (refused "
                   "otherwise)",
+    "gru_layer": "a sequence, weights and a state of the shapes PyTorch's GRU takes (refused "
+                 "otherwise)",
     "rnn_layer": "a sequence, weights and a state of the shapes PyTorch's RNN takes (refused "
                  "otherwise)",
 }
