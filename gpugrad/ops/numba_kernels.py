@@ -95,7 +95,7 @@ def _hardswish_bwd(g, x):
 @loop
 def relu_fwd(y, x, p0, p1):
     for i in range(x.size):
-        y[i] = ZERO if x[i] < ZERO else x[i]
+        y[i] = ZERO if x[i] <= ZERO else x[i]  # -0 gives +0, as NumPy's maximum(x, 0)
 
 
 @loop
@@ -240,7 +240,7 @@ def relu_fwd_mask(y, words, x, slope):
         for j in range(min(32, n - 32 * w)):
             v = x[32 * w + j]
             if slope == ZERO:
-                y[32 * w + j] = ZERO if v < ZERO else v
+                y[32 * w + j] = ZERO if v <= ZERO else v
             else:
                 y[32 * w + j] = v if v > ZERO else v * slope
             word |= np.uint32(_relu_bit(v, slope)) << np.uint32(j)
