@@ -4,9 +4,10 @@ formulas, where numba is installed (`pip install gpugrad[fast]`) and GPUGRAD_NUM
 kernel() is the one place that chooses: ops/activation.py asks it beside devices.fused(), under
 the CUDA kernels' names and with their launchers' signatures, and falls back to the formulas
 where it answers None: numba absent or off, another device's arrays (CuPy's, the strict test
-device's), a dtype other than float32 (float64 keeps NumPy's libm-accurate formulas, 16-bit
-floats their float32 formulas), or arrays the flat kernels cannot take as they are (not
-C-contiguous, g and x broadcasting against each other).
+device's), or a dtype other than float32 (float64 keeps NumPy's libm-accurate formulas,
+16-bit floats their float32 formulas). The choice depends on the dtype alone, never on the
+layout: a strided view, or a g that broadcasts against x, is copied flat first, so that a value
+is computed the same way (bit for bit) however its arrays lie.
 
 Each kernel is compiled on its first call (about 0.1-0.6 s) and cached on disk, so later
 processes load it in milliseconds. Calls go through the tape (devices/tape.foreign), so that
@@ -61,12 +62,18 @@ def status():
 
 
 def _suits(arrays):
-    """Flat float32 kernels take these as they are: ndarrays, C-contiguous, the float ones of
-    one shape (a packed mask is uint32 words)."""
-    if not all(isinstance(a, np.ndarray) and a.flags.c_contiguous for a in arrays):
-        return False
-    floats = [a for a in arrays if a.dtype != np.uint32]
-    return all(a.dtype == np.float32 and a.shape == floats[0].shape for a in floats)
+    """NumPy arrays or scalars (as arithmetic on 0-d arrays gives), the float ones float32 (a
+    packed mask is uint32 words)."""
+    return all(isinstance(a, (np.ndarray, np.generic)) and a.dtype in (np.float32, np.uint32)
+               for a in arrays)
+
+
+def _flat(*arrays):
+    """The float arrays broadcast to one shape and C-contiguous, as the flat kernels read them
+    (a copy only where they are not already)."""
+    shape = np.broadcast_shapes(*(a.shape for a in arrays))
+    return [a if isinstance(a, np.ndarray) and a.shape == shape and a.flags.c_contiguous
+            else np.ascontiguousarray(np.broadcast_to(a, shape)) for a in arrays]
 
 
 def kernel(name, xp, *arrays):
@@ -96,27 +103,32 @@ def _flat_call(loop, *args, out):
 
 
 def _forward(name, loop, x, p0=0.0, p1=0.0):
+    (x,) = _flat(x)
     y = np.empty(x.shape, np.float32)
     return _run(name, loop, (y,), x, np.float32(p0), np.float32(p1))[0]
 
 
 def _backward(name, loop, g, saved, p0=0.0, p1=0.0):
+    g, saved = _flat(g, saved)
     dx = np.empty(g.shape, np.float32)
     return _run(name, loop, (dx,), g, saved, np.float32(p0), np.float32(p1))[0]
 
 
 def _relu_fwd_mask(name, loop, x, slope):
+    (x,) = _flat(x)
     y = np.empty(x.shape, np.float32)
     words = np.empty((x.size + 31) // 32, np.uint32)  # the kernel writes every word
     return _run(name, loop, (y, words), x, np.float32(slope))
 
 
 def _relu_bwd_mask(name, loop, g, mask, slope):
+    (g,) = _flat(g)
     dx = np.empty(g.shape, np.float32)
     return _run(name, loop, (dx,), g, mask, np.float32(slope))[0]
 
 
 def _relu_bwd_out(name, loop, g, y, slope, leaky):
+    g, y = _flat(g, y)
     dx = np.empty(g.shape, np.float32)
     return _run(name, loop, (dx,), g, y, np.float32(slope), bool(leaky))[0]
 

@@ -254,9 +254,12 @@ def _through_bit(g, bit, slope):
 
 @loop
 def relu_bwd_mask(dx, g, words, slope):
-    for i in range(g.size):
-        bit = (words[i >> 5] >> np.uint32(i & 31)) & np.uint32(1)
-        dx[i] = _through_bit(g[i], bit != 0, slope)
+    n = g.size
+    for w in range((n + 31) // 32):  # word by word: the inner loop vectorizes
+        word = words[w]
+        for j in range(min(32, n - 32 * w)):
+            bit = (word >> np.uint32(j)) & np.uint32(1)
+            dx[32 * w + j] = _through_bit(g[32 * w + j], bit != 0, slope)
 
 
 @loop

@@ -119,26 +119,26 @@ def test_relu_masks_are_the_references_bit_for_bit(numba_on):
 
 
 @pytest.mark.parametrize("name, p", CASES, ids=str)
-def test_taken_only_for_float32_arrays_it_can_read_flat(numba_on, name, p):
-    """float64 and 16-bit floats keep the formulas; so do a non-contiguous x and a g that
-    broadcasts against x (the backward's fallback), each with the formulas' values."""
+def test_taken_for_float32_whatever_the_layout(numba_on, name, p):
+    """float64 and 16-bit floats keep the formulas; every float32 array takes the kernels,
+    a strided view and a g that broadcasts against x too (copied flat first), with the values
+    of the contiguous arrays bit for bit: how arrays lie never changes a value."""
     x = np.linspace(-4, 4, 24, dtype=np.float32).reshape(4, 6)
-    assert _op(name, p, x, np.ones_like(x))[2] == 2
     assert _op(name, p, x.astype(np.float64), np.ones(x.shape))[2] == 0
     assert _op(name, p, x.astype(gg.bfloat16), np.ones(x.shape, gg.bfloat16))[2] == 0
-    xt = x.T  # a view, not C-contiguous: its forward takes the formula
-    y, dx, taken = _op(name, p, xt, np.ones(xt.shape, np.float32))
-    want_y, want_dx = _formulas(name, p, xt, np.ones(xt.shape, np.float32))
-    assert taken < 2 and y.tobytes() == np.ascontiguousarray(want_y).tobytes()
-    np.testing.assert_allclose(dx, want_dx, rtol=1e-6)
+    g = np.linspace(-1, 2, 24, dtype=np.float32).reshape(6, 4)
+    y, dx, taken = _op(name, p, x.T, g)  # x.T: a view, not C-contiguous
+    want_y, want_dx, _ = _op(name, p, np.ascontiguousarray(x.T), g)
+    assert taken == 2 and y.tobytes() == want_y.tobytes() and dx.tobytes() == want_dx.tobytes()
     a = ACTIVATIONS[name]
     if a.saves != "mask":
-        s = a.forward(np, x, **p) if a.saved(p) == "y" else x
-        g = np.array([1.0, -2.0, 0.5, 3.0, 0.0, 1.0], np.float32)
+        s = y if a.saved(p) == "y" else np.ascontiguousarray(x.T)
+        row = g[:1]  # (1, 4) against s's (6, 4)
         before = sum(activation_numba.calls.values())
-        got = getattr(gg, f"{name}_backward")(gg.tensor(g), gg.tensor(s), **p).numpy()
-        assert sum(activation_numba.calls.values()) == before
-        np.testing.assert_array_equal(got, a.backward(np, np.broadcast_to(g, s.shape), s, **p))
+        got = getattr(gg, f"{name}_backward")(gg.tensor(row), gg.tensor(s), **p).numpy()
+        want = getattr(gg, f"{name}_backward")(gg.tensor(np.repeat(row, 6, 0)), gg.tensor(s), **p).numpy()
+        assert sum(activation_numba.calls.values()) == before + 2
+        assert got.tobytes() == want.tobytes()
 
 
 @pytest.mark.parametrize("name, p", CASES, ids=str)

@@ -3,7 +3,10 @@ arrays with the numba kernels and with the NumPy formulas (GPUGRAD_NUMBA=0), bes
 aten kernels (forward under no_grad, then the aten backward op), in one process. Each round
 times every candidate in turn (k forward calls, then k backward calls), starting from a
 different one each round; the figure is the median over the rounds, the ratio candidate /
-torch. Run: PYTHONPATH=$PWD python bench/results/2026-12-07-cpu-numba-activations/fwd_bwd.py"""
+torch. Under load, `cpu` as a second argument times CPU time (process_time: time spent
+preempted does not count; then compare with torch at 1 thread, OMP_NUM_THREADS=1, since
+process time sums the threads). Run: PYTHONPATH=$PWD python
+bench/results/2026-12-07-cpu-numba-activations/fwd_bwd.py [rounds] [cpu]"""
 
 import os
 import sys
@@ -17,6 +20,7 @@ import gpugrad as gg
 from gpugrad.ops import activation_numba
 
 N, ROUNDS, K = 1 << 20, int(sys.argv[1]) if len(sys.argv) > 1 else 11, 10
+clock = time.process_time if sys.argv[2:] == ["cpu"] else time.perf_counter
 CASES = [("relu", {}), ("leaky_relu", {}), ("elu", {}), ("gelu", {}), ("gelu_tanh", {"approximate": "tanh"}),
          ("silu", {}), ("softplus", {}), ("sigmoid", {}), ("tanh", {}), ("softsign", {}), ("hardswish", {})]
 aten = torch.ops.aten
@@ -69,20 +73,20 @@ def torch_case(label, x, g):
 def timed(fwd, bwd):
     saved = fwd()
     bwd(saved)  # warm: compiled, caches touched
-    t0 = time.perf_counter()
+    t0 = clock()
     for _ in range(K):
         saved = fwd()
-    t1 = time.perf_counter()
+    t1 = clock()
     for _ in range(K):
         bwd(saved)
-    return (t1 - t0) / K, (time.perf_counter() - t1) / K
+    return (t1 - t0) / K, (clock() - t1) / K
 
 
 def main():
     rng = np.random.default_rng(0)
     x = (3 * rng.standard_normal(N)).astype(np.float32)
     g = rng.standard_normal(N).astype(np.float32)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {activation_numba.status()}; "
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {activation_numba.status()}; {clock.__name__}; "
           f"loadavg {open('/proc/loadavg').read().split()[:3]}")
     print(f"{'activation':<11} {'torch ms':>9} {'numba ms':>9} {'numpy ms':>9} {'numba/torch':>12} "
           f"{'numpy/torch':>12} {'(min)':>6} {'(min)':>6}")
