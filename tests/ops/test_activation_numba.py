@@ -36,10 +36,10 @@ def numba_on(monkeypatch):
 def _op(name, p, x, g):
     """y and dx (from g) of the op on CPU tensors, and how many numba kernel calls they took."""
     before = sum(activation_numba.calls.values())
-    t = gg.tensor(x, requires_grad=True)
+    t = gg.tensor(x, requires_grad=True, device="cpu")  # the CPU's path, whatever the default
     with gg.autograd.record():
         y = getattr(gg, name)(t, **p)
-    y.backward(gg.tensor(g))
+    y.backward(gg.tensor(g, device="cpu"))
     return y.numpy(), t.grad.numpy(), sum(activation_numba.calls.values()) - before
 
 
@@ -135,8 +135,8 @@ def test_taken_for_float32_whatever_the_layout(numba_on, name, p):
         s = y if a.saved(p) == "y" else np.ascontiguousarray(x.T)
         row = g[:1]  # (1, 4) against s's (6, 4)
         before = sum(activation_numba.calls.values())
-        got = getattr(gg, f"{name}_backward")(gg.tensor(row), gg.tensor(s), **p).numpy()
-        want = getattr(gg, f"{name}_backward")(gg.tensor(np.repeat(row, 6, 0)), gg.tensor(s), **p).numpy()
+        got = getattr(gg, f"{name}_backward")(gg.tensor(row, device="cpu"), gg.tensor(s, device="cpu"), **p).numpy()
+        want = getattr(gg, f"{name}_backward")(gg.tensor(np.repeat(row, 6, 0), device="cpu"), gg.tensor(s, device="cpu"), **p).numpy()
         assert sum(activation_numba.calls.values()) == before + 2
         assert got.tobytes() == want.tobytes()
 
