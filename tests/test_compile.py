@@ -284,3 +284,40 @@ def test_a_recurrent_training_step_compiled_equals_eager(kind, device):
     (eager_losses, eager_params), (losses, params_after) = runs
     for got, want in zip(losses + params_after, eager_losses + eager_params):
         _same(got, want, device)
+
+
+ACTIVATIONS = [("relu", {}), ("leaky_relu", {}), ("elu", {}), ("gelu", {}),
+               ("gelu", {"approximate": "tanh"}), ("silu", {}), ("softplus", {}), ("sigmoid", {}),
+               ("tanh", {}), ("softsign", {}), ("hardswish", {})]
+
+
+@pytest.mark.parametrize("name, p", ACTIVATIONS, ids=str)
+def test_a_step_through_the_numba_activations_replays_them(device, monkeypatch, name, p):
+    """The CPU's numba kernels are no NumPy call: the tape keeps them (tape.foreign), and every
+    replay runs them again into the same buffers. A step through each activation, forward and
+    backward, equals the eager step bit for bit over replays with new inputs."""
+    from gpugrad.ops import activation_numba
+
+    monkeypatch.setenv("GPUGRAD_NUMBA", "1")
+    numba = _records(device) and activation_numba.enabled()
+    if _records(device) and not numba:
+        pytest.skip(f"numba kernels unavailable: {activation_numba.status()}")
+    rng = np.random.default_rng(3)
+    w0 = rng.standard_normal((6, 5)).astype("float32")
+    ws = [gg.tensor(w0, device=device, requires_grad=True) for _ in range(2)]
+
+    def step(x, w):
+        with gg.autograd.record():
+            loss = (getattr(gg, name)(x @ w, **p) * x[:, :5]).sum()
+        loss.backward()
+        return loss, w.grad
+
+    compiled = gg.compile(lambda x: step(x, ws[1]))
+    before = sum(activation_numba.calls.values())
+    for _ in range(4):
+        x = gg.tensor(3 * rng.standard_normal((7, 6)).astype("float32"), device=device)
+        want, got = step(x, ws[0]), compiled(x)
+        for a, b in zip(got, want):
+            _same(a, b, device)
+    assert (sum(activation_numba.calls.values()) > before) == numba
+    assert compiled.replays == (2 if _records(device) or compiled.captured else 0)

@@ -219,6 +219,13 @@ def _dispatch(fn, name, args, kwargs):
     return tape.call(fn, name, args, kwargs)
 
 
+def foreign(fn, *args, out):
+    """fn(*args, out=out) for a function NumPy does not dispatch (a numba kernel): while a tape
+    records, kept as a call that writes `out`, so that every replay runs it again into the same
+    arrays (unseen, a replay would skip it and leave `out` stale)."""
+    return _dispatch(fn, getattr(fn, "__name__", "foreign"), args, {"out": out})
+
+
 def _host_read(what):
     def refuse(self, *args, **kwargs):
         tape = recording()

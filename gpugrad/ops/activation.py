@@ -6,8 +6,8 @@ activations.cuh's GG_ACTIVATIONS), what its backward reads, its parameters, its 
 and its math on arrays, which is both the CPU path and the reference the strict test device
 computes in place of the kernels. The ops are made from the rows below; so are the kernels'
 specs, the gg.nn modules, the memory formula, the CLI's choices, the benchmark list and the
-tests' cases. Each forward and backward asks devices.fused() for the CUDA kernel and falls
-back to the xp formula. The backward of each activation is itself an op (Chainer's ReLUGrad2
+tests' cases. Each forward and backward asks devices.fused() for the CUDA kernel, on the CPU
+activation_numba.kernel() for a numba one, and falls back to the xp formula. The backward of each activation is itself an op (Chainer's ReLUGrad2
 pattern) whose rules come from the row's `backward_derivative`, so create_graph=True
 differentiates through the fused path too.
 """
@@ -21,6 +21,7 @@ from gpugrad.devices.cuda import kernels, specs
 from gpugrad.devices.cuda import references as ref
 from gpugrad.devices.cuda.references import leaky_relu_mask, relu_mask
 from gpugrad.ops import activation_formulas as formula
+from gpugrad.ops import activation_numba
 from gpugrad.ops import reduce
 from gpugrad.ops.registry import defelementwise, defop, jvp_of_two, no_gradient
 
@@ -145,7 +146,7 @@ def _mask_backward(xp, g, mask, *, negative_slope=0.0):
         raise ValueError(f"relu_backward: the mask must be packed uint32 words for {g.size} "
                          f"elements ({(g.size + 31) // 32} words), got {mask.dtype} of shape "
                          f"{mask.shape}")
-    k = devices.fused("relu_bwd_mask", xp, g)
+    k = devices.fused("relu_bwd_mask", xp, g) or activation_numba.kernel("relu_bwd_mask", xp, g, mask)
     if k:
         return k(g, mask, negative_slope)
     if g.dtype.itemsize != 2:
@@ -154,7 +155,7 @@ def _mask_backward(xp, g, mask, *, negative_slope=0.0):
 
 
 def _output_backward(xp, g, out, *, negative_slope=0.0, leaky=False):
-    k = devices.fused("relu_bwd_out", xp, g, out)
+    k = devices.fused("relu_bwd_out", xp, g, out) or activation_numba.kernel("relu_bwd_out", xp, g, out)
     if k:
         return k(g, out, negative_slope, leaky)
     if g.dtype.itemsize != 2 and out.dtype.itemsize != 2:
@@ -182,7 +183,8 @@ def _forward_of(a):
     def forward(xp, x, **params):
         if a.check:
             a.check(params)
-        k = devices.fused(a.kernel(params) + "_fwd", xp, x)
+        name = a.kernel(params) + "_fwd"
+        k = devices.fused(name, xp, x) or activation_numba.kernel(name, xp, x)
         if k:
             return k(x, *a.kernel_scalars(params))
         if x.dtype.itemsize != 2:
@@ -192,12 +194,16 @@ def _forward_of(a):
     return forward
 
 
+def _relu_fwd_mask(xp, x):
+    return devices.fused("relu_fwd_mask", xp, x) or activation_numba.kernel("relu_fwd_mask", xp, x)
+
+
 def _mask_saving_of(a, forward):
     """The forward that also writes the 1-bit mask: one kernel on a GPU. relu's mask is
     !(x <= 0), leaky_relu's x > 0; a zero slope takes the CPU formula with leaky_relu's mask."""
     def forward_saving(xp, x, **params):
         slope = params.get("negative_slope")
-        k = devices.fused("relu_fwd_mask", xp, x) if slope != 0 else None
+        k = _relu_fwd_mask(xp, x) if slope != 0 else None
         if k:
             y, mask = k(x, slope or 0.0)
         else:  # relu_fwd_mask's reference, with a zero slope's mask leaky_relu's x > 0
@@ -214,7 +220,7 @@ def _mask_from_output(a):
     def remade(xp, y, slope, bits):
         # one kernel, where packing takes several; its slope-0 branch is relu's !(y <= 0), so
         # leaky_relu with a zero slope (its mask is y > 0: NaN gives 0) packs on arrays
-        k = devices.fused("relu_fwd_mask", xp, y) if slope != 0 or bits is relu_mask else None
+        k = _relu_fwd_mask(xp, y) if slope != 0 or bits is relu_mask else None
         if k:
             return {"mask": k(y, slope)[1]}
         return {"mask": kernels.pack_mask(xp, bits(xp, y))}
@@ -229,7 +235,8 @@ def _backward_op(a):
     """<name>_backward(g, x or out): linear in g; in the saved array, the row's
     `backward_derivative`."""
     def run(xp, g, s, params):
-        k = devices.fused(a.kernel(params) + "_bwd", xp, g, s)
+        name = a.kernel(params) + "_bwd"
+        k = devices.fused(name, xp, g, s) or activation_numba.kernel(name, xp, g, s)
         if k:
             return k(g, s, *a.kernel_scalars(params))
         if g.dtype.itemsize != 2 and s.dtype.itemsize != 2:

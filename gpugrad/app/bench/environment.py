@@ -33,4 +33,8 @@ def environment(device):
                     "cuda runtime": cp.cuda.runtime.runtimeGetVersion()})
     else:
         env["cpu"] = platform.processor() or platform.machine()
+        if be.xp is np:
+            from gpugrad.ops import activation_numba
+
+            env["cpu activations"] = activation_numba.status()
     return env
