@@ -185,6 +185,62 @@ def test_new_shapes_and_dtypes_record_again_and_each_recording_is_kept():
     assert compiled.replays == len(sizes) - len(ran)
 
 
+def _buffers(program):
+    """The distinct memory (root arrays) a replay's calls touch."""
+    from gpugrad.devices import tape_plan
+    return {id(tape_plan._root(a)) for entry in program for a in tape_plan.arrays_in(entry)}
+
+
+def test_calls_whose_results_nothing_reads_are_dropped_and_what_the_step_keeps_is_not():
+    """A replay runs no call whose result nothing reads; a result the step stored (whole or
+    a view of it) is another matter: it is written on every replay, as eagerly."""
+    stored = []
+
+    def step(x):
+        gg.exp(x * 3)  # read by nothing: dropped
+        kept = x + 1
+        stored.append((kept, kept[1:]))  # the step keeps it and a view of it: both written
+        return (x * 2).sum()
+
+    compiled = gg.compile(step, device="cpu")
+    for v in range(4):
+        x = gg.full((3,), float(v), device="cpu")
+        assert host(compiled(x)) == 6 * v
+        kept, first = stored[-1]
+        assert host(kept).tolist() == [v + 1.0] * 3 and host(first).tolist() == [v + 1.0] * 2
+    assert compiled.calls == 3 and len(stored) == 2  # x + 1, x * 2 and the sum
+
+
+def test_intermediates_share_buffers_only_where_their_lives_do_not_overlap():
+    """Arrays of one shape die one after another along a chain and may share a buffer; one read
+    at the end (`a`), one returned (`out`) and one stored in a view (`seen`) must keep theirs.
+    Every replay equals the eager step bit for bit, and the program touches fewer buffers than
+    it has results."""
+    seen = []
+
+    def step(x):
+        a = x * 2  # read again at the very end
+        b = gg.exp(((a + 1) * 3 - 1) * 0.5)  # a chain: each link dead once the next is made
+        c = gg.tanh(b * 1.5 + 2)
+        seen.append(c[1:])
+        out = c * 0.25  # returned
+        return (out + a).sum(), out
+
+    compiled = gg.compile(step, device="cpu")
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        x = rng.standard_normal((4, 6)).astype(np.float32)
+        want_sum, want_out = step(gg.tensor(x, device="cpu"))
+        want_seen = host(seen.pop())
+        got_sum, got_out = compiled(gg.tensor(x, device="cpu"))
+        assert _bits(got_sum) == _bits(want_sum) and _bits(got_out) == _bits(want_out)
+        # the view the recording stored, rewritten by every replay
+        assert host(seen[-1]).tobytes() == want_seen.tobytes()
+    assert len(seen) == 2
+    results = [entry for entry in compiled._program if "out" in entry[2]]
+    assert len(_buffers(compiled._program)) < len(results)
+
+
 @pytest.mark.parametrize("read", [
     (r"item\(\)", lambda loss: float(loss)),
     (r"numpy\(\)", lambda loss: print(loss.numpy())),

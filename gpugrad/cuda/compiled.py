@@ -120,6 +120,7 @@ class CompiledStep(graphed.GraphedStep):
             raise
         self._outputs = _plain(outputs, tape)
         self._swaps = {k: (ref, a) for k, (ref, a) in swaps.items() if ref() is not None}
+        swaps.clear()  # the arrays of tensors gone are the program's alone (tape.program)
         self._program = tape.program()
         return self._outputs
 

@@ -1,0 +1,159 @@
+"""A recorded step's program made lighter before it replays (gpugrad/devices/tape.py).
+
+Two passes, both on the arrays that only the program refers to (its own: not a parameter,
+gradient, optimizer state, argument or result, nor anything the step stored; found by counting
+each array's references, so an array anything else holds is left alone):
+- a call whose every written array is the program's own and read by no call the replay needs
+  is dropped (so, in turn, are the calls that fed only it);
+- arrays of the same shape, dtype and strides whose lives do not overlap share one buffer:
+  an array qualifies when the first call of a replay that touches it overwrites all of it
+  without reading it (so no value is carried from one replay to the next) and no view of it
+  appears in the program.
+Every call kept runs as recorded, on arrays holding the same values when it runs, so a replay
+stays equal to the eager step bit for bit; only where values are kept changes.
+"""
+
+import sys
+
+import numpy as np
+
+_C_BASE = np.ndarray.base.__get__
+
+
+def _root(a):
+    while isinstance(_C_BASE(a), np.ndarray):
+        a = _C_BASE(a)
+    return a
+
+
+class Access:
+    """The arrays one call reads and writes; `full`: it overwrites all of writes[0], unread."""
+
+    __slots__ = ("reads", "writes", "full")
+
+    def __init__(self, reads, writes, full):
+        self.reads, self.writes, self.full = reads, writes, full
+
+
+def arrays_in(x, found=None):
+    """The arrays in x, through nested tuples, lists and dicts."""
+    found = [] if found is None else found
+    if isinstance(x, np.ndarray):
+        found.append(x)
+    elif type(x) in (tuple, list):
+        for v in x:
+            arrays_in(v, found)
+    elif type(x) is dict:
+        for v in x.values():
+            arrays_in(v, found)
+    return found
+
+
+def optimized(entries, access):
+    """(entries, access) with dead calls dropped and buffers shared (see the module's doc)."""
+    own = _own_roots([entries, [(a.reads, a.writes) for a in access]])
+    entries, access = _live(entries, access, own)
+    return _shared(entries, access, own)
+
+
+def _own_roots(containers):
+    """ids of the roots whose every reference (of the root and of each view of it) comes from
+    the containers: arrays no one else can see or write."""
+    seen, counts = _references(containers)
+    probe = np.empty(0)  # held here as each array is: the references of one held by no one
+    seen[id(probe)], counts[id(probe)] = probe, 0
+    del probe
+    extra = {key: sys.getrefcount(seen[key]) - counts[key] for key in seen}
+    alone = extra.pop(list(seen)[-1])
+    own, shared = set(), set()
+    for key, a in list(seen.items())[:-1]:
+        root = _root(a)
+        (own if extra[key] == alone else shared).add(id(root))
+        if not root.flags.owndata:
+            shared.add(id(root))  # its memory may be another object's too
+    return own - shared
+
+
+def _references(containers):
+    """({id: array}, {id: how many references to it the containers and those arrays hold})
+    for the arrays in the containers and their bases (a view holds its base)."""
+    counts, seen, visited, stack = {}, {}, set(), list(containers)
+    while stack:
+        c = stack.pop()
+        if id(c) in visited:
+            continue
+        visited.add(id(c))
+        for v in c.values() if type(c) is dict else c:
+            if isinstance(v, np.ndarray):
+                counts[id(v)] = counts.get(id(v), 0) + 1
+                seen[id(v)] = v
+            elif type(v) in (tuple, list, dict):
+                stack.append(v)
+    for a in list(seen.values()):  # a view holds its base
+        while isinstance(_C_BASE(a), np.ndarray):
+            b = _C_BASE(a)
+            counts[id(b)] = counts.get(id(b), 0) + 1
+            if id(b) in seen:
+                break
+            seen[id(b)] = a = b
+    return seen, counts  # the locals go with the frame: they hold nothing after
+
+
+def _live(entries, access, own):
+    """The calls a replay needs: those that write an array not the program's own, and, in turn,
+    those that write what a needed call reads (a call's read of what it writes itself does not
+    make it needed)."""
+    writes = [{id(_root(w)) for w in acc.writes} for acc in access]
+    needed = {i for i, w in enumerate(writes) if not w or w - own}
+    wanted, grown = set(), True
+    while grown:
+        for i in needed:
+            wanted.update(id(_root(a)) for a in access[i].reads)
+        more = {i for i, w in enumerate(writes) if i not in needed and w & wanted}
+        grown = bool(more)
+        needed |= more
+    keep = sorted(needed)
+    return [entries[i] for i in keep], [access[i] for i in keep]
+
+
+def _shared(entries, access, own):
+    """Arrays of the program whose lives do not overlap, given one buffer (module's doc)."""
+    first, last, roots = {}, {}, {}
+    for i, acc in enumerate(access):
+        for a in (*acc.reads, *acc.writes):
+            r = _root(a)
+            first.setdefault(id(r), i)
+            last[id(r)] = i
+            roots.setdefault(id(r), set()).add(id(a))
+    hosts, into = [], {}  # [buffer, the last call that uses it]; id(array) -> its buffer
+    for key in sorted(first, key=first.get):
+        acc = access[first[key]]
+        r = _root(acc.writes[0]) if acc.writes else None
+        if (key not in own or r is None or id(r) != key or not acc.full
+                or acc.writes[0] is not r or any(id(_root(a)) == key for a in acc.reads)
+                or not r.flags.c_contiguous):
+            continue
+        host = next((h for h in hosts if h[1] < first[key] and _fits(h[0], r)), None)
+        if host is not None and roots[key] == {key}:  # no view of it to rebuild
+            into[key] = host[0]
+            host[1] = last[key]
+        else:
+            hosts.append([r, last[key]])
+    if not into:
+        return entries
+    return [_swapped(e, into) for e in entries]
+
+
+def _fits(buffer, a):
+    return buffer.shape == a.shape and buffer.dtype == a.dtype and buffer.strides == a.strides
+
+
+def _swapped(x, into):
+    """x with each array in `into` replaced by its buffer, through tuples, lists and dicts."""
+    if isinstance(x, np.ndarray):
+        return into.get(id(x), x)
+    if type(x) in (tuple, list):
+        return type(x)(_swapped(v, into) for v in x)
+    if type(x) is dict:
+        return {k: _swapped(v, into) for k, v in x.items()}
+    return x
