@@ -172,7 +172,7 @@ class Tape:
             return entries
         self._faces.clear()  # the faces hold their arrays: let those no one else holds go
         self._plain.clear()
-        gc.collect()  # and what a cycle (a graph node, a tensor) held
+        gc.collect(1)  # and what a cycle (a graph node, a tensor) held: young, as the recording
         return tape_plan.optimized(entries, access)
 
 
