@@ -211,6 +211,29 @@ def test_calls_whose_results_nothing_reads_are_dropped_and_what_the_step_keeps_i
     assert compiled.calls == 3 and len(stored) == 2  # x + 1, x * 2 and the sum
 
 
+def test_a_call_repeated_on_unchanged_arrays_runs_once():
+    """The same call on the same arrays, with nothing written to them between, runs once and
+    its result is read twice; after an in-place write, or with another constant (-0.0 is not
+    0.0), it runs again."""
+    def step(x):
+        y = x * 2
+        a = gg.exp(y) + gg.exp(y)  # once: exp(y) twice, unchanged
+        y.data += 1  # written in place: exp(y) below is another value
+        b = gg.exp(y) + 0.5
+        zeros = x * 0.0 + x * -0.0  # two constants: two calls
+        return a, b, zeros
+
+    compiled = gg.compile(step, device="cpu")
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        x = rng.standard_normal(5).astype(np.float32)
+        want = step(gg.tensor(x, device="cpu"))
+        got = compiled(gg.tensor(x, device="cpu"))
+        assert all(_bits(g) == _bits(w) for g, w in zip(got, want))
+    # x * 2, exp(y), the sum, y += 1, exp(y), + 0.5, x * 0.0, x * -0.0 and their sum
+    assert compiled.calls == 9
+
+
 def test_intermediates_share_buffers_only_where_their_lives_do_not_overlap():
     """Arrays of one shape die one after another along a chain and may share a buffer; one read
     at the end (`a`), one returned (`out`) and one stored in a view (`seen`) must keep theirs.

@@ -8,7 +8,9 @@ and keeps it: a call that writes in place (out=, a[k] = v, anything returning No
 as it is; one that made a new array is kept with that array as its output (out= for ufuncs, a
 copy into it otherwise); one that returned a view of its input needs nothing, the view stays
 valid. Every array stays alive, so a replay runs the same calls, in the same order, on the same
-memory: equal to the recorded step bit for bit, with no Tensor, node or rule in between.
+memory: equal to the recorded step bit for bit, with no Tensor, node or rule in between. Before it
+replays, the program drops the calls nothing needs and lets the step's own arrays share memory
+where their lives do not overlap (gpugrad/devices/tape_plan.py), which keeps that equality.
 
 Arrays enter through faces: Tensor.data (gpugrad/cuda/compiled.py), optimizer state
 (capture.kept), the step's arguments, and the array makers below, which NumPy does not
@@ -143,9 +145,9 @@ class Tape:
             self._keep(lambda out, f, a, k, i=index: np.copyto(out, f(*a, **k)[i]),
                        (r, fn, pargs, pkw), {}, (r,), (pargs, pkw), full=True)
         elif isinstance(fn, np.ufunc) or isinstance(getattr(fn, "__self__", None), np.ufunc):
-            # where= leaves the rest of out as it was: not a full write
+            # a where= mask leaves the rest of out as it was: not a full write
             self._keep(fn, pargs, {**pkw, "out": (r,)}, (r,), (pargs, pkw),
-                       full="where" not in pkw)
+                       full=pkw.get("where", True) is True)
         else:
             self._keep(_copy_into, (r, fn, pargs, pkw), {}, (r,), (pargs, pkw), full=True)
         return self.face(r)

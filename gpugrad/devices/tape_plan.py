@@ -4,7 +4,8 @@ Two passes, both on the arrays that only the program refers to (its own: not a p
 gradient, optimizer state, argument or result, nor anything the step stored; found by counting
 each array's references, so an array anything else holds is left alone):
 - a call whose every written array is the program's own and read by no call the replay needs
-  is dropped (so, in turn, are the calls that fed only it);
+  is dropped (so, in turn, are the calls that fed only it), and so is a call that repeats an
+  earlier one on unchanged arrays: what read its result reads the earlier one's;
 - arrays of the same shape, dtype and strides whose lives do not overlap share one buffer:
   an array qualifies when the first call of a replay that touches it overwrites all of it
   without reading it (so no value is carried from one replay to the next) and no view of it
@@ -50,9 +51,11 @@ def arrays_in(x, found=None):
 
 
 def optimized(entries, access):
-    """(entries, access) with dead calls dropped and buffers shared (see the module's doc)."""
+    """(entries, access) with dead calls dropped, repeated ones read from their first result
+    and buffers shared (see the module's doc)."""
     own = _own_roots([entries, [(a.reads, a.writes) for a in access]])
     entries, access = _live(entries, access, own)
+    entries, access = _once(entries, access, own)
     return _shared(entries, access, own)
 
 
@@ -114,6 +117,68 @@ def _live(entries, access, own):
         needed |= more
     keep = sorted(needed)
     return [entries[i] for i in keep], [access[i] for i in keep]
+
+
+def _once(entries, access, own):
+    """A call that repeats an earlier one (the same function on the same arrays, unwritten
+    since, and equal other arguments) into an array of the program's own, that only it writes
+    and nothing touches before it, is dropped: later calls read the earlier one's result."""
+    writers, first, roots = {}, {}, {}
+    for i, acc in enumerate(access):
+        for a in (*acc.reads, *acc.writes):
+            first.setdefault(id(_root(a)), i)
+            roots.setdefault(id(_root(a)), set()).add(id(a))
+        for w in acc.writes:
+            writers[id(_root(w))] = writers.get(id(_root(w)), 0) + 1
+    version, made, into, keep = {}, {}, {}, []
+    for i, (entry, acc) in enumerate(zip(entries, access)):
+        entry = _swapped(entry, into)
+        key = None
+        out = acc.writes[0] if len(acc.writes) == 1 else None
+        if (acc.full and out is not None and id(out) in own and roots.get(id(out)) == {id(out)}
+                and writers[id(out)] == 1 and first[id(out)] == i):
+            key = _key(_without_out(entry, out), version)
+        if key is not None and key in made:
+            into[id(out)] = made[key]
+            continue
+        if key is not None:
+            made[key] = out
+        keep.append((entry, acc))
+        for w in acc.writes:
+            version[id(_root(w))] = version.get(id(_root(w)), 0) + 1
+    return ([e for e, _ in keep],
+            [Access(_swapped(a.reads, into), _swapped(a.writes, into), a.full) for _, a in keep])
+
+
+def _without_out(entry, out):
+    """The call without the array it writes: fn(..., out=(out,)) or fn(out, f, args, kwargs)."""
+    fn, args, kwargs = entry
+    if "out" in kwargs:
+        return fn, args, {k: v for k, v in kwargs.items() if k != "out"}
+    return fn, args[1:], kwargs
+
+
+def _key(x, version):
+    """What makes two calls compute the same: arrays by their memory (root, version, offset,
+    shape, strides, dtype), functions by identity (a ufunc's method by the ufunc and its name),
+    other values by type and repr (so -0.0 is not 0.0). None where a value cannot be told apart
+    so."""
+    if isinstance(x, np.ndarray):
+        root = _root(x)
+        return ("array", id(root), version.get(id(root), 0), x.ctypes.data - root.ctypes.data,
+                x.shape, x.strides, x.dtype.str)
+    if type(x) in (tuple, list, dict):
+        items = x.items() if type(x) is dict else enumerate(x)
+        keys = tuple((k, _key(v, version)) for k, v in items)
+        return None if any(k[1] is None for k in keys) else (type(x).__name__, keys)
+    if isinstance(getattr(x, "__self__", None), np.ufunc):  # np.add.reduce: made on each get
+        return ("ufunc method", id(x.__self__), x.__name__)
+    if callable(x):
+        return ("call", id(x))
+    if x is None or type(x) in (bool, int, float, complex, str, slice, np.dtype) or \
+            isinstance(x, (np.generic, np.dtype)):
+        return (type(x).__name__, repr(x))
+    return None
 
 
 def _shared(entries, access, own):
