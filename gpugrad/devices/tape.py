@@ -162,16 +162,14 @@ class Tape:
             self.access.append(tape_plan.Access((init,), (r,), True))
         return self.face(r)
 
-    def program(self, optimize=True):
+    def program(self):
         """The entries a replay runs, once the recording is over: the first contents of made
-        arrays only where the step writes into them; optimized (tape_plan): no dead call, and
-        arrays whose lives do not overlap in one buffer."""
+        arrays only where the step writes into them; optimized (tape_plan): no dead call, no
+        call repeated on unchanged arrays, and arrays whose lives do not overlap in one buffer."""
         unused = {i for i, root in self._made if root not in self._written}
         kept = [i for i in range(len(self.entries)) if i not in unused]
         entries, access = [self.entries[i] for i in kept], [self.access[i] for i in kept]
         self.entries = self.access = None
-        if not optimize:
-            return entries
         self._faces.clear()  # the faces hold their arrays: let those no one else holds go
         self._plain.clear()
         gc.collect(1)  # and what a cycle (a graph node, a tensor) held: young, as the recording
