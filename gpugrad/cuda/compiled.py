@@ -4,8 +4,9 @@ on every device, under gg.cuda.graph's contract (GraphedStep).
 On CUDA it is gg.cuda.graph: a CUDA graph. On the CPU the second call records the step as the
 NumPy calls it makes (gpugrad/devices/tape.py) while it runs, and every later call replays
 them: the same calls in the same order on the same values, so a replay equals an eager step bit
-for bit, with no Tensor, node or rule dispatch; arguments of new shapes record it again. On the strict test device the step runs eagerly
-as if a CUDA stream captured it, as gg.cuda.graph does there.
+for bit, with no Tensor, node or rule dispatch; arguments of new shapes record it again. On the
+strict test device the step runs eagerly as if a CUDA stream captured it, as gg.cuda.graph does
+there, and new shapes are refused as on CUDA.
 """
 
 import collections

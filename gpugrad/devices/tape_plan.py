@@ -121,8 +121,9 @@ def _live(entries, access, own):
 
 def _once(entries, access, own):
     """A call that repeats an earlier one (the same function on the same arrays, unwritten
-    since, and equal other arguments) into an array of the program's own, that only it writes
-    and nothing touches before it, is dropped: later calls read the earlier one's result."""
+    since, and equal other arguments) into an array of the program's own, that only it writes,
+    nothing touches before it and no view of it appears, is dropped: later calls read the
+    earlier one's result."""
     writers, first, roots = {}, {}, {}
     for i, acc in enumerate(access):
         for a in (*acc.reads, *acc.writes):
