@@ -14,6 +14,7 @@ Every call kept runs as recorded, on arrays holding the same values when it runs
 stays equal to the eager step bit for bit; only where values are kept changes.
 """
 
+import heapq
 import sys
 
 import numpy as np
@@ -107,14 +108,18 @@ def _live(entries, access, own):
     those that write what a needed call reads (a call's read of what it writes itself does not
     make it needed)."""
     writes = [{id(_root(w)) for w in acc.writes} for acc in access]
+    writers = {}
+    for i, w in enumerate(writes):
+        for key in w:
+            writers.setdefault(key, []).append(i)
     needed = {i for i, w in enumerate(writes) if not w or w - own}
-    wanted, grown = set(), True
-    while grown:
-        for i in needed:
-            wanted.update(id(_root(a)) for a in access[i].reads)
-        more = {i for i, w in enumerate(writes) if i not in needed and w & wanted}
-        grown = bool(more)
-        needed |= more
+    todo, wanted = list(needed), set()
+    while todo:
+        for key in {id(_root(a)) for a in access[todo.pop()].reads} - wanted:
+            wanted.add(key)
+            more = [i for i in writers.get(key, ()) if i not in needed]
+            needed.update(more)
+            todo.extend(more)
     keep = sorted(needed)
     return [entries[i] for i in keep], [access[i] for i in keep]
 
@@ -191,27 +196,25 @@ def _shared(entries, access, own):
             first.setdefault(id(r), i)
             last[id(r)] = i
             roots.setdefault(id(r), set()).add(id(a))
-    hosts, into = [], {}  # [buffer, the last call that uses it]; id(array) -> its buffer
-    for key in sorted(first, key=first.get):
+    # per shape, dtype and strides, a heap of (the last call that uses it, n, buffer)
+    hosts, into = {}, {}  # id(array) -> the buffer it is given
+    for n, key in enumerate(sorted(first, key=first.get)):
         acc = access[first[key]]
         r = _root(acc.writes[0]) if acc.writes else None
         if (key not in own or r is None or id(r) != key or not acc.full
                 or acc.writes[0] is not r or any(id(_root(a)) == key for a in acc.reads)
                 or not r.flags.c_contiguous):
             continue
-        host = next((h for h in hosts if h[1] < first[key] and _fits(h[0], r)), None)
-        if host is not None and roots[key] == {key}:  # no view of it to rebuild
-            into[key] = host[0]
-            host[1] = last[key]
+        free = hosts.setdefault((r.shape, r.dtype.str, r.strides), [])
+        if free and free[0][0] < first[key] and roots[key] == {key}:  # no view to rebuild
+            _, _, buffer = heapq.heappop(free)
+            into[key] = buffer
+            heapq.heappush(free, (last[key], n, buffer))
         else:
-            hosts.append([r, last[key]])
+            heapq.heappush(free, (last[key], n, r))
     if not into:
         return entries
     return [_swapped(e, into) for e in entries]
-
-
-def _fits(buffer, a):
-    return buffer.shape == a.shape and buffer.dtype == a.dtype and buffer.strides == a.strides
 
 
 def _swapped(x, into):
