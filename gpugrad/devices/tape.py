@@ -8,7 +8,9 @@ and keeps it: a call that writes in place (out=, a[k] = v, anything returning No
 as it is; one that made a new array is kept with that array as its output (out= for ufuncs, a
 copy into it otherwise); one that returned a view of its input needs nothing, the view stays
 valid. Every array stays alive, so a replay runs the same calls, in the same order, on the same
-memory: equal to the recorded step bit for bit, with no Tensor, node or rule in between.
+memory: equal to the recorded step bit for bit, with no Tensor, node or rule in between. Before it
+replays, the program drops the calls nothing needs and lets the step's own arrays share memory
+where their lives do not overlap (gpugrad/devices/tape_plan.py), which keeps that equality.
 
 Arrays enter through faces: Tensor.data (gpugrad/cuda/compiled.py), optimizer state
 (capture.kept), the step's arguments, and the array makers below, which NumPy does not
@@ -19,11 +21,13 @@ closure) is read where it lies on every replay: a constant, as far as the step g
 """
 
 import contextlib
+import gc
 import threading
 
 import numpy as np
 
 from gpugrad.devices import capture
+from gpugrad.devices import tape_plan
 
 _C_BASE = np.ndarray.base.__get__  # the memory's owner as NumPy keeps it
 _local = threading.local()
@@ -60,6 +64,7 @@ class Tape:
 
     def __init__(self):
         self.entries = []  # (function, args, kwargs), run in order by replay()
+        self.access = []  # per entry, the arrays it reads and writes (tape_plan.Access)
         self._faces = {}  # id(plain array) -> (it, its face)
         self._plain = {}  # id(face) -> the plain array under it
         self._made = []  # (index into entries, root) of arrays the step made from no array
@@ -102,7 +107,8 @@ class Tape:
             self.depth -= 1
         out = kwargs.get("out")
         if out is not None and any(o is not None for o in (out if type(out) is tuple else (out,))):
-            self._keep(fn, pargs, pkw, written=pkw["out"])
+            self._keep(fn, pargs, pkw, written=pkw["out"],
+                       inputs=(pargs, {k: v for k, v in pkw.items() if k != "out"}))
             return out[0] if type(out) is tuple and len(out) == 1 else out
         if result is None:  # wrote into its first argument (a[k] = v, copyto, ufunc.at ...)
             self._keep(fn, pargs, pkw, written=pargs[:1])
@@ -112,11 +118,15 @@ class Tape:
                          for i, r in enumerate(result))
         return self._result(result, fn, name, pargs, pkw, args)
 
-    def _keep(self, fn, args, kwargs, written=()):
+    def _keep(self, fn, args, kwargs, written=(), inputs=None, full=False):
+        """Keep a call that writes `written` and reads the arrays in `inputs` (default: all its
+        arguments); full: it overwrites all of written[0] and does not read it."""
         self.entries.append((fn, args, kwargs))
-        for w in written if type(written) in (tuple, list) else (written,):
-            if isinstance(w, np.ndarray):
-                self._written.add(id(_root(w)))
+        writes = tape_plan.arrays_in(written)
+        reads = tape_plan.arrays_in((args, kwargs) if inputs is None else inputs)
+        self.access.append(tape_plan.Access(tuple(reads), tuple(writes), full))
+        for w in writes:
+            self._written.add(id(_root(w)))
 
     def _result(self, r, fn, name, pargs, pkw, args, index=None):
         if isinstance(r, np.generic):  # a NumPy scalar: kept in a 0-d array of its own
@@ -133,11 +143,13 @@ class Tape:
             return self.face(r)  # a view of its input: valid on every replay as it is
         if index is not None:  # one output of several: computed again, this one copied in
             self._keep(lambda out, f, a, k, i=index: np.copyto(out, f(*a, **k)[i]),
-                       (r, fn, pargs, pkw), {})
+                       (r, fn, pargs, pkw), {}, (r,), (pargs, pkw), full=True)
         elif isinstance(fn, np.ufunc) or isinstance(getattr(fn, "__self__", None), np.ufunc):
-            self._keep(fn, pargs, {**pkw, "out": (r,)})
+            # a where= mask leaves the rest of out as it was: not a full write
+            self._keep(fn, pargs, {**pkw, "out": (r,)}, (r,), (pargs, pkw),
+                       full=pkw.get("where", True) is True)
         else:
-            self._keep(_copy_into, (r, fn, pargs, pkw), {})
+            self._keep(_copy_into, (r, fn, pargs, pkw), {}, (r,), (pargs, pkw), full=True)
         return self.face(r)
 
     def made(self, r, name):
@@ -147,13 +159,21 @@ class Tape:
         if init is not None:
             self._made.append((len(self.entries), id(_root(r))))
             self.entries.append((np.copyto, (r, init), {}))
+            self.access.append(tape_plan.Access((init,), (r,), True))
         return self.face(r)
 
     def program(self):
-        """The entries a replay runs: the first contents of made arrays only where the step
-        writes into them."""
+        """The entries a replay runs, once the recording is over: the first contents of made
+        arrays only where the step writes into them; optimized (tape_plan): no dead call, no
+        call repeated on unchanged arrays, and arrays whose lives do not overlap in one buffer."""
         unused = {i for i, root in self._made if root not in self._written}
-        return [e for i, e in enumerate(self.entries) if i not in unused]
+        kept = [i for i in range(len(self.entries)) if i not in unused]
+        entries, access = [self.entries[i] for i in kept], [self.access[i] for i in kept]
+        self.entries = self.access = None
+        self._faces.clear()  # the faces hold their arrays: let those no one else holds go
+        self._plain.clear()
+        gc.collect(1)  # and what a cycle (a graph node, a tensor) held: young, as the recording
+        return tape_plan.optimized(entries, access)
 
 
 def replay(program):

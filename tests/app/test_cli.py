@@ -13,6 +13,7 @@ from gpugrad.app.cli import bench as bench_command
 from gpugrad.app.cli import plotting, refusals
 from gpugrad import recording
 from gpugrad.app import experiments, training
+from gpugrad.app.bench import jax_baseline
 
 
 def _readme():
@@ -149,9 +150,23 @@ def test_bench_mlp_runs_at_the_batch_sizes_asked_for(tmp_path, capsys):
     rows = json.loads(out.read_text())["rows"]
     assert {(r["model"], r["batch"]) for r in rows} == {
         ("4.7 (784-256-10)", 3), ("deep (784-1024x3-10)", 3)}
-    capsys.readouterr()
+    # JAX is optional: its row is there where it is installed, and the run says when it is not
+    jax_installed = jax_baseline.version() is not None
+    assert any(r["impl"] == "jax jit" for r in rows) == jax_installed
+    assert ("no 'jax jit' row" in capsys.readouterr().out) == (not jax_installed)
     assert cli.main(["bench", "kernels", "--device", "cpu", "--batch", "8"]) == 1
     assert "gpugrad bench mlp --batch 8" in capsys.readouterr().err
+
+
+def test_the_jax_row_is_left_out_where_jax_cannot_be_imported(monkeypatch):
+    from gpugrad.app.bench.suites import mlp as mlp_suite
+
+    cases = mlp_suite.mlp_step_cases([8, 4, 2], 4, "cpu")
+    assert ("jax jit" in cases) == (jax_baseline.version() is not None)
+    if "jax jit" in cases:
+        cases["jax jit"]()  # it runs on the CPU
+    monkeypatch.setitem(sys.modules, "jax", None)  # as if JAX were not installed
+    assert "jax jit" not in mlp_suite.mlp_step_cases([8, 4, 2], 4, "cpu")
 
 
 def _ratio_or_flagged(row, key, others=()):

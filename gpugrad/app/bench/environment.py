@@ -7,7 +7,7 @@ import numpy as np
 
 import gpugrad
 from gpugrad import devices
-from gpugrad.app.bench import torch_baseline
+from gpugrad.app.bench import jax_baseline, torch_baseline
 
 
 def environment(device):
@@ -24,6 +24,7 @@ def environment(device):
     env["torch"] = torch.__version__ if torch else None
     if torch:
         env["torch threads"] = torch.get_num_threads()
+    env["jax"] = jax_baseline.version()
     be = devices.get(device)
     if be.is_cuda:
         cp = be.xp

@@ -1,6 +1,8 @@
-"""JAX, the baseline beside the captured training step on a GPU: the same step, jit-compiled."""
+"""JAX, the baseline beside the captured training step on a GPU and the compiled one on the CPU:
+the same step, jit-compiled. JAX is optional: without it there is no row."""
 
 import functools
+import importlib.metadata
 import os
 
 import numpy as np
@@ -14,16 +16,24 @@ JAX_PRECISIONS = {None: (None, "highest"), "fp32": (None, "highest"), "tf32": (N
                   "bf16": ("bfloat16", "default"), "fp16": ("float16", "default")}
 
 
-def training_step(weights_host, x_host, y_host, lam, lr, precision=None):
-    """The same step in JAX, jit-compiled, its matmuls at full float32 precision, or in
-    `precision` (JAX_PRECISIONS); each call waits for its result, as CUDA events cannot see
-    JAX's stream. None when JAX or its GPU backend is missing."""
+def version():
+    """JAX's version where it is installed, else None (found without importing it)."""
+    try:
+        return importlib.metadata.version("jax")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def training_step(weights_host, x_host, y_host, lam, lr, precision=None, platform="gpu"):
+    """The same step in JAX, jit-compiled for `platform` ("gpu" or "cpu"), its matmuls at full
+    float32 precision, or in `precision` (JAX_PRECISIONS); each call waits for its result, as
+    CUDA events cannot see JAX's stream. None when JAX or that backend is missing."""
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # leave CuPy its memory
     try:
         import jax
         import jax.numpy as jnp
-        gpu = jax.devices("gpu")[0]
-    except Exception:  # noqa: BLE001 - not installed, or no GPU backend: no row
+        target = jax.devices(platform)[0]
+    except Exception:  # noqa: BLE001 - not installed, or no such backend: no row
         return None
     cast, matmul_precision = JAX_PRECISIONS[precision]
     cast = getattr(jnp, cast) if cast else None
@@ -47,8 +57,8 @@ def training_step(weights_host, x_host, y_host, lam, lr, precision=None):
         grads = jax.grad(loss_fn)(ws, x, y)
         return [w - lr * g for w, g in zip(ws, grads)]
 
-    state = [jax.device_put(w, gpu) for w in weights_host]
-    x, y = jax.device_put(x_host, gpu), jax.device_put(y_host.astype(np.int32), gpu)
+    state = [jax.device_put(w, target) for w in weights_host]
+    x, y = jax.device_put(x_host, target), jax.device_put(y_host.astype(np.int32), target)
 
     def step():
         state[:] = update(state, x, y)

@@ -26,6 +26,10 @@ RATIO_COLUMNS = {
                              "moves / its time)"},
     "captured / hand-written": {"mlp": "the captured step's time / the hand-written captured "
                                        "step's"},
+    "compiled / hand-written": {"mlp": "the compiled step's time (gg.compile: recorded and "
+                                       "replayed) / the hand-written NumPy step's"},
+    "compiled / jax jit": {"mlp": "the compiled step's time / JAX's jit-compiled step's on the "
+                                  "same device"},
     "time / fp32": {"mlp": "the step's time in this precision (under autocast, or with TF32 on) / "
                            "the same library's float32 step's"},
     "gpugrad / torch layer": {"rnn": "gpugrad's step time / PyTorch's with torch.nn.<layer>"},

@@ -5,7 +5,7 @@ import json
 import sys
 
 from gpugrad.app import precisions, training
-from gpugrad.app.bench import environment, suites, table, torch_baseline
+from gpugrad.app.bench import environment, jax_baseline, suites, table, torch_baseline
 from gpugrad.app.cli import arguments, plotting, refusals
 
 
@@ -58,6 +58,9 @@ def run(args):
     if torch_baseline.torch_or_none() is None:
         print("note: PyTorch is not installed, so there are no PyTorch baselines "
               "(pip install torch==2.13.0)")
+    if "mlp" in names and jax_baseline.version() is None:
+        print("note: JAX is not installed, so the mlp suite has no 'jax jit' row (optional: "
+              "pip install jax)")
     results = {"environment": env, "quick": not args.full, "rows": []}
     if args.precision is not None and names != ["mlp"]:
         raise ValueError(f"--precision times the mlp suite's steps, not {args.suite}'s: "

@@ -53,6 +53,10 @@ def mlp_step_cases(sizes, batch, device, lam=1e-3, lr=0.01, precision=None):
     elif be.is_cpu:  # the floor under the compiled step: the same step by hand on NumPy
         cases["hand-written"] = array_baseline.hand_written_step(
             [w.copy() for w in weights_host], x_host, y_host, lam, lr)
+        jax_step = jax_baseline.training_step(weights_host, x_host, y_host, lam, lr,
+                                              platform="cpu")
+        if jax_step is not None:  # the other library that compiles a whole step
+            cases["jax jit"] = jax_step
     return cases
 
 
@@ -80,6 +84,7 @@ def _gpugrad_cases(sizes, x_host, y_host, device, lam, lr, precision=None):
                 loss = F.cross_entropy(model(x), labels) + lam * F.l2_penalty(params)
             loss.backward()
             opt.step()
+            return loss  # as the hand-written step does: compiled, the loss is computed too
 
         def tf32_step():  # the switch on for the whole step (backward's products too)
             with precisions.matmul_mode("tf32"):
@@ -126,12 +131,17 @@ def _pairs(cases, tag):
         fp32 = impl.replace(f" {tag}", "") if tag else None
         if tag and f" {tag}" in impl and fp32 in cases:
             pairs[impl, "time / fp32"] = (impl, fp32)
-    for mine, floor, column in (("gpugrad captured", "hand-written captured",
-                                 "captured / hand-written"),
-                                ("gpugrad compiled", "hand-written", "compiled / hand-written")):
+    for mine, floor, column in _FLOOR_COLUMNS:
         if mine in cases and floor in cases:
             pairs[mine, column] = (mine, floor)
     return pairs
+
+
+# (gpugrad's row, the row it is timed against, the column): a whole step compiled against
+# the step by hand and, on the CPU, against JAX's jit
+_FLOOR_COLUMNS = (("gpugrad captured", "hand-written captured", "captured / hand-written"),
+                  ("gpugrad compiled", "hand-written", "compiled / hand-written"),
+                  ("gpugrad compiled", "jax jit", "compiled / jax jit"))
 
 
 MLP_BATCHES = {True: [32, 1024], False: [32, 128, 512, 1024, 4096]}  # quick, full
@@ -172,8 +182,7 @@ def mlp_suite(device, quick=True, progress=None, batches=None, yardstick=None, p
                    "gpugrad / torch": table.ratio_of(mine["gpugrad / torch"])
                    if "gpugrad / torch" in mine else None,
                    **{col: table.ratio_of(mine[col]) if col in mine else None
-                      for col, floor in (("captured / hand-written", "hand-written captured"),
-                                         ("compiled / hand-written", "hand-written"))
+                      for _, floor, col in _FLOOR_COLUMNS
                       if floor in cases},
                    **({"time / fp32": table.ratio_of(mine["time / fp32"])
                        if "time / fp32" in mine else None} if precision else {})}
