@@ -4,8 +4,10 @@ formulas, where numba is installed (`pip install gpugrad[fast]`) and GPUGRAD_NUM
 kernel() is the one place that chooses: ops/activation.py asks it beside devices.fused(), under
 the CUDA kernels' names and with their launchers' signatures, and falls back to the formulas
 where it answers None: numba absent or off, another device's arrays (CuPy's, the strict test
-device's), or a dtype other than float32 (float64 keeps NumPy's libm-accurate formulas,
-16-bit floats their float32 formulas). The choice depends on the dtype alone, never on the
+device's), a dtype other than float32 (float64 keeps NumPy's libm-accurate formulas, 16-bit
+floats their float32 formulas), fewer than SMALLEST elements (a kernel call costs about 5 us
+more than a NumPy call: below 2^15 elements the formulas are as fast or faster), or a kernel
+numba_kernels does not have (tanh's forward: NumPy's own tanh is faster at every size). The choice depends on the dtype alone, never on the
 layout: a strided view, or a g that broadcasts against x, is copied flat first, so that a value
 is computed the same way (bit for bit) however its arrays lie.
 
@@ -26,6 +28,7 @@ _OFF = ("0", "false", "no", "off")
 _env = [None, None]  # (raw value of GPUGRAD_NUMBA, whether it allows numba)
 _loaded = {}  # "kernels": the numba_kernels module, or "error": why it could not be imported
 calls = collections.Counter()  # kernel name -> calls that took it: which path ran
+SMALLEST = 1 << 15  # elements: smaller arrays take the formulas (measured: see the module doc)
 
 
 def _allowed():
@@ -81,7 +84,8 @@ def kernel(name, xp, *arrays):
     relu_bwd_mask, relu_bwd_out ...) for these arrays of namespace xp, as a launcher with the
     signature of that kernel's (devices/cuda/specs.py, without xp), or None: the caller falls
     back to its formula."""
-    if xp is not np or not _suits(arrays) or not enabled():
+    if (xp is not np or max(a.size for a in arrays) < SMALLEST or not _suits(arrays)
+            or not enabled()):
         return None
     loop = getattr(_kernels(), name, None)
     if loop is None:

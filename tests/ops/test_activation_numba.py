@@ -23,11 +23,15 @@ EDGES = np.array([0.0, -0.0, 1e-30, -1e-30, 1e-40, 1.0, -1.0, 2.5, 3.0, -3.0, 6.
 # max(|reference|, 1), for |g| <= 1 (bench/results/2026-12-07-cpu-numba-activations measured
 # <= 8.2, silu's backward, as the NumPy formulas' in float32)
 ULPS = 10
+# kernels one forward and backward take: tanh's forward is NumPy's own loop
+_KERNELS_PER_STEP = {name: 1 if name == "tanh" else 2 for name, _ in CASES}
 
 
 @pytest.fixture
 def numba_on(monkeypatch):
+    """numba's kernels on, for arrays of every size (the tests' arrays are small)."""
     monkeypatch.setenv("GPUGRAD_NUMBA", "1")
+    monkeypatch.setattr(activation_numba, "SMALLEST", 0)
     if not activation_numba.enabled():
         pytest.skip(f"numba kernels unavailable: {activation_numba.status()}; "
                     f"pip install 'gpugrad[fast]'")
@@ -74,7 +78,7 @@ def test_the_kernels_keep_the_formulas_edges(numba_on, name, p):
             name, p, EDGES.astype(np.float64), g.astype(np.float64)))
         _, dx_inf, _ = _op(name, p, EDGES, np.full(EDGES.size, np.inf, np.float32))
         want_inf = _formulas(name, p, EDGES, np.full(EDGES.size, np.inf, np.float32))[1]
-    assert taken == 2
+    assert taken == _KERNELS_PER_STEP[name]
     _assert_close_and_special(y, want_y, ULPS)
     _assert_close_and_special(dx, want_dx, ULPS)
     np.testing.assert_array_equal(dx_inf[want_inf == 0], 0)  # the branches' hard zeros
@@ -92,7 +96,7 @@ def test_float32_accuracy_against_the_float64_formulas(numba_on, name, p):
     with np.errstate(over="ignore"):
         want_y, want_dx = (a.astype(np.float32) for a in _formulas(
             name, p, x.astype(np.float64), g.astype(np.float64)))
-    assert taken == 2
+    assert taken == _KERNELS_PER_STEP[name]
     _assert_close_and_special(y, want_y, ULPS)
     _assert_close_and_special(dx, want_dx, ULPS)
 
@@ -129,7 +133,8 @@ def test_taken_for_float32_whatever_the_layout(numba_on, name, p):
     g = np.linspace(-1, 2, 24, dtype=np.float32).reshape(6, 4)
     y, dx, taken = _op(name, p, x.T, g)  # x.T: a view, not C-contiguous
     want_y, want_dx, _ = _op(name, p, np.ascontiguousarray(x.T), g)
-    assert taken == 2 and y.tobytes() == want_y.tobytes() and dx.tobytes() == want_dx.tobytes()
+    assert taken == _KERNELS_PER_STEP[name] and y.tobytes() == want_y.tobytes()
+    assert dx.tobytes() == want_dx.tobytes()
     a = ACTIVATIONS[name]
     if a.saves != "mask":
         s = y if a.saved(p) == "y" else np.ascontiguousarray(x.T)
@@ -144,7 +149,7 @@ def test_taken_for_float32_whatever_the_layout(numba_on, name, p):
 @pytest.mark.parametrize("name, p", CASES, ids=str)
 def test_a_0d_input(numba_on, name, p):
     y, dx, taken = _op(name, p, np.asarray(np.float32(0.7)), np.asarray(np.float32(2.0)))
-    assert np.shape(y) == np.shape(dx) == () and taken == 2
+    assert np.shape(y) == np.shape(dx) == () and taken == _KERNELS_PER_STEP[name]
     want_y, want_dx = _formulas(name, p, np.asarray(0.7), np.asarray(2.0))
     np.testing.assert_allclose([y, dx], [want_y, want_dx], rtol=1e-6)
 
@@ -172,3 +177,18 @@ def test_the_strict_device_never_takes_it(numba_on):
             y = getattr(gg, name)(t, **p)
         y.backward()
     assert sum(activation_numba.calls.values()) == before
+
+
+@pytest.mark.parametrize("name, p", CASES, ids=str)
+def test_small_arrays_and_tanhs_forward_take_the_formulas(numba_on, monkeypatch, name, p):
+    """Under SMALLEST elements a kernel call costs more than it saves: the formulas run, with
+    their own values bit for bit; from SMALLEST on, the kernels (but for tanh's forward, whose
+    NumPy loop is faster at every size)."""
+    monkeypatch.setattr(activation_numba, "SMALLEST", 64)
+    x = np.linspace(-6, 6, 63, dtype=np.float32)
+    g = np.linspace(1, 2, 63, dtype=np.float32)
+    y, dx, taken = _op(name, p, x, g)
+    want_y, want_dx = _formulas(name, p, x, g)
+    assert taken == 0 and y.tobytes() == want_y.tobytes() and dx.tobytes() == want_dx.tobytes()
+    x, g = np.linspace(-6, 6, 64, dtype=np.float32), np.linspace(1, 2, 64, dtype=np.float32)
+    assert _op(name, p, x, g)[2] == (1 if name == "tanh" else 2)
