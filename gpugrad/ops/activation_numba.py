@@ -79,13 +79,21 @@ def _flat(*arrays):
             else np.ascontiguousarray(np.broadcast_to(a, shape)) for a in arrays]
 
 
+def _elements(name, arrays):
+    """How many elements the kernel computes: x's, or g's (beside a packed mask), or those of
+    g and the saved array broadcast together (every op on the CPU asks: cheap where they agree)."""
+    first = arrays[0]
+    if len(arrays) == 1 or name == "relu_bwd_mask" or first.shape == arrays[1].shape:
+        return first.size
+    return int(np.prod(np.broadcast_shapes(first.shape, arrays[1].shape)))
+
+
 def kernel(name, xp, *arrays):
     """The numba kernel `name` (a CUDA kernel's: gelu_fwd, silu_bwd, relu_fwd_mask,
     relu_bwd_mask, relu_bwd_out ...) for these arrays of namespace xp, as a launcher with the
     signature of that kernel's (devices/cuda/specs.py, without xp), or None: the caller falls
     back to its formula."""
-    if (xp is not np or max(a.size for a in arrays) < SMALLEST or not _suits(arrays)
-            or not enabled()):
+    if xp is not np or _elements(name, arrays) < SMALLEST or not _suits(arrays) or not enabled():
         return None
     loop = getattr(_kernels(), name, None)
     if loop is None:
