@@ -39,12 +39,18 @@ def _checked(name, state, *projections, blocks, gradient=None):
     if g is not None and g.shape != gradient + state.shape:
         raise recording.ShapeError(f"{name}: the gradient must have shape "
                                    f"{gradient + state.shape}, got {g.shape}")
-    arrays = (state, *projections) + (() if g is None else (g,))
-    if not all(devices.is_float(a.dtype) for a in arrays):
+    return in_common_float((state, *projections) + (() if g is None else (g,)))
+
+
+def in_common_float(arrays):
+    """The arrays (None passes through) in their common float dtype: mixed floats promote, as
+    the elementwise ops do; anything not floating point is refused by name."""
+    present = [a for a in arrays if a is not None]
+    if not all(devices.is_float(a.dtype) for a in present):
         raise TypeError(f"inputs must be floating point, got "
-                        f"{', '.join(sorted({str(a.dtype) for a in arrays}))}")
-    dtype = np.result_type(*arrays)  # mixed floats promote, as the elementwise ops do
-    return tuple(a if a.dtype == dtype else a.astype(dtype) for a in arrays)
+                        f"{', '.join(sorted({str(a.dtype) for a in present}))}")
+    dtype = np.result_type(*present)
+    return tuple(a if a is None or a.dtype == dtype else a.astype(dtype) for a in arrays)
 
 
 def run(spec, xp, *arrays):

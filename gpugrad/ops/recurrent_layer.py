@@ -17,7 +17,6 @@ same pre-activations again from the saved input and weights, with the same produ
 order, so they carry the history the kept ones lack and their values are the same bits.
 """
 
-import numpy as np
 
 from gpugrad import devices
 from gpugrad import recording
@@ -48,12 +47,7 @@ def _checked(name, x, w_ih, w_hh, biases, h0, c0=None):
         raise recording.ShapeError(
             f"{name}: x must be (T >= 1, batch, input), w_ih ({g}, input), w_hh ({g}, H), "
             f"{bias} ({g},) or None, {state} (batch, H); got {_shapes(arrays)}")
-    present = [a for a in arrays.values() if a is not None]
-    if not all(devices.is_float(a.dtype) for a in present):
-        raise TypeError(f"inputs must be floating point, got "
-                        f"{', '.join(sorted({str(a.dtype) for a in present}))}")
-    dtype = np.result_type(*present)
-    return [a if a is None or a.dtype == dtype else a.astype(dtype) for a in arrays.values()]
+    return recurrent.in_common_float(list(arrays.values()))
 
 
 def _shapes(arrays):
