@@ -99,6 +99,8 @@ def compare(model, x, y, loss_fn, optimizer=None):
     step, the parameters and the input batch, plus the transient peak). The training step runs
     backward (and optimizer.step()). Saved activations count what the ops keep: labels or
     inputs that are a slice of a bigger array count as the slice, as estimate() counts them.
+    Both are measured after one untracked run of each (no optimizer step), so that first-use
+    costs of the process are not counted.
     """
     params = model.parameters()
     device = params[0].device
@@ -106,6 +108,7 @@ def compare(model, x, y, loss_fn, optimizer=None):
     for p in params:
         p.grad = None  # gradients are training's, measured below
     live_before = param_bytes + (x.data.nbytes if isinstance(x, tensors.Tensor) else 0)
+    _warm_up(model, x, y, loss_fn, params)
     with track(device) as pred:
         with autograd.pause():
             model(x)  # prediction: the forward pass only
@@ -125,3 +128,16 @@ def compare(model, x, y, loss_fn, optimizer=None):
              "saved activations": report.activations, "transient peak": tr.peak,
              "total peak": live_before + tr.peak}
     return Report(predict, train, report.by_op, device, report.buffers)
+
+
+def _warm_up(model, x, y, loss_fn, params):
+    """One prediction and one forward and backward, untracked, gradients dropped after: what
+    runs for the first time in a process (a module imported on first use, a compiled kernel
+    loaded from its cache) allocates once, and that is not the model's memory."""
+    with autograd.pause():
+        model(x)
+    with autograd.record():
+        loss = loss_fn(model(x), y)
+    loss.backward()
+    for p in params:
+        p.grad = None
